@@ -1,0 +1,83 @@
+# odmrd build. `make` builds bin/odmrd and bin/odmrctl; `make asan` builds the same
+# programs with ASan+UBSan into build-asan/; `make check` runs every test.
+CC      ?= cc
+PKGS    := libevent_core libevent_openssl libevent_pthreads openssl libgsasl inih
+BUILD   ?= build
+BINDIR  ?= bin
+CSTD    := -std=c17 -D_GNU_SOURCE
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wformat=2 -Wno-unused-parameter -Wvla
+OPT     ?= -O2 -g
+SANITIZE ?=
+CFLAGS  += $(CSTD) $(WARN) $(OPT) $(SANITIZE) -Isrc $(shell pkg-config --cflags $(PKGS)) -pthread
+LDLIBS  += $(shell pkg-config --libs $(PKGS)) -pthread
+LDFLAGS += $(SANITIZE)
+
+LIB_SRC  := $(wildcard src/lib/*.c src/platform/*.c src/store/*.c src/engines/*.c src/services/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_A    := $(BUILD)/libodmr.a
+PROGRAMS := odmrd odmrctl $(if $(wildcard src/client/*.c),odmr-client)
+BINS     := $(PROGRAMS:%=$(BINDIR)/%)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
+
+prog_src = $(wildcard src/$(1)/*.c)
+src_dir_odmrd := odmrd
+src_dir_odmrctl := ctl
+src_dir_odmr-client := client
+
+.PHONY: all asan unit check check-unit check-proto fuzz clean deps
+all: $(BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB_A): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+.SECONDEXPANSION:
+$(BINDIR)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(call prog_src,$$(src_dir_$$*))) $(LIB_A)
+	@mkdir -p $(BINDIR)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+unit: $(UNIT_BIN)
+
+asan:
+	$(MAKE) BUILD=build-asan BINDIR=build-asan/bin OPT="-O1 -g -fno-omit-frame-pointer" \
+	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all unit
+
+# Unit tests, then the same unit tests under ASan+UBSan, then the protocol tests.
+check: all unit asan
+	scripts/run-unit $(BUILD)/tests
+	scripts/run-unit build-asan/tests
+	scripts/run-proto
+
+check-unit: all unit
+	scripts/run-unit $(BUILD)/tests
+
+check-proto: all
+	scripts/run-proto
+
+# libFuzzer targets, one per parser: `make fuzz` builds them into build-fuzz/.
+fuzz:
+	$(MAKE) CC=clang BUILD=build-fuzz BINDIR=build-fuzz/bin OPT="-O1 -g" \
+	    SANITIZE="-fsanitize=address,undefined" build-fuzz/libodmr.a
+	@mkdir -p build-fuzz/fuzz
+	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc $$(pkg-config --cflags $(PKGS)) \
+	    -o build-fuzz/fuzz/$$n $$f build-fuzz/libodmr.a $(LDLIBS) || exit 1; done
+
+deps:
+	scripts/install-deps
+
+clean:
+	rm -rf build build-asan build-fuzz bin
+
+-include $(LIB_OBJ:.o=.d)

@@ -1,0 +1,58 @@
+/* odmrd.conf: INI file (inih). Section and key names are a contract (README, docs/config.md).
+ * Every key has an embedded default, so an empty file is a valid configuration. */
+#ifndef ODMR_LIB_CONFIG_H
+#define ODMR_LIB_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+enum { CONFIG_LISTEN_MAX = 8 };
+
+struct config {
+    /* [server] */
+    char *hostname;            /* default: gethostname() */
+    char *spool;               /* default: ./run/spool (relative paths: to the config file) */
+    char *users;               /* default: ./run/users */
+    char *user;                /* account to switch to when started as root; NULL = none */
+    char *log_level;           /* debug|info|warn|error */
+    /* [intake] */
+    char *smtp_listen[CONFIG_LISTEN_MAX];   /* host:port, [v6]:port */
+    size_t smtp_listen_count;
+    char *lmtp_listen[CONFIG_LISTEN_MAX];   /* host:port or unix:/path */
+    size_t lmtp_listen_count;
+    uint64_t max_message_size; /* octets; default 50 MiB */
+    unsigned max_recipients;   /* per transaction; default 1000 (RFC 5321 4.5.3.1.8: >= 100) */
+    unsigned max_line_length;  /* DATA text line incl. CRLF; default 1000 (RFC 5321 4.5.3.1.6) */
+    unsigned max_errors;       /* bad commands before the session is closed; default 10 */
+    unsigned max_commands;     /* commands per session; default 10000 */
+    unsigned max_sessions;     /* concurrent intake sessions; default 1000 */
+    time_t command_timeout;    /* RFC 5321 4.5.3.2.7 server timeout, default 5m */
+    time_t data_timeout;       /* per data block, default 3m */
+    unsigned commit_workers;   /* fsync worker threads; default 16 */
+    /* [odmr] */
+    char *odmr_listen[CONFIG_LISTEN_MAX];
+    size_t odmr_listen_count;
+    char *odmr_tls_listen[CONFIG_LISTEN_MAX];
+    size_t odmr_tls_listen_count;
+    /* [tls] */
+    char *tls_cert;            /* default: SPOOL/../tls/cert.pem, made self-signed on first run */
+    char *tls_key;
+    char *tls_ca;              /* CA for client certificates (AUTH EXTERNAL); NULL = none */
+    /* [queue] */
+    time_t max_hold;           /* default 7d */
+    /* where the file was */
+    char *path;
+};
+
+/* Loads path (NULL = defaults only). On error returns -1 with "FILE:LINE: message" in err. */
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
+void config_free(struct config *cfg);
+
+/* "30s", "5m", "2h", "7d", plain seconds. -1 on error. */
+int config_parse_duration(const char *text, time_t *out);
+/* "1024", "10k", "50M", "1G" (binary multiples). -1 on error. */
+int config_parse_size(const char *text, uint64_t *out);
+
+#endif

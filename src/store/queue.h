@@ -1,0 +1,125 @@
+/* The queue interface (docs/queue.md). Sessions see only this header; the filesystem backend
+ * (queue_fs.c) is the embedded default, a PostgreSQL backend can sit behind the same calls.
+ *
+ * Threading: every function is called from the event-loop thread except where noted.
+ * queue_commit() does its durable work (fsync of file and directories) on worker threads and
+ * reports back on the event loop through the callback. */
+#ifndef ODMR_STORE_QUEUE_H
+#define ODMR_STORE_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+struct event_base;
+
+enum { QUEUE_ID_MAX = 32 };   /* ids are [0-9A-Za-z] only, at most 31 chars */
+
+enum queue_body_type { QUEUE_BODY_7BIT = 0, QUEUE_BODY_8BITMIME, QUEUE_BODY_BINARYMIME };
+
+enum queue_rcpt_state {
+    QUEUE_RCPT_PENDING = 0,   /* not yet delivered; may carry attempts and the last 4xx reply */
+    QUEUE_RCPT_DONE,          /* customer answered 250: delivered */
+    QUEUE_RCPT_FAILED,        /* permanent failure (5xx): kept, with the reply, for a DSN */
+};
+
+struct queue_rcpt {
+    char *address;            /* forward-path without angle brackets, as received */
+    char *domain;             /* lower-case hosted domain this recipient is held for */
+    char *notify;             /* RFC 3461 NOTIFY value as received, or NULL */
+    char *orcpt;              /* RFC 3461 ORCPT value (addr-type;xtext), or NULL */
+    /* state, filled by queue_open()/queue_domain_rcpts(); ignored by queue_put() */
+    enum queue_rcpt_state state;
+    unsigned attempts;
+    time_t last_attempt;
+    char *last_reply;         /* last reply from the customer, or NULL */
+};
+
+struct queue_envelope {
+    char id[QUEUE_ID_MAX];    /* set by queue_put() */
+    time_t arrival;           /* set by queue_put() */
+    char *sender;             /* reverse-path without brackets; "" for the null path <> */
+    enum queue_body_type body;
+    bool smtputf8;
+    char *ret;                /* RFC 3461 RET (FULL|HDRS) or NULL */
+    char *envid;              /* RFC 3461 ENVID (xtext) or NULL */
+    uint64_t declared_size;   /* MAIL SIZE= or 0 */
+    char *helo;               /* client's EHLO/HELO/LHLO argument */
+    char *client_addr;        /* client IP address */
+    char *protocol;           /* "ESMTP", "ESMTPS", "LMTP", "SMTP" ... */
+    size_t rcpt_count;
+    struct queue_rcpt *rcpts;
+    uint64_t body_size;       /* set by queue_open(): octets of the stored message */
+};
+
+struct queue;
+struct queue_writer;
+
+/* Opens (creating if needed) the queue at spool; runs start-up recovery (removes uncommitted
+ * leftovers, moves corrupt files to corrupt/, rebuilds missing domain index entries) and starts
+ * worker_count commit threads. base may be NULL for tools that never commit (odmrctl).
+ * On failure returns NULL with a message in err. */
+struct queue *queue_open_fs(const char *spool, struct event_base *base, unsigned worker_count,
+                            char *err, size_t errlen);
+void queue_close(struct queue *q);   /* waits for in-flight commits */
+
+/* Starts a new message: assigns env->id and env->arrival and returns a writer.
+ * NULL on error (errno set: ENOSPC, EIO ...). */
+struct queue_writer *queue_put(struct queue *q, struct queue_envelope *env);
+/* Appends message octets (CRLF line endings, already dot-unstuffed). 0 or -1 (errno). */
+int queue_write(struct queue_writer *w, const void *data, size_t len);
+/* Throws the message away; nothing of it remains. Frees w. */
+void queue_abort(struct queue_writer *w);
+
+/* Makes the message durable and visible. status is 0 when the message is committed (the
+ * caller may now say 250), or an errno value (nothing of the message remains).
+ * The callback runs on the event-loop thread; w is freed by the queue after it returns. */
+typedef void (*queue_commit_cb)(int status, const char *id, void *arg);
+void queue_commit(struct queue_writer *w, queue_commit_cb cb, void *arg);
+/* Synchronous commit, for tools and tests without an event loop. 0 or errno. */
+int queue_commit_sync(struct queue_writer *w);
+
+/* ---- reading and updating (used by the ODMR push and odmrctl) ---- */
+
+/* Calls fn(id, arg) for each message held for domain that still has pending recipients of
+ * that domain, oldest first. Does not scan messages of other domains. Returns count or -1. */
+typedef int (*queue_id_fn)(const char *id, void *arg);   /* non-zero return stops */
+int queue_list_domain(struct queue *q, const char *domain, queue_id_fn fn, void *arg);
+/* Every message id in the queue. */
+int queue_list_all(struct queue *q, queue_id_fn fn, void *arg);
+/* Domains that have index entries. */
+int queue_list_domains(struct queue *q, queue_id_fn fn, void *arg);
+
+struct queue_message {
+    struct queue_envelope env;   /* with per-recipient state filled in */
+    int fd;                      /* read-only, positioned at the first message octet */
+    off_t body_offset;
+};
+/* Opens and validates a committed message (version, checksum). A file that fails validation
+ * is moved to corrupt/, logged, and ENOENT-like error EBADMSG returned. */
+int queue_message_open(struct queue *q, const char *id, struct queue_message **out);
+void queue_message_close(struct queue_message *m);
+
+/* Records the outcome for one recipient (index into env.rcpts) durably (fsync before return).
+ * reply may be NULL. DONE/FAILED are final; PENDING counts an attempt. */
+int queue_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
+                         enum queue_rcpt_state state, const char *reply);
+/* Removes the message when no recipient is pending and none failed without a DSN yet
+ * (failed recipients keep the message until a bounce exists); returns 1 if removed. */
+int queue_remove_if_finished(struct queue *q, const char *id);
+/* Unconditional removal (odmrctl queue delete). */
+int queue_remove(struct queue *q, const char *id);
+
+/* Domain leases: at most one delivering session per domain. Backed by flock() so a crash
+ * leaves no stale lease. Returns 0, or EBUSY when another session holds it. */
+int queue_lease_domain(struct queue *q, const char *domain);
+void queue_release_domain(struct queue *q, const char *domain);
+
+/* Calls fn for every message older than max_age seconds (for expiry and bounces). */
+int queue_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void *arg);
+
+void queue_envelope_clear(struct queue_envelope *env);   /* frees the strings inside */
+
+#endif
