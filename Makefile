@@ -27,7 +27,7 @@ src_dir_odmrd := odmrd
 src_dir_odmrctl := ctl
 src_dir_odmr-client := client
 
-.PHONY: all asan unit check check-unit check-proto fuzz clean deps
+.PHONY: all asan unit check check-all check-unit check-proto fuzz clean deps run
 all: $(BINS)
 
 $(BUILD)/%.o: %.c
@@ -53,8 +53,13 @@ asan:
 	$(MAKE) BUILD=build-asan BINDIR=build-asan/bin OPT="-O1 -g -fno-omit-frame-pointer" \
 	    SANITIZE="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all unit
 
-# Unit tests, then the same unit tests under ASan+UBSan, then the protocol tests.
-check: all unit asan
+# `make check` installs what it needs, then runs the unit tests, the same unit tests under
+# ASan+UBSan, and the protocol and interop tests.
+check:
+	scripts/install-deps
+	$(MAKE) check-all
+
+check-all: all unit asan
 	scripts/run-unit $(BUILD)/tests
 	scripts/run-unit build-asan/tests
 	scripts/run-proto
@@ -76,6 +81,12 @@ fuzz:
 
 deps:
 	scripts/install-deps
+
+# Quick start: build and run odmrd in the foreground on embedded defaults (./run/...).
+run:
+	scripts/install-deps
+	$(MAKE) all
+	scripts/quickstart
 
 clean:
 	rm -rf build build-asan build-fuzz bin

@@ -25,8 +25,8 @@ struct config {
     uint64_t max_message_size; /* octets; default 50 MiB */
     unsigned max_recipients;   /* per transaction; default 1000 (RFC 5321 4.5.3.1.8: >= 100) */
     unsigned max_line_length;  /* DATA text line incl. CRLF; default 1000 (RFC 5321 4.5.3.1.6) */
-    unsigned max_errors;       /* bad commands before the session is closed; default 10 */
-    unsigned max_commands;     /* commands per session; default 10000 */
+    unsigned max_errors;       /* errors (bad commands, refused RCPT) before closing; default 20 */
+    unsigned max_junk_commands; /* NOOP, VRFY, HELP, RSET ... per session; default 100 */
     unsigned max_sessions;     /* concurrent intake sessions; default 1000 */
     time_t command_timeout;    /* RFC 5321 4.5.3.2.7 server timeout, default 5m */
     time_t data_timeout;       /* per data block, default 3m */

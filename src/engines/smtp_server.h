@@ -1,0 +1,104 @@
+/* The SMTP/LMTP server engine (RFC 5321, RFC 2033): one per listening role. It owns the
+ * connection, the line reader, the command table and the limits; the service using it
+ * (intake, later the customer side of a reversed ODMR session) decides recipients and
+ * where message data goes, through hooks. */
+#ifndef ODMR_ENGINES_SMTP_SERVER_H
+#define ODMR_ENGINES_SMTP_SERVER_H
+
+#include <event2/event.h>
+#include <event2/util.h>
+#include <openssl/ssl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "lib/reply.h"
+#include "lib/smtp_grammar.h"
+
+struct smtp_session;
+
+enum smtp_server_mode { SMTP_SERVER_SMTP, SMTP_SERVER_LMTP };
+enum smtp_body_type { SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
+
+struct smtp_limits {
+    uint64_t max_message_size;
+    unsigned max_recipients;
+    unsigned max_line_length;   /* DATA text line including CRLF */
+    unsigned max_errors;
+    unsigned max_junk_commands;
+    time_t command_timeout;
+    time_t data_timeout;
+};
+
+struct smtp_txn_rcpt {
+    char *address;      /* local@domain as received (no brackets) */
+    char *domain;       /* lower-case */
+    char *notify;       /* RFC 3461 NOTIFY or NULL */
+    char *orcpt;        /* RFC 3461 ORCPT or NULL */
+};
+
+struct smtp_transaction {
+    bool active;                 /* MAIL accepted */
+    char *sender;                /* "" for <> */
+    enum smtp_body_type body;
+    bool smtputf8;
+    char *ret;                   /* RFC 3461 RET or NULL */
+    char *envid;                 /* RFC 3461 ENVID or NULL */
+    uint64_t declared_size;
+    struct smtp_txn_rcpt *rcpts;
+    size_t rcpt_count;
+    size_t rcpt_capacity;
+};
+
+struct smtp_server_hooks {
+    /* RCPT policy. Leave reply->code 0 (or set 250) to accept. */
+    void (*check_rcpt)(void *ctx, struct smtp_session *s, const struct smtp_path_command *rcpt,
+                       const char *domain_lower, struct smtp_reply *reply);
+    /* DATA: prepare to store a message. Return 0 to answer 354, else set reply. */
+    int (*data_begin)(void *ctx, struct smtp_session *s, struct smtp_reply *reply);
+    /* Message octets (CRLF, unstuffed). Return -1 on a storage error (errno set). */
+    int (*data_write)(void *ctx, struct smtp_session *s, const char *data, size_t len);
+    /* The message is rejected or the session ended: drop what was stored. */
+    void (*data_abort)(void *ctx, struct smtp_session *s);
+    /* Final dot seen and the message is good: make it durable, then call
+     * smtp_session_data_done() (now or later, from the event loop). */
+    void (*data_end)(void *ctx, struct smtp_session *s);
+};
+
+struct smtp_server_settings {
+    enum smtp_server_mode mode;
+    const char *hostname;
+    const char *role;            /* for logs: "smtp", "lmtp" */
+    SSL_CTX *tls;                /* STARTTLS offered when set (SMTP mode only) */
+    struct smtp_limits limits;
+    const struct smtp_server_hooks *hooks;
+    void *hooks_ctx;
+    unsigned max_sessions;
+};
+
+struct smtp_server;
+
+struct smtp_server *smtp_server_new(struct event_base *base,
+                                    const struct smtp_server_settings *settings);
+/* Takes ownership of fd (a new connection). */
+void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
+                        const struct sockaddr *peer, int peer_len);
+/* Graceful stop: idle sessions get 421 and close; a session inside DATA gets 421 and its
+ * message is dropped; a session waiting for a commit finishes it first. on_idle runs once no
+ * session is left. */
+void smtp_server_shutdown(struct smtp_server *server, void (*on_idle)(void *), void *arg);
+size_t smtp_server_session_count(const struct smtp_server *server);
+void smtp_server_free(struct smtp_server *server);
+
+/* For hooks. */
+const struct smtp_transaction *smtp_session_transaction(const struct smtp_session *s);
+const char *smtp_session_id(const struct smtp_session *s);
+const char *smtp_session_peer(const struct smtp_session *s);
+const char *smtp_session_helo(const struct smtp_session *s);
+const char *smtp_session_protocol(const struct smtp_session *s);   /* "ESMTPS", "LMTP" ... */
+void *smtp_session_user(const struct smtp_session *s);
+void smtp_session_set_user(struct smtp_session *s, void *user);
+/* The outcome of data_end: reply is sent (once per recipient in LMTP). */
+void smtp_session_data_done(struct smtp_session *s, const struct smtp_reply *reply);
+
+#endif

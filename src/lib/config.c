@@ -1,0 +1,330 @@
+/* odmrd.conf loader: a table of known keys, each with a parser; anything else is an error. */
+#include "lib/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+enum value_kind { VALUE_STRING, VALUE_LIST, VALUE_SIZE, VALUE_DURATION, VALUE_COUNT, VALUE_PATH };
+
+struct config_key {
+    const char *section;
+    const char *name;
+    enum value_kind kind;
+    size_t offset;        /* of the field in struct config */
+    size_t count_offset;  /* VALUE_LIST: the count field */
+};
+
+#define FIELD(f) offsetof(struct config, f)
+static const struct config_key config_keys[] = {
+    {"server", "hostname", VALUE_STRING, FIELD(hostname), 0},
+    {"server", "spool", VALUE_PATH, FIELD(spool), 0},
+    {"server", "users", VALUE_PATH, FIELD(users), 0},
+    {"server", "user", VALUE_STRING, FIELD(user), 0},
+    {"server", "log_level", VALUE_STRING, FIELD(log_level), 0},
+    {"intake", "smtp_listen", VALUE_LIST, FIELD(smtp_listen), FIELD(smtp_listen_count)},
+    {"intake", "lmtp_listen", VALUE_LIST, FIELD(lmtp_listen), FIELD(lmtp_listen_count)},
+    {"intake", "max_message_size", VALUE_SIZE, FIELD(max_message_size), 0},
+    {"intake", "max_recipients", VALUE_COUNT, FIELD(max_recipients), 0},
+    {"intake", "max_line_length", VALUE_COUNT, FIELD(max_line_length), 0},
+    {"intake", "max_errors", VALUE_COUNT, FIELD(max_errors), 0},
+    {"intake", "max_junk_commands", VALUE_COUNT, FIELD(max_junk_commands), 0},
+    {"intake", "max_sessions", VALUE_COUNT, FIELD(max_sessions), 0},
+    {"intake", "command_timeout", VALUE_DURATION, FIELD(command_timeout), 0},
+    {"intake", "data_timeout", VALUE_DURATION, FIELD(data_timeout), 0},
+    {"intake", "commit_workers", VALUE_COUNT, FIELD(commit_workers), 0},
+    {"odmr", "listen", VALUE_LIST, FIELD(odmr_listen), FIELD(odmr_listen_count)},
+    {"odmr", "tls_listen", VALUE_LIST, FIELD(odmr_tls_listen), FIELD(odmr_tls_listen_count)},
+    {"tls", "cert", VALUE_PATH, FIELD(tls_cert), 0},
+    {"tls", "key", VALUE_PATH, FIELD(tls_key), 0},
+    {"tls", "ca", VALUE_PATH, FIELD(tls_ca), 0},
+    {"queue", "max_hold", VALUE_DURATION, FIELD(max_hold), 0},
+};
+#undef FIELD
+
+struct load_context {
+    struct config *cfg;
+    const char *path;
+    char *base_dir;  /* directory of the config file, for relative paths */
+    char message[256];
+};
+
+int config_parse_duration(const char *text, time_t *out)
+{
+    static const struct { char suffix; time_t seconds; } units[] = {
+        {'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}, {'w', 604800},
+    };
+    char *end;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (end == text || errno != 0 || value < 0)
+        return -1;
+    time_t unit = 1;
+    if (*end != '\0') {
+        size_t i;
+        for (i = 0; i < sizeof units / sizeof units[0]; i++)
+            if (units[i].suffix == *end)
+                break;
+        if (i == sizeof units / sizeof units[0] || end[1] != '\0')
+            return -1;
+        unit = units[i].seconds;
+    }
+    if (value > LLONG_MAX / unit)
+        return -1;
+    *out = (time_t)(value * unit);
+    return 0;
+}
+
+int config_parse_size(const char *text, uint64_t *out)
+{
+    static const char suffixes[] = "kmgt";
+    char *end;
+    errno = 0;
+    if (*text == '-')
+        return -1;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (end == text || errno != 0)
+        return -1;
+    uint64_t multiple = 1;
+    if (*end != '\0') {
+        const char *s = strchr(suffixes, *end | 0x20);
+        if (s == NULL || end[1] != '\0')
+            return -1;
+        for (const char *p = suffixes; p <= s; p++)
+            multiple *= 1024;
+    }
+    if (value > UINT64_MAX / multiple)
+        return -1;
+    *out = value * multiple;
+    return 0;
+}
+
+/* inih (as Debian builds it) does not pass line numbers to the handler; it returns the line
+ * of the first error instead, and config_load() prefixes "FILE:LINE: " then. Only the first
+ * message is kept, matching that line. */
+__attribute__((format(printf, 2, 3)))
+static int set_error(struct load_context *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    if (ctx->message[0] != '\0')
+        return 0;
+    va_start(ap, fmt);
+    vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+static char *resolve_path(const struct load_context *ctx, const char *value)
+{
+    if (value[0] == '/' || ctx->base_dir == NULL)
+        return strdup(value);
+    size_t n = strlen(ctx->base_dir) + strlen(value) + 2;
+    char *joined = malloc(n);
+    if (joined)
+        snprintf(joined, n, "%s/%s", ctx->base_dir, value);
+    return joined;
+}
+
+static int store_list(struct config *cfg, const struct config_key *key, const char *value)
+{
+    char **items = (char **)((char *)cfg + key->offset);
+    size_t *count = (size_t *)((char *)cfg + key->count_offset);
+    for (size_t i = 0; i < *count; i++)
+        free(items[i]);
+    *count = 0;
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return -1;
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, " ,\t", &save); tok; tok = strtok_r(NULL, " ,\t", &save)) {
+        if (*count == CONFIG_LISTEN_MAX) {
+            free(copy);
+            return -1;
+        }
+        items[(*count)++] = strdup(tok);
+    }
+    free(copy);
+    return 0;
+}
+
+static int store_value(struct load_context *ctx, const struct config_key *key,
+                       const char *value)
+{
+    void *field = (char *)ctx->cfg + key->offset;
+    switch (key->kind) {
+    case VALUE_STRING:
+    case VALUE_PATH:
+        free(*(char **)field);
+        *(char **)field = key->kind == VALUE_PATH ? resolve_path(ctx, value) : strdup(value);
+        return 1;
+    case VALUE_LIST:
+        if (store_list(ctx->cfg, key, value) != 0)
+            return set_error(ctx, "[%s] %s: too many addresses (at most 8)",
+                             key->section, key->name);
+        return 1;
+    case VALUE_SIZE:
+        if (config_parse_size(value, field) != 0)
+            return set_error(ctx, "%s: bad size \"%s\" (examples: 1048576, 10M, 1G)",
+                             key->name, value);
+        return 1;
+    case VALUE_DURATION:
+        if (config_parse_duration(value, field) != 0)
+            return set_error(ctx, "%s: bad duration \"%s\" (examples: 30s, 5m, 7d)",
+                             key->name, value);
+        return 1;
+    case VALUE_COUNT: {
+        uint64_t n;
+        if (config_parse_size(value, &n) != 0 || n == 0 || n > UINT_MAX)
+            return set_error(ctx, "%s: bad number \"%s\"", key->name, value);
+        *(unsigned *)field = (unsigned)n;
+        return 1;
+    }
+    }
+    return 0;
+}
+
+static int on_ini_entry(void *user, const char *section, const char *name, const char *value)
+{
+    struct load_context *ctx = user;
+    for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++) {
+        const struct config_key *key = &config_keys[i];
+        if (strcmp(key->section, section) == 0 && strcmp(key->name, name) == 0)
+            return store_value(ctx, key, value);
+    }
+    return set_error(ctx, "unknown key \"%s\" in section [%s]", name, section);
+}
+
+static void set_default_string(char **field, const char *value)
+{
+    if (*field == NULL)
+        *field = strdup(value);
+}
+
+static void apply_defaults(struct config *cfg, const char *base_dir)
+{
+    char host[256] = "localhost";
+    char path[PATH_MAX];
+    const char *base = base_dir ? base_dir : ".";
+
+    gethostname(host, sizeof host - 1);
+    set_default_string(&cfg->hostname, host);
+    snprintf(path, sizeof path, "%s/run/spool", base);
+    set_default_string(&cfg->spool, path);
+    snprintf(path, sizeof path, "%s/run/users", base);
+    set_default_string(&cfg->users, path);
+    snprintf(path, sizeof path, "%s/run/tls/cert.pem", base);
+    set_default_string(&cfg->tls_cert, path);
+    snprintf(path, sizeof path, "%s/run/tls/key.pem", base);
+    set_default_string(&cfg->tls_key, path);
+    set_default_string(&cfg->log_level, "info");
+    if (cfg->smtp_listen_count == 0 && cfg->lmtp_listen_count == 0) {
+        cfg->smtp_listen[cfg->smtp_listen_count++] = strdup("127.0.0.1:2525");
+        cfg->lmtp_listen[cfg->lmtp_listen_count++] = strdup("127.0.0.1:2424");
+    }
+    if (cfg->odmr_listen_count == 0)
+        cfg->odmr_listen[cfg->odmr_listen_count++] = strdup("127.0.0.1:3366");
+}
+
+static void init_numbers(struct config *cfg)
+{
+    cfg->max_message_size = 50ull << 20;
+    cfg->max_recipients = 1000;
+    cfg->max_line_length = 1000;
+    cfg->max_errors = 20;
+    cfg->max_junk_commands = 100;
+    cfg->max_sessions = 1000;
+    cfg->command_timeout = 300;
+    cfg->data_timeout = 180;
+    cfg->commit_workers = 16;
+    cfg->max_hold = 7 * 86400;
+}
+
+static int validate(const struct config *cfg, char *err, size_t errlen)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    bool level_ok = false;
+    for (size_t i = 0; i < 4; i++)
+        level_ok |= strcmp(cfg->log_level, levels[i]) == 0;
+    if (!level_ok) {
+        snprintf(err, errlen, "[server] log_level: \"%s\" is not debug, info, warn or error",
+                 cfg->log_level);
+        return -1;
+    }
+    /* RFC 5321 4.5.3.1.6 and 4.5.3.1.8: receivers must take 1000-octet lines, 100 recipients */
+    if (cfg->max_line_length < 1000) {
+        snprintf(err, errlen, "[intake] max_line_length: must be at least 1000 (RFC 5321 4.5.3.1.6)");
+        return -1;
+    }
+    if (cfg->max_recipients < 100) {
+        snprintf(err, errlen, "[intake] max_recipients: must be at least 100 (RFC 5321 4.5.3.1.8)");
+        return -1;
+    }
+    return 0;
+}
+
+int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof *cfg);
+    init_numbers(cfg);
+    err[0] = '\0';
+    char *base_dir = NULL;
+    if (path != NULL) {
+        char resolved[PATH_MAX];
+        if (realpath(path, resolved) == NULL) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        cfg->path = strdup(resolved);
+        base_dir = strdup(resolved);
+        char *slash = strrchr(base_dir, '/');
+        if (slash)
+            *(slash == base_dir ? slash + 1 : slash) = '\0';
+        struct load_context ctx = {cfg, path, base_dir, ""};
+        int rc = ini_parse(path, on_ini_entry, &ctx);
+        if (rc != 0) {
+            if (rc < 0)
+                snprintf(err, errlen, "%s: cannot read the file", path);
+            else
+                snprintf(err, errlen, "%s:%d: %s", path, rc,
+                         ctx.message[0] ? ctx.message : "syntax error (expected key = value)");
+            free(base_dir);
+            config_free(cfg);
+            return -1;
+        }
+    }
+    apply_defaults(cfg, base_dir);
+    free(base_dir);
+    if (validate(cfg, err, errlen) != 0) {
+        config_free(cfg);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_list(char **items, size_t *count)
+{
+    for (size_t i = 0; i < *count; i++)
+        free(items[i]);
+    *count = 0;
+}
+
+void config_free(struct config *cfg)
+{
+    char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level,
+                        &cfg->tls_cert, &cfg->tls_key, &cfg->tls_ca, &cfg->path};
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        free(*strings[i]);
+        *strings[i] = NULL;
+    }
+    free_list(cfg->smtp_listen, &cfg->smtp_listen_count);
+    free_list(cfg->lmtp_listen, &cfg->lmtp_listen_count);
+    free_list(cfg->odmr_listen, &cfg->odmr_listen_count);
+    free_list(cfg->odmr_tls_listen, &cfg->odmr_tls_listen_count);
+}

@@ -1,0 +1,290 @@
+/* odmrd: the provider daemon. Wires config, users, queue, TLS and the listeners together,
+ * drops privileges, and runs the event loop in the foreground. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engines/smtp_server.h"
+#include "lib/config.h"
+#include "lib/log.h"
+#include "platform/listen.h"
+#include "platform/tls.h"
+#include "services/intake.h"
+#include "store/queue.h"
+#include "store/userdb.h"
+
+enum { MAX_LISTENERS = 3 * CONFIG_LISTEN_MAX, EXIT_CONFIG = 78 };
+
+struct daemon {
+    struct config cfg;
+    struct event_base *base;
+    struct userdb *users;
+    struct queue *queue;
+    SSL_CTX *tls;
+    struct intake intake;
+    struct smtp_server *smtp;
+    struct smtp_server *lmtp;
+    struct evconnlistener *listeners[MAX_LISTENERS];
+    size_t listener_count;
+    struct event *signals[4];
+    size_t servers_busy;
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: odmrd [-c FILE] [-t]\n"
+            "  -c FILE  configuration file (default: embedded defaults, paths under ./run)\n"
+            "  -t       check the configuration and the users file, then exit\n"
+            "  -h       this help\n"
+            "odmrd runs in the foreground and logs to stderr. SIGTERM stops it gracefully,\n"
+            "SIGHUP reloads the users file.\n");
+}
+
+static void fail(const char *what, const char *detail)
+{
+    fprintf(stderr, "odmrd: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    exit(EXIT_CONFIG);
+}
+
+static enum log_level parse_level(const char *name)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (strcmp(name, names[i]) == 0)
+            return (enum log_level)i;
+    return LOG_LEVEL_INFO;
+}
+
+static void check_listen_addresses(const struct config *cfg)
+{
+    char err[300];
+    char *const *lists[] = {cfg->smtp_listen, cfg->lmtp_listen, cfg->odmr_listen,
+                            cfg->odmr_tls_listen};
+    const size_t counts[] = {cfg->smtp_listen_count, cfg->lmtp_listen_count,
+                             cfg->odmr_listen_count, cfg->odmr_tls_listen_count};
+    for (size_t l = 0; l < 4; l++)
+        for (size_t i = 0; i < counts[l]; i++)
+            if (listen_check(lists[l][i], err, sizeof err) != 0)
+                fail("bad listen address", err);
+}
+
+static struct userdb *load_users(const char *path)
+{
+    char err[512];
+    struct userdb *db = userdb_load(path, err, sizeof err);
+    if (db == NULL)
+        fail("cannot load the users file", err);
+    return db;
+}
+
+static void load_tls(struct daemon *d)
+{
+    char err[512];
+    int made = tls_ensure_self_signed(d->cfg.tls_cert, d->cfg.tls_key, d->cfg.hostname, err,
+                                      sizeof err);
+    if (made < 0)
+        fail("TLS", err);
+    if (made == 1)
+        log_info("tls.self_signed", " cert=%s key=%s host=%s", d->cfg.tls_cert, d->cfg.tls_key,
+                 d->cfg.hostname);
+    d->tls = tls_server_context(d->cfg.tls_cert, d->cfg.tls_key, d->cfg.tls_ca, err, sizeof err);
+    if (d->tls == NULL)
+        fail("TLS", err);
+}
+
+static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
+                      int len, void *arg)
+{
+    smtp_server_accept(arg, fd, addr, len);
+}
+
+static void open_listeners(struct daemon *d, char *const *specs, size_t count,
+                           struct smtp_server *server)
+{
+    char err[300];
+    for (size_t i = 0; i < count; i++) {
+        struct evconnlistener *l = listen_open(d->base, specs[i], on_accept, server, err,
+                                               sizeof err);
+        if (l == NULL)
+            fail("listen", err);
+        d->listeners[d->listener_count++] = l;
+        log_info("listen", " address=%s", specs[i]);
+    }
+}
+
+static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode mode)
+{
+    const struct config *c = &d->cfg;
+    struct smtp_server_settings settings = {
+        .mode = mode,
+        .hostname = c->hostname,
+        .role = mode == SMTP_SERVER_LMTP ? "lmtp" : "smtp",
+        .tls = mode == SMTP_SERVER_SMTP ? d->tls : NULL,
+        .limits = {c->max_message_size, c->max_recipients, c->max_line_length, c->max_errors,
+                   c->max_junk_commands, c->command_timeout, c->data_timeout},
+        .hooks = &intake_hooks,
+        .hooks_ctx = &d->intake,
+        .max_sessions = c->max_sessions,
+    };
+    struct smtp_server *server = smtp_server_new(d->base, &settings);
+    if (server == NULL)
+        fail("out of memory", NULL);
+    return server;
+}
+
+/* Least privilege: a session is never served as root. */
+static void drop_privileges(const struct config *cfg)
+{
+    if (geteuid() != 0)
+        return;
+    if (cfg->user == NULL)
+        fail("started as root without an account to run as",
+             "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
+    struct passwd *pw = getpwnam(cfg->user);
+    if (pw == NULL || pw->pw_uid == 0)
+        fail("[server] user: no such unprivileged account", cfg->user);
+    if (mkdir(cfg->spool, 0700) == 0 || errno == EEXIST) {
+        if (chown(cfg->spool, pw->pw_uid, pw->pw_gid) != 0)
+            fail("cannot hand the spool to [server] user", strerror(errno));
+    }
+    if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+        fail("cannot switch to [server] user", strerror(errno));
+    log_info("privileges.dropped", " user=%s uid=%d", cfg->user, (int)pw->pw_uid);
+}
+
+static void open_queue(struct daemon *d)
+{
+    char err[512];
+    d->queue = queue_open_fs(d->cfg.spool, d->base, d->cfg.commit_workers, err, sizeof err);
+    if (d->queue == NULL)
+        fail("cannot open the queue", err);
+}
+
+static void on_server_idle(void *arg)
+{
+    struct daemon *d = arg;
+    if (--d->servers_busy == 0)
+        event_base_loopexit(d->base, NULL);
+}
+
+static void begin_shutdown(struct daemon *d)
+{
+    log_info("shutdown", " sessions=%zu",
+             smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp));
+    for (size_t i = 0; i < d->listener_count; i++)
+        evconnlistener_disable(d->listeners[i]);
+    d->servers_busy = 2;
+    smtp_server_shutdown(d->smtp, on_server_idle, d);
+    smtp_server_shutdown(d->lmtp, on_server_idle, d);
+}
+
+static void reload_users(struct daemon *d)
+{
+    char err[512];
+    struct userdb *fresh = userdb_load(d->cfg.users, err, sizeof err);
+    if (fresh == NULL) {
+        log_error("users.reload_failed", " error=\"%s\" keeping=old", err);
+        return;
+    }
+    userdb_free(d->users);
+    d->users = fresh;
+    log_info("users.reloaded", " users=%zu", userdb_user_count(fresh));
+}
+
+static void on_signal(evutil_socket_t sig, short events, void *arg)
+{
+    struct daemon *d = arg;
+    if (sig == SIGHUP)
+        reload_users(d);
+    else
+        begin_shutdown(d);
+}
+
+static void install_signals(struct daemon *d)
+{
+    const int sigs[] = {SIGTERM, SIGINT, SIGHUP};
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < 3; i++) {
+        d->signals[i] = evsignal_new(d->base, sigs[i], on_signal, d);
+        event_add(d->signals[i], NULL);
+    }
+}
+
+static void teardown(struct daemon *d)
+{
+    for (size_t i = 0; i < d->listener_count; i++)
+        evconnlistener_free(d->listeners[i]);
+    for (size_t i = 0; i < 3; i++)
+        event_free(d->signals[i]);
+    smtp_server_free(d->smtp);
+    smtp_server_free(d->lmtp);
+    queue_close(d->queue);
+    userdb_free(d->users);
+    SSL_CTX_free(d->tls);
+    event_base_free(d->base);
+    config_free(&d->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d = {0};
+    const char *config_path = NULL;
+    bool check_only = false;
+    char err[512];
+    int opt;
+    while ((opt = getopt(argc, argv, "c:th")) != -1) {
+        switch (opt) {
+        case 'c': config_path = optarg; break;
+        case 't': check_only = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 64;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 64;
+    }
+    if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
+        fail("configuration error", err);
+    log_init("odmrd", parse_level(d.cfg.log_level));
+    check_listen_addresses(&d.cfg);
+    d.users = load_users(d.cfg.users);
+    if (check_only) {
+        printf("odmrd: configuration ok (%s, %zu users)\n",
+               config_path ? config_path : "embedded defaults", userdb_user_count(d.users));
+        userdb_free(d.users);
+        config_free(&d.cfg);
+        return 0;
+    }
+    evthread_use_pthreads();
+    d.base = event_base_new();
+    if (d.base == NULL)
+        fail("cannot create the event loop", NULL);
+    load_tls(&d);
+    d.intake = (struct intake){NULL, &d.users, d.cfg.hostname};
+    d.smtp = make_server(&d, SMTP_SERVER_SMTP);
+    d.lmtp = make_server(&d, SMTP_SERVER_LMTP);
+    open_listeners(&d, d.cfg.smtp_listen, d.cfg.smtp_listen_count, d.smtp);
+    open_listeners(&d, d.cfg.lmtp_listen, d.cfg.lmtp_listen_count, d.lmtp);
+    drop_privileges(&d.cfg);
+    open_queue(&d);
+    d.intake.queue = d.queue;
+    install_signals(&d);
+    log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
+             userdb_user_count(d.users));
+    event_base_dispatch(d.base);
+    log_info("stopped", "%s", "");
+    teardown(&d);
+    return 0;
+}

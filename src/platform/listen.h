@@ -1,0 +1,19 @@
+/* Listening sockets: "host:port", "[v6addr]:port" and "unix:/path" (stream). */
+#ifndef ODMR_PLATFORM_LISTEN_H
+#define ODMR_PLATFORM_LISTEN_H
+
+#include <event2/listener.h>
+#include <stddef.h>
+
+/* Binds and listens; returns a disabled-on-error libevent listener or NULL with err set.
+ * A unix socket path is unlinked first and made mode 0666 (peers such as Postfix run as
+ * other users; protect it with the directory's permissions). */
+struct evconnlistener *listen_open(struct event_base *base, const char *spec,
+                                   evconnlistener_cb on_accept, void *arg, char *err,
+                                   size_t errlen);
+/* Checks the syntax of a listen address without binding. 0 or -1 with err set. */
+int listen_check(const char *spec, char *err, size_t errlen);
+/* Formats a peer address as text ("127.0.0.1", "::1", "unix"). */
+void listen_peer_text(const struct sockaddr *addr, int len, char *out, size_t outlen);
+
+#endif

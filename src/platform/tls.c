@@ -1,0 +1,151 @@
+/* TLS: server contexts and the first-run self-signed certificate. */
+#include "platform/tls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509v3.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void openssl_error(char *err, size_t errlen, const char *what)
+{
+    char detail[256];
+    ERR_error_string_n(ERR_get_error(), detail, sizeof detail);
+    snprintf(err, errlen, "%s: %s", what, detail);
+}
+
+static int make_parent_dir(const char *path)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return 0;
+    *slash = '\0';
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int add_extension(X509 *cert, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx(&ctx, cert, cert, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (ext == NULL)
+        return -1;
+    int ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok ? 0 : -1;
+}
+
+static X509 *build_certificate(EVP_PKEY *key, const char *hostname)
+{
+    X509 *cert = X509_new();
+    char san[300];
+    if (cert == NULL)
+        return NULL;
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), (long)time(NULL));
+    X509_gmtime_adj(X509_getm_notBefore(cert), -3600);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 86400);
+    X509_set_pubkey(cert, key);
+    X509_NAME *name = X509_get_subject_name(cert);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)hostname, -1, -1, 0);
+    X509_set_issuer_name(cert, name);
+    snprintf(san, sizeof san, "DNS:%s", hostname);
+    if (add_extension(cert, NID_subject_alt_name, san) != 0 ||
+        add_extension(cert, NID_basic_constraints, "critical,CA:FALSE") != 0 ||
+        X509_sign(cert, key, EVP_sha256()) == 0) {
+        X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+static int write_pem(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    FILE *f = fdopen(fd, "w");
+    if (f == NULL) {
+        close(fd);
+        return -1;
+    }
+    int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)
+                 : PEM_write_X509(f, cert);
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0)
+        ok = 0;
+    fclose(f);
+    return ok ? 0 : -1;
+}
+
+int tls_ensure_self_signed(const char *cert_path, const char *key_path, const char *hostname,
+                           char *err, size_t errlen)
+{
+    bool cert_exists = access(cert_path, F_OK) == 0;
+    bool key_exists = access(key_path, F_OK) == 0;
+    if (cert_exists && key_exists)
+        return 0;
+    if (cert_exists || key_exists) {
+        snprintf(err, errlen, "%s exists but %s does not: fix [tls] cert and key",
+                 cert_exists ? cert_path : key_path, cert_exists ? key_path : cert_path);
+        return -1;
+    }
+    if (make_parent_dir(cert_path) != 0 || make_parent_dir(key_path) != 0) {
+        snprintf(err, errlen, "cannot create the directory of %s: %s", cert_path, strerror(errno));
+        return -1;
+    }
+    EVP_PKEY *key = EVP_RSA_gen(2048);
+    X509 *cert = key ? build_certificate(key, hostname) : NULL;
+    int rc = -1;
+    if (cert == NULL)
+        openssl_error(err, errlen, "cannot make a self-signed certificate");
+    else if (write_pem(key_path, 0600, key, NULL) != 0 || write_pem(cert_path, 0644, NULL, cert) != 0)
+        snprintf(err, errlen, "cannot write %s / %s: %s", key_path, cert_path, strerror(errno));
+    else
+        rc = 1;
+    X509_free(cert);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+SSL_CTX *tls_server_context(const char *cert_path, const char *key_path, const char *ca_path,
+                            char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+        openssl_error(err, errlen, "SSL_CTX_new");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
+        openssl_error(err, errlen, cert_path);
+        goto fail;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        openssl_error(err, errlen, key_path);
+        goto fail;
+    }
+    if (ca_path != NULL) {
+        if (SSL_CTX_load_verify_locations(ctx, ca_path, NULL) != 1) {
+            openssl_error(err, errlen, ca_path);
+            goto fail;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}

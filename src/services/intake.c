@@ -1,0 +1,154 @@
+/* Intake policy and storage hooks for the SMTP server engine. */
+#include "services/intake.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/log.h"
+
+static void intake_check_rcpt(void *ctx, struct smtp_session *s,
+                              const struct smtp_path_command *rcpt, const char *domain,
+                              struct smtp_reply *reply)
+{
+    struct intake *intake = ctx;
+    const struct userdb *users = *intake->users;
+    char quoted[600];
+    /* Never an open relay: only the domains of the users file are accepted. */
+    if (rcpt->mailbox.domain_is_literal || !userdb_domain_hosted(users, domain)) {
+        log_info("rcpt.refused", " session=%s peer=%s rcpt=%s reason=relay", smtp_session_id(s),
+                 smtp_session_peer(s),
+                 log_quote(quoted, sizeof quoted, rcpt->mailbox.domain, strlen(rcpt->mailbox.domain)));
+        reply_set(reply, 550, "5.7.1", "Relay access denied: we do not hold mail for that domain");
+        return;
+    }
+    if (!userdb_local_part_valid(users, domain, rcpt->mailbox.local)) {
+        reply_set(reply, 550, "5.1.1", "No such user here");
+        return;
+    }
+}
+
+static void free_envelope_rcpts(struct queue_envelope *env)
+{
+    free(env->rcpts);
+    env->rcpts = NULL;
+}
+
+/* The queue copies what it needs; the envelope only borrows the transaction's strings. */
+static int build_envelope(struct smtp_session *s, struct queue_envelope *env)
+{
+    const struct smtp_transaction *t = smtp_session_transaction(s);
+    memset(env, 0, sizeof *env);
+    env->sender = t->sender;
+    env->body = t->body == SMTP_BODY_8BITMIME ? QUEUE_BODY_8BITMIME : QUEUE_BODY_7BIT;
+    env->smtputf8 = t->smtputf8;
+    env->ret = t->ret;
+    env->envid = t->envid;
+    env->declared_size = t->declared_size;
+    env->helo = (char *)smtp_session_helo(s);
+    env->client_addr = (char *)smtp_session_peer(s);
+    env->protocol = (char *)smtp_session_protocol(s);
+    env->rcpt_count = t->rcpt_count;
+    env->rcpts = calloc(t->rcpt_count, sizeof *env->rcpts);
+    if (env->rcpts == NULL)
+        return -1;
+    for (size_t i = 0; i < t->rcpt_count; i++) {
+        env->rcpts[i].address = t->rcpts[i].address;
+        env->rcpts[i].domain = t->rcpts[i].domain;
+        env->rcpts[i].notify = t->rcpts[i].notify;
+        env->rcpts[i].orcpt = t->rcpts[i].orcpt;
+    }
+    return 0;
+}
+
+/* RFC 5321 4.4: the Received trace header, with the RFC 5322 date. */
+static int write_received(struct intake *intake, struct smtp_session *s,
+                          struct queue_writer *w, const char *id)
+{
+    const struct smtp_transaction *t = smtp_session_transaction(s);
+    char date[64], header[1200], for_clause[400] = "";
+    struct tm local;
+    time_t now = time(NULL);
+    localtime_r(&now, &local);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &local);
+    if (t->rcpt_count == 1)
+        snprintf(for_clause, sizeof for_clause, "\r\n\tfor <%s>", t->rcpts[0].address);
+    int n = snprintf(header, sizeof header,
+                     "Received: from %s ([%s])\r\n\tby %s (odmrd) with %s id %s%s;\r\n\t%s\r\n",
+                     smtp_session_helo(s), smtp_session_peer(s), intake->hostname,
+                     smtp_session_protocol(s), id, for_clause, date);
+    if (n < 0 || (size_t)n >= sizeof header)
+        return -1;
+    return queue_write(w, header, (size_t)n);
+}
+
+static int intake_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply *reply)
+{
+    struct intake *intake = ctx;
+    struct queue_envelope env;
+    if (build_envelope(s, &env) != 0) {
+        reply_set(reply, 452, "4.3.1", "Out of memory");
+        return -1;
+    }
+    struct queue_writer *w = queue_put(intake->queue, &env);
+    free_envelope_rcpts(&env);
+    if (w == NULL || write_received(intake, s, w, env.id) != 0) {
+        log_error("queue.put_failed", " session=%s error=\"%s\"", smtp_session_id(s),
+                  strerror(errno));
+        if (w)
+            queue_abort(w);
+        reply_set(reply, 452, "4.3.1", "Insufficient system storage");
+        return -1;
+    }
+    smtp_session_set_user(s, w);
+    return 0;
+}
+
+static int intake_data_write(void *ctx, struct smtp_session *s, const char *data, size_t len)
+{
+    return queue_write(smtp_session_user(s), data, len);
+}
+
+static void intake_data_abort(void *ctx, struct smtp_session *s)
+{
+    struct queue_writer *w = smtp_session_user(s);
+    if (w != NULL)
+        queue_abort(w);
+    smtp_session_set_user(s, NULL);
+}
+
+static void on_committed(int status, const char *id, void *arg)
+{
+    struct smtp_session *s = arg;
+    struct smtp_reply reply;
+    if (status == 0) {
+        const struct smtp_transaction *t = smtp_session_transaction(s);
+        char sender[600];
+        log_info("message.accepted", " session=%s id=%s from=<%s> rcpts=%zu", smtp_session_id(s),
+                 id, log_quote(sender, sizeof sender, t->sender, strlen(t->sender)),
+                 t->rcpt_count);
+        reply_set(&reply, 250, "2.0.0", "Ok: queued as %s", id);
+    } else {
+        log_error("message.commit_failed", " session=%s error=\"%s\"", smtp_session_id(s),
+                  strerror(status));
+        reply_set(&reply, 452, "4.3.1", "Insufficient system storage");
+    }
+    smtp_session_data_done(s, &reply);
+}
+
+static void intake_data_end(void *ctx, struct smtp_session *s)
+{
+    struct queue_writer *w = smtp_session_user(s);
+    smtp_session_set_user(s, NULL);
+    queue_commit(w, on_committed, s);
+}
+
+const struct smtp_server_hooks intake_hooks = {
+    .check_rcpt = intake_check_rcpt,
+    .data_begin = intake_data_begin,
+    .data_write = intake_data_write,
+    .data_abort = intake_data_abort,
+    .data_end = intake_data_end,
+};

@@ -1,0 +1,19 @@
+/* Intake: the policy behind the SMTP and LMTP listeners. Accepts recipients of hosted domains
+ * only (no open relay), adds the Received trace header, and stores each message in the queue,
+ * answering 250 only once the queue says the commit is durable. */
+#ifndef ODMR_SERVICES_INTAKE_H
+#define ODMR_SERVICES_INTAKE_H
+
+#include "engines/smtp_server.h"
+#include "store/queue.h"
+#include "store/userdb.h"
+
+struct intake {
+    struct queue *queue;
+    struct userdb *const *users;   /* the current users file; swapped on reload */
+    const char *hostname;
+};
+
+extern const struct smtp_server_hooks intake_hooks;
+
+#endif
