@@ -1,0 +1,122 @@
+/* Config loading: defaults, every key kind, and precise errors. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+
+static char path[64];
+
+static void write_file(const char *text)
+{
+    strcpy(path, "/tmp/odmr-config-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+}
+
+static int load(const char *text, struct config *cfg, char *err, size_t errlen)
+{
+    write_file(text);
+    int rc = config_load(cfg, path, err, errlen);
+    unlink(path);
+    return rc;
+}
+
+static void test_defaults(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_load(&cfg, NULL, err, sizeof err), 0);
+    assert_int_equal(cfg.max_message_size, 50ull << 20);
+    assert_int_equal(cfg.max_recipients, 1000);
+    assert_int_equal(cfg.max_line_length, 1000);
+    assert_int_equal(cfg.command_timeout, 300);
+    assert_int_equal(cfg.max_hold, 7 * 86400);
+    assert_string_equal(cfg.smtp_listen[0], "127.0.0.1:2525");
+    assert_string_equal(cfg.spool, "./run/spool");
+    config_free(&cfg);
+}
+
+static void test_values(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(load("[server]\nhostname = mx.example\nspool = /var/spool/odmr\n"
+                          "[intake]\nsmtp_listen = 127.0.0.1:25, [::1]:25\nmax_message_size = 10M\n"
+                          "max_recipients = 100\n[queue]\nmax_hold = 5d\n",
+                          &cfg, err, sizeof err),
+                     0);
+    assert_string_equal(cfg.hostname, "mx.example");
+    assert_string_equal(cfg.spool, "/var/spool/odmr");
+    assert_int_equal(cfg.smtp_listen_count, 2);
+    assert_string_equal(cfg.smtp_listen[1], "[::1]:25");
+    assert_int_equal(cfg.max_message_size, 10u << 20);
+    assert_int_equal(cfg.max_hold, 5 * 86400);
+    config_free(&cfg);
+}
+
+static void test_errors(void **state)
+{
+    static const struct { const char *text; const char *message; } bad[] = {
+        {"[server]\nnope = 1\n", ":2: unknown key \"nope\" in section [server]"},
+        {"[intake]\nmax_message_size = lots\n", ":2: max_message_size: bad size"},
+        {"[queue]\nmax_hold = 3 days\n", ":2: max_hold: bad duration"},
+        {"[intake]\nmax_recipients = 99\n", "must be at least 100"},
+        {"[intake]\nmax_line_length = 999\n", "must be at least 1000"},
+        {"[server]\nlog_level = loud\n", "log_level"},
+        {"garbage line\n", ":1: syntax error"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct config cfg;
+        char err[256];
+        assert_int_equal(load(bad[i].text, &cfg, err, sizeof err), -1);
+        if (strstr(err, bad[i].message) == NULL)
+            fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, bad[i].message);
+    }
+}
+
+static void test_unreadable(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_load(&cfg, "/nonexistent/odmrd.conf", err, sizeof err), -1);
+    assert_non_null(strstr(err, "No such file"));
+}
+
+static void test_parsers(void **state)
+{
+    time_t t;
+    uint64_t n;
+    assert_int_equal(config_parse_duration("90", &t), 0);
+    assert_int_equal(t, 90);
+    assert_int_equal(config_parse_duration("2h", &t), 0);
+    assert_int_equal(t, 7200);
+    assert_int_equal(config_parse_duration("-1", &t), -1);
+    assert_int_equal(config_parse_duration("5x", &t), -1);
+    assert_int_equal(config_parse_duration("", &t), -1);
+    assert_int_equal(config_parse_size("1k", &n), 0);
+    assert_int_equal(n, 1024);
+    assert_int_equal(config_parse_size("1G", &n), 0);
+    assert_int_equal(n, 1ull << 30);
+    assert_int_equal(config_parse_size("-5", &n), -1);
+    assert_int_equal(config_parse_size("99999999999999999999T", &n), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_values),
+        cmocka_unit_test(test_errors),     cmocka_unit_test(test_unreadable),
+        cmocka_unit_test(test_parsers),
+    };
+    return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}
