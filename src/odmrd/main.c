@@ -148,9 +148,6 @@ static void drop_privileges(const struct config *cfg)
 {
     if (geteuid() != 0)
         return;
-    if (cfg->user == NULL)
-        fail("started as root without an account to run as",
-             "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
     struct passwd *pw = getpwnam(cfg->user);
     if (pw == NULL || pw->pw_uid == 0)
         fail("[server] user: no such unprivileged account", cfg->user);
@@ -258,6 +255,9 @@ int main(int argc, char **argv)
     if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
         fail("configuration error", err);
     log_init("odmrd", parse_level(d.cfg.log_level));
+    if (geteuid() == 0 && d.cfg.user == NULL && !check_only)
+        fail("started as root without an account to run as",
+             "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
     check_listen_addresses(&d.cfg);
     d.users = load_users(d.cfg.users);
     if (check_only) {
