@@ -73,7 +73,7 @@ check-proto: all
 # libFuzzer targets, one per parser: `make fuzz` builds them into build-fuzz/.
 fuzz:
 	$(MAKE) CC=clang BUILD=build-fuzz BINDIR=build-fuzz/bin OPT="-O1 -g" \
-	    SANITIZE="-fsanitize=address,undefined" build-fuzz/libodmr.a
+	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libodmr.a
 	@mkdir -p build-fuzz/fuzz
 	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc $$(pkg-config --cflags $(PKGS)) \

@@ -1,0 +1,270 @@
+/* SASL server exchanges through GNU SASL. */
+#include "platform/sasl.h"
+
+#include <gsasl.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sasl_server {
+    Gsasl *ctx;
+    sasl_lookup_fn lookup;
+    void *lookup_arg;
+};
+
+struct sasl_exchange {
+    struct sasl_server *server;
+    Gsasl_session *session;
+    char *tls_exporter_b64;
+    char *tls_subject;
+    char *user;              /* set once authenticated */
+    bool external;
+};
+
+static struct sasl_exchange *exchange_of(Gsasl_session *sctx)
+{
+    return gsasl_session_hook_get(sctx);
+}
+
+static bool lookup(struct sasl_exchange *ex, const char *authid, struct sasl_credentials *out)
+{
+    memset(out, 0, sizeof *out);
+    return authid != NULL && ex->server->lookup(ex->server->lookup_arg, authid, out);
+}
+
+/* gsasl takes SCRAM keys as hex; the users file keeps them as base64. */
+static int set_hex_from_base64(Gsasl_session *sctx, Gsasl_property prop, const char *b64)
+{
+    char *raw = NULL, hex[2 * 64 + 1];
+    size_t len = 0;
+    if (b64 == NULL || gsasl_base64_from(b64, strlen(b64), &raw, &len) != GSASL_OK || len > 64) {
+        free(raw);
+        return GSASL_NO_CALLBACK;
+    }
+    for (size_t i = 0; i < len; i++)
+        snprintf(hex + 2 * i, 3, "%02x", (unsigned char)raw[i]);
+    hex[2 * len] = '\0';
+    free(raw);
+    return gsasl_property_set(sctx, prop, hex);
+}
+
+static int provide_scram(Gsasl_session *sctx, Gsasl_property prop,
+                         const struct sasl_credentials *c)
+{
+    char iterations[16];
+    if (c->scram_iterations == 0)
+        return GSASL_NO_CALLBACK;
+    switch (prop) {
+    case GSASL_SCRAM_ITER:
+        snprintf(iterations, sizeof iterations, "%u", c->scram_iterations);
+        return gsasl_property_set(sctx, prop, iterations);
+    case GSASL_SCRAM_SALT:
+        return gsasl_property_set(sctx, prop, c->scram_salt_b64);
+    case GSASL_SCRAM_STOREDKEY:
+        return set_hex_from_base64(sctx, prop, c->scram_stored_key_b64);
+    case GSASL_SCRAM_SERVERKEY:
+        return set_hex_from_base64(sctx, prop, c->scram_server_key_b64);
+    default:
+        return GSASL_NO_CALLBACK;
+    }
+}
+
+static bool same_secret(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    return la == lb && CRYPTO_memcmp(a, b, la) == 0;
+}
+
+/* PLAIN and LOGIN: against the stored secret, or the SCRAM verifier when no secret is stored
+ * (users with CRAM-MD5 disabled keep no plaintext-equivalent). */
+static bool password_matches(const struct sasl_credentials *c, const char *password)
+{
+    if (c->password != NULL)
+        return same_secret(c->password, password);
+    if (c->scram_iterations == 0 || c->scram_salt_b64 == NULL || c->scram_stored_key_b64 == NULL)
+        return false;
+    char *salt = NULL;
+    size_t salt_len = 0;
+    char salted[32], client_key[32], server_key[32], stored_key[32];
+    if (gsasl_base64_from(c->scram_salt_b64, strlen(c->scram_salt_b64), &salt, &salt_len) != GSASL_OK)
+        return false;
+    int rc = gsasl_scram_secrets_from_password(GSASL_HASH_SHA256, password, c->scram_iterations,
+                                               salt, salt_len, salted, client_key, server_key,
+                                               stored_key);
+    free(salt);
+    if (rc != GSASL_OK)
+        return false;
+    char *expected = NULL;
+    size_t expected_len = 0;
+    if (gsasl_base64_from(c->scram_stored_key_b64, strlen(c->scram_stored_key_b64), &expected,
+                          &expected_len) != GSASL_OK)
+        return false;
+    bool ok = expected_len == 32 && CRYPTO_memcmp(expected, stored_key, 32) == 0;
+    free(expected);
+    return ok;
+}
+
+/* RFC 4422 3.4.1: we do not let one user act for another; an authzid must name the authid. */
+static bool authzid_acceptable(const char *authzid, const char *authid)
+{
+    return authzid == NULL || authzid[0] == '\0' || strcmp(authzid, authid) == 0;
+}
+
+static int validate_simple(struct sasl_exchange *ex, Gsasl_session *sctx)
+{
+    const char *authid = gsasl_property_fast(sctx, GSASL_AUTHID);
+    const char *password = gsasl_property_fast(sctx, GSASL_PASSWORD);
+    struct sasl_credentials c;
+    if (password == NULL || !lookup(ex, authid, &c) ||
+        !authzid_acceptable(gsasl_property_fast(sctx, GSASL_AUTHZID), authid) ||
+        !password_matches(&c, password))
+        return GSASL_AUTHENTICATION_ERROR;
+    return GSASL_OK;
+}
+
+/* EXTERNAL (RFC 4422 appendix A): the TLS client certificate names the user. The authzid, if
+ * any, must be the user the certificate is mapped to. */
+static int validate_external(struct sasl_exchange *ex, Gsasl_session *sctx)
+{
+    const char *authzid = gsasl_property_fast(sctx, GSASL_AUTHZID);
+    struct sasl_credentials c;
+    if (ex->tls_subject == NULL || authzid == NULL || authzid[0] == '\0')
+        return GSASL_AUTHENTICATION_ERROR;
+    if (!lookup(ex, authzid, &c) || c.tls_subject == NULL ||
+        strcmp(c.tls_subject, ex->tls_subject) != 0)
+        return GSASL_AUTHENTICATION_ERROR;
+    ex->external = true;
+    return GSASL_OK;
+}
+
+static int on_property(Gsasl *ctx, Gsasl_session *sctx, Gsasl_property prop)
+{
+    struct sasl_exchange *ex = exchange_of(sctx);
+    struct sasl_credentials c;
+    switch (prop) {
+    case GSASL_PASSWORD:
+        if (!lookup(ex, gsasl_property_fast(sctx, GSASL_AUTHID), &c) || c.password == NULL)
+            return GSASL_NO_CALLBACK;
+        return gsasl_property_set(sctx, prop, c.password);
+    case GSASL_SCRAM_ITER:
+    case GSASL_SCRAM_SALT:
+    case GSASL_SCRAM_STOREDKEY:
+    case GSASL_SCRAM_SERVERKEY:
+        if (!lookup(ex, gsasl_property_fast(sctx, GSASL_AUTHID), &c))
+            return GSASL_NO_CALLBACK;
+        return provide_scram(sctx, prop, &c);
+    case GSASL_CB_TLS_EXPORTER:
+        return ex->tls_exporter_b64 ? gsasl_property_set(sctx, prop, ex->tls_exporter_b64)
+                                    : GSASL_NO_CALLBACK;
+    case GSASL_VALIDATE_SIMPLE:
+        return validate_simple(ex, sctx);
+    case GSASL_VALIDATE_EXTERNAL:
+        return validate_external(ex, sctx);
+    default:
+        return GSASL_NO_CALLBACK;
+    }
+}
+
+struct sasl_server *sasl_server_new(sasl_lookup_fn lookup_fn, void *arg)
+{
+    struct sasl_server *server = calloc(1, sizeof *server);
+    if (server == NULL)
+        return NULL;
+    if (gsasl_init(&server->ctx) != GSASL_OK) {
+        free(server);
+        return NULL;
+    }
+    gsasl_callback_set(server->ctx, on_property);
+    server->lookup = lookup_fn;
+    server->lookup_arg = arg;
+    return server;
+}
+
+void sasl_server_free(struct sasl_server *server)
+{
+    if (server == NULL)
+        return;
+    gsasl_done(server->ctx);
+    free(server);
+}
+
+bool sasl_server_supports(const struct sasl_server *server, const char *mechanism)
+{
+    return gsasl_server_support_p(server->ctx, mechanism) != 0;
+}
+
+struct sasl_exchange *sasl_exchange_start(struct sasl_server *server, const char *mechanism,
+                                          const char *tls_exporter_b64, const char *tls_subject)
+{
+    struct sasl_exchange *ex = calloc(1, sizeof *ex);
+    if (ex == NULL)
+        return NULL;
+    ex->server = server;
+    ex->tls_exporter_b64 = tls_exporter_b64 ? strdup(tls_exporter_b64) : NULL;
+    ex->tls_subject = tls_subject ? strdup(tls_subject) : NULL;
+    if (gsasl_server_start(server->ctx, mechanism, &ex->session) != GSASL_OK) {
+        sasl_exchange_free(ex);
+        return NULL;
+    }
+    gsasl_session_hook_set(ex->session, ex);
+    return ex;
+}
+
+static void remember_user(struct sasl_exchange *ex)
+{
+    const char *name = ex->external ? gsasl_property_fast(ex->session, GSASL_AUTHZID)
+                                    : gsasl_property_fast(ex->session, GSASL_AUTHID);
+    ex->user = name ? strdup(name) : NULL;
+}
+
+enum sasl_result sasl_exchange_step(struct sasl_exchange *ex, const char *input_b64,
+                                    char **output_b64)
+{
+    *output_b64 = NULL;
+    int rc = gsasl_step64(ex->session, input_b64, output_b64);
+    switch (rc) {
+    case GSASL_OK:
+        remember_user(ex);
+        if (ex->user == NULL)
+            return SASL_RESULT_FAILED;
+        if (*output_b64 == NULL)
+            *output_b64 = strdup("");
+        return SASL_RESULT_OK;
+    case GSASL_NEEDS_MORE:
+        if (*output_b64 == NULL)
+            *output_b64 = strdup("");
+        return SASL_RESULT_CONTINUE;
+    case GSASL_BASE64_ERROR:
+    case GSASL_MECHANISM_PARSE_ERROR:
+        free(*output_b64);
+        *output_b64 = NULL;
+        return SASL_RESULT_BAD_INPUT;
+    case GSASL_MALLOC_ERROR:
+    case GSASL_CRYPTO_ERROR:
+        free(*output_b64);
+        *output_b64 = NULL;
+        return SASL_RESULT_UNAVAILABLE;
+    default:
+        free(*output_b64);
+        *output_b64 = NULL;
+        return SASL_RESULT_FAILED;
+    }
+}
+
+const char *sasl_exchange_user(const struct sasl_exchange *ex)
+{
+    return ex->user;
+}
+
+void sasl_exchange_free(struct sasl_exchange *ex)
+{
+    if (ex == NULL)
+        return;
+    if (ex->session)
+        gsasl_finish(ex->session);
+    free(ex->tls_exporter_b64);
+    free(ex->tls_subject);
+    free(ex->user);
+    free(ex);
+}

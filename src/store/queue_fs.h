@@ -1,0 +1,30 @@
+/* The filesystem queue backend: queue_open_fs() is declared in store/queue.h; this header holds
+ * the on-disk names and limits that tests and tools may need (docs/queue.md). */
+#ifndef ODMR_STORE_QUEUE_FS_H
+#define ODMR_STORE_QUEUE_FS_H
+
+#include "store/queue.h"
+
+/* Spool subdirectories. */
+#define QUEUE_FS_TMP_DIR "tmp"           /* tmp/<id>: being received, not committed */
+#define QUEUE_FS_MSG_DIR "msg"           /* msg/<id>: committed messages */
+#define QUEUE_FS_DOM_DIR "dom"           /* dom/<domain>/<id>: per-domain index entries */
+#define QUEUE_FS_CORRUPT_DIR "corrupt"   /* files that failed validation, kept for a human */
+#define QUEUE_FS_LOCK_DIR "lock"         /* lock/<domain>: delivery leases (flock) */
+#define QUEUE_FS_SPOOL_LOCK ".spool"     /* lock/.spool: held by the daemon that owns the spool */
+
+/* Message file: magic line, envelope lines, blank line, octets, fixed-size trailer. */
+#define QUEUE_FS_MAGIC_PREFIX "ODMRQ "
+#define QUEUE_FS_MAGIC_LINE "ODMRQ 1\n"
+#define QUEUE_FS_TRAILER_PREFIX "ODMRQ-END "
+enum {
+    QUEUE_FS_TRAILER_LEN = 10 + 20 + 1 + 64 + 1,   /* prefix, length, space, sha256 hex, LF */
+    QUEUE_FS_HEADER_MAX = 16 << 20,                /* envelope lines of 1000s of recipients */
+    QUEUE_FS_WRITE_BUFFER = 64 << 10,
+};
+
+/* Domain index entry: empty (all pending), or magic line, rcpt lines, "end" line. */
+#define QUEUE_FS_ENTRY_MAGIC_LINE "ODMRD 1\n"
+#define QUEUE_FS_ENTRY_END_LINE "end\n"
+
+#endif
