@@ -498,7 +498,7 @@ static int parse_token_field(const struct env_line *l, char **target, bool requi
 
 static int parse_scalar_line(const struct env_line *l, struct queue_envelope *env, unsigned *seen)
 {
-    uint64_t number;
+    uint64_t number = 0;
     unsigned bit;
     int rc;
     if (l->fields != 1)

@@ -1,0 +1,318 @@
+/* odmrctl queue: list, show and delete held messages (docs/queue.md). Opens the queue without
+ * an event loop, so it never runs recovery and can work beside a running odmrd. */
+#include "ctl/ctl_queue.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+#include "store/queue.h"
+
+static int usage(void)
+{
+    fprintf(stderr, "usage: odmrctl queue list [--ids] [DOMAIN]\n"
+                    "       odmrctl queue show ID\n"
+                    "       odmrctl queue cat ID      (the stored message octets)\n"
+                    "       odmrctl queue delete ID\n");
+    return EX_USAGE;
+}
+
+/* Copies a value that came from the network for printing: control octets and backslash become
+ * \xHH so nothing printed here can move the cursor or fake a line. UTF-8 passes through.
+ * NULL becomes "-". Truncates to outlen. */
+static const char *safe_text(char *out, size_t outlen, const char *s)
+{
+    size_t n = 0;
+    if (s == NULL)
+        s = "-";
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0' && n + 5 < outlen; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '\\')
+            n += (size_t)snprintf(out + n, outlen - n, "\\x%02x", *p);
+        else
+            out[n++] = (char)*p;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static void print_safe(const char *s)
+{
+    char buf[4096];
+    fputs(safe_text(buf, sizeof buf, s), stdout);
+}
+
+static void format_age(time_t seconds, char *out, size_t outlen)
+{
+    if (seconds < 0)
+        seconds = 0;
+    if (seconds < 120)
+        snprintf(out, outlen, "%llds", (long long)seconds);
+    else if (seconds < 2 * 3600)
+        snprintf(out, outlen, "%lldm", (long long)(seconds / 60));
+    else if (seconds < 2 * 86400)
+        snprintf(out, outlen, "%lldh", (long long)(seconds / 3600));
+    else
+        snprintf(out, outlen, "%lldd", (long long)(seconds / 86400));
+}
+
+static void format_time(time_t t, char *out, size_t outlen)
+{
+    struct tm utc;
+    if (t == 0 || gmtime_r(&t, &utc) == NULL)
+        snprintf(out, outlen, "-");
+    else
+        strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &utc);
+}
+
+/* Writes the distinct recipient domains of env, comma-separated. */
+static void print_domains(const struct queue_envelope *env)
+{
+    int width = 0;
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(env->rcpts[j].domain, env->rcpts[i].domain) == 0;
+        if (seen)
+            continue;
+        width += printf("%s%s", width > 0 ? "," : "", env->rcpts[i].domain);
+    }
+    printf("%*s", width < 24 ? 24 - width : 0, "");
+}
+
+struct list_run {
+    struct queue *q;
+    time_t now;
+    size_t shown;
+    int status;
+    bool ids_only;
+};
+
+static int report_open_error(const char *id, int rc)
+{
+    if (rc == EBADMSG)
+        fprintf(stderr, "odmrctl: %s: failed validation, moved to corrupt/\n", id);
+    else if (rc == ENOENT)
+        fprintf(stderr, "odmrctl: %s: no such message\n", id);
+    else
+        fprintf(stderr, "odmrctl: %s: %s\n", id, strerror(rc));
+    return rc == EBADMSG || rc == ENOENT ? EX_DATAERR : EX_IOERR;
+}
+
+static int list_one(const char *id, void *arg)
+{
+    struct list_run *run = arg;
+    struct queue_message *m;
+    if (run->ids_only) {
+        printf("%s\n", id);
+        run->shown++;
+        return 0;
+    }
+    int rc = queue_message_open(run->q, id, &m);
+    if (rc == ENOENT)
+        return 0;   /* delivered or removed while we listed */
+    if (rc != 0) {
+        if (report_open_error(id, rc) == EX_IOERR)
+            run->status = EX_IOERR;
+        return 0;
+    }
+    char age[32], sender[512];
+    format_age(run->now - m->env.arrival, age, sizeof age);
+    snprintf(sender, sizeof sender, "<%s>", m->env.sender);
+    char sender_text[2048];
+    printf("%-16s  ", id);
+    print_domains(&m->env);
+    printf("  %-32s  %5zu  %10" PRIu64 "  %5s\n", safe_text(sender_text, sizeof sender_text, sender),
+           m->env.rcpt_count, m->env.body_size, age);
+    run->shown++;
+    queue_message_close(m);
+    return 0;
+}
+
+static int list_messages(struct queue *q, int argc, char **argv)
+{
+    struct list_run run = {.q = q, .now = time(NULL)};
+    if (argc > 2 && strcmp(argv[2], "--ids") == 0) {
+        run.ids_only = true;
+        argc--;
+        argv++;
+    }
+    if (argc > 3)
+        return usage();
+    const char *domain = argc == 3 ? argv[2] : NULL;
+    if (!run.ids_only)
+        printf("%-16s  %-24s  %-32s  %5s  %10s  %5s\n", "ID", "DOMAINS", "SENDER", "RCPTS",
+               "SIZE", "AGE");
+    int n = domain != NULL ? queue_list_domain(q, domain, list_one, &run)
+                           : queue_list_all(q, list_one, &run);
+    if (n < 0) {
+        if (errno == EINVAL) {
+            fprintf(stderr, "odmrctl: %s: not a valid domain name\n", domain);
+            return EX_USAGE;
+        }
+        fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(errno));
+        return EX_IOERR;
+    }
+    if (!run.ids_only)
+        fprintf(stderr, "%zu message(s)\n", run.shown);
+    return run.status;
+}
+
+static const char *body_name(enum queue_body_type body)
+{
+    switch (body) {
+    case QUEUE_BODY_8BITMIME:
+        return "8BITMIME";
+    case QUEUE_BODY_BINARYMIME:
+        return "BINARYMIME";
+    default:
+        return "7BIT";
+    }
+}
+
+static const char *state_name(enum queue_rcpt_state state)
+{
+    switch (state) {
+    case QUEUE_RCPT_DONE:
+        return "done";
+    case QUEUE_RCPT_FAILED:
+        return "failed";
+    default:
+        return "pending";
+    }
+}
+
+static void show_field(const char *label, const char *value)
+{
+    printf("%-12s", label);
+    print_safe(value);
+    putchar('\n');
+}
+
+static void show_recipient(size_t index, const struct queue_rcpt *r)
+{
+    char last[40];
+    format_time(r->last_attempt, last, sizeof last);
+    printf("  [%zu] <", index);
+    print_safe(r->address);
+    printf(">\n      domain=%s state=%s attempts=%u last_attempt=%s\n", r->domain,
+           state_name(r->state), r->attempts, last);
+    printf("      notify=");
+    print_safe(r->notify);
+    printf(" orcpt=");
+    print_safe(r->orcpt);
+    printf("\n      last_reply=");
+    print_safe(r->last_reply);
+    putchar('\n');
+}
+
+static int show_message(struct queue *q, int argc, char **argv)
+{
+    if (argc != 3)
+        return usage();
+    const char *id = argv[2];
+    struct queue_message *m;
+    int rc = queue_message_open(q, id, &m);
+    if (rc != 0)
+        return report_open_error(id, rc);
+    const struct queue_envelope *env = &m->env;
+    char arrival[40], age[32], sender[512];
+    format_time(env->arrival, arrival, sizeof arrival);
+    format_age(time(NULL) - env->arrival, age, sizeof age);
+    snprintf(sender, sizeof sender, "<%s>", env->sender);
+    printf("%-12s%s\n%-12s%s (%s ago)\n", "id:", env->id, "arrival:", arrival, age);
+    show_field("sender:", sender);
+    printf("%-12s%" PRIu64 " octets stored, SIZE=%" PRIu64 " declared\n", "size:",
+           env->body_size, env->declared_size);
+    printf("%-12s%s%s\n", "body:", body_name(env->body), env->smtputf8 ? " SMTPUTF8" : "");
+    show_field("helo:", env->helo);
+    show_field("client:", env->client_addr);
+    show_field("protocol:", env->protocol);
+    show_field("dsn ret:", env->ret);
+    show_field("dsn envid:", env->envid);
+    printf("recipients: %zu\n", env->rcpt_count);
+    for (size_t i = 0; i < env->rcpt_count; i++)
+        show_recipient(i, &env->rcpts[i]);
+    queue_message_close(m);
+    return 0;
+}
+
+/* Copies the stored message octets (trace header included) to stdout, like postcat -b. */
+static int cat_message(struct queue *q, int argc, char **argv)
+{
+    if (argc != 3)
+        return usage();
+    struct queue_message *m;
+    int rc = queue_message_open(q, argv[2], &m);
+    if (rc != 0)
+        return report_open_error(argv[2], rc);
+    char buf[65536];
+    uint64_t left = m->env.body_size;
+    int status = 0;
+    while (left > 0) {
+        ssize_t n = read(m->fd, buf, left < sizeof buf ? (size_t)left : sizeof buf);
+        if (n <= 0 || fwrite(buf, 1, (size_t)n, stdout) != (size_t)n) {
+            fprintf(stderr, "odmrctl: %s: read error\n", argv[2]);
+            status = EX_IOERR;
+            break;
+        }
+        left -= (uint64_t)n;
+    }
+    queue_message_close(m);
+    return status;
+}
+
+static int delete_message(struct queue *q, int argc, char **argv)
+{
+    if (argc != 3)
+        return usage();
+    const char *id = argv[2];
+    int rc = queue_remove(q, id);
+    if (rc == ENOENT) {
+        fprintf(stderr, "odmrctl: %s: no such message\n", id);
+        return EX_DATAERR;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "odmrctl: %s: cannot delete: %s\n", id, strerror(rc));
+        return EX_IOERR;
+    }
+    printf("deleted %s\n", id);
+    return 0;
+}
+
+struct queue_command {
+    const char *name;
+    int (*run)(struct queue *q, int argc, char **argv);
+};
+
+static const struct queue_command queue_commands[] = {
+    {"list", list_messages},
+    {"show", show_message},
+    {"cat", cat_message},
+    {"delete", delete_message},
+};
+
+int ctl_queue_main(const struct config *cfg, int argc, char **argv)
+{
+    if (argc < 2)
+        return usage();
+    const struct queue_command *command = NULL;
+    for (size_t i = 0; i < sizeof queue_commands / sizeof queue_commands[0]; i++)
+        if (strcmp(argv[1], queue_commands[i].name) == 0)
+            command = &queue_commands[i];
+    if (command == NULL)
+        return usage();
+    char err[512];
+    struct queue *q = queue_open_fs(cfg->spool, NULL, 0, err, sizeof err);
+    if (q == NULL) {
+        fprintf(stderr, "odmrctl: %s\n", err);
+        return EX_IOERR;
+    }
+    int status = command->run(q, argc, argv);
+    queue_close(q);
+    return status;
+}

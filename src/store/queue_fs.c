@@ -1,0 +1,1803 @@
+/* The filesystem queue backend (docs/queue.md has the table of on-disk states).
+ *
+ * Durability in one paragraph: a message is written to tmp/<id> without fsync (on the event
+ * loop), then on a worker thread: trailer appended, fsync(file), rename(tmp/<id>, msg/<id>)
+ * -- THE commit point -- and fsync(msg/). Index entries dom/<domain>/<id> are created after
+ * that without fsync: start-up recovery rebuilds any that a crash lost from msg/. Every later
+ * change of an index entry is a temp file + fsync + rename + fsync(dir). Removal unlinks
+ * msg/<id> first and fsyncs msg/, so a crash leaves at worst orphan entries, which recovery
+ * deletes. All paths are resolved relative to directory fds opened once at start. */
+#include "store/queue_fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "store/queue_backend.h"
+
+struct fs_lease {
+    char domain[QUEUE_DOMAIN_MAX];
+    int fd;
+};
+
+struct fs_writer;
+
+struct fs_queue {
+    struct queue base;
+    char *spool;
+    int spool_fd, tmp_fd, msg_fd, dom_fd, corrupt_fd, lock_fd;
+    int spool_lock_fd;                   /* -1 for tools (base == NULL) */
+    struct event_base *evbase;
+    /* commit workers */
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
+    struct fs_writer *jobs_head, *jobs_tail;   /* waiting for a worker */
+    struct fs_writer *inflight;                /* submitted, callback not yet run */
+    bool stopping;
+    pthread_t *threads;
+    unsigned thread_count;
+    /* leases held by this process */
+    struct fs_lease *leases;
+    size_t lease_count;
+};
+
+struct fs_writer {
+    struct queue_writer base;
+    struct fs_queue *fq;
+    char id[QUEUE_ID_MAX];
+    int fd;
+    EVP_MD_CTX *digest;         /* SHA-256 over everything before the trailer */
+    unsigned char *buffer;
+    size_t buffered;
+    uint64_t body_len;          /* message octets (after the header) */
+    int error;                  /* first write error; sticky: commit then fails */
+    char (*domains)[QUEUE_DOMAIN_MAX];
+    size_t domain_count;
+    /* asynchronous commit */
+    queue_commit_cb cb;
+    void *cb_arg;
+    struct event *done_event;
+    int status;
+    struct fs_writer *next_job;
+    struct fs_writer *inflight_prev, *inflight_next;
+};
+
+static const struct queue_ops fs_ops;
+
+static struct fs_queue *fs_queue_of(struct queue *q)
+{
+    return (struct fs_queue *)q;
+}
+
+/* ---- small syscall helpers: 0 or errno ---- */
+
+static int write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int pread_all(int fd, void *data, size_t len, off_t offset)
+{
+    char *p = data;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, offset);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return n < 0 ? errno : EIO;   /* a short file here is an I/O surprise */
+        p += n;
+        len -= (size_t)n;
+        offset += n;
+    }
+    return 0;
+}
+
+static int fsync_fd(int fd)
+{
+    return fsync(fd) == 0 ? 0 : errno;
+}
+
+static int close_checked(int fd)
+{
+    /* close() can report a deferred write error (NFS, some FUSE); EINTR leaves fd closed. */
+    return close(fd) == 0 || errno == EINTR ? 0 : errno;
+}
+
+static int open_dir_at(int dirfd, const char *name)
+{
+    return openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* ---- sorted name lists from readdir ---- */
+
+struct name_list {
+    char **names;
+    size_t count, cap;
+};
+
+static void name_list_free(struct name_list *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->names[i]);
+    free(l->names);
+    memset(l, 0, sizeof *l);
+}
+
+static int name_list_add(struct name_list *l, const char *name)
+{
+    if (l->count == l->cap) {
+        size_t cap = l->cap != 0 ? l->cap * 2 : 64;
+        char **grown = realloc(l->names, cap * sizeof *grown);
+        if (grown == NULL)
+            return ENOMEM;
+        l->names = grown;
+        l->cap = cap;
+    }
+    l->names[l->count] = strdup(name);
+    if (l->names[l->count] == NULL)
+        return ENOMEM;
+    l->count++;
+    return 0;
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool name_list_contains(const struct name_list *l, const char *name)
+{
+    return bsearch(&name, l->names, l->count, sizeof *l->names, compare_names) != NULL;
+}
+
+/* Reads every name of directory dirfd/path except "." and "..", sorted. accept may be NULL.
+ * ENOENT when the directory does not exist. out is always safe to name_list_free(). */
+static int list_directory(int dirfd, const char *path, bool (*accept)(const char *),
+                          struct name_list *out)
+{
+    memset(out, 0, sizeof *out);
+    int fd = open_dir_at(dirfd, path);
+    if (fd < 0)
+        return errno;
+    DIR *dir = fdopendir(fd);
+    if (dir == NULL) {
+        int rc = errno;
+        close(fd);
+        return rc;
+    }
+    int rc = 0;
+    struct dirent *de;
+    errno = 0;
+    while (rc == 0 && (de = readdir(dir)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (accept == NULL || accept(de->d_name))
+            rc = name_list_add(out, de->d_name);
+        errno = 0;
+    }
+    if (rc == 0 && errno != 0)
+        rc = errno;
+    closedir(dir);
+    if (rc != 0)
+        name_list_free(out);
+    else if (out->count > 1)
+        qsort(out->names, out->count, sizeof *out->names, compare_names);
+    return rc;
+}
+
+static bool accept_id(const char *name)
+{
+    return queue_id_valid(name);
+}
+
+/* ---- domain directories and index entries ---- */
+
+static void entry_path(char *out, size_t outlen, const char *domain, const char *id)
+{
+    snprintf(out, outlen, "%s/%s", domain, id);
+}
+
+/* dom/<domain>/ exists afterwards. A newly created one is made durable with fsync(dom/), though
+ * recovery would recreate it anyway from msg/. */
+static int ensure_domain_dir(struct fs_queue *fq, const char *domain)
+{
+    if (mkdirat(fq->dom_fd, domain, 0700) == 0)
+        return fsync_fd(fq->dom_fd);
+    return errno == EEXIST ? 0 : errno;
+}
+
+/* Creates the empty entry dom/<domain>/<id> (empty = every recipient of that domain pending,
+ * no attempts). An existing entry is kept: it may already hold outcomes. No fsync: see top. */
+static int create_empty_entry(struct fs_queue *fq, const char *domain, const char *id,
+                              bool *created)
+{
+    char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
+    int rc = ensure_domain_dir(fq, domain);
+    if (rc != 0)
+        return rc;
+    entry_path(path, sizeof path, domain, id);
+    int fd = openat(fq->dom_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno == EEXIST ? 0 : errno;
+    if (created != NULL)
+        *created = true;
+    return close_checked(fd);
+}
+
+/* One recipient line of an index entry. */
+struct entry_line {
+    size_t index;
+    enum queue_rcpt_state state;
+    unsigned attempts;
+    time_t last_attempt;
+    char *reply;
+};
+
+struct entry {
+    struct entry_line *lines;
+    size_t count;
+};
+
+static void entry_free(struct entry *e)
+{
+    for (size_t i = 0; i < e->count; i++)
+        free(e->lines[i].reply);
+    free(e->lines);
+    memset(e, 0, sizeof *e);
+}
+
+/* Splits line (NUL-terminated, no LF) at spaces into exactly n fields; modifies line. */
+static bool split_fields(char *line, char **fields, size_t n)
+{
+    size_t count = 0;
+    for (char *p = line;;) {
+        if (count == n || *p == '\0' || *p == ' ')
+            return false;
+        fields[count++] = p;
+        char *sp = strchr(p, ' ');
+        if (sp == NULL)
+            return count == n;
+        *sp = '\0';
+        p = sp + 1;
+    }
+}
+
+static bool parse_number(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s == '\0' || strlen(s) > 20)
+        return false;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9' || v > (max - (uint64_t)(*s - '0')) / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    *out = v;
+    return true;
+}
+
+static int parse_entry_line(char *line, struct entry_line *out)
+{
+    char *f[6];
+    uint64_t index, attempts, when;
+    memset(out, 0, sizeof *out);
+    if (!split_fields(line, f, 6) || strcmp(f[0], "rcpt") != 0 ||
+        !parse_number(f[1], SIZE_MAX, &index) ||
+        queue_rcpt_state_parse(f[2], strlen(f[2]), &out->state) != 0 ||
+        !parse_number(f[3], UINT32_MAX, &attempts) || !parse_number(f[4], INT64_MAX, &when))
+        return EBADMSG;
+    out->index = (size_t)index;
+    out->attempts = (unsigned)attempts;
+    out->last_attempt = (time_t)when;
+    return queue_token_decode(f[5], strlen(f[5]), &out->reply);
+}
+
+static int parse_entry(char *text, size_t len, struct entry *out)
+{
+    memset(out, 0, sizeof *out);
+    if (len == 0)
+        return 0;   /* empty entry: all pending */
+    size_t magic_len = strlen(QUEUE_FS_ENTRY_MAGIC_LINE);
+    size_t end_len = strlen(QUEUE_FS_ENTRY_END_LINE);
+    if (len < magic_len + end_len || memcmp(text, QUEUE_FS_ENTRY_MAGIC_LINE, magic_len) != 0 ||
+        memcmp(text + len - end_len, QUEUE_FS_ENTRY_END_LINE, end_len) != 0 ||
+        (len > magic_len + end_len && text[len - end_len - 1] != '\n'))
+        return EBADMSG;
+    text[len - end_len] = '\0';
+    char *p = text + magic_len;
+    int rc = 0;
+    while (rc == 0 && *p != '\0') {
+        char *nl = strchr(p, '\n');   /* present: the text before "end" ends in LF */
+        *nl = '\0';
+        struct entry_line *grown = realloc(out->lines, (out->count + 1) * sizeof *grown);
+        if (grown == NULL) {
+            rc = ENOMEM;
+            break;
+        }
+        out->lines = grown;
+        rc = parse_entry_line(p, &out->lines[out->count]);
+        if (rc == 0)
+            out->count++;
+        p = nl + 1;
+    }
+    if (rc != 0)
+        entry_free(out);
+    return rc;
+}
+
+/* Reads dom/<domain>/<id>: 0, ENOENT (no entry), EBADMSG (unparsable) or an I/O errno. */
+static int read_entry(struct fs_queue *fq, const char *domain, const char *id, struct entry *out)
+{
+    char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
+    struct stat st;
+    memset(out, 0, sizeof *out);
+    entry_path(path, sizeof path, domain, id);
+    int fd = openat(fq->dom_fd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    if (fstat(fd, &st) != 0) {
+        int rc = errno;
+        close(fd);
+        return rc;
+    }
+    if (st.st_size > QUEUE_FS_HEADER_MAX) {
+        close(fd);
+        return EBADMSG;
+    }
+    size_t len = (size_t)st.st_size;
+    char *text = malloc(len + 1);
+    int rc = text == NULL ? ENOMEM : pread_all(fd, text, len, 0);
+    close(fd);
+    if (rc == 0) {
+        text[len] = '\0';
+        rc = memchr(text, '\0', len) != NULL ? EBADMSG : parse_entry(text, len, out);
+    }
+    free(text);
+    return rc;
+}
+
+static bool entry_has_pending(const struct entry *e)
+{
+    if (e->count == 0)
+        return true;   /* the empty entry: nothing attempted yet */
+    for (size_t i = 0; i < e->count; i++) {
+        if (e->lines[i].state == QUEUE_RCPT_PENDING)
+            return true;
+    }
+    return false;
+}
+
+/* Copies the entry's per-recipient state into env; each line must name a recipient of domain. */
+static int apply_entry(struct queue_envelope *env, const char *domain, struct entry *e)
+{
+    for (size_t i = 0; i < e->count; i++) {
+        struct entry_line *l = &e->lines[i];
+        if (l->index >= env->rcpt_count || strcmp(env->rcpts[l->index].domain, domain) != 0)
+            return EBADMSG;
+        struct queue_rcpt *r = &env->rcpts[l->index];
+        r->state = l->state;
+        r->attempts = l->attempts;
+        r->last_attempt = l->last_attempt;
+        free(r->last_reply);
+        r->last_reply = l->reply;
+        l->reply = NULL;
+    }
+    return 0;
+}
+
+static int format_entry(struct queue_text *t, const struct queue_envelope *env, const char *domain)
+{
+    int rc = queue_text_append(t, QUEUE_FS_ENTRY_MAGIC_LINE, strlen(QUEUE_FS_ENTRY_MAGIC_LINE));
+    for (size_t i = 0; rc == 0 && i < env->rcpt_count; i++) {
+        const struct queue_rcpt *r = &env->rcpts[i];
+        if (strcmp(r->domain, domain) != 0)
+            continue;
+        rc = queue_text_printf(t, "rcpt %zu %s %u %" PRId64 " ", i, queue_rcpt_state_name(r->state),
+                               r->attempts, (int64_t)r->last_attempt);
+        if (rc == 0)
+            rc = queue_text_token(t, r->last_reply);
+        if (rc == 0)
+            rc = queue_text_append(t, "\n", 1);
+    }
+    if (rc == 0)
+        rc = queue_text_append(t, QUEUE_FS_ENTRY_END_LINE, strlen(QUEUE_FS_ENTRY_END_LINE));
+    return rc;
+}
+
+/* Replaces dom/<domain>/<id> atomically and durably: write .<id>.tmp, fsync it, rename it over
+ * the entry, fsync the directory (so the rename itself survives a crash). A crash leaves either
+ * the old or the new entry, plus perhaps the temp file, which recovery deletes. */
+static int write_entry(struct fs_queue *fq, const struct queue_envelope *env, const char *domain)
+{
+    char tmp[QUEUE_ID_MAX + 8];
+    struct queue_text text = {0};
+    int rc = ensure_domain_dir(fq, domain);
+    if (rc == 0)
+        rc = format_entry(&text, env, domain);
+    int dirfd = rc == 0 ? open_dir_at(fq->dom_fd, domain) : -1;
+    if (rc == 0 && dirfd < 0)
+        rc = errno;
+    snprintf(tmp, sizeof tmp, ".%s.tmp", env->id);
+    int fd = -1;
+    if (rc == 0 && (fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+        rc = errno;
+    if (rc == 0)
+        rc = write_all(fd, text.data, text.len);
+    if (rc == 0)
+        rc = fsync_fd(fd);
+    if (fd >= 0) {
+        int close_rc = close_checked(fd);
+        rc = rc != 0 ? rc : close_rc;
+    }
+    if (rc == 0 && renameat(dirfd, tmp, dirfd, env->id) != 0)
+        rc = errno;
+    if (rc == 0)
+        rc = fsync_fd(dirfd);
+    if (rc != 0 && fd >= 0)
+        unlinkat(dirfd, tmp, 0);
+    if (dirfd >= 0)
+        close(dirfd);
+    queue_text_free(&text);
+    return rc;
+}
+
+/* ---- message files: reading and validation ---- */
+
+static bool header_complete(const char *buf, size_t len, size_t from, size_t *header_len)
+{
+    for (size_t i = from > 0 ? from - 1 : 0; i + 1 < len; i++) {
+        if (buf[i] == '\n' && buf[i + 1] == '\n') {
+            *header_len = i + 2;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Appends chunk to the header buffer until the blank line is seen. */
+static int collect_header(struct queue_text *header, bool *done, size_t *header_len,
+                          const char *chunk, size_t n)
+{
+    if (*done)
+        return 0;
+    size_t before = header->len;
+    int rc = queue_text_append(header, chunk, n);
+    if (rc != 0)
+        return rc;
+    if (header_complete(header->data, header->len, before, header_len))
+        *done = true;
+    else if (header->len > QUEUE_FS_HEADER_MAX)
+        return EBADMSG;
+    return 0;
+}
+
+struct parsed_trailer {
+    uint64_t body_len;
+    unsigned char sha256[32];
+};
+
+static int parse_trailer(const char *t, struct parsed_trailer *out)
+{
+    size_t prefix = strlen(QUEUE_FS_TRAILER_PREFIX);
+    if (memcmp(t, QUEUE_FS_TRAILER_PREFIX, prefix) != 0 || t[prefix + 20] != ' ' ||
+        t[QUEUE_FS_TRAILER_LEN - 1] != '\n')
+        return EBADMSG;
+    char digits[21];
+    memcpy(digits, t + prefix, 20);
+    digits[20] = '\0';
+    if (!parse_number(digits, UINT64_MAX, &out->body_len))
+        return EBADMSG;
+    const char *hex = t + prefix + 21;
+    for (size_t i = 0; i < 32; i++) {
+        unsigned hi, lo;
+        char pair[3] = {hex[2 * i], hex[2 * i + 1], '\0'};
+        if (strspn(pair, "0123456789abcdef") != 2 || sscanf(pair, "%1x%1x", &hi, &lo) != 2)
+            return EBADMSG;
+        out->sha256[i] = (unsigned char)(hi * 16 + lo);
+    }
+    return 0;
+}
+
+struct validated {
+    struct queue_envelope env;
+    off_t body_offset;
+    uint64_t body_len;
+};
+
+static int check_magic(const struct queue_text *header, const char **reason)
+{
+    size_t prefix = strlen(QUEUE_FS_MAGIC_PREFIX);
+    if (header->len < prefix || memcmp(header->data, QUEUE_FS_MAGIC_PREFIX, prefix) != 0) {
+        *reason = "bad magic";
+        return EBADMSG;
+    }
+    if (header->len < strlen(QUEUE_FS_MAGIC_LINE) ||
+        memcmp(header->data, QUEUE_FS_MAGIC_LINE, strlen(QUEUE_FS_MAGIC_LINE)) != 0) {
+        *reason = "unsupported version";
+        return EBADMSG;
+    }
+    return 0;
+}
+
+/* Hashes [0, content_len) and collects the header on the way. 0, EBADMSG or errno. */
+static int hash_and_collect(int fd, uint64_t content_len, unsigned char sha256[32],
+                            struct queue_text *header, size_t *header_len, const char **reason)
+{
+    enum { CHUNK = 64 << 10 };
+    char *chunk = malloc(CHUNK);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    bool done = false;
+    int rc = chunk == NULL || ctx == NULL ? ENOMEM : 0;
+    if (rc == 0 && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        rc = EIO;
+    for (uint64_t off = 0; rc == 0 && off < content_len;) {
+        size_t n = content_len - off < CHUNK ? (size_t)(content_len - off) : CHUNK;
+        rc = pread_all(fd, chunk, n, (off_t)off);
+        if (rc == 0 && EVP_DigestUpdate(ctx, chunk, n) != 1)
+            rc = EIO;
+        if (rc == 0)
+            rc = collect_header(header, &done, header_len, chunk, n);
+        if (rc == EBADMSG)
+            *reason = "header too long";
+        off += n;
+    }
+    if (rc == 0 && EVP_DigestFinal_ex(ctx, sha256, NULL) != 1)
+        rc = EIO;
+    if (rc == 0 && !done) {
+        *reason = "no end of envelope";
+        rc = EBADMSG;
+    }
+    EVP_MD_CTX_free(ctx);
+    free(chunk);
+    return rc;
+}
+
+/* Validates a message file completely: magic, version, trailer, checksum, envelope, id.
+ * 0, EBADMSG (reason set) or an I/O errno (the file may be fine: never quarantine for that). */
+static int validate_message(int fd, const char *id, struct validated *out, const char **reason)
+{
+    struct stat st;
+    struct queue_text header = {0};
+    struct parsed_trailer trailer;
+    char trailer_text[QUEUE_FS_TRAILER_LEN];
+    unsigned char sha256[32];
+    size_t header_len = 0;
+    memset(out, 0, sizeof *out);
+    if (fstat(fd, &st) != 0)
+        return errno;
+    if ((uint64_t)st.st_size < strlen(QUEUE_FS_MAGIC_LINE) + 1 + QUEUE_FS_TRAILER_LEN) {
+        *reason = "truncated";
+        return EBADMSG;
+    }
+    uint64_t content_len = (uint64_t)st.st_size - QUEUE_FS_TRAILER_LEN;
+    int rc = pread_all(fd, trailer_text, sizeof trailer_text, (off_t)content_len);
+    if (rc == 0 && parse_trailer(trailer_text, &trailer) != 0) {
+        *reason = "bad trailer (truncated?)";
+        rc = EBADMSG;
+    }
+    if (rc == 0)
+        rc = hash_and_collect(fd, content_len, sha256, &header, &header_len, reason);
+    if (rc == 0)
+        rc = check_magic(&header, reason);
+    if (rc == 0 && memcmp(sha256, trailer.sha256, sizeof sha256) != 0) {
+        *reason = "checksum mismatch";
+        rc = EBADMSG;
+    }
+    if (rc == 0 && content_len - header_len != trailer.body_len) {
+        *reason = "length mismatch";
+        rc = EBADMSG;
+    }
+    if (rc == 0) {
+        size_t magic_len = strlen(QUEUE_FS_MAGIC_LINE);
+        rc = queue_envelope_parse(header.data + magic_len, header_len - 1 - magic_len, &out->env,
+                                  reason);
+    }
+    if (rc == 0 && strcmp(out->env.id, id) != 0) {
+        *reason = "id does not match the file name";
+        rc = EBADMSG;
+    }
+    queue_text_free(&header);
+    if (rc != 0) {
+        queue_envelope_clear(&out->env);
+        return rc;
+    }
+    out->body_offset = (off_t)header_len;
+    out->body_len = trailer.body_len;
+    out->env.body_size = trailer.body_len;
+    return 0;
+}
+
+/* Reads only the envelope of msg/<id> (no checksum: for updates of a message that was validated
+ * when it was opened for delivery). 0, ENOENT, EBADMSG or errno. */
+static int read_envelope(struct fs_queue *fq, const char *id, struct queue_envelope *env)
+{
+    enum { CHUNK = 16 << 10 };
+    char chunk[CHUNK];
+    struct queue_text header = {0};
+    const char *reason = NULL;
+    bool done = false;
+    size_t header_len = 0;
+    memset(env, 0, sizeof *env);
+    if (!queue_id_valid(id))
+        return ENOENT;
+    int fd = openat(fq->msg_fd, id, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int rc = 0;
+    for (off_t off = 0; rc == 0 && !done;) {
+        ssize_t n = pread(fd, chunk, sizeof chunk, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            rc = n < 0 ? errno : EBADMSG;
+        else
+            rc = collect_header(&header, &done, &header_len, chunk, (size_t)n);
+        off += n > 0 ? n : 0;
+    }
+    close(fd);
+    if (rc == 0)
+        rc = check_magic(&header, &reason);
+    if (rc == 0) {
+        size_t magic_len = strlen(QUEUE_FS_MAGIC_LINE);
+        rc = queue_envelope_parse(header.data + magic_len, header_len - 1 - magic_len, env,
+                                  &reason);
+    }
+    queue_text_free(&header);
+    if (rc != 0)
+        queue_envelope_clear(env);
+    return rc;
+}
+
+/* Calls fn for each distinct recipient domain of env, in envelope order. */
+static int for_each_domain(const struct queue_envelope *env,
+                           int (*fn)(const char *domain, void *arg), void *arg)
+{
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(env->rcpts[j].domain, env->rcpts[i].domain) == 0;
+        if (seen)
+            continue;
+        int rc = fn(env->rcpts[i].domain, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- quarantine ---- */
+
+/* Moves dom/<d>/<id> of every domain to corrupt/<id>.<d>.state: the per-recipient history is
+ * kept for a human; the message itself is no longer deliverable. */
+static void quarantine_entries(struct fs_queue *fq, const char *id)
+{
+    struct name_list domains;
+    if (list_directory(fq->dom_fd, ".", NULL, &domains) != 0)
+        return;
+    for (size_t i = 0; i < domains.count; i++) {
+        char from[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2], to[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 16];
+        if (strlen(domains.names[i]) >= QUEUE_DOMAIN_MAX)
+            continue;
+        entry_path(from, sizeof from, domains.names[i], id);
+        snprintf(to, sizeof to, "%s.%s.state", id, domains.names[i]);
+        renameat(fq->dom_fd, from, fq->corrupt_fd, to);
+    }
+    name_list_free(&domains);
+}
+
+/* Picks a free name in corrupt/ for name: name, name.1, name.2 ... */
+static void corrupt_target_name(struct fs_queue *fq, const char *name, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", name);
+    for (unsigned n = 1; faccessat(fq->corrupt_fd, out, F_OK, 0) == 0 && n < 1000; n++)
+        snprintf(out, outlen, "%s.%u", name, n);
+}
+
+/* Moves msg/<name> to corrupt/ durably (fsync of both directories) and logs it. A corrupt
+ * message is never delivered and never silently dropped: a human looks at corrupt/. */
+static int quarantine_message(struct fs_queue *fq, const char *name, const char *reason)
+{
+    char target[NAME_MAX + 8], quoted[600];
+    corrupt_target_name(fq, name, target, sizeof target);
+    log_quote(quoted, sizeof quoted, name, strlen(name));
+    if (renameat(fq->msg_fd, name, fq->corrupt_fd, target) != 0) {
+        int rc = errno;
+        log_error("queue.corrupt", " file=msg/%s reason=\"%s\" moved=no error=\"%s\"", quoted,
+                  reason, strerror(rc));
+        return rc;
+    }
+    int rc = fsync_fd(fq->corrupt_fd);
+    if (rc == 0)
+        rc = fsync_fd(fq->msg_fd);
+    if (queue_id_valid(name))
+        quarantine_entries(fq, name);
+    log_error("queue.corrupt", " file=msg/%s reason=\"%s\" moved=corrupt/%s", quoted, reason,
+              target);
+    return rc;
+}
+
+/* ---- per-recipient state ---- */
+
+struct state_loader {
+    struct fs_queue *fq;
+    struct queue_envelope *env;
+};
+
+/* A damaged entry is moved to corrupt/ and replaced by an empty one: its recipients count as
+ * pending again, which can cause a duplicate but never a loss. */
+static int repair_entry(struct fs_queue *fq, const char *domain, const char *id)
+{
+    char from[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2], name[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 16];
+    char target[sizeof name + 8];
+    entry_path(from, sizeof from, domain, id);
+    snprintf(name, sizeof name, "%s.%s.state", id, domain);
+    corrupt_target_name(fq, name, target, sizeof target);
+    log_error("queue.corrupt_entry", " id=%s domain=%s moved=corrupt/%s effect=rcpts_pending", id,
+              domain, target);
+    if (renameat(fq->dom_fd, from, fq->corrupt_fd, target) != 0)
+        return errno;
+    return create_empty_entry(fq, domain, id, NULL);
+}
+
+static int load_domain_state(const char *domain, void *arg)
+{
+    struct state_loader *l = arg;
+    struct entry e;
+    int rc = read_entry(l->fq, domain, l->env->id, &e);
+    if (rc == 0) {
+        rc = apply_entry(l->env, domain, &e);
+        entry_free(&e);
+    }
+    if (rc == ENOENT)
+        return 0;   /* not yet (re)built: all of the domain's recipients pending */
+    if (rc == EBADMSG)
+        return repair_entry(l->fq, domain, l->env->id);
+    return rc;
+}
+
+static int load_states(struct fs_queue *fq, struct queue_envelope *env)
+{
+    struct state_loader loader = {fq, env};
+    return for_each_domain(env, load_domain_state, &loader);
+}
+
+/* ---- writers ---- */
+
+static void writer_free(struct fs_writer *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    EVP_MD_CTX_free(w->digest);
+    free(w->buffer);
+    free(w->domains);
+    free(w);
+}
+
+/* Writes the buffer out (hashing it first). Errors are sticky in w->error. */
+static int writer_flush(struct fs_writer *w)
+{
+    if (w->error == 0 && w->buffered > 0) {
+        if (EVP_DigestUpdate(w->digest, w->buffer, w->buffered) != 1)
+            w->error = EIO;
+        else
+            w->error = write_all(w->fd, w->buffer, w->buffered);
+    }
+    w->buffered = 0;
+    return w->error;
+}
+
+static int writer_append(struct fs_writer *w, const void *data, size_t len)
+{
+    const char *p = data;
+    while (w->error == 0 && len > 0) {
+        size_t room = QUEUE_FS_WRITE_BUFFER - w->buffered;
+        size_t n = len < room ? len : room;
+        memcpy(w->buffer + w->buffered, p, n);
+        w->buffered += n;
+        p += n;
+        len -= n;
+        if (w->buffered == QUEUE_FS_WRITE_BUFFER)
+            writer_flush(w);
+    }
+    return w->error;
+}
+
+static int add_writer_domain(struct fs_writer *w, const char *domain)
+{
+    for (size_t i = 0; i < w->domain_count; i++) {
+        if (strcmp(w->domains[i], domain) == 0)
+            return 0;
+    }
+    memcpy(w->domains[w->domain_count++], domain, QUEUE_DOMAIN_MAX);
+    return 0;
+}
+
+/* Checks the caller's envelope and makes a shallow copy whose recipient domains point into
+ * normalized[] (lower-case, validated). Also fills w->domains with the distinct domains. */
+static int prepare_envelope(struct fs_writer *w, const struct queue_envelope *env,
+                            struct queue_envelope *copy, char (*normalized)[QUEUE_DOMAIN_MAX])
+{
+    if (env->sender == NULL || env->rcpt_count == 0 || env->rcpts == NULL)
+        return EINVAL;
+    *copy = *env;
+    copy->rcpts = calloc(env->rcpt_count, sizeof *copy->rcpts);
+    if (copy->rcpts == NULL)
+        return ENOMEM;
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        const struct queue_rcpt *r = &env->rcpts[i];
+        if (r->address == NULL || r->domain == NULL ||
+            queue_domain_normalize(r->domain, normalized[i]) != 0)
+            return EINVAL;
+        copy->rcpts[i] = *r;
+        copy->rcpts[i].domain = normalized[i];
+        add_writer_domain(w, normalized[i]);
+    }
+    return 0;
+}
+
+static struct fs_writer *writer_new(struct fs_queue *fq, size_t rcpt_count)
+{
+    struct fs_writer *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        return NULL;
+    w->base.queue = &fq->base;
+    w->fq = fq;
+    w->fd = -1;
+    w->buffer = malloc(QUEUE_FS_WRITE_BUFFER);
+    w->domains = calloc(rcpt_count, sizeof *w->domains);
+    w->digest = EVP_MD_CTX_new();
+    if (w->buffer == NULL || w->domains == NULL || w->digest == NULL ||
+        EVP_DigestInit_ex(w->digest, EVP_sha256(), NULL) != 1) {
+        writer_free(w);
+        errno = ENOMEM;
+        return NULL;
+    }
+    return w;
+}
+
+/* Creates tmp/<id> exclusively, retrying with a fresh id in the (unlikely) case of a clash. */
+static int create_tmp_file(struct fs_writer *w, struct queue_envelope *copy)
+{
+    for (int tries = 0; tries < 5; tries++) {
+        struct timeval now;
+        gettimeofday(&now, NULL);
+        int rc = queue_id_generate(w->id, &now);
+        if (rc != 0)
+            return rc;
+        w->fd = openat(w->fq->tmp_fd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (w->fd >= 0) {
+            memcpy(copy->id, w->id, sizeof copy->id);
+            copy->arrival = now.tv_sec;   /* the same clock reading as the id */
+            return 0;
+        }
+        if (errno != EEXIST)
+            return errno;
+    }
+    return EEXIST;
+}
+
+static int write_header(struct fs_writer *w, const struct queue_envelope *copy)
+{
+    struct queue_text text = {0};
+    int rc = queue_text_append(&text, QUEUE_FS_MAGIC_LINE, strlen(QUEUE_FS_MAGIC_LINE));
+    if (rc == 0)
+        rc = queue_envelope_format(&text, copy);
+    if (rc == 0)
+        rc = queue_text_append(&text, "\n", 1);
+    if (rc == 0)
+        rc = writer_append(w, text.data, text.len);
+    queue_text_free(&text);
+    return rc;
+}
+
+static struct queue_writer *fs_put(struct queue *q, struct queue_envelope *env)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct queue_envelope copy = {0};
+    char (*normalized)[QUEUE_DOMAIN_MAX] = NULL;
+    struct fs_writer *w = writer_new(fq, env->rcpt_count > 0 ? env->rcpt_count : 1);
+    int rc = w == NULL ? ENOMEM : 0;
+    if (rc == 0)
+        rc = (normalized = calloc(env->rcpt_count + 1, sizeof *normalized)) == NULL ? ENOMEM : 0;
+    if (rc == 0)
+        rc = prepare_envelope(w, env, &copy, normalized);
+    if (rc == 0)
+        rc = create_tmp_file(w, &copy);
+    if (rc == 0)
+        rc = write_header(w, &copy);
+    free(copy.rcpts);
+    free(normalized);
+    if (rc != 0) {
+        if (w != NULL && w->fd >= 0)
+            unlinkat(fq->tmp_fd, w->id, 0);
+        if (w != NULL)
+            writer_free(w);
+        log_debug("queue.put_failed", " error=\"%s\"", strerror(rc));   /* caller logs */
+        errno = rc;
+        return NULL;
+    }
+    memcpy(env->id, copy.id, sizeof env->id);
+    env->arrival = copy.arrival;
+    return &w->base;
+}
+
+static int fs_write(struct queue_writer *qw, const void *data, size_t len)
+{
+    struct fs_writer *w = (struct fs_writer *)qw;
+    if (writer_append(w, data, len) != 0) {
+        errno = w->error;
+        return -1;
+    }
+    w->body_len += len;
+    return 0;
+}
+
+static void fs_abort(struct queue_writer *qw)
+{
+    struct fs_writer *w = (struct fs_writer *)qw;
+    /* No fsync: a tmp/ file that survives a crash is deleted by recovery. */
+    if (w->fd >= 0) {
+        close(w->fd);
+        w->fd = -1;
+        unlinkat(w->fq->tmp_fd, w->id, 0);
+    }
+    writer_free(w);
+}
+
+/* ---- commit ---- */
+
+static int write_trailer(struct fs_writer *w)
+{
+    unsigned char sha256[32];
+    char trailer[QUEUE_FS_TRAILER_LEN + 1];
+    if (writer_flush(w) != 0)
+        return w->error;
+    if (EVP_DigestFinal_ex(w->digest, sha256, NULL) != 1)
+        return w->error = EIO;
+    int n = snprintf(trailer, sizeof trailer, "%s%020" PRIu64 " ", QUEUE_FS_TRAILER_PREFIX,
+                     w->body_len);
+    for (size_t i = 0; i < 32; i++)
+        n += snprintf(trailer + n, sizeof trailer - (size_t)n, "%02x", sha256[i]);
+    trailer[n++] = '\n';
+    return w->error = write_all(w->fd, trailer, (size_t)n);
+}
+
+/* Writes the file to stable storage: trailer, fsync(file), close. */
+static int make_file_durable(struct fs_writer *w)
+{
+    int rc = w->error != 0 ? w->error : write_trailer(w);
+    if (rc == 0)
+        rc = fsync_fd(w->fd);
+    int close_rc = close_checked(w->fd);
+    w->fd = -1;
+    return rc != 0 ? rc : close_rc;
+}
+
+static void remove_index_entries(struct fs_queue *fq, const char *id, char (*domains)[QUEUE_DOMAIN_MAX],
+                                 size_t count)
+{
+    char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
+    for (size_t i = 0; i < count; i++) {
+        entry_path(path, sizeof path, domains[i], id);
+        unlinkat(fq->dom_fd, path, 0);
+    }
+}
+
+/* Undoes a commit whose reply has not been sent: the client will see a 4xx and retry. The
+ * entries go first so no entry ever points at a missing message for long. */
+static void undo_commit(struct fs_writer *w)
+{
+    remove_index_entries(w->fq, w->id, w->domains, w->domain_count);
+    unlinkat(w->fq->msg_fd, w->id, 0);
+    fsync(w->fq->msg_fd);
+}
+
+/* The durable part of a commit; runs on a worker thread (or inline for commit_sync). Returns 0
+ * when the message is committed and indexed, else errno with nothing of the message left. */
+static int commit_durable(struct fs_writer *w)
+{
+    struct fs_queue *fq = w->fq;
+    int rc = make_file_durable(w);
+    if (rc != 0) {
+        unlinkat(fq->tmp_fd, w->id, 0);
+        return rc;
+    }
+    /* THE commit point: after this rename the message exists in msg/ (once msg/ is synced). */
+    if (renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) != 0) {
+        rc = errno;
+        unlinkat(fq->tmp_fd, w->id, 0);
+        return rc;
+    }
+    /* The rename is a change of the directory: only fsync(msg/) makes it survive a crash. */
+    rc = fsync_fd(fq->msg_fd);
+    /* Index entries need no fsync: recovery rebuilds lost ones from msg/ (docs/queue.md). */
+    for (size_t i = 0; rc == 0 && i < w->domain_count; i++)
+        rc = create_empty_entry(fq, w->domains[i], w->id, NULL);
+    if (rc != 0)
+        undo_commit(w);
+    return rc;
+}
+
+static void log_commit(const struct fs_writer *w, int status)
+{
+    if (status == 0)
+        log_debug("queue.commit", " id=%s size=%" PRIu64 " domains=%zu", w->id, w->body_len,
+                  w->domain_count);
+    else
+        log_error("queue.commit_failed", " id=%s error=\"%s\"", w->id, strerror(status));
+}
+
+static int fs_commit_sync(struct queue_writer *qw)
+{
+    struct fs_writer *w = (struct fs_writer *)qw;
+    int status = commit_durable(w);
+    log_commit(w, status);
+    writer_free(w);
+    return status;
+}
+
+static void inflight_unlink(struct fs_queue *fq, struct fs_writer *w)
+{
+    if (w->inflight_prev != NULL)
+        w->inflight_prev->inflight_next = w->inflight_next;
+    else
+        fq->inflight = w->inflight_next;
+    if (w->inflight_next != NULL)
+        w->inflight_next->inflight_prev = w->inflight_prev;
+}
+
+/* Runs on the event-loop thread once a worker has finished the job. */
+static void commit_done_trampoline(evutil_socket_t fd, short what, void *arg)
+{
+    struct fs_writer *w = arg;
+    struct fs_queue *fq = w->fq;
+    pthread_mutex_lock(&fq->mutex);
+    inflight_unlink(fq, w);
+    pthread_mutex_unlock(&fq->mutex);
+    event_free(w->done_event);
+    w->done_event = NULL;
+    log_commit(w, w->status);
+    w->cb(w->status, w->id, w->cb_arg);
+    writer_free(w);
+}
+
+static void *commit_worker(void *arg)
+{
+    struct fs_queue *fq = arg;
+    for (;;) {
+        pthread_mutex_lock(&fq->mutex);
+        while (fq->jobs_head == NULL && !fq->stopping)
+            pthread_cond_wait(&fq->wake, &fq->mutex);
+        struct fs_writer *w = fq->jobs_head;
+        if (w != NULL) {
+            fq->jobs_head = w->next_job;
+            if (fq->jobs_head == NULL)
+                fq->jobs_tail = NULL;
+        }
+        pthread_mutex_unlock(&fq->mutex);
+        if (w == NULL)
+            return NULL;   /* stopping and every queued job done */
+        w->status = commit_durable(w);
+        /* Hands the job back to the loop thread; w may be freed there from now on. */
+        event_active(w->done_event, EV_WRITE, 0);
+    }
+}
+
+static void fs_commit(struct queue_writer *qw, queue_commit_cb cb, void *arg)
+{
+    struct fs_writer *w = (struct fs_writer *)qw;
+    struct fs_queue *fq = w->fq;
+    if (fq->evbase != NULL && fq->thread_count > 0)
+        w->done_event = event_new(fq->evbase, -1, 0, commit_done_trampoline, w);
+    if (w->done_event == NULL) {
+        /* No loop (a tool) or no memory for the event: commit inline. */
+        char id[QUEUE_ID_MAX];
+        memcpy(id, w->id, sizeof id);
+        int status = fs_commit_sync(qw);
+        cb(status, id, arg);
+        return;
+    }
+    w->cb = cb;
+    w->cb_arg = arg;
+    pthread_mutex_lock(&fq->mutex);
+    w->inflight_next = fq->inflight;
+    if (fq->inflight != NULL)
+        fq->inflight->inflight_prev = w;
+    fq->inflight = w;
+    if (fq->jobs_tail != NULL)
+        fq->jobs_tail->next_job = w;
+    else
+        fq->jobs_head = w;
+    fq->jobs_tail = w;
+    pthread_cond_signal(&fq->wake);
+    pthread_mutex_unlock(&fq->mutex);
+}
+
+/* ---- listing ---- */
+
+struct domain_listing {
+    struct fs_queue *fq;
+    const char *domain;
+};
+
+static bool entry_pending(struct fs_queue *fq, const char *domain, const char *id)
+{
+    struct entry e;
+    int rc = read_entry(fq, domain, id, &e);
+    if (rc == ENOENT)
+        return false;   /* removed meanwhile */
+    bool pending = rc != 0 || entry_has_pending(&e);   /* damaged: let the opener repair it */
+    if (rc == 0)
+        entry_free(&e);
+    return pending;
+}
+
+static int fs_list_domain(struct queue *q, const char *domain, queue_id_fn fn, void *arg)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    char name[QUEUE_DOMAIN_MAX];
+    struct name_list ids;
+    if (queue_domain_normalize(domain, name) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    /* Only this domain's directory is read: ATRN never scans the whole queue. */
+    int rc = list_directory(fq->dom_fd, name, accept_id, &ids);
+    if (rc == ENOENT)
+        return 0;
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    int count = 0;
+    for (size_t i = 0; i < ids.count; i++) {
+        if (!entry_pending(fq, name, ids.names[i]))
+            continue;
+        count++;
+        if (fn(ids.names[i], arg) != 0)
+            break;
+    }
+    name_list_free(&ids);
+    return count;
+}
+
+static int call_for_names(const struct name_list *names, queue_id_fn fn, void *arg)
+{
+    int count = 0;
+    for (size_t i = 0; i < names->count; i++) {
+        count++;
+        if (fn(names->names[i], arg) != 0)
+            break;
+    }
+    return count;
+}
+
+static int fs_list_all(struct queue *q, queue_id_fn fn, void *arg)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct name_list ids;
+    int rc = list_directory(fq->msg_fd, ".", accept_id, &ids);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    int count = call_for_names(&ids, fn, arg);
+    name_list_free(&ids);
+    return count;
+}
+
+static bool accept_domain(const char *name)
+{
+    char normalized[QUEUE_DOMAIN_MAX];
+    return queue_domain_normalize(name, normalized) == 0 && strcmp(normalized, name) == 0;
+}
+
+static bool domain_dir_has_entries(struct fs_queue *fq, const char *domain)
+{
+    struct name_list ids;
+    if (list_directory(fq->dom_fd, domain, accept_id, &ids) != 0)
+        return false;
+    bool any = ids.count > 0;
+    name_list_free(&ids);
+    return any;
+}
+
+static int fs_list_domains(struct queue *q, queue_id_fn fn, void *arg)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct name_list domains, nonempty = {0};
+    int rc = list_directory(fq->dom_fd, ".", accept_domain, &domains);
+    for (size_t i = 0; rc == 0 && i < domains.count; i++) {
+        if (domain_dir_has_entries(fq, domains.names[i]))
+            rc = name_list_add(&nonempty, domains.names[i]);
+    }
+    name_list_free(&domains);
+    int count = rc == 0 ? call_for_names(&nonempty, fn, arg) : -1;
+    name_list_free(&nonempty);
+    if (rc != 0)
+        errno = rc;
+    return count;
+}
+
+static int fs_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void *arg)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct name_list ids;
+    int rc = list_directory(fq->msg_fd, ".", accept_id, &ids);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    time_t now = time(NULL);
+    int count = 0;
+    for (size_t i = 0; i < ids.count; i++) {
+        /* Ids carry their arrival time, so the scan opens no file. */
+        int64_t usec = queue_id_time_usec(ids.names[i]);
+        if (usec < 0 || now - (time_t)(usec / 1000000) < max_age)
+            continue;
+        count++;
+        if (fn(ids.names[i], arg) != 0)
+            break;
+    }
+    name_list_free(&ids);
+    return count;
+}
+
+/* ---- opening messages, outcomes, removal ---- */
+
+static int fs_message_open(struct queue *q, const char *id, struct queue_message **out)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct validated v;
+    const char *reason = "unknown";
+    *out = NULL;
+    if (!queue_id_valid(id))
+        return ENOENT;
+    int fd = openat(fq->msg_fd, id, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int rc = validate_message(fd, id, &v, &reason);
+    if (rc == EBADMSG) {
+        close(fd);
+        quarantine_message(fq, id, reason);
+        return EBADMSG;
+    }
+    if (rc == 0)
+        rc = load_states(fq, &v.env);
+    if (rc == 0 && lseek(fd, v.body_offset, SEEK_SET) < 0)
+        rc = errno;
+    struct queue_message *m = rc == 0 ? calloc(1, sizeof *m) : NULL;
+    if (rc == 0 && m == NULL)
+        rc = ENOMEM;
+    if (rc != 0) {
+        if (rc != ENOMEM && rc != ENOENT)
+            log_error("queue.open_failed", " id=%s error=\"%s\"", id, strerror(rc));
+        queue_envelope_clear(&v.env);
+        close(fd);
+        return rc;
+    }
+    m->env = v.env;
+    m->fd = fd;
+    m->body_offset = v.body_offset;
+    *out = m;
+    return 0;
+}
+
+static int fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
+                             enum queue_rcpt_state state, const char *reply)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct queue_envelope env;
+    if ((unsigned)state > QUEUE_RCPT_FAILED)
+        return EINVAL;
+    int rc = read_envelope(fq, id, &env);
+    if (rc != 0)
+        return rc;
+    if (rcpt_index >= env.rcpt_count)
+        rc = EINVAL;
+    if (rc == 0)
+        rc = load_states(fq, &env);
+    struct queue_rcpt *r = rc == 0 ? &env.rcpts[rcpt_index] : NULL;
+    if (rc == 0 && r->state != QUEUE_RCPT_PENDING)
+        rc = EALREADY;   /* DONE and FAILED are final */
+    if (rc == 0 && reply != NULL) {
+        free(r->last_reply);
+        r->last_reply = strdup(reply);
+        if (r->last_reply == NULL)
+            rc = ENOMEM;
+    }
+    if (rc == 0) {
+        r->state = state;
+        r->attempts++;
+        r->last_attempt = time(NULL);
+        rc = write_entry(fq, &env, r->domain);
+    }
+    if (rc == 0)
+        log_info("queue.outcome", " id=%s rcpt=%zu state=%s attempts=%u", id, rcpt_index,
+                 queue_rcpt_state_name(state), r->attempts);
+    else
+        log_error("queue.outcome_failed", " id=%s rcpt=%zu error=\"%s\"", id, rcpt_index,
+                  strerror(rc));
+    queue_envelope_clear(&env);
+    return rc;
+}
+
+static int unlink_entry_of(const char *domain, void *arg)
+{
+    void **a = arg;
+    struct fs_queue *fq = a[0];
+    char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
+    entry_path(path, sizeof path, domain, (const char *)a[1]);
+    if (unlinkat(fq->dom_fd, path, 0) != 0 && errno != ENOENT)
+        log_warn("queue.entry_unlink_failed", " entry=dom/%s error=\"%s\"", path, strerror(errno));
+    return 0;
+}
+
+/* Removal order: msg/<id> first, made durable with fsync(msg/), then the index entries. A crash
+ * in between leaves orphan entries, which recovery deletes; never an entry-less message. */
+static int remove_message(struct fs_queue *fq, const char *id, const struct queue_envelope *env)
+{
+    if (unlinkat(fq->msg_fd, id, 0) != 0)
+        return errno;
+    int rc = fsync_fd(fq->msg_fd);
+    void *arg[2] = {fq, (void *)id};
+    if (env != NULL) {
+        for_each_domain(env, unlink_entry_of, arg);
+    } else {
+        struct name_list domains;
+        if (list_directory(fq->dom_fd, ".", accept_domain, &domains) == 0) {
+            for (size_t i = 0; i < domains.count; i++)
+                unlink_entry_of(domains.names[i], arg);
+            name_list_free(&domains);
+        }
+    }
+    return rc;
+}
+
+static int fs_remove_if_finished(struct queue *q, const char *id)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct queue_envelope env;
+    int rc = read_envelope(fq, id, &env);
+    if (rc == 0)
+        rc = load_states(fq, &env);
+    bool finished = true;
+    for (size_t i = 0; rc == 0 && i < env.rcpt_count; i++)
+        finished = finished && env.rcpts[i].state == QUEUE_RCPT_DONE;
+    if (rc == 0 && finished)
+        rc = remove_message(fq, id, &env);
+    if (rc == 0 && finished)
+        log_info("queue.removed", " id=%s reason=delivered", id);
+    queue_envelope_clear(&env);
+    if (rc != 0) {
+        errno = rc;
+        return -1;
+    }
+    return finished ? 1 : 0;
+}
+
+static int fs_remove(struct queue *q, const char *id)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct queue_envelope env;
+    if (!queue_id_valid(id))
+        return ENOENT;
+    int read_rc = read_envelope(fq, id, &env);
+    if (read_rc == ENOENT)
+        return ENOENT;
+    /* Without a readable envelope the entries are found by looking in every domain. */
+    int rc = remove_message(fq, id, read_rc == 0 ? &env : NULL);
+    if (read_rc == 0)
+        queue_envelope_clear(&env);
+    if (rc == 0)
+        log_info("queue.removed", " id=%s reason=admin", id);
+    return rc;
+}
+
+/* ---- leases ---- */
+
+static struct fs_lease *find_lease(struct fs_queue *fq, const char *domain)
+{
+    for (size_t i = 0; i < fq->lease_count; i++) {
+        if (strcmp(fq->leases[i].domain, domain) == 0)
+            return &fq->leases[i];
+    }
+    return NULL;
+}
+
+static int fs_lease_domain(struct queue *q, const char *domain)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    char name[QUEUE_DOMAIN_MAX];
+    if (queue_domain_normalize(domain, name) != 0)
+        return EINVAL;
+    /* flock() on a second open file description would conflict too; the table answers
+     * without touching the file and keeps one fd per leased domain. */
+    if (find_lease(fq, name) != NULL)
+        return EBUSY;
+    struct fs_lease *grown = realloc(fq->leases, (fq->lease_count + 1) * sizeof *grown);
+    if (grown == NULL)
+        return ENOMEM;
+    fq->leases = grown;
+    int fd = openat(fq->lock_fd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno;
+    /* The kernel drops the lock when the process dies: a crash leaves no stale lease. */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int rc = errno == EWOULDBLOCK ? EBUSY : errno;
+        close(fd);
+        return rc;
+    }
+    struct fs_lease *l = &fq->leases[fq->lease_count++];
+    memcpy(l->domain, name, sizeof l->domain);
+    l->fd = fd;
+    return 0;
+}
+
+static void fs_release_domain(struct queue *q, const char *domain)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    char name[QUEUE_DOMAIN_MAX];
+    if (queue_domain_normalize(domain, name) != 0)
+        return;
+    struct fs_lease *l = find_lease(fq, name);
+    if (l == NULL)
+        return;
+    close(l->fd);   /* closing the only descriptor releases the flock */
+    *l = fq->leases[--fq->lease_count];
+}
+
+/* ---- start-up recovery ---- */
+
+struct recovery_stats {
+    size_t messages, tmp_removed, corrupt, unreadable, entries_rebuilt, orphans_removed,
+        temps_removed, domain_dirs_removed;
+};
+
+/* tmp/ holds only uncommitted messages: nobody was told 250 for them. */
+static int recover_tmp(struct fs_queue *fq, struct recovery_stats *st)
+{
+    struct name_list names;
+    int rc = list_directory(fq->tmp_fd, ".", NULL, &names);
+    for (size_t i = 0; rc == 0 && i < names.count; i++) {
+        if (unlinkat(fq->tmp_fd, names.names[i], 0) == 0)
+            st->tmp_removed++;
+        else
+            rc = errno;
+    }
+    name_list_free(&names);
+    return rc;
+}
+
+struct rebuild {
+    struct fs_queue *fq;
+    const char *id;
+    struct recovery_stats *st;
+};
+
+static int rebuild_entry(const char *domain, void *arg)
+{
+    struct rebuild *r = arg;
+    bool created = false;
+    int rc = create_empty_entry(r->fq, domain, r->id, &created);
+    if (created) {
+        r->st->entries_rebuilt++;
+        log_info("queue.entry_rebuilt", " id=%s domain=%s", r->id, domain);
+    }
+    return rc;
+}
+
+/* Validates one msg/ file and makes sure each of its domains has an index entry. A message is
+ * committed by the rename alone, so its entries may have been lost in a crash. */
+static int recover_message(struct fs_queue *fq, const char *name, struct recovery_stats *st)
+{
+    struct validated v;
+    const char *reason = "unknown";
+    if (!queue_id_valid(name)) {
+        st->corrupt++;
+        return quarantine_message(fq, name, "not a queue id");
+    }
+    int fd = openat(fq->msg_fd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    int rc = validate_message(fd, name, &v, &reason);
+    close(fd);
+    if (rc == EBADMSG) {
+        st->corrupt++;
+        return quarantine_message(fq, name, reason);
+    }
+    if (rc != 0) {
+        st->unreadable++;
+        log_error("queue.unreadable", " id=%s error=\"%s\" action=kept", name, strerror(rc));
+        return 0;
+    }
+    st->messages++;
+    struct rebuild r = {fq, name, st};
+    rc = for_each_domain(&v.env, rebuild_entry, &r);
+    queue_envelope_clear(&v.env);
+    return rc;
+}
+
+/* Deletes leftover temp files and entries whose message is gone, then empty domain dirs. */
+static int sweep_domain(struct fs_queue *fq, const char *domain, const struct name_list *messages,
+                        struct recovery_stats *st)
+{
+    struct name_list names;
+    int dirfd = open_dir_at(fq->dom_fd, domain);
+    if (dirfd < 0)
+        return errno == ENOTDIR ? 0 : errno;
+    int rc = list_directory(dirfd, ".", NULL, &names);
+    size_t kept = 0;
+    for (size_t i = 0; rc == 0 && i < names.count; i++) {
+        const char *n = names.names[i];
+        bool temp = n[0] == '.';
+        bool orphan = !temp && queue_id_valid(n) && !name_list_contains(messages, n);
+        if (!temp && !orphan) {
+            kept++;
+            continue;
+        }
+        if (unlinkat(dirfd, n, 0) != 0) {
+            rc = errno;
+            break;
+        }
+        if (temp)
+            st->temps_removed++;
+        else
+            st->orphans_removed++;
+    }
+    name_list_free(&names);
+    close(dirfd);
+    if (rc == 0 && kept == 0 && unlinkat(fq->dom_fd, domain, AT_REMOVEDIR) == 0)
+        st->domain_dirs_removed++;
+    return rc;
+}
+
+static int recover(struct fs_queue *fq)
+{
+    struct recovery_stats st = {0};
+    struct name_list messages = {0}, domains = {0};
+    int rc = recover_tmp(fq, &st);
+    if (rc == 0)
+        rc = list_directory(fq->msg_fd, ".", NULL, &messages);
+    for (size_t i = 0; rc == 0 && i < messages.count; i++)
+        rc = recover_message(fq, messages.names[i], &st);
+    if (rc == 0) {
+        /* Quarantined names are gone from msg/ now: list again for the orphan check. */
+        name_list_free(&messages);
+        rc = list_directory(fq->msg_fd, ".", NULL, &messages);
+    }
+    if (rc == 0)
+        rc = list_directory(fq->dom_fd, ".", NULL, &domains);
+    for (size_t i = 0; rc == 0 && i < domains.count; i++) {
+        if (!accept_domain(domains.names[i])) {
+            log_warn("queue.unexpected_file", " file=dom/%s action=kept", domains.names[i]);
+            continue;
+        }
+        rc = sweep_domain(fq, domains.names[i], &messages, &st);
+    }
+    name_list_free(&messages);
+    name_list_free(&domains);
+    if (rc != 0)
+        return rc;
+    log_info("queue.recovered",
+             " messages=%zu tmp_removed=%zu corrupt=%zu unreadable=%zu entries_rebuilt=%zu"
+             " orphans_removed=%zu temps_removed=%zu",
+             st.messages, st.tmp_removed, st.corrupt, st.unreadable, st.entries_rebuilt,
+             st.orphans_removed, st.temps_removed);
+    return 0;
+}
+
+/* ---- open and close ---- */
+
+/* mkdir -p for the spool path itself (0700). */
+static int make_spool_dir(const char *spool)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s", spool) >= (int)sizeof path)
+        return ENAMETOOLONG;
+    for (char *p = path + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return errno;
+        *p = saved;
+        if (saved == '\0')
+            return 0;
+    }
+}
+
+static int open_subdir(int spool_fd, const char *name, bool *created, int *out)
+{
+    if (mkdirat(spool_fd, name, 0700) == 0)
+        *created = true;
+    else if (errno != EEXIST)
+        return errno;
+    *out = open_dir_at(spool_fd, name);
+    return *out < 0 ? errno : 0;
+}
+
+static int open_spool(struct fs_queue *fq)
+{
+    bool created = false;
+    int rc = make_spool_dir(fq->spool);
+    if (rc == 0 && (fq->spool_fd = open(fq->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        rc = errno;
+    struct {
+        const char *name;
+        int *fd;
+    } dirs[] = {
+        {QUEUE_FS_TMP_DIR, &fq->tmp_fd},         {QUEUE_FS_MSG_DIR, &fq->msg_fd},
+        {QUEUE_FS_DOM_DIR, &fq->dom_fd},         {QUEUE_FS_CORRUPT_DIR, &fq->corrupt_fd},
+        {QUEUE_FS_LOCK_DIR, &fq->lock_fd},
+    };
+    for (size_t i = 0; rc == 0 && i < sizeof dirs / sizeof dirs[0]; i++)
+        rc = open_subdir(fq->spool_fd, dirs[i].name, &created, dirs[i].fd);
+    /* New subdirectories are entries of the spool directory: make them durable. */
+    if (rc == 0 && created)
+        rc = fsync_fd(fq->spool_fd);
+    return rc;
+}
+
+/* The daemon owns the spool exclusively: recovery deletes tmp/ files, which would destroy the
+ * messages another running daemon is receiving. */
+static int lock_spool(struct fs_queue *fq)
+{
+    fq->spool_lock_fd = openat(fq->lock_fd, QUEUE_FS_SPOOL_LOCK, O_RDWR | O_CREAT | O_CLOEXEC,
+                               0600);
+    if (fq->spool_lock_fd < 0)
+        return errno;
+    if (flock(fq->spool_lock_fd, LOCK_EX | LOCK_NB) != 0)
+        return errno == EWOULDBLOCK ? EBUSY : errno;
+    return 0;
+}
+
+static int start_workers(struct fs_queue *fq, unsigned count)
+{
+    fq->threads = calloc(count, sizeof *fq->threads);
+    if (fq->threads == NULL)
+        return ENOMEM;
+    for (; fq->thread_count < count; fq->thread_count++) {
+        int rc = pthread_create(&fq->threads[fq->thread_count], NULL, commit_worker, fq);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void stop_workers(struct fs_queue *fq)
+{
+    pthread_mutex_lock(&fq->mutex);
+    fq->stopping = true;
+    pthread_cond_broadcast(&fq->wake);
+    pthread_mutex_unlock(&fq->mutex);
+    for (unsigned i = 0; i < fq->thread_count; i++)
+        pthread_join(fq->threads[i], NULL);
+    fq->thread_count = 0;
+    /* Jobs finished but whose callback the loop never ran (the loop has stopped): the message
+     * is committed or gone as the status says; the session that waited no longer exists. */
+    while (fq->inflight != NULL) {
+        struct fs_writer *w = fq->inflight;
+        inflight_unlink(fq, w);
+        log_warn("queue.commit_unreported", " id=%s status=%d", w->id, w->status);
+        event_free(w->done_event);
+        writer_free(w);
+    }
+}
+
+static void fs_close(struct queue *q)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    stop_workers(fq);
+    for (size_t i = 0; i < fq->lease_count; i++)
+        close(fq->leases[i].fd);
+    int fds[] = {fq->spool_lock_fd, fq->tmp_fd, fq->msg_fd, fq->dom_fd, fq->corrupt_fd,
+                 fq->lock_fd, fq->spool_fd};
+    for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+    }
+    pthread_mutex_destroy(&fq->mutex);
+    pthread_cond_destroy(&fq->wake);
+    free(fq->threads);
+    free(fq->leases);
+    free(fq->spool);
+    free(fq);
+}
+
+static struct fs_queue *fs_queue_new(const char *spool, struct event_base *base)
+{
+    struct fs_queue *fq = calloc(1, sizeof *fq);
+    if (fq == NULL)
+        return NULL;
+    fq->base.ops = &fs_ops;
+    fq->evbase = base;
+    fq->spool_fd = fq->tmp_fd = fq->msg_fd = fq->dom_fd = fq->corrupt_fd = fq->lock_fd = -1;
+    fq->spool_lock_fd = -1;
+    pthread_mutex_init(&fq->mutex, NULL);
+    pthread_cond_init(&fq->wake, NULL);
+    fq->spool = strdup(spool);
+    if (fq->spool == NULL) {
+        fs_close(&fq->base);
+        return NULL;
+    }
+    return fq;
+}
+
+struct queue *queue_open_fs(const char *spool, struct event_base *base, unsigned worker_count,
+                            char *err, size_t errlen)
+{
+    struct fs_queue *fq = fs_queue_new(spool, base);
+    if (fq == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const char *step = "cannot open the spool";
+    int rc = open_spool(fq);
+    /* Only the daemon (with an event loop) owns the spool and recovers it; tools such as
+     * odmrctl open it beside a running daemon and must not delete its tmp/ files. */
+    if (rc == 0 && base != NULL) {
+        step = "spool is in use by another odmrd (lock/.spool)";
+        rc = lock_spool(fq);
+        if (rc == 0)
+            step = "recovery failed";
+        if (rc == 0)
+            rc = recover(fq);
+        if (rc == 0)
+            step = "cannot start commit workers";
+        if (rc == 0)
+            rc = start_workers(fq, worker_count > 0 ? worker_count : 1);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "%s: %s: %s", spool, step, strerror(rc));
+        fs_close(&fq->base);
+        return NULL;
+    }
+    log_info("queue.opened", " spool=%s workers=%u recovered=%s", spool, fq->thread_count,
+             base != NULL ? "yes" : "no");
+    return &fq->base;
+}
+
+static const struct queue_ops fs_ops = {
+    .name = "fs",
+    .close = fs_close,
+    .put = fs_put,
+    .write = fs_write,
+    .abort = fs_abort,
+    .commit = fs_commit,
+    .commit_sync = fs_commit_sync,
+    .list_domain = fs_list_domain,
+    .list_all = fs_list_all,
+    .list_domains = fs_list_domains,
+    .message_open = fs_message_open,
+    .record_outcome = fs_record_outcome,
+    .remove_if_finished = fs_remove_if_finished,
+    .remove = fs_remove,
+    .lease_domain = fs_lease_domain,
+    .release_domain = fs_release_domain,
+    .expire_scan = fs_expire_scan,
+};
