@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "lib/linereader.h"
 #include "lib/log.h"
 #include "platform/listen.h"
+#include "platform/tls.h"
 
 /* RFC 5321 4.5.3.1.4: command line at most 512 octets including CRLF. */
 enum { COMMAND_LINE_MAX = 512, STAGE_SIZE = 32768, INPUT_HIGH_WATER = 256 * 1024 };
@@ -836,17 +836,9 @@ static void cmd_starttls(struct smtp_session *s, const char *arg)
         close_after_flush(s);
         return;
     }
-    SSL *ssl = SSL_new(s->server->settings.tls);
-    if (ssl == NULL) {
-        reply_send(output(s), 454, "4.7.0", "TLS not available due to temporary reason");
-        return;
-    }
     reply_send(output(s), 220, "2.0.0", "Ready to start TLS");
-    struct bufferevent *tls = bufferevent_openssl_filter_new(
-        s->server->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
-        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    struct bufferevent *tls = tls_start_server(s->server->base, s->bev, s->server->settings.tls);
     if (tls == NULL) {
-        SSL_free(ssl);
         close_after_flush(s);
         return;
     }

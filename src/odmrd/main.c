@@ -20,6 +20,7 @@
 #include "platform/listen.h"
 #include "platform/tls.h"
 #include "services/intake.h"
+#include "services/odmr_session.h"
 #include "store/queue.h"
 #include "store/userdb.h"
 
@@ -34,6 +35,7 @@ struct daemon {
     struct intake intake;
     struct smtp_server *smtp;
     struct smtp_server *lmtp;
+    struct odmr_service *odmr;
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
     struct event *signals[4];
@@ -109,12 +111,24 @@ static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struc
     smtp_server_accept(arg, fd, addr, len);
 }
 
+static void on_accept_odmr(struct evconnlistener *listener, evutil_socket_t fd,
+                           struct sockaddr *addr, int len, void *arg)
+{
+    odmr_service_accept(arg, fd, addr, len, false);
+}
+
+static void on_accept_odmrs(struct evconnlistener *listener, evutil_socket_t fd,
+                            struct sockaddr *addr, int len, void *arg)
+{
+    odmr_service_accept(arg, fd, addr, len, true);
+}
+
 static void open_listeners(struct daemon *d, char *const *specs, size_t count,
-                           struct smtp_server *server)
+                           evconnlistener_cb on_conn, void *service)
 {
     char err[300];
     for (size_t i = 0; i < count; i++) {
-        struct evconnlistener *l = listen_open(d->base, specs[i], on_accept, server, err,
+        struct evconnlistener *l = listen_open(d->base, specs[i], on_conn, service, err,
                                                sizeof err);
         if (l == NULL)
             fail("listen", err);
@@ -141,6 +155,24 @@ static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode m
     if (server == NULL)
         fail("out of memory", NULL);
     return server;
+}
+
+static struct odmr_service *make_odmr_service(struct daemon *d)
+{
+    struct odmr_settings settings = {
+        .hostname = d->cfg.hostname,
+        .tls = d->tls,
+        .command_timeout = d->cfg.command_timeout,
+        .max_auth_failures = 3,
+        .max_address_failures = 10,
+        .failure_window = 15 * 60,
+        .max_sessions = d->cfg.max_sessions,
+    };
+    push_default_timeouts(&settings.push_timeouts);
+    struct odmr_service *service = odmr_service_new(d->base, d->queue, &d->users, &settings);
+    if (service == NULL)
+        fail("cannot start the ODMR service", NULL);
+    return service;
 }
 
 /* Least privilege: a session is never served as root. */
@@ -178,12 +210,14 @@ static void on_server_idle(void *arg)
 static void begin_shutdown(struct daemon *d)
 {
     log_info("shutdown", " sessions=%zu",
-             smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp));
+             smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp) +
+                 odmr_service_session_count(d->odmr));
     for (size_t i = 0; i < d->listener_count; i++)
         evconnlistener_disable(d->listeners[i]);
-    d->servers_busy = 2;
+    d->servers_busy = 3;
     smtp_server_shutdown(d->smtp, on_server_idle, d);
     smtp_server_shutdown(d->lmtp, on_server_idle, d);
+    odmr_service_shutdown(d->odmr, on_server_idle, d);
 }
 
 static void reload_users(struct daemon *d)
@@ -226,6 +260,7 @@ static void teardown(struct daemon *d)
         event_free(d->signals[i]);
     smtp_server_free(d->smtp);
     smtp_server_free(d->lmtp);
+    odmr_service_free(d->odmr);
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
@@ -275,11 +310,20 @@ int main(int argc, char **argv)
     d.intake = (struct intake){NULL, &d.users, d.cfg.hostname};
     d.smtp = make_server(&d, SMTP_SERVER_SMTP);
     d.lmtp = make_server(&d, SMTP_SERVER_LMTP);
-    open_listeners(&d, d.cfg.smtp_listen, d.cfg.smtp_listen_count, d.smtp);
-    open_listeners(&d, d.cfg.lmtp_listen, d.cfg.lmtp_listen_count, d.lmtp);
+    open_listeners(&d, d.cfg.smtp_listen, d.cfg.smtp_listen_count, on_accept, d.smtp);
+    open_listeners(&d, d.cfg.lmtp_listen, d.cfg.lmtp_listen_count, on_accept, d.lmtp);
+    int odmr_first = (int)d.listener_count;
+    open_listeners(&d, d.cfg.odmr_listen, d.cfg.odmr_listen_count, on_accept_odmr, NULL);
+    open_listeners(&d, d.cfg.odmr_tls_listen, d.cfg.odmr_tls_listen_count, on_accept_odmrs, NULL);
     drop_privileges(&d.cfg);
     open_queue(&d);
     d.intake.queue = d.queue;
+    d.odmr = make_odmr_service(&d);
+    for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
+        evconnlistener_set_cb(d.listeners[i],
+                              i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
+                                                                              : on_accept_odmrs,
+                              d.odmr);
     install_signals(&d);
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));

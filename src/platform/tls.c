@@ -2,6 +2,8 @@
 #include "platform/tls.h"
 
 #include <errno.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -148,4 +150,52 @@ SSL_CTX *tls_server_context(const char *cert_path, const char *key_path, const c
 fail:
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+struct bufferevent *tls_start_server(struct event_base *base, struct bufferevent *plain,
+                                     SSL_CTX *ctx)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL)
+        return NULL;
+    struct bufferevent *tls = bufferevent_openssl_filter_new(
+        base, plain, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (tls == NULL)
+        SSL_free(ssl);
+    return tls;
+}
+
+struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *ctx)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL)
+        return NULL;
+    struct bufferevent *tls = bufferevent_openssl_socket_new(
+        base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (tls == NULL)
+        SSL_free(ssl);
+    return tls;
+}
+
+int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen)
+{
+    static const char label[] = "EXPORTER-Channel-Binding";
+    unsigned char key[32];
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl == NULL || !SSL_is_init_finished(ssl) || outlen < 4 * ((sizeof key + 2) / 3) + 1)
+        return -1;
+    if (SSL_export_keying_material(ssl, key, sizeof key, label, sizeof label - 1, NULL, 0, 0) != 1)
+        return -1;
+    EVP_EncodeBlock((unsigned char *)out, key, sizeof key);
+    return 0;
+}
+
+int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    if (cert == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
+        return -1;
+    int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, (int)outlen);
+    return n > 0 ? 0 : -1;
 }

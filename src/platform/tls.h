@@ -15,4 +15,19 @@ int tls_ensure_self_signed(const char *cert_path, const char *key_path, const ch
 SSL_CTX *tls_server_context(const char *cert_path, const char *key_path, const char *ca_path,
                             char *err, size_t errlen);
 
+struct bufferevent;
+struct event_base;
+
+/* Wraps an established plaintext connection in a server-side TLS filter (STARTTLS, RFC 3207).
+ * The plaintext output still queued (the 220) is sent first. Returns the new bufferevent, which
+ * owns plain, or NULL (plain untouched). */
+struct bufferevent *tls_start_server(struct event_base *base, struct bufferevent *plain,
+                                     SSL_CTX *ctx);
+/* A server-side TLS bufferevent on a fresh socket (implicit TLS). NULL on error. */
+struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *ctx);
+/* RFC 9266 tls-exporter channel binding of the connection, base64, into out. -1 if none. */
+int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen);
+/* The CN of a client certificate that verified against [tls] ca, into out. -1 if none. */
+int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen);
+
 #endif

@@ -1,0 +1,819 @@
+/* ODMR (RFC 2645) sessions before the turnaround. */
+#include "services/odmr_session.h"
+
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "lib/domain_list.h"
+#include "lib/linereader.h"
+#include "lib/log.h"
+#include "lib/reply.h"
+#include "platform/listen.h"
+#include "platform/sasl.h"
+#include "platform/tls.h"
+
+/* RFC 5321 4.5.3.1.4 command lines; RFC 4954 4: AUTH lines may be longer (12288 like
+ * Postfix's line_length_limit for SASL). */
+enum { COMMAND_LINE_MAX = 512, AUTH_LINE_MAX = 12288, FAILURE_SLOTS = 256 };
+
+enum odmr_state {
+    ODMR_GREETED,        /* 220 sent; EHLO (or HELO) expected */
+    ODMR_INITIAL,        /* RFC 2645 5.1 initial state, after EHLO */
+    ODMR_AUTH_EXCHANGE,  /* inside an AUTH exchange: lines are SASL responses */
+    ODMR_AUTHENTICATED,  /* RFC 2645 5.2 */
+    ODMR_REVERSED,       /* the push owns the connection */
+    ODMR_CLOSING,
+};
+
+static const char *const odmr_state_names[] = {
+    [ODMR_GREETED] = "greeted",          [ODMR_INITIAL] = "initial",
+    [ODMR_AUTH_EXCHANGE] = "auth",       [ODMR_AUTHENTICATED] = "authenticated",
+    [ODMR_REVERSED] = "reversed",        [ODMR_CLOSING] = "closing",
+};
+
+struct address_failures {
+    char address[64];
+    unsigned count;
+    time_t first;
+};
+
+struct odmr_service {
+    struct event_base *base;
+    struct queue *queue;
+    struct userdb *const *users;
+    struct odmr_settings settings;
+    struct sasl_server *sasl;
+    struct odmr_session *sessions;
+    size_t session_count;
+    unsigned long next_id;
+    bool shutting_down;
+    void (*on_idle)(void *);
+    void *on_idle_arg;
+    struct address_failures failures[FAILURE_SLOTS];
+};
+
+struct odmr_session {
+    struct odmr_service *service;
+    struct odmr_session *prev, *next;
+    struct bufferevent *bev;
+    struct line_reader reader;
+    enum odmr_state state;
+    char id[24];
+    char peer[64];
+    bool esmtp;
+    bool tls_active;
+    unsigned auth_failures;
+    unsigned errors;
+    struct sasl_exchange *exchange;
+    bool exchange_sent_final;   /* server's last SASL data sent as 334, awaiting empty line */
+    char *user;                  /* authenticated user */
+    struct domain_list leased;   /* domains leased for the push */
+    struct event *delay;         /* slows down the reply to a failed AUTH */
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static struct evbuffer *out(struct odmr_session *s)
+{
+    return bufferevent_get_output(s->bev);
+}
+
+static const char *hostname(const struct odmr_session *s)
+{
+    return s->service->settings.hostname;
+}
+
+static void enter(struct odmr_session *s, enum odmr_state next)
+{
+    log_debug("odmr.state", " session=%s from=%s to=%s", s->id, odmr_state_names[s->state],
+              odmr_state_names[next]);
+    s->state = next;
+}
+
+static void set_timeout(struct odmr_session *s, time_t seconds)
+{
+    struct timeval tv = {seconds, 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+static void release_leases(struct odmr_session *s)
+{
+    for (size_t i = 0; i < s->leased.count; i++)
+        queue_release_domain(s->service->queue, s->leased.names[i]);
+    s->leased.count = 0;
+}
+
+static void session_free(struct odmr_session *s)
+{
+    struct odmr_service *service = s->service;
+    release_leases(s);
+    sasl_exchange_free(s->exchange);
+    line_reader_free(&s->reader);
+    if (s->delay)
+        event_free(s->delay);
+    if (s->bev)
+        bufferevent_free(s->bev);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        service->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    service->session_count--;
+    log_info("odmr.end", " session=%s user=%s", s->id, s->user ? s->user : "-");
+    free(s->user);
+    free(s);
+    if (service->shutting_down && service->session_count == 0 && service->on_idle)
+        service->on_idle(service->on_idle_arg);
+}
+
+static void on_drained_close(struct bufferevent *bev, void *arg)
+{
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        session_free(arg);
+}
+
+static void close_after_flush(struct odmr_session *s)
+{
+    enter(s, ODMR_CLOSING);
+    bufferevent_disable(s->bev, EV_READ);
+    bufferevent_setcb(s->bev, NULL, on_drained_close, NULL, s);
+    struct timeval tv = {30, 0};
+    bufferevent_set_timeouts(s->bev, NULL, &tv);
+}
+
+static void count_error(struct odmr_session *s)
+{
+    if (++s->errors < 20)
+        return;
+    reply_send(out(s), 421, "4.7.0", "%s Too many errors, closing", hostname(s));
+    close_after_flush(s);
+}
+
+/* ---------------------------------------------------------------- failure accounting */
+
+static struct address_failures *failures_of(struct odmr_service *service, const char *peer,
+                                            bool create)
+{
+    time_t now = time(NULL);
+    struct address_failures *oldest = &service->failures[0];
+    for (size_t i = 0; i < FAILURE_SLOTS; i++) {
+        struct address_failures *f = &service->failures[i];
+        if (f->count > 0 && now - f->first > service->settings.failure_window)
+            f->count = 0;
+        if (f->count > 0 && strcmp(f->address, peer) == 0)
+            return f;
+        if (f->count == 0 || f->first < oldest->first)
+            oldest = f;
+    }
+    if (!create)
+        return NULL;
+    memset(oldest, 0, sizeof *oldest);
+    snprintf(oldest->address, sizeof oldest->address, "%s", peer);
+    oldest->first = now;
+    return oldest;
+}
+
+static bool address_blocked(struct odmr_session *s)
+{
+    struct address_failures *f = failures_of(s->service, s->peer, false);
+    return f != NULL && f->count >= s->service->settings.max_address_failures;
+}
+
+/* ---------------------------------------------------------------- EHLO / HELO */
+
+static void send_ehlo(struct odmr_session *s)
+{
+    char first[300], auth[200], subject[256];
+    const char *lines[6];
+    size_t n = 0;
+    /* Strongest first. RFC 4954 4: never offer plaintext mechanisms without TLS. RFC 2645
+     * 5.1.2: CRAM-MD5 is mandatory to implement. EXTERNAL only with a verified certificate. */
+    if (s->tls_active)
+        snprintf(auth, sizeof auth, "AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN CRAM-MD5%s",
+                 tls_peer_subject(s->bev, subject, sizeof subject) == 0 ? " EXTERNAL" : "");
+    else
+        snprintf(auth, sizeof auth, "AUTH SCRAM-SHA-256 CRAM-MD5");
+    snprintf(first, sizeof first, "%s Hello", hostname(s));
+    lines[n++] = first;
+    lines[n++] = auth;
+    lines[n++] = "ATRN";   /* RFC 2645 5.1.1: the reply MUST include AUTH and ATRN */
+    if (s->service->settings.tls != NULL && !s->tls_active)
+        lines[n++] = "STARTTLS";
+    lines[n++] = "ENHANCEDSTATUSCODES";
+    reply_send_lines(out(s), 250, lines, n);
+}
+
+static bool helo_argument_ok(struct odmr_session *s, const char *arg)
+{
+    if (arg[0] != '\0' && smtp_helo_valid(arg))
+        return true;
+    reply_send(out(s), 501, "5.5.4", "Syntax: EHLO domain-or-address-literal");
+    count_error(s);
+    return false;
+}
+
+/* RFC 5321 4.1.4: EHLO resets the session; after AUTH it would throw the identity away, so an
+ * authenticated customer may not EHLO again (503). */
+static bool greeting_allowed(struct odmr_session *s)
+{
+    if (s->user == NULL)
+        return true;
+    reply_send(out(s), 503, "5.5.1", "Already authenticated");
+    count_error(s);
+    return false;
+}
+
+static void cmd_ehlo(struct odmr_session *s, const char *arg)
+{
+    if (!greeting_allowed(s) || !helo_argument_ok(s, arg))
+        return;
+    s->esmtp = true;
+    enter(s, ODMR_INITIAL);
+    send_ehlo(s);
+}
+
+static void cmd_helo(struct odmr_session *s, const char *arg)
+{
+    if (!greeting_allowed(s) || !helo_argument_ok(s, arg))
+        return;
+    s->esmtp = false;
+    enter(s, ODMR_INITIAL);
+    reply_send(out(s), 250, NULL, "%s", hostname(s));
+}
+
+/* ---------------------------------------------------------------- STARTTLS (RFC 3207) */
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short events, void *arg);
+
+static void cmd_starttls(struct odmr_session *s, const char *arg)
+{
+    if (s->service->settings.tls == NULL) {
+        reply_send(out(s), 502, "5.5.1", "STARTTLS not available");
+        return;
+    }
+    if (s->tls_active || s->user != NULL) {
+        reply_send(out(s), 503, "5.5.1", s->tls_active ? "TLS already active"
+                                                       : "STARTTLS after AUTH is not allowed");
+        count_error(s);
+        return;
+    }
+    if (arg[0] != '\0') {
+        reply_send(out(s), 501, "5.5.4", "STARTTLS takes no argument");
+        return;
+    }
+    /* RFC 3207 4.2 and DESIGN 4.4: input already buffered is never taken as TLS-protected. */
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+        log_warn("odmr.starttls_pipelined", " session=%s peer=%s", s->id, s->peer);
+        reply_send(out(s), 554, "5.5.0", "Pipelined data after STARTTLS; closing");
+        close_after_flush(s);
+        return;
+    }
+    reply_send(out(s), 220, "2.0.0", "Ready to start TLS");
+    struct bufferevent *tls = tls_start_server(s->service->base, s->bev, s->service->settings.tls);
+    if (tls == NULL) {
+        close_after_flush(s);
+        return;
+    }
+    s->bev = tls;
+    bufferevent_setcb(tls, on_read, NULL, on_event, s);
+    set_timeout(s, s->service->settings.command_timeout);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
+    s->tls_active = true;
+    s->esmtp = false;
+    enter(s, ODMR_GREETED);
+}
+
+/* ---------------------------------------------------------------- AUTH (RFC 4954) */
+
+struct mechanism_rule {
+    const char *name;
+    bool needs_tls;        /* never offered nor accepted without TLS */
+};
+
+static const struct mechanism_rule mechanisms[] = {
+    {"SCRAM-SHA-256-PLUS", true}, {"SCRAM-SHA-256", false}, {"PLAIN", true},
+    {"LOGIN", true},              {"CRAM-MD5", false},       {"EXTERNAL", true},
+};
+
+static const struct mechanism_rule *find_mechanism(const char *name)
+{
+    for (size_t i = 0; i < sizeof mechanisms / sizeof mechanisms[0]; i++)
+        if (strcasecmp(mechanisms[i].name, name) == 0)
+            return &mechanisms[i];
+    return NULL;
+}
+
+static bool lookup_credentials(void *arg, const char *authid, struct sasl_credentials *c)
+{
+    struct odmr_service *service = arg;
+    const struct odmr_user *u = userdb_find_user(*service->users, authid);
+    if (u == NULL)
+        return false;
+    c->password = u->cram_secret;
+    c->scram_iterations = u->scram_iterations;
+    c->scram_salt_b64 = u->scram_salt_b64;
+    c->scram_stored_key_b64 = u->scram_stored_key_b64;
+    c->scram_server_key_b64 = u->scram_server_key_b64;
+    c->tls_subject = u->tls_subject;
+    return true;
+}
+
+static void end_exchange(struct odmr_session *s)
+{
+    sasl_exchange_free(s->exchange);
+    s->exchange = NULL;
+    s->exchange_sent_final = false;
+    line_reader_set_limit(&s->reader, COMMAND_LINE_MAX);
+    enter(s, s->user ? ODMR_AUTHENTICATED : ODMR_INITIAL);
+}
+
+static void auth_succeeded(struct odmr_session *s)
+{
+    s->user = strdup(sasl_exchange_user(s->exchange));
+    log_info("odmr.auth", " session=%s peer=%s user=%s result=ok", s->id, s->peer, s->user);
+    end_exchange(s);
+    reply_send(out(s), 235, "2.7.0", "Authentication successful");
+}
+
+static void on_delay_done(evutil_socket_t fd, short events, void *arg)
+{
+    struct odmr_session *s = arg;
+    bufferevent_enable(s->bev, EV_READ);
+    if (s->auth_failures >= s->service->settings.max_auth_failures) {
+        reply_send(out(s), 421, "4.7.0", "%s Too many authentication failures", hostname(s));
+        close_after_flush(s);
+        return;
+    }
+    reply_send(out(s), 535, "5.7.8", "Authentication credentials invalid");
+    on_read(s->bev, s);
+}
+
+/* Failed attempts are logged with the address, slowed down (1 s, 2 s, ...), and end the
+ * session after max_auth_failures; they also count against the address across sessions. */
+static void auth_failed(struct odmr_session *s, const char *mechanism)
+{
+    struct address_failures *f = failures_of(s->service, s->peer, true);
+    f->count++;
+    s->auth_failures++;
+    log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=failed session_failures=%u "
+             "address_failures=%u", s->id, s->peer, mechanism, s->auth_failures, f->count);
+    end_exchange(s);
+    struct timeval delay = {s->auth_failures, 0};
+    if (s->delay == NULL)
+        s->delay = evtimer_new(s->service->base, on_delay_done, s);
+    bufferevent_disable(s->bev, EV_READ);
+    evtimer_add(s->delay, &delay);
+}
+
+static void auth_step(struct odmr_session *s, const char *input, const char *mechanism)
+{
+    char *reply_data = NULL;
+    enum sasl_result result = sasl_exchange_step(s->exchange, input, &reply_data);
+    switch (result) {
+    case SASL_RESULT_OK:
+        /* RFC 4954 4: additional data with success goes in a 334; the client answers with an
+         * empty line, then 235. */
+        if (reply_data[0] != '\0') {
+            s->exchange_sent_final = true;
+            reply_send(out(s), 334, NULL, "%s", reply_data);
+        } else {
+            auth_succeeded(s);
+        }
+        break;
+    case SASL_RESULT_CONTINUE:
+        reply_send(out(s), 334, NULL, "%s", reply_data);
+        break;
+    case SASL_RESULT_BAD_INPUT:
+        end_exchange(s);
+        reply_send(out(s), 501, "5.5.2", "Cannot decode the response");
+        count_error(s);
+        break;
+    case SASL_RESULT_UNAVAILABLE:
+        end_exchange(s);
+        reply_send(out(s), 454, "4.7.0", "Temporary authentication failure");
+        break;
+    case SASL_RESULT_FAILED:
+        auth_failed(s, mechanism);
+        break;
+    }
+    free(reply_data);
+}
+
+static bool auth_allowed_now(struct odmr_session *s)
+{
+    if (s->user != NULL) {
+        reply_send(out(s), 503, "5.5.1", "Already authenticated");
+    } else if (!s->esmtp) {
+        /* RFC 4954 3: AUTH is an ESMTP extension; after HELO it is out of sequence. */
+        reply_send(out(s), 503, "5.5.1", s->state == ODMR_GREETED ? "Send EHLO first"
+                                                                  : "AUTH needs EHLO, not HELO");
+    } else if (address_blocked(s)) {
+        reply_send(out(s), 454, "4.7.0", "Too many failed authentications from your address; try later");
+    } else {
+        return true;
+    }
+    count_error(s);
+    return false;
+}
+
+static void cmd_auth(struct odmr_session *s, const char *arg)
+{
+    char mechanism[32];
+    if (!auth_allowed_now(s))
+        return;
+    size_t len = strcspn(arg, " ");
+    const struct mechanism_rule *rule = NULL;
+    if (len > 0 && len < sizeof mechanism) {
+        memcpy(mechanism, arg, len);
+        mechanism[len] = '\0';
+        rule = find_mechanism(mechanism);
+    }
+    if (rule == NULL || !sasl_server_supports(s->service->sasl, rule->name)) {
+        reply_send(out(s), 504, "5.5.4", "Unrecognized authentication type");
+        count_error(s);
+        return;
+    }
+    if (rule->needs_tls && !s->tls_active) {
+        reply_send(out(s), 538, "5.7.11", "Encryption required for requested authentication mechanism");
+        count_error(s);
+        return;
+    }
+    char binding[64], subject[256];
+    bool has_binding = s->tls_active && tls_channel_binding(s->bev, binding, sizeof binding) == 0;
+    bool has_subject = s->tls_active && tls_peer_subject(s->bev, subject, sizeof subject) == 0;
+    s->exchange = sasl_exchange_start(s->service->sasl, rule->name, has_binding ? binding : NULL,
+                                      has_subject ? subject : NULL);
+    if (s->exchange == NULL) {
+        reply_send(out(s), 454, "4.7.0", "Temporary authentication failure");
+        return;
+    }
+    enter(s, ODMR_AUTH_EXCHANGE);
+    line_reader_set_limit(&s->reader, AUTH_LINE_MAX);
+    const char *initial = arg + len;
+    while (*initial == ' ')
+        initial++;
+    /* RFC 4954 4: "=" is an empty initial response; no argument means none was sent. */
+    if (*initial != '\0')
+        auth_step(s, strcmp(initial, "=") == 0 ? "" : initial, rule->name);
+    else
+        auth_step(s, "", rule->name);
+}
+
+static void auth_response_line(struct odmr_session *s, const char *text)
+{
+    /* RFC 4954 4: "*" cancels the exchange. */
+    if (strcmp(text, "*") == 0) {
+        end_exchange(s);
+        reply_send(out(s), 501, "5.0.0", "Authentication cancelled");
+        return;
+    }
+    if (s->exchange_sent_final) {
+        if (text[0] != '\0') {
+            end_exchange(s);
+            reply_send(out(s), 501, "5.5.2", "Expected an empty response");
+            return;
+        }
+        auth_succeeded(s);
+        return;
+    }
+    auth_step(s, text, "continued");
+}
+
+/* ---------------------------------------------------------------- ATRN (RFC 2645 5.2.1) */
+
+static void on_push_done(void *arg, const struct push_result *r)
+{
+    struct odmr_session *s = arg;
+    log_info("odmr.push_done", " session=%s user=%s messages=%u delivered=%u deferred=%u "
+             "failed=%u clean=%d reason=\"%s\"", s->id, s->user, r->messages, r->delivered,
+             r->deferred, r->failed, r->clean, r->reason);
+    s->bev = NULL;   /* the push freed the connection */
+    session_free(s);
+}
+
+static int count_id(const char *id, void *arg)
+{
+    (*(size_t *)arg)++;
+    return 1;   /* one is enough */
+}
+
+static bool any_mail(struct odmr_session *s, const struct domain_list *domains)
+{
+    for (size_t i = 0; i < domains->count; i++) {
+        size_t found = 0;
+        queue_list_domain(s->service->queue, domains->names[i], count_id, &found);
+        if (found > 0)
+            return true;
+    }
+    return false;
+}
+
+/* Leases every domain or none. Returns the index of a busy domain, or -1. */
+static long lease_all(struct odmr_session *s, const struct domain_list *domains)
+{
+    s->leased.count = 0;
+    for (size_t i = 0; i < domains->count; i++) {
+        if (queue_lease_domain(s->service->queue, domains->names[i]) != 0) {
+            release_leases(s);
+            return (long)i;
+        }
+        memcpy(s->leased.names[s->leased.count++], domains->names[i], sizeof domains->names[i]);
+    }
+    return -1;
+}
+
+static bool resolve_domains(struct odmr_session *s, const char *arg, struct domain_list *domains)
+{
+    const char *why = NULL;
+    const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
+    if (domain_list_parse(arg, domains, &why) != 0) {
+        reply_send(out(s), 501, "5.5.4", "Syntax: ATRN [domain[,domain...]]: %s", why);
+        count_error(s);
+        return false;
+    }
+    if (u == NULL) {
+        reply_send(out(s), 450, "4.7.1", "ATRN request refused: the user no longer exists");
+        return false;
+    }
+    /* RFC 2645 5.2.1: no domains means every domain the customer may have. */
+    if (domains->count == 0) {
+        for (size_t i = 0; i < u->domain_count && i < DOMAIN_LIST_MAX; i++)
+            snprintf(domains->names[domains->count++], sizeof domains->names[0], "%s",
+                     u->domains[i]);
+    }
+    if (domains->count == 0) {
+        reply_send(out(s), 450, "4.7.1", "ATRN request refused: no domains for this user");
+        return false;
+    }
+    /* RFC 2645 5.2.1: not authorized for one domain -> nothing is sent for any (450). */
+    for (size_t i = 0; i < domains->count; i++) {
+        if (!userdb_user_has_domain(u, domains->names[i])) {
+            log_warn("odmr.atrn_refused", " session=%s user=%s domain=%s", s->id, s->user,
+                     domains->names[i]);
+            reply_send(out(s), 450, "4.7.1", "ATRN request refused: not authorized for %s",
+                       domains->names[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void turn_around(struct odmr_session *s)
+{
+    const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
+    const char *names[DOMAIN_LIST_MAX];
+    for (size_t i = 0; i < s->leased.count; i++)
+        names[i] = s->leased.names[i];
+    struct push_request req = {
+        .base = s->service->base,
+        .bev = s->bev,
+        .tls_active = s->tls_active,
+        .queue = s->service->queue,
+        .domains = names,
+        .domain_count = s->leased.count,
+        .hostname = hostname(s),
+        .session_id = s->id,
+        .profile = u && u->profile == ODMR_PROFILE_FAST ? PUSH_PROFILE_FAST : PUSH_PROFILE_COMPAT,
+        .timeouts = s->service->settings.push_timeouts,
+    };
+    enter(s, ODMR_REVERSED);
+    log_info("odmr.turnaround", " session=%s user=%s domains=%zu profile=%s", s->id, s->user,
+             s->leased.count, req.profile == PUSH_PROFILE_FAST ? "fast" : "compat");
+    bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
+    if (push_start(&req, on_push_done, s) != 0) {
+        s->bev = NULL;
+        session_free(s);
+    }
+}
+
+static void cmd_atrn(struct odmr_session *s, const char *arg)
+{
+    struct domain_list domains;
+    if (s->user == NULL) {
+        reply_send(out(s), 530, "5.7.0", "Authentication required");
+        count_error(s);
+        return;
+    }
+    if (!resolve_domains(s, arg, &domains))
+        return;
+    long busy = lease_all(s, &domains);
+    if (busy >= 0) {
+        reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
+                   "delivered by another session", domains.names[busy]);
+        return;
+    }
+    if (!any_mail(s, &domains)) {
+        release_leases(s);
+        reply_send(out(s), 453, "4.3.0", "You have no mail");
+        return;
+    }
+    /* DESIGN 4.4: the customer must wait for our 250 before its 220; anything already
+     * buffered is a protocol error, never the next phase's input. */
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+        log_warn("odmr.atrn_pipelined", " session=%s user=%s", s->id, s->user);
+        release_leases(s);
+        reply_send(out(s), 554, "5.5.0", "Pipelined data after ATRN; closing");
+        close_after_flush(s);
+        return;
+    }
+    reply_send(out(s), 250, "2.0.0", "OK, now reversing the connection");
+    turn_around(s);
+}
+
+/* ---------------------------------------------------------------- the rest */
+
+static void cmd_quit(struct odmr_session *s, const char *arg)
+{
+    reply_send(out(s), 221, "2.0.0", "%s Bye", hostname(s));
+    close_after_flush(s);
+}
+
+static void cmd_noop(struct odmr_session *s, const char *arg)
+{
+    reply_send(out(s), 250, "2.0.0", "OK");
+}
+
+typedef void (*odmr_handler)(struct odmr_session *s, const char *arg);
+
+/* RFC 2645 5.1/5.2 and 5.4: EHLO, AUTH, ATRN and QUIT, plus STARTTLS, NOOP and RSET which do
+ * no harm; every other command is 502. */
+static const struct {
+    const char *verb;
+    odmr_handler handler;
+} odmr_commands[] = {
+    {"EHLO", cmd_ehlo}, {"HELO", cmd_helo}, {"AUTH", cmd_auth}, {"ATRN", cmd_atrn},
+    {"STARTTLS", cmd_starttls}, {"NOOP", cmd_noop}, {"RSET", cmd_noop}, {"QUIT", cmd_quit},
+};
+
+static void command_line(struct odmr_session *s, const struct line *line)
+{
+    if (line->bare_lf || line->bare_cr || strlen(line->text) != line->len) {
+        reply_send(out(s), 500, "5.5.2", "Command line must end with CRLF and contain no CR, LF or NUL");
+        count_error(s);
+        return;
+    }
+    size_t verb_len = strcspn(line->text, " ");
+    const char *arg = line->text + verb_len;
+    while (*arg == ' ')
+        arg++;
+    for (size_t i = 0; i < sizeof odmr_commands / sizeof odmr_commands[0]; i++) {
+        if (strlen(odmr_commands[i].verb) == verb_len &&
+            strncasecmp(odmr_commands[i].verb, line->text, verb_len) == 0) {
+            odmr_commands[i].handler(s, arg);
+            return;
+        }
+    }
+    reply_send(out(s), 502, "5.5.1", "Command not implemented");
+    count_error(s);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct odmr_session *s = arg;
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    struct line line;
+    while (s->state != ODMR_CLOSING && s->state != ODMR_REVERSED &&
+           (s->delay == NULL || !evtimer_pending(s->delay, NULL))) {
+        enum line_status st = line_reader_next(&s->reader, in, &line);
+        if (st == LINE_AGAIN)
+            return;
+        if (st == LINE_TOO_LONG) {
+            if (s->state == ODMR_AUTH_EXCHANGE) {
+                end_exchange(s);
+                reply_send(out(s), 500, "5.5.6", "Authentication exchange line is too long");
+            } else {
+                reply_send(out(s), 500, "5.5.2", "Line too long");
+            }
+            count_error(s);
+            continue;
+        }
+        if (s->state == ODMR_AUTH_EXCHANGE)
+            auth_response_line(s, line.text);
+        else
+            command_line(s, &line);
+    }
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg)
+{
+    struct odmr_session *s = arg;
+    if ((events & BEV_EVENT_TIMEOUT) && s->state != ODMR_CLOSING) {
+        log_info("odmr.timeout", " session=%s peer=%s state=%s", s->id, s->peer,
+                 odmr_state_names[s->state]);
+        reply_send(out(s), 421, "4.4.2", "%s Timeout, closing", hostname(s));
+        close_after_flush(s);
+        return;
+    }
+    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+        session_free(s);
+}
+
+/* ---------------------------------------------------------------- service */
+
+struct odmr_service *odmr_service_new(struct event_base *base, struct queue *queue,
+                                      struct userdb *const *users,
+                                      const struct odmr_settings *settings)
+{
+    struct odmr_service *service = calloc(1, sizeof *service);
+    if (service == NULL)
+        return NULL;
+    service->base = base;
+    service->queue = queue;
+    service->users = users;
+    service->settings = *settings;
+    service->sasl = sasl_server_new(lookup_credentials, service);
+    if (service->sasl == NULL) {
+        free(service);
+        return NULL;
+    }
+    return service;
+}
+
+static struct odmr_session *session_new(struct odmr_service *service, struct bufferevent *bev,
+                                        const char *peer)
+{
+    struct odmr_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->service = service;
+    s->bev = bev;
+    snprintf(s->id, sizeof s->id, "O%lx", ++service->next_id);
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
+    line_reader_init(&s->reader, COMMAND_LINE_MAX);
+    s->next = service->sessions;
+    if (s->next)
+        s->next->prev = s;
+    service->sessions = s;
+    service->session_count++;
+    return s;
+}
+
+void odmr_service_accept(struct odmr_service *service, evutil_socket_t fd,
+                         const struct sockaddr *peer, int peer_len, bool implicit_tls)
+{
+    char peer_text[64];
+    listen_peer_text(peer, peer_len, peer_text, sizeof peer_text);
+    if (service->shutting_down || service->session_count >= service->settings.max_sessions ||
+        (implicit_tls && service->settings.tls == NULL)) {
+        evutil_closesocket(fd);
+        log_warn("odmr.refused", " peer=%s", peer_text);
+        return;
+    }
+    evutil_make_socket_nonblocking(fd);
+    struct bufferevent *bev = implicit_tls
+        ? tls_accept_socket(service->base, fd, service->settings.tls)
+        : bufferevent_socket_new(service->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    struct odmr_session *s = bev ? session_new(service, bev, peer_text) : NULL;
+    if (s == NULL) {
+        if (bev)
+            bufferevent_free(bev);
+        else
+            evutil_closesocket(fd);
+        return;
+    }
+    s->tls_active = implicit_tls;
+    log_info("odmr.start", " session=%s peer=%s tls=%s", s->id, s->peer,
+             implicit_tls ? "implicit" : "none");
+    bufferevent_setcb(bev, on_read, NULL, on_event, s);
+    set_timeout(s, service->settings.command_timeout);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    reply_send(out(s), 220, NULL, "%s ESMTP odmrd ODMR service ready", hostname(s));
+}
+
+void odmr_service_shutdown(struct odmr_service *service, void (*on_idle)(void *), void *arg)
+{
+    service->shutting_down = true;
+    service->on_idle = on_idle;
+    service->on_idle_arg = arg;
+    struct odmr_session *next;
+    for (struct odmr_session *s = service->sessions; s; s = next) {
+        next = s->next;
+        if (s->state == ODMR_REVERSED || s->state == ODMR_CLOSING)
+            continue;
+        reply_send(out(s), 421, "4.3.2", "%s Service shutting down", hostname(s));
+        close_after_flush(s);
+    }
+    push_shutdown_all();
+    if (service->session_count == 0 && on_idle)
+        on_idle(arg);
+}
+
+size_t odmr_service_session_count(const struct odmr_service *service)
+{
+    return service->session_count;
+}
+
+void odmr_service_free(struct odmr_service *service)
+{
+    while (service->sessions)
+        session_free(service->sessions);
+    sasl_server_free(service->sasl);
+    free(service);
+}
