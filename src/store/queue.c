@@ -87,6 +87,13 @@ int queue_remove_if_finished(struct queue *q, const char *id)
     return q->ops->remove_if_finished(q, id);
 }
 
+void queue_record_outcomes_async(struct queue *q, const char *id,
+                                 const struct queue_outcome *outcomes, size_t n,
+                                 bool remove_if_finished, queue_outcomes_cb cb, void *arg)
+{
+    q->ops->record_outcomes_async(q, id, outcomes, n, remove_if_finished, cb, arg);
+}
+
 int queue_remove(struct queue *q, const char *id)
 {
     return q->ops->remove(q, id);

@@ -109,6 +109,23 @@ int queue_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
 /* Removes the message when no recipient is pending and none failed without a DSN yet
  * (failed recipients keep the message until a bounce exists); returns 1 if removed. */
 int queue_remove_if_finished(struct queue *q, const char *id);
+/* One recipient's outcome, for queue_record_outcomes_async(). reply may be NULL; it is copied. */
+struct queue_outcome {
+    size_t rcpt_index;
+    enum queue_rcpt_state state;
+    const char *reply;
+};
+/* status: 0, or the first error (EALREADY: a recipient was already final and was skipped; the
+ * others were recorded). removed: 1 when the message was removed. */
+typedef void (*queue_outcomes_cb)(int status, int removed, const char *id, void *arg);
+/* queue_record_outcome() for n recipients of one message plus, when remove_if_finished,
+ * queue_remove_if_finished() -- run on the commit workers, never blocking the event loop on
+ * fsync. Each touched domain entry is rewritten once. cb runs on the event-loop thread and never
+ * from inside this call (without an event base the work runs inline and cb is called before
+ * this returns). Updates of the same message run one at a time in submission order. */
+void queue_record_outcomes_async(struct queue *q, const char *id,
+                                 const struct queue_outcome *outcomes, size_t n,
+                                 bool remove_if_finished, queue_outcomes_cb cb, void *arg);
 /* Unconditional removal (odmrctl queue delete). */
 int queue_remove(struct queue *q, const char *id);
 

@@ -29,6 +29,9 @@ struct queue_ops {
     int (*record_outcome)(struct queue *q, const char *id, size_t rcpt_index,
                           enum queue_rcpt_state state, const char *reply);
     int (*remove_if_finished)(struct queue *q, const char *id);
+    void (*record_outcomes_async)(struct queue *q, const char *id,
+                                  const struct queue_outcome *outcomes, size_t n,
+                                  bool remove_if_finished, queue_outcomes_cb cb, void *arg);
     int (*remove)(struct queue *q, const char *id);
     int (*lease_domain)(struct queue *q, const char *domain);
     void (*release_domain)(struct queue *q, const char *domain);

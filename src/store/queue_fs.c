@@ -35,6 +35,23 @@ struct fs_lease {
 
 struct fs_writer;
 
+/* A unit of work for the commit workers (a commit, or a batch of outcomes). run() executes on a
+ * worker thread; report() on the event-loop thread afterwards and frees the job; drop() frees a
+ * finished job whose report the stopped loop never ran (queue_close). Jobs with the same
+ * serial key run one at a time in submission order (outcomes of one message); NULL: no key. */
+struct fs_job {
+    void (*run)(struct fs_job *job);
+    void (*report)(struct fs_job *job);
+    void (*drop)(struct fs_job *job);
+    const char *serial;
+    uint64_t seq;
+    bool finished;
+    struct fs_queue *fq;
+    struct event *done_event;
+    struct fs_job *next_job;
+    struct fs_job *inflight_prev, *inflight_next;
+};
+
 struct fs_queue {
     struct queue base;
     char *spool;
@@ -44,8 +61,10 @@ struct fs_queue {
     /* commit workers */
     pthread_mutex_t mutex;
     pthread_cond_t wake;
-    struct fs_writer *jobs_head, *jobs_tail;   /* waiting for a worker */
-    struct fs_writer *inflight;                /* submitted, callback not yet run */
+    pthread_cond_t serial_done;                /* a job with a serial key finished */
+    struct fs_job *jobs_head, *jobs_tail;      /* waiting for a worker */
+    struct fs_job *inflight;                   /* submitted, report not yet run */
+    uint64_t next_seq;
     bool stopping;
     pthread_t *threads;
     unsigned thread_count;
@@ -69,10 +88,8 @@ struct fs_writer {
     /* asynchronous commit */
     queue_commit_cb cb;
     void *cb_arg;
-    struct event *done_event;
     int status;
-    struct fs_writer *next_job;
-    struct fs_writer *inflight_prev, *inflight_next;
+    struct fs_job job;
 };
 
 static const struct queue_ops fs_ops;
@@ -1059,81 +1076,145 @@ static int fs_commit_sync(struct queue_writer *qw)
     return status;
 }
 
-static void inflight_unlink(struct fs_queue *fq, struct fs_writer *w)
+static void inflight_unlink(struct fs_queue *fq, struct fs_job *job)
 {
-    if (w->inflight_prev != NULL)
-        w->inflight_prev->inflight_next = w->inflight_next;
+    if (job->inflight_prev != NULL)
+        job->inflight_prev->inflight_next = job->inflight_next;
     else
-        fq->inflight = w->inflight_next;
-    if (w->inflight_next != NULL)
-        w->inflight_next->inflight_prev = w->inflight_prev;
+        fq->inflight = job->inflight_next;
+    if (job->inflight_next != NULL)
+        job->inflight_next->inflight_prev = job->inflight_prev;
 }
 
 /* Runs on the event-loop thread once a worker has finished the job. */
-static void commit_done_trampoline(evutil_socket_t fd, short what, void *arg)
+static void job_done_trampoline(evutil_socket_t fd, short what, void *arg)
 {
-    struct fs_writer *w = arg;
-    struct fs_queue *fq = w->fq;
+    struct fs_job *job = arg;
+    struct fs_queue *fq = job->fq;
     pthread_mutex_lock(&fq->mutex);
-    inflight_unlink(fq, w);
+    inflight_unlink(fq, job);
     pthread_mutex_unlock(&fq->mutex);
-    event_free(w->done_event);
-    w->done_event = NULL;
+    event_free(job->done_event);
+    job->done_event = NULL;
+    job->report(job);
+}
+
+/* True while an earlier job with the same serial key has not finished (mutex held). */
+static bool job_must_wait(const struct fs_queue *fq, const struct fs_job *job)
+{
+    if (job->serial == NULL)
+        return false;
+    for (const struct fs_job *j = fq->inflight; j != NULL; j = j->inflight_next) {
+        if (j != job && !j->finished && j->seq < job->seq && j->serial != NULL &&
+            strcmp(j->serial, job->serial) == 0)
+            return true;
+    }
+    return false;
+}
+
+static struct fs_job *next_job_locked(struct fs_queue *fq)
+{
+    while (fq->jobs_head == NULL && !fq->stopping)
+        pthread_cond_wait(&fq->wake, &fq->mutex);
+    struct fs_job *job = fq->jobs_head;
+    if (job != NULL) {
+        fq->jobs_head = job->next_job;
+        if (fq->jobs_head == NULL)
+            fq->jobs_tail = NULL;
+        while (job_must_wait(fq, job))
+            pthread_cond_wait(&fq->serial_done, &fq->mutex);
+    }
+    return job;
+}
+
+static void *job_worker(void *arg)
+{
+    struct fs_queue *fq = arg;
+    for (;;) {
+        pthread_mutex_lock(&fq->mutex);
+        struct fs_job *job = next_job_locked(fq);
+        pthread_mutex_unlock(&fq->mutex);
+        if (job == NULL)
+            return NULL;   /* stopping and every queued job done */
+        job->run(job);
+        pthread_mutex_lock(&fq->mutex);
+        job->finished = true;
+        pthread_cond_broadcast(&fq->serial_done);
+        pthread_mutex_unlock(&fq->mutex);
+        /* Hands the job back to the loop thread; it may be freed there from now on. */
+        event_active(job->done_event, EV_WRITE, 0);
+    }
+}
+
+/* Queues job for the workers. false when there is no loop or no worker (a tool) or no memory
+ * for the event: the caller then runs the job inline. */
+static bool job_submit(struct fs_queue *fq, struct fs_job *job)
+{
+    job->fq = fq;
+    if (fq->evbase == NULL || fq->thread_count == 0)
+        return false;
+    job->done_event = event_new(fq->evbase, -1, 0, job_done_trampoline, job);
+    if (job->done_event == NULL)
+        return false;
+    pthread_mutex_lock(&fq->mutex);
+    job->seq = fq->next_seq++;
+    job->inflight_prev = NULL;
+    job->inflight_next = fq->inflight;
+    if (fq->inflight != NULL)
+        fq->inflight->inflight_prev = job;
+    fq->inflight = job;
+    job->next_job = NULL;
+    if (fq->jobs_tail != NULL)
+        fq->jobs_tail->next_job = job;
+    else
+        fq->jobs_head = job;
+    fq->jobs_tail = job;
+    pthread_cond_signal(&fq->wake);
+    pthread_mutex_unlock(&fq->mutex);
+    return true;
+}
+
+static struct fs_writer *writer_of_job(struct fs_job *job)
+{
+    return (struct fs_writer *)((char *)job - offsetof(struct fs_writer, job));
+}
+
+static void commit_job_run(struct fs_job *job)
+{
+    struct fs_writer *w = writer_of_job(job);
+    w->status = commit_durable(w);
+}
+
+static void commit_job_report(struct fs_job *job)
+{
+    struct fs_writer *w = writer_of_job(job);
     log_commit(w, w->status);
     w->cb(w->status, w->id, w->cb_arg);
     writer_free(w);
 }
 
-static void *commit_worker(void *arg)
+static void commit_job_drop(struct fs_job *job)
 {
-    struct fs_queue *fq = arg;
-    for (;;) {
-        pthread_mutex_lock(&fq->mutex);
-        while (fq->jobs_head == NULL && !fq->stopping)
-            pthread_cond_wait(&fq->wake, &fq->mutex);
-        struct fs_writer *w = fq->jobs_head;
-        if (w != NULL) {
-            fq->jobs_head = w->next_job;
-            if (fq->jobs_head == NULL)
-                fq->jobs_tail = NULL;
-        }
-        pthread_mutex_unlock(&fq->mutex);
-        if (w == NULL)
-            return NULL;   /* stopping and every queued job done */
-        w->status = commit_durable(w);
-        /* Hands the job back to the loop thread; w may be freed there from now on. */
-        event_active(w->done_event, EV_WRITE, 0);
-    }
+    struct fs_writer *w = writer_of_job(job);
+    log_warn("queue.commit_unreported", " id=%s status=%d", w->id, w->status);
+    writer_free(w);
 }
 
 static void fs_commit(struct queue_writer *qw, queue_commit_cb cb, void *arg)
 {
     struct fs_writer *w = (struct fs_writer *)qw;
-    struct fs_queue *fq = w->fq;
-    if (fq->evbase != NULL && fq->thread_count > 0)
-        w->done_event = event_new(fq->evbase, -1, 0, commit_done_trampoline, w);
-    if (w->done_event == NULL) {
+    w->cb = cb;
+    w->cb_arg = arg;
+    w->job.run = commit_job_run;
+    w->job.report = commit_job_report;
+    w->job.drop = commit_job_drop;
+    if (!job_submit(w->fq, &w->job)) {
         /* No loop (a tool) or no memory for the event: commit inline. */
         char id[QUEUE_ID_MAX];
         memcpy(id, w->id, sizeof id);
         int status = fs_commit_sync(qw);
         cb(status, id, arg);
-        return;
     }
-    w->cb = cb;
-    w->cb_arg = arg;
-    pthread_mutex_lock(&fq->mutex);
-    w->inflight_next = fq->inflight;
-    if (fq->inflight != NULL)
-        fq->inflight->inflight_prev = w;
-    fq->inflight = w;
-    if (fq->jobs_tail != NULL)
-        fq->jobs_tail->next_job = w;
-    else
-        fq->jobs_head = w;
-    fq->jobs_tail = w;
-    pthread_cond_signal(&fq->wake);
-    pthread_mutex_unlock(&fq->mutex);
 }
 
 /* ---- listing ---- */
@@ -1306,43 +1387,95 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
     return 0;
 }
 
+/* Applies one outcome to the loaded envelope (no I/O). 0, EINVAL, EALREADY or ENOMEM. */
+static int apply_outcome(struct queue_envelope *env, const struct queue_outcome *o, time_t now)
+{
+    if ((unsigned)o->state > QUEUE_RCPT_FAILED || o->rcpt_index >= env->rcpt_count)
+        return EINVAL;
+    struct queue_rcpt *r = &env->rcpts[o->rcpt_index];
+    if (r->state != QUEUE_RCPT_PENDING)
+        return EALREADY;   /* DONE and FAILED are final */
+    if (o->reply != NULL) {
+        char *copy = strdup(o->reply);
+        if (copy == NULL)
+            return ENOMEM;
+        free(r->last_reply);
+        r->last_reply = copy;
+    }
+    r->state = o->state;
+    r->attempts++;
+    r->last_attempt = now;
+    return 0;
+}
+
+/* Rewrites the entry of every domain that one of the outcomes touched, once each. */
+static int write_touched_entries(struct fs_queue *fq, const struct queue_envelope *env,
+                                 const bool *touched)
+{
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        if (!touched[i])
+            continue;
+        bool written = false;
+        for (size_t j = 0; j < i && !written; j++)
+            written = touched[j] && strcmp(env->rcpts[j].domain, env->rcpts[i].domain) == 0;
+        int rc = written ? 0 : write_entry(fq, env, env->rcpts[i].domain);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void log_outcome(const char *id, const struct queue_outcome *o, int rc, unsigned attempts)
+{
+    if (rc == 0)
+        log_info("queue.outcome", " id=%s rcpt=%zu state=%s attempts=%u", id, o->rcpt_index,
+                 queue_rcpt_state_name(o->state), attempts);
+    else
+        log_error("queue.outcome_failed", " id=%s rcpt=%zu error=\"%s\"", id, o->rcpt_index,
+                  strerror(rc));
+}
+
+/* Records n outcomes of one message with one rewrite (F4, F5) per touched domain entry. An
+ * outcome that cannot apply (EALREADY, EINVAL) is skipped and its error returned; the others
+ * are still recorded. Returns 0 or the first error. */
+static int record_outcomes(struct fs_queue *fq, const char *id, const struct queue_outcome *o,
+                           size_t n)
+{
+    struct queue_envelope env;
+    int rc = read_envelope(fq, id, &env);
+    if (rc == 0)
+        rc = load_states(fq, &env);
+    bool *touched = rc == 0 ? calloc(env.rcpt_count, sizeof *touched) : NULL;
+    if (rc == 0 && touched == NULL)
+        rc = ENOMEM;
+    int first = 0;
+    time_t now = time(NULL);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int one = apply_outcome(&env, &o[i], now);
+        if (one == 0)
+            touched[o[i].rcpt_index] = true;
+        else if (one == ENOMEM)
+            rc = ENOMEM;
+        first = first != 0 ? first : one;
+    }
+    if (rc == 0)
+        rc = write_touched_entries(fq, &env, touched);
+    for (size_t i = 0; i < n; i++) {
+        bool ok = rc == 0 && touched != NULL && o[i].rcpt_index < env.rcpt_count &&
+                  touched[o[i].rcpt_index];
+        log_outcome(id, &o[i], ok ? 0 : (rc != 0 ? rc : first),
+                    ok ? env.rcpts[o[i].rcpt_index].attempts : 0);
+    }
+    free(touched);
+    queue_envelope_clear(&env);
+    return rc != 0 ? rc : first;
+}
+
 static int fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
                              enum queue_rcpt_state state, const char *reply)
 {
-    struct fs_queue *fq = fs_queue_of(q);
-    struct queue_envelope env;
-    if ((unsigned)state > QUEUE_RCPT_FAILED)
-        return EINVAL;
-    int rc = read_envelope(fq, id, &env);
-    if (rc != 0)
-        return rc;
-    if (rcpt_index >= env.rcpt_count)
-        rc = EINVAL;
-    if (rc == 0)
-        rc = load_states(fq, &env);
-    struct queue_rcpt *r = rc == 0 ? &env.rcpts[rcpt_index] : NULL;
-    if (rc == 0 && r->state != QUEUE_RCPT_PENDING)
-        rc = EALREADY;   /* DONE and FAILED are final */
-    if (rc == 0 && reply != NULL) {
-        free(r->last_reply);
-        r->last_reply = strdup(reply);
-        if (r->last_reply == NULL)
-            rc = ENOMEM;
-    }
-    if (rc == 0) {
-        r->state = state;
-        r->attempts++;
-        r->last_attempt = time(NULL);
-        rc = write_entry(fq, &env, r->domain);
-    }
-    if (rc == 0)
-        log_info("queue.outcome", " id=%s rcpt=%zu state=%s attempts=%u", id, rcpt_index,
-                 queue_rcpt_state_name(state), r->attempts);
-    else
-        log_error("queue.outcome_failed", " id=%s rcpt=%zu error=\"%s\"", id, rcpt_index,
-                  strerror(rc));
-    queue_envelope_clear(&env);
-    return rc;
+    struct queue_outcome o = {rcpt_index, state, reply};
+    return record_outcomes(fs_queue_of(q), id, &o, 1);
 }
 
 static int unlink_entry_of(const char *domain, void *arg)
@@ -1415,6 +1548,98 @@ static int fs_remove(struct queue *q, const char *id)
     if (rc == 0)
         log_info("queue.removed", " id=%s reason=admin", id);
     return rc;
+}
+
+/* ---- asynchronous outcomes ---- */
+
+struct outcome_job {
+    struct fs_job job;           /* first member */
+    char id[QUEUE_ID_MAX];
+    struct queue_outcome *outcomes;
+    size_t count;
+    bool remove;
+    queue_outcomes_cb cb;
+    void *arg;
+    int status, removed;
+};
+
+static void outcome_job_free(struct outcome_job *j)
+{
+    for (size_t i = 0; i < j->count; i++)
+        free((char *)j->outcomes[i].reply);
+    free(j->outcomes);
+    free(j);
+}
+
+static void outcome_job_run(struct fs_job *job)
+{
+    struct outcome_job *j = (struct outcome_job *)job;
+    struct queue *q = &job->fq->base;
+    j->status = record_outcomes(job->fq, j->id, j->outcomes, j->count);
+    if (!j->remove || (j->status != 0 && j->status != EALREADY))
+        return;
+    int removed = fs_remove_if_finished(q, j->id);
+    if (removed < 0 && j->status == 0)
+        j->status = errno;
+    j->removed = removed > 0;
+}
+
+static void outcome_job_report(struct fs_job *job)
+{
+    struct outcome_job *j = (struct outcome_job *)job;
+    j->cb(j->status, j->removed, j->id, j->arg);
+    outcome_job_free(j);
+}
+
+static void outcome_job_drop(struct fs_job *job)
+{
+    struct outcome_job *j = (struct outcome_job *)job;
+    log_warn("queue.outcome_unreported", " id=%s status=%d", j->id, j->status);
+    outcome_job_free(j);
+}
+
+static struct outcome_job *outcome_job_new(const char *id, const struct queue_outcome *o,
+                                           size_t n)
+{
+    struct outcome_job *j = calloc(1, sizeof *j);
+    if (j == NULL || strlen(id) >= sizeof j->id ||
+        (j->outcomes = calloc(n > 0 ? n : 1, sizeof *j->outcomes)) == NULL) {
+        free(j);
+        return NULL;
+    }
+    strcpy(j->id, id);
+    for (; j->count < n; j->count++) {
+        j->outcomes[j->count] = o[j->count];
+        j->outcomes[j->count].reply = NULL;
+        if (o[j->count].reply != NULL &&
+            (j->outcomes[j->count].reply = strdup(o[j->count].reply)) == NULL) {
+            outcome_job_free(j);
+            return NULL;
+        }
+    }
+    return j;
+}
+
+static void fs_record_outcomes_async(struct queue *q, const char *id,
+                                     const struct queue_outcome *outcomes, size_t n,
+                                     bool remove_if_finished, queue_outcomes_cb cb, void *arg)
+{
+    struct outcome_job *j = outcome_job_new(id, outcomes, n);
+    if (j == NULL) {
+        cb(ENOMEM, 0, id, arg);
+        return;
+    }
+    j->remove = remove_if_finished;
+    j->cb = cb;
+    j->arg = arg;
+    j->job.run = outcome_job_run;
+    j->job.report = outcome_job_report;
+    j->job.drop = outcome_job_drop;
+    j->job.serial = j->id;   /* one message's updates never overlap and keep their order */
+    if (!job_submit(fs_queue_of(q), &j->job)) {
+        outcome_job_run(&j->job);
+        outcome_job_report(&j->job);
+    }
 }
 
 /* ---- leases ---- */
@@ -1682,7 +1907,7 @@ static int start_workers(struct fs_queue *fq, unsigned count)
     if (fq->threads == NULL)
         return ENOMEM;
     for (; fq->thread_count < count; fq->thread_count++) {
-        int rc = pthread_create(&fq->threads[fq->thread_count], NULL, commit_worker, fq);
+        int rc = pthread_create(&fq->threads[fq->thread_count], NULL, job_worker, fq);
         if (rc != 0)
             return rc;
     }
@@ -1701,11 +1926,11 @@ static void stop_workers(struct fs_queue *fq)
     /* Jobs finished but whose callback the loop never ran (the loop has stopped): the message
      * is committed or gone as the status says; the session that waited no longer exists. */
     while (fq->inflight != NULL) {
-        struct fs_writer *w = fq->inflight;
-        inflight_unlink(fq, w);
-        log_warn("queue.commit_unreported", " id=%s status=%d", w->id, w->status);
-        event_free(w->done_event);
-        writer_free(w);
+        struct fs_job *job = fq->inflight;
+        inflight_unlink(fq, job);
+        event_free(job->done_event);
+        job->done_event = NULL;
+        job->drop(job);
     }
 }
 
@@ -1723,6 +1948,7 @@ static void fs_close(struct queue *q)
     }
     pthread_mutex_destroy(&fq->mutex);
     pthread_cond_destroy(&fq->wake);
+    pthread_cond_destroy(&fq->serial_done);
     free(fq->threads);
     free(fq->leases);
     free(fq->spool);
@@ -1740,6 +1966,7 @@ static struct fs_queue *fs_queue_new(const char *spool, struct event_base *base)
     fq->spool_lock_fd = -1;
     pthread_mutex_init(&fq->mutex, NULL);
     pthread_cond_init(&fq->wake, NULL);
+    pthread_cond_init(&fq->serial_done, NULL);
     fq->spool = strdup(spool);
     if (fq->spool == NULL) {
         fs_close(&fq->base);
@@ -1795,6 +2022,7 @@ static const struct queue_ops fs_ops = {
     .list_domains = fs_list_domains,
     .message_open = fs_message_open,
     .record_outcome = fs_record_outcome,
+    .record_outcomes_async = fs_record_outcomes_async,
     .remove_if_finished = fs_remove_if_finished,
     .remove = fs_remove,
     .lease_domain = fs_lease_domain,

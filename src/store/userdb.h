@@ -42,4 +42,9 @@ bool userdb_local_part_valid(const struct userdb *db, const char *domain, const 
 size_t userdb_user_count(const struct userdb *db);
 const struct odmr_user *userdb_user_at(const struct userdb *db, size_t index);
 
+/* The cram= field keeps the secret base64-encoded (any octet may appear in a password).
+ * Both return a malloc'ed string, or NULL on bad input. */
+char *userdb_decode_secret(const char *b64);
+char *userdb_encode_secret(const char *secret);
+
 #endif

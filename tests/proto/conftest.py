@@ -1,5 +1,6 @@
 """Fixtures that run the real odmrd on loopback with a private spool and users file."""
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -45,7 +46,11 @@ class Odmrd:
         self.odmr_port = free_port()
         self.odmrs_port = free_port()
         self.lmtp_socket = os.path.join(workdir, "lmtp.sock")
-        self.extra = extra or {}
+        self.extra = dict(extra or {})
+        # As root (CI), odmrd must be told which account to run as; tests use nobody.
+        if os.geteuid() == 0:
+            self.extra.setdefault("server.user", "nobody")
+        self.run_user = self.extra.get("server.user")
         self.proc = None
         self.write_config()
         for name, (password, domains, options) in (users or DEFAULT_USERS).items():
@@ -77,7 +82,14 @@ class Odmrd:
                            capture_output=True, text=True, timeout=60)
         if check and r.returncode != 0:
             raise AssertionError("odmrctl %s failed (%d): %s" % (args, r.returncode, r.stderr))
+        self.hand_users_file_over()
         return r
+
+    def hand_users_file_over(self):
+        """The users file belongs to the account odmrd runs as, so SIGHUP can re-read it."""
+        if self.run_user and os.path.exists(self.users):
+            pw = pwd.getpwnam(self.run_user)
+            os.chown(self.users, pw.pw_uid, pw.pw_gid)
 
     def start(self):
         self.logf = open(self.log_path, "ab")

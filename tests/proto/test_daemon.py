@@ -82,12 +82,13 @@ def test_users_file_must_be_private(odmrd):
     os.chmod(odmrd.users, 0o600)
 
 
-def test_root_needs_user(odmrd):
+def test_root_needs_user(odmrd, tmp_path):
     if os.geteuid() != 0:
         return
-    conf = odmrd.conf
-    r = subprocess.run([os.path.join(BIN, "odmrd"), "-c", conf], capture_output=True, text=True,
-                       timeout=30)
+    conf = tmp_path / "root.conf"
+    conf.write_text(open(odmrd.conf).read().replace("user = nobody\n", ""))
+    r = subprocess.run([os.path.join(BIN, "odmrd"), "-c", str(conf)], capture_output=True,
+                       text=True, timeout=30)
     # With no [server] user it must refuse before binding anything, naming the key.
     assert r.returncode != 0
     assert "set [server] user" in r.stderr

@@ -402,6 +402,100 @@ static void test_failed_recipient_keeps_the_message(void **state)
     queue_close(q);
 }
 
+struct outcome_reports {
+    struct event_base *base;
+    int statuses[4], removed[4];
+    int count, expected;
+};
+
+static void on_outcomes(int status, int removed, const char *id, void *arg)
+{
+    struct outcome_reports *r = arg;
+    r->statuses[r->count] = status;
+    r->removed[r->count] = removed;
+    if (++r->count == r->expected)
+        event_base_loopbreak(r->base);
+}
+
+/* The batch runs on the workers, reports on the loop, keeps submission order per message and
+ * rewrites each domain entry once; the last batch removes the finished message. */
+static void test_async_outcomes_run_on_the_workers(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct queue *q = open_daemon_queue(base, 4);
+    static const struct test_rcpt rcpts[] = {
+        {"x@a.example", "a.example", NULL, NULL},
+        {"y@a.example", "a.example", NULL, NULL},
+        {"z@b.example", "b.example", NULL, NULL},
+    };
+    char id[QUEUE_ID_MAX];
+    store_message(q, rcpts, 3, id);
+    struct outcome_reports r = {.base = base, .expected = 3};
+    const struct queue_outcome first[] = {
+        {0, QUEUE_RCPT_DONE, "250 ok"},
+        {1, QUEUE_RCPT_PENDING, "450 busy"},
+    };
+    const struct queue_outcome second[] = {
+        {1, QUEUE_RCPT_DONE, "250 ok"},
+        {0, QUEUE_RCPT_DONE, "250 again"},   /* already final: skipped, EALREADY */
+    };
+    const struct queue_outcome third[] = {{2, QUEUE_RCPT_DONE, "250 ok"}};
+    queue_record_outcomes_async(q, id, first, 2, true, on_outcomes, &r);
+    queue_record_outcomes_async(q, id, second, 2, true, on_outcomes, &r);
+    assert_int_equal(r.count, 0);   /* never from inside the call */
+    queue_record_outcomes_async(q, id, third, 1, true, on_outcomes, &r);
+    struct event *guard = evtimer_new(base, on_timeout, base);
+    struct timeval five = {5, 0};
+    evtimer_add(guard, &five);
+    event_base_dispatch(base);
+    event_free(guard);
+    assert_int_equal(r.count, 3);
+    assert_int_equal(r.statuses[0], 0);
+    assert_int_equal(r.removed[0], 0);
+    assert_int_equal(r.statuses[1], EALREADY);
+    assert_int_equal(r.removed[1], 0);
+    assert_int_equal(r.statuses[2], 0);
+    assert_int_equal(r.removed[2], 1);
+    assert_false(exists("msg/%s%s", id, ""));
+    queue_close(q);
+    event_base_free(base);
+}
+
+static void test_async_outcomes_keep_state(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct queue *q = open_daemon_queue(base, 2);
+    static const struct test_rcpt rcpts[] = {
+        {"x@a.example", "a.example", NULL, NULL},
+        {"y@a.example", "a.example", NULL, NULL},
+    };
+    char id[QUEUE_ID_MAX];
+    store_message(q, rcpts, 2, id);
+    struct outcome_reports r = {.base = base, .expected = 1};
+    const struct queue_outcome o[] = {
+        {0, QUEUE_RCPT_FAILED, "550 5.1.1 no"},
+        {1, QUEUE_RCPT_PENDING, "451 4.3.0 later"},
+    };
+    queue_record_outcomes_async(q, id, o, 2, true, on_outcomes, &r);
+    struct event *guard = evtimer_new(base, on_timeout, base);
+    struct timeval five = {5, 0};
+    evtimer_add(guard, &five);
+    event_base_dispatch(base);   /* the guard keeps the loop running until the report */
+    event_free(guard);
+    assert_int_equal(r.count, 1);
+    assert_int_equal(r.statuses[0], 0);
+    assert_int_equal(r.removed[0], 0);
+    struct queue_message *m;
+    assert_int_equal(queue_message_open(q, id, &m), 0);
+    assert_int_equal(m->env.rcpts[0].state, QUEUE_RCPT_FAILED);
+    assert_string_equal(m->env.rcpts[0].last_reply, "550 5.1.1 no");
+    assert_int_equal(m->env.rcpts[1].state, QUEUE_RCPT_PENDING);
+    assert_int_equal(m->env.rcpts[1].attempts, 1);
+    queue_message_close(m);
+    queue_close(q);
+    event_base_free(base);
+}
+
 static void test_abort_leaves_nothing(void **state)
 {
     struct queue *q = open_tool_queue();
@@ -636,6 +730,10 @@ int main(void)
                                         setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_outcomes_then_removal, setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_failed_recipient_keeps_the_message, setup_spool,
+                                        teardown_spool),
+        cmocka_unit_test_setup_teardown(test_async_outcomes_run_on_the_workers, setup_spool,
+                                        teardown_spool),
+        cmocka_unit_test_setup_teardown(test_async_outcomes_keep_state, setup_spool,
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_bad_envelopes_are_refused, setup_spool,

@@ -1,0 +1,838 @@
+/* SMTP / LMTP client engine (see smtp_client.h).
+ *
+ * Outgoing text goes through one staging buffer: commands and body octets are appended there
+ * and moved into the bufferevent's output either wholesale, or -- with LINE_PER_WRITE -- one
+ * line at a time, the next only after the output has drained (write callback, low watermark 0).
+ * bufferevent_openssl hands the output to SSL_write() as it finds it, so an output buffer that
+ * never holds more than one line gives at most one line per TLS record.
+ *
+ * Every command written pushes an "expect" onto a FIFO; replies are matched to it in order
+ * (RFC 2920 3.1: replies come in command order). What a reply means is decided by the table
+ * expect_rules[] (one handler per command kind). Which command may be written next is decided
+ * by the per-transaction phase table phase_steps[]. */
+#include "engines/smtp_client.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "lib/linereader.h"
+#include "lib/log.h"
+
+enum {
+    PUMP_CHUNK = 16 << 10,   /* body octets read per step */
+    PUMP_HIGH = 64 << 10,    /* stop reading the body while this much waits to be written */
+    WRITE_LOW = 16 << 10,    /* refill when the output drops to this */
+};
+
+enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_BDAT,
+                   EX_RSET, EX_QUIT };
+
+enum timeout_kind { TO_GREETING, TO_COMMAND, TO_DATA_INIT, TO_DATA_END };
+
+enum txn_phase { TX_MAIL, TX_RCPT, TX_DATA, TX_WAIT_354, TX_BODY, TX_SENT };
+
+enum client_state { ST_GREETING, ST_HELLO, ST_READY, ST_QUITTING, ST_ENDING };
+
+struct expect {
+    enum expect_kind kind;
+    struct smtp_client_txn *txn;
+    size_t index;            /* RCPT: which recipient */
+    unsigned remaining;      /* replies still due (LMTP after the data); 0 = not yet known */
+};
+
+struct smtp_client {
+    struct event_base *base;
+    struct bufferevent *bev;
+    struct smtp_client_config cfg;
+    char *helo_name;
+    struct smtp_client_callbacks cb;
+    void *arg;
+    enum client_state state;
+    struct smtp_client_ext ext;
+    bool pipelining, chunking, lmtp, line_mode;
+    /* replies */
+    struct line_reader reader;
+    struct smtp_client_reply cur;   /* the reply being assembled */
+    unsigned cur_lines;
+    struct smtp_client_reply greeting;
+    struct expect *expects;
+    size_t expect_head, expect_count, expect_cap;
+    /* transactions: head..tail not yet reported; wtxn the first not yet fully written */
+    struct smtp_client_txn *head, *tail, *wtxn;
+    bool quit_requested, refused;
+    /* body being sent */
+    struct smtp_client_txn *pumping;
+    uint64_t pumped;
+    bool stuff, at_line_start, ends_with_lf;
+    struct evbuffer *staged;
+    /* events */
+    struct event *timer, *kick;
+    enum smtp_client_end end_how;
+    char end_reason[160];
+};
+
+/* ---- small helpers ---- */
+
+static time_t timeout_value(const struct smtp_client *c, enum timeout_kind k)
+{
+    const struct smtp_client_timeouts *t = &c->cfg.timeouts;
+    const time_t values[] = {[TO_GREETING] = t->greeting, [TO_COMMAND] = t->command,
+                             [TO_DATA_INIT] = t->data_init, [TO_DATA_END] = t->data_end};
+    return values[k];
+}
+
+static void reply_copy(struct smtp_client_reply *dst, const struct smtp_client_reply *src)
+{
+    *dst = *src;
+}
+
+static bool is_2xx(int code)
+{
+    return code >= 200 && code < 300;
+}
+
+static void kick(struct smtp_client *c)
+{
+    event_active(c->kick, EV_WRITE, 0);
+}
+
+/* Stops all processing; finish() runs from the kick event, outside every caller's call. */
+static void end_session(struct smtp_client *c, enum smtp_client_end how, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void end_session(struct smtp_client *c, enum smtp_client_end how, const char *fmt, ...)
+{
+    if (c->state == ST_ENDING)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->end_reason, sizeof c->end_reason, fmt, ap);
+    va_end(ap);
+    c->end_how = how;
+    c->state = ST_ENDING;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    event_del(c->timer);
+    kick(c);
+}
+
+/* ---- output ---- */
+
+/* Moves staged text to the connection: everything, or in line mode one line once the output
+ * buffer is empty (so that each line is its own SSL_write, its own TLS record). */
+static void flush_staged(struct smtp_client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t staged = evbuffer_get_length(c->staged);
+    if (staged == 0)
+        return;
+    if (!c->line_mode) {
+        evbuffer_add_buffer(out, c->staged);
+        return;
+    }
+    if (evbuffer_get_length(out) != 0)
+        return;
+    struct evbuffer_ptr lf = evbuffer_search(c->staged, "\n", 1, NULL);
+    size_t n = lf.pos >= 0 ? (size_t)lf.pos + 1 : staged;
+    if (lf.pos < 0 && c->pumping != NULL && staged < PUMP_HIGH)
+        return;   /* a partial line: wait for the rest of it */
+    evbuffer_remove_buffer(c->staged, out, n);
+}
+
+static int push_expect(struct smtp_client *c, enum expect_kind kind, struct smtp_client_txn *txn,
+                       size_t index)
+{
+    if (c->expect_count == c->expect_cap) {
+        size_t cap = c->expect_cap != 0 ? c->expect_cap * 2 : 16;
+        struct expect *grown = malloc(cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        for (size_t i = 0; i < c->expect_count; i++)
+            grown[i] = c->expects[(c->expect_head + i) % c->expect_cap];
+        free(c->expects);
+        c->expects = grown;
+        c->expect_cap = cap;
+        c->expect_head = 0;
+    }
+    struct expect *e = &c->expects[(c->expect_head + c->expect_count) % c->expect_cap];
+    *e = (struct expect){kind, txn, index, 0};
+    c->expect_count++;
+    if (txn != NULL)
+        txn->replies_pending++;
+    return 0;
+}
+
+static struct expect *head_expect(struct smtp_client *c)
+{
+    return c->expect_count != 0 ? &c->expects[c->expect_head] : NULL;
+}
+
+static void pop_expect(struct smtp_client *c)
+{
+    struct expect *e = head_expect(c);
+    if (e->txn != NULL)
+        e->txn->replies_pending--;
+    c->expect_head = (c->expect_head + 1) % c->expect_cap;
+    c->expect_count--;
+}
+
+/* Writes a command and records the reply it waits for. */
+static void command(struct smtp_client *c, enum expect_kind kind, struct smtp_client_txn *txn,
+                    size_t index, const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void command(struct smtp_client *c, enum expect_kind kind, struct smtp_client_txn *txn,
+                    size_t index, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    evbuffer_add_vprintf(c->staged, fmt, ap);
+    va_end(ap);
+    evbuffer_add(c->staged, "\r\n", 2);
+    if (push_expect(c, kind, txn, index) != 0)
+        end_session(c, SMTP_CLIENT_END_ERROR, "out of memory");
+}
+
+/* ---- message body ---- */
+
+/* RFC 5321 4.5.2: a line starting with "." gets one more "." in front. */
+static void stage_stuffed(struct smtp_client *c, const char *buf, size_t len)
+{
+    size_t from = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (c->at_line_start && buf[i] == '.') {
+            evbuffer_add(c->staged, buf + from, i - from);
+            evbuffer_add(c->staged, ".", 1);
+            from = i;
+        }
+        c->at_line_start = buf[i] == '\n';
+    }
+    evbuffer_add(c->staged, buf + from, len - from);
+}
+
+static ssize_t body_read(struct smtp_client *c, char *buf, size_t len)
+{
+    const struct smtp_client_body *b = &c->pumping->body;
+    if (b->fd < 0)
+        return b->read(b->read_arg, buf, len);
+    ssize_t n;
+    do
+        n = pread(b->fd, buf, len, b->offset + (off_t)c->pumped);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static void start_body(struct smtp_client *c, struct smtp_client_txn *txn, bool stuff)
+{
+    c->pumping = txn;
+    c->pumped = 0;
+    c->stuff = stuff;
+    c->at_line_start = true;
+    c->ends_with_lf = false;
+    txn->phase = TX_BODY;
+}
+
+/* The whole body is staged: the terminator (DATA) and the reply(ies) to wait for. */
+static void end_body(struct smtp_client *c)
+{
+    struct smtp_client_txn *txn = c->pumping;
+    if (c->stuff) {
+        /* RFC 5321 4.1.1.4: the data ends with CRLF . CRLF; add the CRLF a body lacks. */
+        if (!c->ends_with_lf)
+            evbuffer_add(c->staged, "\r\n", 2);
+        evbuffer_add(c->staged, ".\r\n", 3);
+        if (push_expect(c, EX_DOT, txn, 0) != 0)
+            end_session(c, SMTP_CLIENT_END_ERROR, "out of memory");
+    }
+    txn->data_sent = true;
+    txn->phase = TX_SENT;
+    c->pumping = NULL;
+}
+
+/* Reads body octets into the staging buffer until it holds PUMP_HIGH or the body is done. */
+static void pump_body(struct smtp_client *c)
+{
+    char buf[PUMP_CHUNK];
+    while (c->pumping != NULL && c->state != ST_ENDING &&
+           evbuffer_get_length(c->staged) < PUMP_HIGH) {
+        uint64_t left = c->pumping->body.length - c->pumped;
+        if (left == 0) {
+            end_body(c);
+            break;
+        }
+        ssize_t n = body_read(c, buf, left < sizeof buf ? (size_t)left : sizeof buf);
+        if (n <= 0) {
+            /* Cannot finish the data without sending a truncated message: hang up. */
+            end_session(c, SMTP_CLIENT_END_ERROR, "message body read error: %s",
+                        n < 0 ? strerror(errno) : "short read");
+            return;
+        }
+        if (c->stuff)
+            stage_stuffed(c, buf, (size_t)n);
+        else
+            evbuffer_add(c->staged, buf, (size_t)n);
+        c->ends_with_lf = buf[n - 1] == '\n';
+        c->pumped += (uint64_t)n;
+    }
+}
+
+/* ---- writing transactions: one step per phase ---- */
+
+static bool step_mail(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    command(c, EX_MAIL, txn, 0, "MAIL FROM:<%s>%s", txn->mail_from,
+            txn->mail_params != NULL ? txn->mail_params : "");
+    txn->phase = TX_RCPT;
+    return true;
+}
+
+static bool step_rcpt(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (txn->stop_rcpts || txn->rcpts_written == txn->rcpt_count) {
+        txn->phase = TX_DATA;
+        return true;
+    }
+    const struct smtp_client_rcpt *r = &txn->rcpts[txn->rcpts_written];
+    command(c, EX_RCPT, txn, txn->rcpts_written, "RCPT TO:<%s>%s", r->address,
+            r->params != NULL ? r->params : "");
+    txn->rcpts_written++;
+    return true;
+}
+
+static bool step_data(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    /* Without pipelining the replies are known: no DATA after a refused MAIL, and RSET instead
+     * of DATA when every RCPT was refused. Pipelined, DATA is already on its way with the
+     * RCPTs (RFC 2920 3.1) and the server refuses it itself. */
+    if (!c->pipelining && !is_2xx(txn->mail_reply.code)) {
+        txn->phase = TX_SENT;
+    } else if (!c->pipelining && txn->accepted == 0) {
+        command(c, EX_RSET, txn, 0, "RSET");
+        txn->phase = TX_SENT;
+    } else if (c->chunking) {
+        /* RFC 3030 2: one chunk, BDAT <size> LAST, the octets as they are (no stuffing). */
+        command(c, EX_BDAT, txn, 0, "BDAT %" PRIu64 " LAST", txn->body.length);
+        start_body(c, txn, false);
+    } else {
+        command(c, EX_DATA, txn, 0, "DATA");
+        txn->phase = TX_WAIT_354;
+    }
+    return true;
+}
+
+static bool step_wait(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    return false;   /* waiting for 354, or the body is being sent */
+}
+
+static bool step_sent(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    c->wtxn = txn->next;
+    return true;
+}
+
+static bool (*const phase_steps[])(struct smtp_client *, struct smtp_client_txn *) = {
+    [TX_MAIL] = step_mail,     [TX_RCPT] = step_rcpt, [TX_DATA] = step_data,
+    [TX_WAIT_354] = step_wait, [TX_BODY] = step_wait, [TX_SENT] = step_sent,
+};
+
+/* RFC 2920 3.1: with PIPELINING commands go out without waiting, up to DATA; without it, one
+ * command at a time. */
+static bool may_write(const struct smtp_client *c)
+{
+    return c->state == ST_READY && c->pumping == NULL && (c->pipelining || c->expect_count == 0);
+}
+
+static void maybe_quit(struct smtp_client *c)
+{
+    if (c->state == ST_READY && c->quit_requested && c->head == NULL && c->expect_count == 0) {
+        command(c, EX_QUIT, NULL, 0, "QUIT");
+        c->state = ST_QUITTING;
+    }
+}
+
+static void rearm_timer(struct smtp_client *c)
+{
+    const struct expect *e = head_expect(c);
+    static const enum timeout_kind kinds[] = {
+        [EX_GREETING] = TO_GREETING, [EX_EHLO] = TO_COMMAND, [EX_HELO] = TO_COMMAND,
+        [EX_MAIL] = TO_COMMAND,      [EX_RCPT] = TO_COMMAND, [EX_DATA] = TO_DATA_INIT,
+        [EX_DOT] = TO_DATA_END,      [EX_BDAT] = TO_DATA_END, [EX_RSET] = TO_COMMAND,
+        [EX_QUIT] = TO_COMMAND,
+    };
+    time_t seconds = 0;
+    if (c->state == ST_ENDING)
+        return;
+    if (c->pumping != NULL || evbuffer_get_length(c->staged) != 0)
+        seconds = c->cfg.timeouts.data_block;   /* RFC 5321 4.5.3.2.5: each data write */
+    else if (e != NULL)
+        seconds = timeout_value(c, kinds[e->kind]);
+    if (seconds <= 0) {
+        event_del(c->timer);
+        return;
+    }
+    struct timeval tv = {seconds, 0};
+    event_add(c->timer, &tv);
+}
+
+static void complete_head_txns(struct smtp_client *c);
+
+static void advance(struct smtp_client *c)
+{
+    while (c->wtxn != NULL && may_write(c) && phase_steps[c->wtxn->phase](c, c->wtxn))
+        ;
+    complete_head_txns(c);
+    if (c->state == ST_ENDING)
+        return;
+    maybe_quit(c);
+    pump_body(c);
+    flush_staged(c);
+    rearm_timer(c);
+}
+
+/* ---- completing transactions ---- */
+
+static void complete_head_txns(struct smtp_client *c)
+{
+    while (c->state != ST_ENDING && c->head != NULL && c->head->phase == TX_SENT &&
+           c->head->replies_pending == 0) {
+        struct smtp_client_txn *txn = c->head;
+        if (c->wtxn == txn)
+            c->wtxn = txn->next;
+        c->head = txn->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        txn->next = NULL;
+        c->cb.txn_done(c->arg, txn);
+    }
+}
+
+/* ---- reply handlers: the table ---- */
+
+static void on_greeting(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    reply_copy(&c->greeting, r);
+    if (!is_2xx(r->code)) {
+        /* RFC 5321 3.1: after a 554 greeting the client should send QUIT. */
+        c->refused = true;
+        command(c, EX_QUIT, NULL, 0, "QUIT");
+        c->state = ST_QUITTING;
+        return;
+    }
+    c->state = ST_HELLO;
+    command(c, EX_EHLO, NULL, 0, "%s %s", c->lmtp ? "LHLO" : "EHLO", c->helo_name);
+}
+
+static void become_ready(struct smtp_client *c)
+{
+    c->state = ST_READY;
+    c->pipelining = c->pipelining && c->ext.pipelining;
+    c->chunking = c->chunking && c->ext.chunking;
+    c->cb.ready(c->arg, &c->ext, &c->greeting);
+}
+
+static void on_ehlo(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    if (is_2xx(r->code)) {
+        c->ext.esmtp = true;
+        become_ready(c);
+    } else if (r->code >= 500 && !c->lmtp) {
+        /* RFC 5321 3.2: a server that does not know EHLO gets HELO. */
+        memset(&c->ext, 0, sizeof c->ext);
+        command(c, EX_HELO, NULL, 0, "HELO %s", c->helo_name);
+    } else {
+        end_session(c, SMTP_CLIENT_END_REFUSED, "%s refused: %d", c->lmtp ? "LHLO" : "EHLO",
+                    r->code);
+    }
+}
+
+static void on_helo(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    if (is_2xx(r->code))
+        become_ready(c);
+    else
+        end_session(c, SMTP_CLIENT_END_REFUSED, "HELO refused: %d", r->code);
+}
+
+static void on_mail(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    reply_copy(&e->txn->mail_reply, r);
+    if (!is_2xx(r->code))
+        e->txn->stop_rcpts = true;
+}
+
+static void on_rcpt(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    struct smtp_client_txn *txn = e->txn;
+    reply_copy(&txn->rcpts[e->index].reply, r);
+    if (is_2xx(r->code))
+        txn->accepted++;
+    /* RFC 5321 4.5.3.1.10: 452 = too many recipients; send the rest in a later transaction. */
+    if (r->code == 452)
+        txn->stop_rcpts = true;
+}
+
+static void apply_data_refusal(struct smtp_client_txn *txn, const struct smtp_client_reply *r)
+{
+    for (size_t i = 0; i < txn->rcpt_count; i++) {
+        if (is_2xx(txn->rcpts[i].reply.code))
+            reply_copy(&txn->rcpts[i].data_reply, r);
+    }
+}
+
+static void on_data(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    struct smtp_client_txn *txn = e->txn;
+    reply_copy(&txn->data_reply, r);
+    if (r->code == 354 && txn->accepted > 0) {
+        start_body(c, txn, true);
+    } else if (r->code == 354) {
+        /* Pipelined DATA accepted although every RCPT was refused: end it empty, at once. */
+        evbuffer_add(c->staged, ".\r\n", 3);
+        if (push_expect(c, EX_DOT, txn, 0) != 0)
+            end_session(c, SMTP_CLIENT_END_ERROR, "out of memory");
+        txn->phase = TX_SENT;
+    } else if (is_2xx(r->code)) {
+        end_session(c, SMTP_CLIENT_END_PROTOCOL, "DATA answered %d instead of 354", r->code);
+    } else {
+        apply_data_refusal(txn, r);
+        txn->phase = TX_SENT;
+    }
+}
+
+/* After the data: one reply (SMTP), or one per accepted RCPT in RCPT order (RFC 2033 4.2). */
+static void on_final(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    struct smtp_client_txn *txn = e->txn;
+    if (e->remaining == 0)
+        e->remaining = c->lmtp && txn->accepted > 1 ? (unsigned)txn->accepted : 1;
+    e->remaining--;
+    reply_copy(&txn->data_reply, r);
+    for (size_t i = 0; i < txn->rcpt_count; i++) {
+        struct smtp_client_rcpt *rc = &txn->rcpts[i];
+        if (!is_2xx(rc->reply.code) || rc->data_reply.code != 0)
+            continue;
+        reply_copy(&rc->data_reply, r);
+        if (c->lmtp)
+            break;
+    }
+    if (e->remaining == 0)
+        txn->data_replies++;
+}
+
+static void on_rset(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+}
+
+static void on_quit(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
+{
+    if (c->refused)
+        end_session(c, SMTP_CLIENT_END_REFUSED, "greeting refused: %.100s", c->greeting.text);
+    else
+        end_session(c, SMTP_CLIENT_END_QUIT, "QUIT answered %d", r->code);
+}
+
+struct expect_rule {
+    const char *name;
+    void (*handle)(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r);
+    bool multi;   /* may need several replies (LMTP after the data) */
+};
+
+static const struct expect_rule expect_rules[] = {
+    [EX_GREETING] = {"greeting", on_greeting, false},
+    [EX_EHLO] = {"EHLO", on_ehlo, false},
+    [EX_HELO] = {"HELO", on_helo, false},
+    [EX_MAIL] = {"MAIL", on_mail, false},
+    [EX_RCPT] = {"RCPT", on_rcpt, false},
+    [EX_DATA] = {"DATA", on_data, false},
+    [EX_DOT] = {"end of data", on_final, true},
+    [EX_BDAT] = {"BDAT", on_final, true},
+    [EX_RSET] = {"RSET", on_rset, false},
+    [EX_QUIT] = {"QUIT", on_quit, false},
+};
+
+/* ---- reading replies ---- */
+
+struct ext_rule {
+    const char *keyword;
+    size_t offset;
+};
+
+#define EXT(field) offsetof(struct smtp_client_ext, field)
+static const struct ext_rule ext_rules[] = {
+    {"PIPELINING", EXT(pipelining)},   {"8BITMIME", EXT(eightbitmime)},
+    {"SMTPUTF8", EXT(smtputf8)},       {"DSN", EXT(dsn)},
+    {"CHUNKING", EXT(chunking)},       {"BINARYMIME", EXT(binarymime)},
+    {"STARTTLS", EXT(starttls)},       {"ENHANCEDSTATUSCODES", EXT(enhancedstatuscodes)},
+    {"SIZE", EXT(size)},
+};
+
+/* One EHLO keyword line (RFC 5321 4.1.1.1: ehlo-line = ehlo-keyword *( SP ehlo-param )). */
+static void parse_ehlo_line(struct smtp_client *c, const char *text)
+{
+    size_t klen = strcspn(text, " ");
+    for (size_t i = 0; i < sizeof ext_rules / sizeof ext_rules[0]; i++) {
+        if (strlen(ext_rules[i].keyword) != klen || strncasecmp(text, ext_rules[i].keyword, klen))
+            continue;
+        *(bool *)((char *)&c->ext + ext_rules[i].offset) = true;
+    }
+    /* RFC 1870 4: SIZE [number]; 0 or none means no fixed limit. */
+    if (klen == 4 && strncasecmp(text, "SIZE", 4) == 0 && text[4] == ' ')
+        c->ext.size_max = strtoull(text + 5, NULL, 10);
+}
+
+/* RFC 5321 4.2: reply-line = *( code "-" text CRLF ) code [ SP text ] CRLF, code 2xx-5xx, the
+ * same code on every line. 0 = line taken, 1 = reply complete, -1 = malformed. */
+static int take_reply_line(struct smtp_client *c, const struct line *l)
+{
+    const char *t = l->text;
+    bool digits = l->len >= 3 && t[0] >= '2' && t[0] <= '5' && t[1] >= '0' && t[1] <= '9' &&
+                  t[2] >= '0' && t[2] <= '9';
+    if (!digits || l->bare_cr || memchr(t, '\0', l->len) != NULL ||
+        (l->len > 3 && t[3] != ' ' && t[3] != '-'))
+        return -1;
+    int code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
+    if (c->cur_lines > 0 && code != c->cur.code)
+        return -1;
+    if (++c->cur_lines > SMTP_CLIENT_REPLY_LINES)
+        return -1;
+    c->cur.code = code;
+    size_t used = strlen(c->cur.text);
+    snprintf(c->cur.text + used, sizeof c->cur.text - used, "%s%s", used > 0 ? "\n" : "", t);
+    const struct expect *e = head_expect(c);
+    if (e != NULL && e->kind == EX_EHLO && c->cur_lines > 1 && l->len > 4)
+        parse_ehlo_line(c, t + 4);
+    return l->len > 3 && t[3] == '-' ? 0 : 1;
+}
+
+static void dispatch_reply(struct smtp_client *c)
+{
+    struct smtp_client_reply r = c->cur;
+    memset(&c->cur, 0, sizeof c->cur);
+    c->cur_lines = 0;
+    struct expect *e = head_expect(c);
+    if (e == NULL) {
+        /* RFC 5321 3.8: a server shutting down may say 421 at any time, then close. */
+        end_session(c, r.code == 421 ? SMTP_CLIENT_END_EOF : SMTP_CLIENT_END_PROTOCOL,
+                    "unexpected reply %d", r.code);
+        return;
+    }
+    const struct expect_rule *rule = &expect_rules[e->kind];
+    if (c->cfg.log_id != NULL) {
+        char quoted[200];
+        log_debug("smtp_client.reply", " session=%s cmd=%s reply=%s", c->cfg.log_id, rule->name,
+                  log_quote(quoted, sizeof quoted, r.text, strlen(r.text)));
+    }
+    rule->handle(c, e, &r);
+    if (!rule->multi || e->remaining == 0)
+        pop_expect(c);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct smtp_client *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    while (c->state != ST_ENDING) {
+        struct line l;
+        enum line_status st = line_reader_next(&c->reader, in, &l);
+        if (st == LINE_AGAIN)
+            break;
+        int rc = st == LINE_OK ? take_reply_line(c, &l) : -1;
+        if (rc < 0) {
+            end_session(c, SMTP_CLIENT_END_PROTOCOL, "%s reply line",
+                        st == LINE_TOO_LONG ? "over-long" : "malformed");
+            return;
+        }
+        if (rc == 1) {
+            dispatch_reply(c);
+            complete_head_txns(c);
+        }
+    }
+    if (c->state != ST_ENDING)
+        advance(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct smtp_client *c = arg;
+    if (c->state != ST_ENDING)
+        advance(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct smtp_client *c = arg;
+    if (what & BEV_EVENT_EOF) {
+        if (c->state == ST_QUITTING)
+            end_session(c, c->refused ? SMTP_CLIENT_END_REFUSED : SMTP_CLIENT_END_QUIT,
+                        "closed after QUIT");
+        else
+            end_session(c, SMTP_CLIENT_END_EOF, "connection closed by the server");
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        end_session(c, SMTP_CLIENT_END_TIMEOUT, "connection timeout");
+    } else if (what & BEV_EVENT_ERROR) {
+        end_session(c, SMTP_CLIENT_END_ERROR, "connection error: %s",
+                    strerror(EVUTIL_SOCKET_ERROR()));
+    }
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtp_client *c = arg;
+    const struct expect *e = head_expect(c);
+    end_session(c, SMTP_CLIENT_END_TIMEOUT, "timeout %s",
+                c->pumping != NULL || e == NULL ? "sending the message data"
+                                                : expect_rules[e->kind].name);
+}
+
+/* Ends: every transaction still held is handed back, then closed(); c may be freed in it. */
+static void finish(struct smtp_client *c)
+{
+    while (c->head != NULL) {
+        struct smtp_client_txn *txn = c->head;
+        c->head = txn->next;
+        txn->next = NULL;
+        c->cb.txn_done(c->arg, txn);
+    }
+    c->tail = c->wtxn = NULL;
+    c->cb.closed(c->arg, c->end_how, c->end_reason);
+}
+
+static void on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtp_client *c = arg;
+    if (c->state == ST_ENDING)
+        finish(c);
+    else
+        on_read(c->bev, c);   /* takes any reply already buffered, then advances */
+}
+
+/* ---- public ---- */
+
+struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent *bev,
+                                    const struct smtp_client_config *cfg,
+                                    const struct smtp_client_callbacks *cb, void *arg)
+{
+    struct smtp_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->base = base;
+    c->bev = bev;
+    c->cfg = *cfg;
+    c->cb = *cb;
+    c->arg = arg;
+    c->lmtp = cfg->flags & SMTP_CLIENT_LMTP;
+    c->pipelining = cfg->flags & SMTP_CLIENT_USE_PIPELINING;
+    c->chunking = cfg->flags & SMTP_CLIENT_USE_CHUNKING;
+    c->line_mode = cfg->flags & SMTP_CLIENT_LINE_PER_WRITE;
+    c->helo_name = strdup(cfg->helo_name != NULL ? cfg->helo_name : "localhost");
+    c->staged = evbuffer_new();
+    c->timer = event_new(base, -1, 0, on_timeout, c);
+    c->kick = event_new(base, -1, 0, on_kick, c);
+    line_reader_init(&c->reader, SMTP_CLIENT_LINE_MAX);
+    if (c->helo_name == NULL || c->staged == NULL || c->timer == NULL || c->kick == NULL ||
+        push_expect(c, EX_GREETING, NULL, 0) != 0) {
+        c->bev = NULL;
+        smtp_client_free(c);
+        return NULL;
+    }
+    c->cfg.helo_name = c->helo_name;
+    bufferevent_setcb(bev, on_read, on_write, on_event, c);
+    bufferevent_set_timeouts(bev, NULL, NULL);   /* our own timer, per step */
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_setwatermark(bev, EV_WRITE, c->line_mode ? 0 : WRITE_LOW, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    rearm_timer(c);
+    /* Bytes may already be buffered (the greeting arriving with the turnaround). */
+    kick(c);
+    return c;
+}
+
+int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (c->state == ST_ENDING || c->state == ST_QUITTING || c->quit_requested)
+        return -1;
+    txn->next = NULL;
+    txn->rcpts_written = txn->replies_pending = txn->data_replies = txn->accepted = 0;
+    txn->stop_rcpts = txn->body_done = txn->data_sent = false;
+    txn->phase = TX_MAIL;
+    memset(&txn->mail_reply, 0, sizeof txn->mail_reply);
+    memset(&txn->data_reply, 0, sizeof txn->data_reply);
+    for (size_t i = 0; i < txn->rcpt_count; i++) {
+        memset(&txn->rcpts[i].reply, 0, sizeof txn->rcpts[i].reply);
+        memset(&txn->rcpts[i].data_reply, 0, sizeof txn->rcpts[i].data_reply);
+    }
+    if (c->tail != NULL)
+        c->tail->next = txn;
+    else
+        c->head = txn;
+    c->tail = txn;
+    if (c->wtxn == NULL)
+        c->wtxn = txn;
+    kick(c);
+    return 0;
+}
+
+void smtp_client_quit(struct smtp_client *c)
+{
+    c->quit_requested = true;
+    if (c->state != ST_ENDING)
+        kick(c);
+}
+
+void smtp_client_abort(struct smtp_client *c, const char *reason)
+{
+    end_session(c, SMTP_CLIENT_END_ABORTED, "%s", reason);
+}
+
+bool smtp_client_ended(const struct smtp_client *c)
+{
+    return c->state == ST_ENDING;
+}
+
+size_t smtp_client_pending(const struct smtp_client *c)
+{
+    size_t n = 0;
+    for (const struct smtp_client_txn *t = c->head; t != NULL; t = t->next)
+        n++;
+    return n;
+}
+
+const struct smtp_client_ext *smtp_client_extensions(const struct smtp_client *c)
+{
+    return &c->ext;
+}
+
+void smtp_client_free(struct smtp_client *c)
+{
+    if (c == NULL)
+        return;
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);
+    if (c->timer != NULL)
+        event_free(c->timer);
+    if (c->kick != NULL)
+        event_free(c->kick);
+    if (c->staged != NULL)
+        evbuffer_free(c->staged);
+    line_reader_free(&c->reader);
+    free(c->expects);
+    free(c->helo_name);
+    free(c);
+}
+
+const char *smtp_client_end_name(enum smtp_client_end how)
+{
+    static const char *const names[] = {
+        [SMTP_CLIENT_END_QUIT] = "quit",         [SMTP_CLIENT_END_EOF] = "eof",
+        [SMTP_CLIENT_END_TIMEOUT] = "timeout",   [SMTP_CLIENT_END_PROTOCOL] = "protocol",
+        [SMTP_CLIENT_END_REFUSED] = "refused",   [SMTP_CLIENT_END_ERROR] = "error",
+        [SMTP_CLIENT_END_ABORTED] = "aborted",
+    };
+    return (unsigned)how <= SMTP_CLIENT_END_ABORTED ? names[how] : "unknown";
+}

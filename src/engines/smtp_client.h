@@ -1,0 +1,138 @@
+/* The SMTP / LMTP client engine (RFC 5321, RFC 2033), asynchronous over a libevent bufferevent.
+ * It knows nothing about the queue: the caller hands it transactions (MAIL FROM + params, RCPTs +
+ * params, a body source) and gets every reply back. Used by the reversed ODMR session (push),
+ * later by the bounce sender and by odmr-client's hand-off to the local MTA.
+ *
+ * Life cycle: smtp_client_new() takes the bufferevent, waits for the greeting, sends EHLO (LHLO
+ * for LMTP; HELO when EHLO gets a 5xx) and calls ready(). The caller then queues transactions
+ * with smtp_client_send(); each one ends with txn_done(). smtp_client_quit() sends QUIT after the
+ * queued transactions. closed() is called exactly once at the end (QUIT answered, EOF, timeout,
+ * protocol error, smtp_client_abort()); only after it may the caller smtp_client_free(). A
+ * transaction cut short by the end gets txn_done() first, with the replies it did receive.
+ * No callback is ever called from inside an smtp_client_* call. */
+#ifndef ODMR_ENGINES_SMTP_CLIENT_H
+#define ODMR_ENGINES_SMTP_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+struct bufferevent;
+struct event_base;
+struct smtp_client;
+
+enum {
+    SMTP_CLIENT_LINE_MAX = 512,      /* RFC 5321 4.5.3.1.5: reply line incl. CRLF */
+    SMTP_CLIENT_REPLY_LINES = 100,   /* more lines in one reply is a protocol error */
+    SMTP_CLIENT_REPLY_TEXT = 512,    /* kept text of a reply (longer is truncated) */
+};
+
+enum smtp_client_flag {
+    SMTP_CLIENT_LMTP = 1 << 0,           /* LHLO, and one reply per accepted RCPT after data */
+    SMTP_CLIENT_USE_PIPELINING = 1 << 1, /* RFC 2920, when advertised */
+    SMTP_CLIENT_USE_CHUNKING = 1 << 2,   /* RFC 3030 BDAT, when advertised */
+    SMTP_CLIENT_LINE_PER_WRITE = 1 << 3, /* one line per write, each drained before the next
+                                            (over TLS: one line per TLS record) */
+};
+
+struct smtp_client_timeouts {   /* seconds; RFC 5321 4.5.3.2 */
+    time_t greeting, command, data_init, data_block, data_end;
+};
+
+/* What the server advertised in its EHLO reply. */
+struct smtp_client_ext {
+    bool esmtp;                 /* EHLO/LHLO was accepted (false after the HELO fallback) */
+    bool pipelining, eightbitmime, smtputf8, dsn, chunking, binarymime, starttls,
+        enhancedstatuscodes, size;
+    uint64_t size_max;          /* SIZE n; 0 = no limit given */
+};
+
+struct smtp_client_reply {
+    int code;                           /* 0: no reply (not sent, or the connection ended) */
+    char text[SMTP_CLIENT_REPLY_TEXT];  /* every line as received, joined with '\n' */
+};
+
+/* Message octets: CRLF lines, not dot-stuffed (the engine stuffs for DATA). Either an fd read
+ * with pread() from offset, or a read callback; length is required either way (BDAT). */
+struct smtp_client_body {
+    int fd;                     /* -1 when read is used */
+    off_t offset;
+    uint64_t length;
+    ssize_t (*read)(void *arg, void *buf, size_t len);   /* bytes, 0 at the end, -1 error */
+    void *read_arg;
+};
+
+struct smtp_client_rcpt {
+    const char *address;        /* forward-path without brackets */
+    const char *params;         /* " NOTIFY=..." (leading space) or NULL */
+    struct smtp_client_reply reply;        /* RCPT reply; code 0 = not sent */
+    struct smtp_client_reply data_reply;   /* reply after the data: the same for every
+                                              accepted RCPT with SMTP, its own with LMTP */
+};
+
+struct smtp_client_txn {
+    const char *mail_from;      /* reverse-path without brackets, "" for <> */
+    const char *mail_params;    /* " SIZE=... BODY=..." (leading space) or NULL */
+    struct smtp_client_rcpt *rcpts;
+    size_t rcpt_count;
+    struct smtp_client_body body;
+    void *user;                 /* for the caller */
+    /* results */
+    struct smtp_client_reply mail_reply;
+    struct smtp_client_reply data_reply;   /* 354 to DATA, or the 5xx/4xx refusing it */
+    size_t accepted;            /* RCPTs answered 2xx */
+    bool data_sent;             /* the final dot / BDAT LAST went out: an unanswered one means
+                                   the outcome is unknown */
+    /* engine-private */
+    struct smtp_client_txn *next;
+    size_t rcpts_written, replies_pending, data_replies;
+    bool stop_rcpts, body_done;
+    int phase;
+};
+
+enum smtp_client_end {
+    SMTP_CLIENT_END_QUIT,       /* our QUIT was answered (or EOF after it) */
+    SMTP_CLIENT_END_EOF,        /* the server closed the connection */
+    SMTP_CLIENT_END_TIMEOUT,
+    SMTP_CLIENT_END_PROTOCOL,   /* malformed, over-long or unexpected reply */
+    SMTP_CLIENT_END_REFUSED,    /* greeting not 2xx, or EHLO and HELO refused */
+    SMTP_CLIENT_END_ERROR,      /* socket/TLS error, body read error, out of memory */
+    SMTP_CLIENT_END_ABORTED,    /* smtp_client_abort() */
+};
+
+struct smtp_client_callbacks {
+    void (*ready)(void *arg, const struct smtp_client_ext *ext,
+                  const struct smtp_client_reply *greeting);
+    void (*txn_done)(void *arg, struct smtp_client_txn *txn);
+    void (*closed)(void *arg, enum smtp_client_end how, const char *reason);
+};
+
+struct smtp_client_config {
+    const char *helo_name;
+    unsigned flags;             /* enum smtp_client_flag */
+    struct smtp_client_timeouts timeouts;
+    const char *log_id;         /* session id for debug logs, or NULL */
+};
+
+/* Takes ownership of bev (freed by smtp_client_free). NULL on out of memory (bev not freed). */
+struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent *bev,
+                                    const struct smtp_client_config *cfg,
+                                    const struct smtp_client_callbacks *cb, void *arg);
+/* Queues a transaction (caller-owned until its txn_done). 0, or -1 after quit/close. */
+int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn);
+/* Sends QUIT once every queued transaction is done. */
+void smtp_client_quit(struct smtp_client *c);
+/* Ends now without QUIT (closed() follows from the loop). */
+void smtp_client_abort(struct smtp_client *c, const char *reason);
+/* True once the session is ending (closed() is on its way): send() would fail. */
+bool smtp_client_ended(const struct smtp_client *c);
+/* Transactions queued or in flight. */
+size_t smtp_client_pending(const struct smtp_client *c);
+const struct smtp_client_ext *smtp_client_extensions(const struct smtp_client *c);
+void smtp_client_free(struct smtp_client *c);
+
+const char *smtp_client_end_name(enum smtp_client_end how);
+
+#endif

@@ -1,0 +1,682 @@
+/* The reversed ODMR session (RFC 2645 5.3): odmrd, now the SMTP client, pushes the held mail of
+ * the ATRN domains over the turned-around connection (docs/push.md).
+ *
+ * States: greeting/EHLO (the engine) -> a pass (list every ATRN domain, oldest first, skip ids
+ * already handled in this session) -> one transaction per message -> outcomes recorded on the
+ * queue's workers -> next pass until a pass finds nothing new (bounded) -> QUIT -> wait for the
+ * outstanding outcome records -> done(). */
+#include "services/push.h"
+
+#include <errno.h>
+#include <event2/bufferevent.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "engines/smtp_client.h"
+#include "lib/log.h"
+
+enum {
+    PUSH_MAX_PASSES = 16,         /* listings per session (mail arriving during the session) */
+    PUSH_FAST_IN_FLIGHT = 8,      /* transactions queued ahead with PIPELINING */
+    PUSH_PARAMS_MAX = 1024,
+};
+
+struct push_rcpt {
+    size_t env_index;             /* index into the message's envelope */
+    char *params;                 /* " NOTIFY=... ORCPT=..." or NULL */
+};
+
+/* One message in flight: one transaction (a second one after 452 reuses it). */
+struct push_msg {
+    struct push_session *s;
+    struct queue_message *m;
+    struct smtp_client_txn txn;
+    struct smtp_client_rcpt *rcpts;
+    struct push_rcpt *prcpts;
+    size_t count;
+    char mail_params[PUSH_PARAMS_MAX];
+};
+
+struct push_session {
+    struct event_base *base;
+    struct queue *queue;
+    char **domains;
+    size_t domain_count;
+    char *hostname, *session_id;
+    enum push_profile profile;
+    bool tls_active;
+    push_done_fn done;
+    void *done_arg;
+    struct smtp_client *client;
+    struct smtp_client_ext ext;
+    struct push_result result;
+    /* the current pass, and every id taken in this session (sorted) */
+    char **ids;
+    size_t id_count, id_next;
+    char **seen;
+    size_t seen_count, seen_cap;
+    unsigned passes, in_flight, outcome_jobs;
+    bool ready, closed, quitting, stopping, finished;
+    struct push_session *next;
+};
+
+static struct push_session *sessions;   /* running pushes, for push_shutdown_all() */
+
+static void fill(struct push_session *s);
+
+/* ---- helpers ---- */
+
+static char *quote(char *dst, size_t len, const char *src)
+{
+    return (char *)log_quote(dst, len, src != NULL ? src : "", src != NULL ? strlen(src) : 0);
+}
+
+static void set_reason(struct push_session *s, const char *reason)
+{
+    if (s->result.reason[0] == '\0')
+        snprintf(s->result.reason, sizeof s->result.reason, "%s", reason);
+}
+
+static bool our_domain(const struct push_session *s, const char *domain)
+{
+    for (size_t i = 0; i < s->domain_count; i++) {
+        if (strcasecmp(s->domains[i], domain) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Envelope values come from the queue, checked at intake; still, nothing with a space or a
+ * control octet is ever written into a command line. */
+static bool safe_value(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
+        if (*p <= 0x20 || *p == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static bool safe_address(const char *v)
+{
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
+        if (*p < 0x20 || *p == 0x7f || *p == '<' || *p == '>')
+            return false;
+    }
+    return true;
+}
+
+/* ---- the ids of a pass ---- */
+
+static int compare_ids(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool seen_id(const struct push_session *s, const char *id)
+{
+    return s->seen_count > 0 &&
+           bsearch(&id, s->seen, s->seen_count, sizeof *s->seen, compare_ids) != NULL;
+}
+
+static int mark_seen(struct push_session *s, const char *id)
+{
+    if (s->seen_count == s->seen_cap) {
+        size_t cap = s->seen_cap != 0 ? s->seen_cap * 2 : 64;
+        char **grown = realloc(s->seen, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        s->seen = grown;
+        s->seen_cap = cap;
+    }
+    char *copy = strdup(id);
+    if (copy == NULL)
+        return -1;
+    size_t at = 0;
+    while (at < s->seen_count && strcmp(s->seen[at], id) < 0)
+        at++;
+    memmove(&s->seen[at + 1], &s->seen[at], (s->seen_count - at) * sizeof *s->seen);
+    s->seen[at] = copy;
+    s->seen_count++;
+    return 0;
+}
+
+static void free_ids(struct push_session *s)
+{
+    for (size_t i = 0; i < s->id_count; i++)
+        free(s->ids[i]);
+    free(s->ids);
+    s->ids = NULL;
+    s->id_count = s->id_next = 0;
+}
+
+static int collect_id(const char *id, void *arg)
+{
+    struct push_session *s = arg;
+    if (seen_id(s, id))
+        return 0;
+    char **grown = realloc(s->ids, (s->id_count + 1) * sizeof *grown);
+    char *copy = grown != NULL ? strdup(id) : NULL;
+    if (grown != NULL)
+        s->ids = grown;
+    if (copy == NULL)
+        return 1;
+    s->ids[s->id_count++] = copy;
+    return 0;
+}
+
+/* Lists every ATRN domain; a message held for several of them appears once (ids sort by
+ * arrival, so sorting the union keeps "oldest first"). Returns the number of new ids. */
+static size_t list_pass(struct push_session *s)
+{
+    free_ids(s);
+    s->passes++;
+    for (size_t i = 0; i < s->domain_count; i++) {
+        if (queue_list_domain(s->queue, s->domains[i], collect_id, s) < 0)
+            log_warn("push.list_failed", " session=%s domain=%s error=\"%s\"", s->session_id,
+                     s->domains[i], strerror(errno));
+    }
+    if (s->id_count > 1)
+        qsort(s->ids, s->id_count, sizeof *s->ids, compare_ids);
+    size_t out = 0;
+    for (size_t i = 0; i < s->id_count; i++) {
+        if (out > 0 && strcmp(s->ids[out - 1], s->ids[i]) == 0)
+            free(s->ids[i]);
+        else
+            s->ids[out++] = s->ids[i];
+    }
+    s->id_count = out;
+    log_info("push.pass", " session=%s pass=%u messages=%zu", s->session_id, s->passes, out);
+    return out;
+}
+
+/* ---- ending ---- */
+
+static void unlink_session(struct push_session *s)
+{
+    for (struct push_session **p = &sessions; *p != NULL; p = &(*p)->next) {
+        if (*p == s) {
+            *p = s->next;
+            return;
+        }
+    }
+}
+
+static void session_free(struct push_session *s)
+{
+    free_ids(s);
+    for (size_t i = 0; i < s->seen_count; i++)
+        free(s->seen[i]);
+    free(s->seen);
+    for (size_t i = 0; i < s->domain_count; i++)
+        free(s->domains[i]);
+    free(s->domains);
+    free(s->hostname);
+    free(s->session_id);
+    free(s);
+}
+
+/* done() runs once: after the connection is freed and every outcome is on disk. */
+static void maybe_finish(struct push_session *s)
+{
+    if (!s->closed || s->outcome_jobs > 0 || s->finished)
+        return;
+    s->finished = true;
+    unlink_session(s);
+    char reason[240];
+    log_info("push.end", " session=%s passes=%u messages=%u delivered=%u deferred=%u failed=%u "
+             "clean=%d reason=%s", s->session_id, s->passes, s->result.messages,
+             s->result.delivered, s->result.deferred, s->result.failed, s->result.clean,
+             quote(reason, sizeof reason, s->result.reason));
+    s->done(s->done_arg, &s->result);
+    session_free(s);
+}
+
+static void quit(struct push_session *s)
+{
+    if (s->quitting || s->closed)
+        return;
+    s->quitting = true;
+    smtp_client_quit(s->client);
+}
+
+/* ---- outcomes ---- */
+
+static void on_outcomes_recorded(int status, int removed, const char *id, void *arg)
+{
+    struct push_session *s = arg;
+    if (status != 0)
+        log_error("push.record_failed", " session=%s id=%s error=\"%s\"", s->session_id, id,
+                  strerror(status));
+    else if (removed)
+        log_info("push.removed", " session=%s id=%s", s->session_id, id);
+    s->outcome_jobs--;
+    maybe_finish(s);
+}
+
+static const char *const outcome_names[] = {
+    [QUEUE_RCPT_PENDING] = "deferred",
+    [QUEUE_RCPT_DONE] = "done",
+    [QUEUE_RCPT_FAILED] = "failed",
+};
+
+static void count_outcome(struct push_session *s, const char *id, const char *rcpt,
+                          enum queue_rcpt_state state, const char *reply)
+{
+    unsigned *counters[] = {[QUEUE_RCPT_PENDING] = &s->result.deferred,
+                            [QUEUE_RCPT_DONE] = &s->result.delivered,
+                            [QUEUE_RCPT_FAILED] = &s->result.failed};
+    (*counters[state])++;
+    char qrcpt[300], qreply[600];
+    log_info("push.rcpt", " session=%s id=%s rcpt=%s outcome=%s reply=%s", s->session_id, id,
+             quote(qrcpt, sizeof qrcpt, rcpt), outcome_names[state],
+             quote(qreply, sizeof qreply, reply));
+}
+
+/* Hands n outcomes to the queue's workers; 5xx/4xx/250 alike. done() waits for them. */
+static void record(struct push_session *s, const char *id, const struct queue_outcome *o,
+                   size_t n)
+{
+    bool any_done = false;
+    for (size_t i = 0; i < n; i++)
+        any_done = any_done || o[i].state == QUEUE_RCPT_DONE;
+    if (n == 0)
+        return;
+    s->outcome_jobs++;
+    queue_record_outcomes_async(s->queue, id, o, n, any_done, on_outcomes_recorded, s);
+}
+
+/* Marks the recipients of a message the customer cannot take (missing extension). */
+static void fail_message(struct push_session *s, struct push_msg *pm, const char *reply)
+{
+    struct queue_outcome *o = calloc(pm->count, sizeof *o);
+    for (size_t i = 0; o != NULL && i < pm->count; i++) {
+        size_t k = pm->prcpts[i].env_index;
+        o[i] = (struct queue_outcome){k, QUEUE_RCPT_FAILED, reply};
+        count_outcome(s, pm->m->env.id, pm->m->env.rcpts[k].address, QUEUE_RCPT_FAILED, reply);
+    }
+    if (o != NULL)
+        record(s, pm->m->env.id, o, pm->count);
+    free(o);
+}
+
+enum verdict { V_RECORD, V_CARRY, V_UNTOUCHED };
+
+/* The outcome table (docs/push.md): what one recipient's replies mean. */
+static enum verdict judge(const struct smtp_client_txn *txn, const struct smtp_client_rcpt *r,
+                          bool session_alive, enum queue_rcpt_state *state, const char **reply)
+{
+    static const enum queue_rcpt_state by_class[6] = {
+        [2] = QUEUE_RCPT_DONE, [4] = QUEUE_RCPT_PENDING, [5] = QUEUE_RCPT_FAILED};
+    const struct smtp_client_reply *decisive;
+    if (txn->mail_reply.code == 0)
+        return V_UNTOUCHED;                       /* never got as far as MAIL */
+    if (txn->mail_reply.code / 100 != 2) {
+        decisive = &txn->mail_reply;              /* MAIL refused: it answers for all */
+    } else if (r->reply.code == 0 || (r->reply.code == 452 && txn->accepted > 0)) {
+        /* RFC 5321 4.5.3.1.10: after 452 the rest go in a later transaction. */
+        return session_alive && txn->accepted > 0 ? V_CARRY : V_UNTOUCHED;
+    } else if (r->reply.code / 100 != 2) {
+        decisive = &r->reply;
+    } else if (r->data_reply.code != 0) {
+        decisive = &r->data_reply;
+    } else {
+        /* Accepted, but no reply to the data: delivered or not, we cannot know. Keep it:
+         * a duplicate later, never a loss. */
+        *state = QUEUE_RCPT_PENDING;
+        *reply = txn->data_sent ? "no reply to the end of data (connection lost)"
+                                : "connection lost during the data";
+        return V_RECORD;
+    }
+    int cls = decisive->code / 100;
+    *state = cls >= 2 && cls <= 5 && cls != 3 ? by_class[cls] : QUEUE_RCPT_PENDING;
+    *reply = decisive->text;
+    return V_RECORD;
+}
+
+static void msg_free(struct push_msg *pm)
+{
+    for (size_t i = 0; i < pm->count; i++)
+        free(pm->prcpts[i].params);
+    free(pm->prcpts);
+    free(pm->rcpts);
+    queue_message_close(pm->m);
+    free(pm);
+}
+
+/* Keeps only the carried recipients (in order) for the next transaction. */
+static void keep_carried(struct push_msg *pm, const bool *carry)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < pm->count; i++) {
+        if (!carry[i]) {
+            free(pm->prcpts[i].params);
+            continue;
+        }
+        pm->prcpts[out] = pm->prcpts[i];
+        pm->rcpts[out] = pm->rcpts[i];
+        pm->rcpts[out].params = pm->prcpts[out].params;
+        out++;
+    }
+    pm->count = out;
+    pm->txn.rcpts = pm->rcpts;
+    pm->txn.rcpt_count = out;
+}
+
+/* Returns true when the message goes out again (recipients carried after a 452). */
+static bool settle(struct push_session *s, struct push_msg *pm)
+{
+    const char *id = pm->m->env.id;
+    struct queue_outcome *o = calloc(pm->count, sizeof *o);
+    bool *carry = calloc(pm->count, sizeof *carry);
+    size_t n = 0, carried = 0;
+    bool alive = !s->closed && !s->stopping && !smtp_client_ended(s->client);
+    for (size_t i = 0; o != NULL && carry != NULL && i < pm->count; i++) {
+        const char *address = pm->m->env.rcpts[pm->prcpts[i].env_index].address;
+        enum queue_rcpt_state state = QUEUE_RCPT_PENDING;
+        const char *reply = NULL;
+        enum verdict v = judge(&pm->txn, &pm->rcpts[i], alive, &state, &reply);
+        if (v == V_RECORD) {
+            o[n++] = (struct queue_outcome){pm->prcpts[i].env_index, state, reply};
+            count_outcome(s, id, address, state, reply);
+        } else if (v == V_CARRY) {
+            carry[i] = true;
+            carried++;
+        } else {
+            count_outcome(s, id, address, QUEUE_RCPT_PENDING, "not attempted");
+        }
+    }
+    record(s, id, o, n);
+    bool again = carried > 0;
+    if (again)
+        keep_carried(pm, carry);
+    free(o);
+    free(carry);
+    return again && smtp_client_send(s->client, &pm->txn) == 0;
+}
+
+static void on_txn_done(void *arg, struct smtp_client_txn *txn)
+{
+    struct push_msg *pm = txn->user;
+    struct push_session *s = pm->s;
+    if (settle(s, pm)) {
+        s->result.messages++;
+        return;
+    }
+    msg_free(pm);
+    s->in_flight--;
+    fill(s);
+}
+
+/* ---- building a transaction ---- */
+
+static void append_param(char *buf, size_t len, const char *name, const char *value)
+{
+    size_t used = strlen(buf);
+    snprintf(buf + used, len - used, " %s%s%s", name, value != NULL ? "=" : "",
+             value != NULL ? value : "");
+}
+
+/* RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME), RFC 3030 (BINARYMIME), RFC 6531 (SMTPUTF8),
+ * RFC 3461 (RET, ENVID: only to a server that advertises DSN). NULL, or why the customer
+ * cannot take the message. */
+static const char *mail_params(const struct push_session *s, const struct queue_envelope *env,
+                               char *buf, size_t len)
+{
+    static const char *const body_names[] = {[QUEUE_BODY_8BITMIME] = "8BITMIME",
+                                             [QUEUE_BODY_BINARYMIME] = "BINARYMIME"};
+    buf[0] = '\0';
+    if (env->body == QUEUE_BODY_8BITMIME && !s->ext.eightbitmime)
+        return "554 5.6.3 message needs 8BITMIME, which the customer does not support";
+    if (env->body == QUEUE_BODY_BINARYMIME &&
+        !(s->ext.binarymime && s->ext.chunking && s->profile == PUSH_PROFILE_FAST))
+        return "554 5.6.3 message needs BINARYMIME and CHUNKING, which the customer does not "
+               "support";
+    if (env->smtputf8 && !s->ext.smtputf8)
+        return "554 5.6.7 message needs SMTPUTF8, which the customer does not support";
+    if (!safe_address(env->sender))
+        return "554 5.6.0 unusable reverse-path in the queue";
+    char size[32];
+    snprintf(size, sizeof size, "%" PRIu64, env->body_size);
+    if (s->ext.size)
+        append_param(buf, len, "SIZE", size);
+    if (env->body != QUEUE_BODY_7BIT)
+        append_param(buf, len, "BODY", body_names[env->body]);
+    if (env->smtputf8)
+        append_param(buf, len, "SMTPUTF8", NULL);
+    if (s->ext.dsn && env->ret != NULL && safe_value(env->ret))
+        append_param(buf, len, "RET", env->ret);
+    if (s->ext.dsn && env->envid != NULL && safe_value(env->envid))
+        append_param(buf, len, "ENVID", env->envid);
+    return NULL;
+}
+
+/* RFC 3461 4: NOTIFY and ORCPT only when the customer advertises DSN. */
+static char *rcpt_params(const struct push_session *s, const struct queue_rcpt *r)
+{
+    char buf[PUSH_PARAMS_MAX] = "";
+    if (s->ext.dsn && r->notify != NULL && safe_value(r->notify))
+        append_param(buf, sizeof buf, "NOTIFY", r->notify);
+    if (s->ext.dsn && r->orcpt != NULL && safe_value(r->orcpt))
+        append_param(buf, sizeof buf, "ORCPT", r->orcpt);
+    return buf[0] != '\0' ? strdup(buf) : NULL;
+}
+
+/* The pending recipients of the ATRN domains only: never one of another domain. */
+static int select_rcpts(struct push_session *s, struct push_msg *pm)
+{
+    const struct queue_envelope *env = &pm->m->env;
+    pm->rcpts = calloc(env->rcpt_count, sizeof *pm->rcpts);
+    pm->prcpts = calloc(env->rcpt_count, sizeof *pm->prcpts);
+    if (pm->rcpts == NULL || pm->prcpts == NULL)
+        return -1;
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        const struct queue_rcpt *r = &env->rcpts[i];
+        if (r->state != QUEUE_RCPT_PENDING || !our_domain(s, r->domain) ||
+            !safe_address(r->address))
+            continue;
+        pm->prcpts[pm->count] = (struct push_rcpt){i, rcpt_params(s, r)};
+        pm->rcpts[pm->count].address = r->address;
+        pm->rcpts[pm->count].params = pm->prcpts[pm->count].params;
+        pm->count++;
+    }
+    return 0;
+}
+
+/* Opens id and queues its transaction. false when there was nothing to send for it. */
+static bool start_message(struct push_session *s, const char *id)
+{
+    struct push_msg *pm = calloc(1, sizeof *pm);
+    if (pm == NULL)
+        return false;
+    pm->s = s;
+    /* The SHA-256 check reads the whole file here, on the loop (acceptable for now). */
+    int rc = queue_message_open(s->queue, id, &pm->m);
+    if (rc != 0) {
+        log_warn("push.open_failed", " session=%s id=%s error=\"%s\"", s->session_id, id,
+                 strerror(rc));
+        free(pm);
+        return false;
+    }
+    if (select_rcpts(s, pm) != 0 || pm->count == 0) {
+        msg_free(pm);
+        return false;
+    }
+    const char *refusal = mail_params(s, &pm->m->env, pm->mail_params, sizeof pm->mail_params);
+    if (refusal != NULL) {
+        fail_message(s, pm, refusal);
+        msg_free(pm);
+        return false;
+    }
+    pm->txn = (struct smtp_client_txn){
+        .mail_from = pm->m->env.sender,
+        .mail_params = pm->mail_params,
+        .rcpts = pm->rcpts,
+        .rcpt_count = pm->count,
+        .body = {.fd = pm->m->fd, .offset = pm->m->body_offset, .length = pm->m->env.body_size},
+        .user = pm,
+    };
+    if (smtp_client_send(s->client, &pm->txn) != 0) {
+        msg_free(pm);
+        return false;
+    }
+    s->in_flight++;
+    s->result.messages++;
+    return true;
+}
+
+/* ---- scheduling ---- */
+
+static unsigned max_in_flight(const struct push_session *s)
+{
+    return s->profile == PUSH_PROFILE_FAST && s->ext.pipelining ? PUSH_FAST_IN_FLIGHT : 1;
+}
+
+/* Keeps the customer busy: next ids of this pass; a new pass when this one is done and nothing
+ * is in flight; QUIT when a pass finds nothing new (or after PUSH_MAX_PASSES). */
+static void fill(struct push_session *s)
+{
+    if (!s->ready || s->closed || s->quitting || smtp_client_ended(s->client))
+        return;
+    while (!s->stopping && s->in_flight < max_in_flight(s)) {
+        if (s->id_next < s->id_count) {
+            const char *id = s->ids[s->id_next++];
+            if (!seen_id(s, id) && mark_seen(s, id) == 0)
+                start_message(s, id);
+            continue;
+        }
+        if (s->in_flight > 0)
+            return;
+        /* Mail that arrived during the session goes out before QUIT. */
+        if (s->passes >= PUSH_MAX_PASSES || list_pass(s) == 0)
+            break;
+    }
+    if (s->in_flight == 0)
+        quit(s);
+}
+
+/* ---- engine callbacks ---- */
+
+static void on_ready(void *arg, const struct smtp_client_ext *ext,
+                     const struct smtp_client_reply *greeting)
+{
+    struct push_session *s = arg;
+    s->ext = *ext;
+    s->ready = true;
+    char qgreet[300];
+    log_info("push.ready", " session=%s esmtp=%d pipelining=%d chunking=%d 8bitmime=%d "
+             "smtputf8=%d dsn=%d size=%" PRIu64 " greeting=%s", s->session_id, ext->esmtp,
+             ext->pipelining, ext->chunking, ext->eightbitmime, ext->smtputf8, ext->dsn,
+             ext->size_max, quote(qgreet, sizeof qgreet, greeting->text));
+    if (s->stopping)
+        quit(s);
+    else
+        fill(s);
+}
+
+static void on_closed(void *arg, enum smtp_client_end how, const char *reason)
+{
+    struct push_session *s = arg;
+    s->closed = true;
+    s->result.clean = how == SMTP_CLIENT_END_QUIT;
+    if (how != SMTP_CLIENT_END_QUIT) {
+        char r[sizeof s->result.reason];
+        snprintf(r, sizeof r, "%s: %s", smtp_client_end_name(how), reason);
+        set_reason(s, r);
+    }
+    smtp_client_free(s->client);   /* frees the connection */
+    s->client = NULL;
+    maybe_finish(s);
+}
+
+/* ---- public ---- */
+
+void push_default_timeouts(struct push_timeouts *t)
+{
+    /* RFC 5321 4.5.3.2 */
+    t->greeting = 5 * 60;
+    t->command = 5 * 60;
+    t->data_init = 2 * 60;
+    t->data_block = 3 * 60;
+    t->data_end = 10 * 60;
+}
+
+static struct push_session *session_new(const struct push_request *req)
+{
+    struct push_session *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->base = req->base;
+    s->queue = req->queue;
+    s->profile = req->profile;
+    s->tls_active = req->tls_active;
+    s->hostname = strdup(req->hostname != NULL ? req->hostname : "localhost");
+    s->session_id = strdup(req->session_id != NULL ? req->session_id : "-");
+    s->domains = calloc(req->domain_count > 0 ? req->domain_count : 1, sizeof *s->domains);
+    bool ok = s->hostname != NULL && s->session_id != NULL && s->domains != NULL;
+    for (; ok && s->domain_count < req->domain_count; s->domain_count++)
+        ok = (s->domains[s->domain_count] = strdup(req->domains[s->domain_count])) != NULL;
+    if (!ok) {
+        session_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static unsigned client_flags(const struct push_request *req)
+{
+    if (req->profile == PUSH_PROFILE_FAST)
+        return SMTP_CLIENT_USE_PIPELINING | SMTP_CLIENT_USE_CHUNKING;
+    /* DESIGN 5: fetchmail stalls when one TLS record carries several lines. */
+    return req->tls_active ? SMTP_CLIENT_LINE_PER_WRITE : 0;
+}
+
+int push_start(const struct push_request *req, push_done_fn done, void *arg)
+{
+    struct push_session *s = session_new(req);
+    struct smtp_client_config cfg = {
+        .flags = client_flags(req),
+        .timeouts = {req->timeouts.greeting, req->timeouts.command, req->timeouts.data_init,
+                     req->timeouts.data_block, req->timeouts.data_end},
+    };
+    struct smtp_client_callbacks cb = {on_ready, on_txn_done, on_closed};
+    if (s != NULL) {
+        cfg.helo_name = s->hostname;
+        cfg.log_id = s->session_id;
+        s->done = done;
+        s->done_arg = arg;
+        s->client = smtp_client_new(req->base, req->bev, &cfg, &cb, s);
+    }
+    if (s == NULL || s->client == NULL) {
+        log_error("push.start_failed", " session=%s error=\"out of memory\"",
+                  req->session_id != NULL ? req->session_id : "-");
+        if (s != NULL)
+            session_free(s);
+        bufferevent_free(req->bev);
+        return -1;
+    }
+    s->next = sessions;
+    sessions = s;
+    log_info("push.start", " session=%s domains=%zu profile=%s tls=%d", s->session_id,
+             s->domain_count, s->profile == PUSH_PROFILE_FAST ? "fast" : "compat", s->tls_active);
+    return 0;
+}
+
+void push_shutdown_all(void)
+{
+    for (struct push_session *s = sessions; s != NULL; s = s->next) {
+        if (s->stopping || s->closed)
+            continue;
+        s->stopping = true;
+        set_reason(s, "shutdown");
+        /* Before the customer's EHLO reply nothing is in flight: hang up. Otherwise QUIT
+         * follows the transactions in flight, whose outcomes are recorded first. */
+        if (!s->ready)
+            smtp_client_abort(s->client, "shutdown");
+        else if (s->in_flight == 0)
+            quit(s);
+    }
+}

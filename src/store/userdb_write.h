@@ -1,0 +1,35 @@
+/* Changing the users file (odmrctl user ...): every change rewrites the file atomically
+ * (temp file 0600 in the same directory, fsync, rename, fsync of the directory) and is checked
+ * by loading the result before it replaces the old file. Comments and other lines are kept. */
+#ifndef ODMR_STORE_USERDB_WRITE_H
+#define ODMR_STORE_USERDB_WRITE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "store/userdb.h"
+
+enum userdb_change_status {
+    USERDB_CHANGED = 0,
+    USERDB_EXISTS,        /* user add: the name is taken */
+    USERDB_NO_SUCH_USER,
+    USERDB_INVALID,       /* bad name, domain, password, or the result would not load */
+    USERDB_IO_ERROR,
+};
+
+struct userdb_new_user {
+    const char *name;
+    const char *domains;        /* comma-separated */
+    const char *password;
+    bool cram;                  /* store the CRAM-MD5 secret (plaintext-equivalent) */
+    enum odmr_profile profile;
+};
+
+enum userdb_change_status userdb_add_user(const char *path, const struct userdb_new_user *user,
+                                          char *err, size_t errlen);
+enum userdb_change_status userdb_delete_user(const char *path, const char *name, char *err,
+                                             size_t errlen);
+enum userdb_change_status userdb_set_password(const char *path, const char *name,
+                                              const char *password, char *err, size_t errlen);
+
+#endif
