@@ -907,9 +907,10 @@ static void process_input(struct smtp_session *s)
         if (status == LINE_AGAIN)
             break;
         if (status == LINE_TOO_LONG) {
-            if (s->state == STATE_DATA)
-                s->data->line_too_long = true, s->data->previous_line_crlf = false;
-            else
+            if (s->state == STATE_DATA) {
+                s->data->line_too_long = true;
+                s->data->previous_line_crlf = !line.bare_lf;
+            } else
                 reply_error(s, 500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.4: 512 octets)");
             continue;
         }

@@ -37,16 +37,22 @@ static int ensure_capacity(struct line_reader *reader, size_t need)
     return 0;
 }
 
-/* Discards input of an over-long line up to and including its LF.
- * Returns true once the LF has been consumed. */
-static bool skip_to_lf(struct evbuffer *in)
+/* Discards input of an over-long line up to and including its LF, remembering whether that
+ * LF had a CR before it (the DATA end rule needs to know). Returns true once the LF is gone. */
+static bool skip_to_lf(struct line_reader *reader, struct evbuffer *in)
 {
     struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+    size_t upto = lf.pos < 0 ? evbuffer_get_length(in) : (size_t)lf.pos;
+    if (upto > 0) {
+        struct evbuffer_ptr last;
+        evbuffer_ptr_set(in, &last, upto - 1, EVBUFFER_PTR_SET);
+        evbuffer_copyout_from(in, &last, &reader->last_skipped, 1);
+    }
     if (lf.pos < 0) {
-        evbuffer_drain(in, evbuffer_get_length(in));
+        evbuffer_drain(in, upto);
         return false;
     }
-    evbuffer_drain(in, (size_t)lf.pos + 1);
+    evbuffer_drain(in, upto + 1);
     return true;
 }
 
@@ -60,9 +66,13 @@ enum line_status line_reader_next(struct line_reader *reader, struct evbuffer *i
                                   struct line *out)
 {
     if (reader->skipping) {
-        if (!skip_to_lf(in))
+        if (!skip_to_lf(reader, in))
             return LINE_AGAIN;
         reader->skipping = false;
+        out->text = NULL;
+        out->len = 0;
+        out->bare_lf = reader->last_skipped != '\r';
+        out->bare_cr = false;
         return LINE_TOO_LONG;
     }
     size_t available = evbuffer_get_length(in);

@@ -13,7 +13,8 @@ struct evbuffer;
 enum line_status {
     LINE_OK,        /* *out holds one line */
     LINE_AGAIN,     /* no complete line buffered yet */
-    LINE_TOO_LONG,  /* a line over the limit was discarded, through its LF */
+    LINE_TOO_LONG,  /* a line over the limit was discarded, through its LF; only
+                       bare_lf is set in *out */
 };
 
 struct line {
@@ -28,6 +29,7 @@ struct line_reader {
     char *buf;
     size_t cap;
     bool skipping;        /* inside an over-long line; discarding up to the next LF */
+    char last_skipped;    /* last octet discarded before that LF */
 };
 
 void line_reader_init(struct line_reader *reader, size_t limit);
