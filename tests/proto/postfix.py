@@ -327,6 +327,7 @@ if pytest is not None:
             pytest.skip(reason)
         made = []
         tmp = tempfile.mkdtemp(prefix="postfix-test-")
+        os.chmod(tmp, 0o755)   # the postfix account must reach its data directory
         try:
             def make(**kwargs):
                 pf = Postfix(os.path.join(tmp, "pf%d" % len(made)), **kwargs)

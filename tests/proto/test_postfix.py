@@ -107,7 +107,7 @@ def test_postfix_hands_mail_to_odmrd(postfix_instance, make_odmrd, kind):
     assert (sender, rcpts) == (SENDER, ["alice@example.org"])
     assert protocol == ("ESMTP" if kind == "smtp" else "LMTP")
     assert d.queue_ids("bob.example") == []
-    m = pf.wait_log(r"to=<alice@example\.org>, relay=[^ ]*127\.0\.0\.1[^ ]*, .*status=sent",
+    m = pf.wait_log(r"to=<alice@example\.org>, relay=[^ ]*(127\.0\.0\.1|\.sock)[^ ]*, .*status=sent",
                     timeout=10)
     assert m, pf.log()
 
@@ -187,9 +187,9 @@ def test_unhosted_domain_bounces_at_postfix(postfix_instance, make_odmrd, kind):
     d = start_odmrd(make_odmrd)
     pf = front(postfix_instance, d, kind, extra_domains=("unhosted.example",))
     send(pf, ["x@unhosted.example"], message("refused-" + kind))
-    m = pf.wait_log(r"to=<x@unhosted\.example>.* dsn=(\S+), status=(\w+)", timeout=WAIT)
+    m = pf.wait_log(r"to=<x@unhosted\.example>.* dsn=([^,]+), status=(\w+)", timeout=WAIT)
     assert m, pf.log()
-    assert m.group(1) == "5.7.1," and m.group(2) == "bounced", m.group(0)
+    assert m.group(1) == "5.7.1" and m.group(2) == "bounced", m.group(0)
     assert d.queue_ids() == []
     # The bounce went back towards the sender, the message is gone from Postfix.
     assert pf.wait_log(r"sender non-delivery notification", timeout=10), pf.log()
@@ -207,6 +207,6 @@ def test_mixed_recipients_over_lmtp(postfix_instance, make_odmrd):
     [qid] = wait_queued(d, pf, "example.org")
     assert d.queue_body(qid).endswith(msg)
     assert envelope(d.queue_show(qid))[:2] == (SENDER, ["alice@example.org"])
-    m = pf.wait_log(r"to=<x@unhosted\.example>.* dsn=(\S+), status=(\w+)", timeout=WAIT)
+    m = pf.wait_log(r"to=<x@unhosted\.example>.* dsn=([^,]+), status=(\w+)", timeout=WAIT)
     assert m and m.group(2) == "bounced", pf.log()
     assert pf.wait_log(r"to=<alice@example\.org>.*status=sent", timeout=10), pf.log()
