@@ -23,6 +23,7 @@ static void openssl_error(char *err, size_t errlen, const char *what)
     snprintf(err, errlen, "%s: %s", what, detail);
 }
 
+/* mkdir -p of the directory part of path (mode 0700). */
 static int make_parent_dir(const char *path)
 {
     char dir[4096];
@@ -31,6 +32,14 @@ static int make_parent_dir(const char *path)
     if (slash == NULL || slash == dir)
         return 0;
     *slash = '\0';
+    for (char *p = dir + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return -1;
     return 0;
