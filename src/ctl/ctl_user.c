@@ -2,12 +2,15 @@
  * the command line (where ps would show them). */
 #include "ctl/ctl_user.h"
 
+#include <openssl/crypto.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sysexits.h>
+#include <termios.h>
+#include <unistd.h>
 
-#include "lib/smtp_grammar.h"
 #include "store/userdb.h"
 #include "store/userdb_write.h"
 
@@ -33,11 +36,24 @@ static int exit_code(enum userdb_change_status st, const char *err)
     return codes[st];
 }
 
+/* One line from stdin, newline stripped. On a terminal, prompt and switch echo off. */
 static char *read_password(void)
 {
+    struct termios saved, quiet;
+    bool terminal = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+    if (terminal) {
+        fprintf(stderr, "Password: ");
+        quiet = saved;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
     char *line = NULL;
     size_t cap = 0;
     ssize_t n = getline(&line, &cap, stdin);
+    if (terminal) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
+        fputc('\n', stderr);
+    }
     if (n <= 0) {
         free(line);
         return NULL;
@@ -49,23 +65,10 @@ static char *read_password(void)
 static int wipe_and_free(char *password, int code)
 {
     if (password) {
-        memset(password, 0, strlen(password));
+        OPENSSL_cleanse(password, strlen(password));
         free(password);
     }
     return code;
-}
-
-static bool domains_valid(const char *list)
-{
-    char copy[4096];
-    char *save = NULL;
-    snprintf(copy, sizeof copy, "%s", list);
-    for (char *d = strtok_r(copy, ",", &save); d; d = strtok_r(NULL, ",", &save))
-        if (!smtp_domain_valid(d, false)) {
-            fprintf(stderr, "odmrctl: \"%s\" is not a domain name\n", d);
-            return false;
-        }
-    return list[0] != '\0' && list[strlen(list) - 1] != ',';
 }
 
 static int parse_add_options(int argc, char **argv, struct userdb_new_user *u)
@@ -88,14 +91,12 @@ static int user_add(const struct config *cfg, int argc, char **argv)
     char err[512];
     if (argc < 4 || parse_add_options(argc, argv, &u) != 0)
         return usage();
-    if (!domains_valid(argv[3]))
-        return EX_DATAERR;
     u.name = argv[2];
     u.domains = argv[3];
     char *password = read_password();
-    if (password == NULL || password[0] == '\0') {
+    if (password == NULL) {
         fprintf(stderr, "odmrctl: no password on standard input\n");
-        return wipe_and_free(password, EX_DATAERR);
+        return EX_DATAERR;
     }
     u.password = password;
     int code = exit_code(userdb_add_user(cfg->users, &u, err, sizeof err), err);
@@ -121,14 +122,31 @@ static int user_passwd(const struct config *cfg, int argc, char **argv)
     if (argc != 3)
         return usage();
     char *password = read_password();
-    if (password == NULL || password[0] == '\0') {
+    if (password == NULL) {
         fprintf(stderr, "odmrctl: no password on standard input\n");
-        return wipe_and_free(password, EX_DATAERR);
+        return EX_DATAERR;
     }
     int code = exit_code(userdb_set_password(cfg->users, argv[2], password, err, sizeof err), err);
     if (code == EX_OK)
         printf("changed the password of %s\n", argv[2]);
     return wipe_and_free(password, code);
+}
+
+/* What odmrd's AUTH can verify for this user (src/platform/sasl.c): SCRAM and PLAIN/LOGIN
+ * from the SCRAM verifier or the CRAM secret, CRAM-MD5 only from the CRAM secret, EXTERNAL
+ * from a client certificate subject. */
+static const char *mechanisms(const struct odmr_user *u, char *out, size_t outlen)
+{
+    bool scram = u->scram_iterations > 0 || u->cram_enabled, password = scram;
+    snprintf(out, outlen, "%s%s%s%s", scram ? "SCRAM-SHA-256 " : "",
+             password ? "PLAIN LOGIN " : "", u->cram_enabled ? "CRAM-MD5 " : "",
+             u->tls_subject != NULL ? "EXTERNAL " : "");
+    size_t len = strlen(out);
+    if (len == 0)
+        snprintf(out, outlen, "(none: cannot log in)");
+    else
+        out[len - 1] = '\0';
+    return out;
 }
 
 static int user_list(const struct config *cfg, int argc, char **argv)
@@ -144,14 +162,13 @@ static int user_list(const struct config *cfg, int argc, char **argv)
     printf("%-20s %-8s %-40s %s\n", "USER", "PROFILE", "DOMAINS", "MECHANISMS");
     for (size_t i = 0; i < userdb_user_count(db); i++) {
         const struct odmr_user *u = userdb_user_at(db, i);
-        char domains[1024] = "";
+        char domains[1024] = "", mechs[128];
         for (size_t j = 0; j < u->domain_count; j++)
             snprintf(domains + strlen(domains), sizeof domains - strlen(domains), "%s%s",
                      j ? "," : "", u->domains[j]);
-        printf("%-20s %-8s %-40s %s%s\n", u->name,
+        printf("%-20s %-8s %-40s %s\n", u->name,
                u->profile == ODMR_PROFILE_FAST ? "fast" : "compat", domains,
-               u->scram_iterations ? "SCRAM-SHA-256 PLAIN LOGIN" : "PLAIN LOGIN",
-               u->cram_enabled ? " CRAM-MD5" : "");
+               mechanisms(u, mechs, sizeof mechs));
     }
     userdb_free(db);
     return EX_OK;

@@ -1,4 +1,8 @@
-/* odmrctl: the provider's admin tool (docs/odmrctl.md). */
+/* odmrctl: the provider's admin tool (docs/odmrctl.md).
+ *
+ * Usage: odmrctl [-c CONFIG] COMMAND ...
+ * One table maps each command to its handler and its usage text; the handler gets the loaded
+ * configuration and argv starting at the command name. Exit codes come from <sysexits.h>. */
 #include <stdio.h>
 #include <string.h>
 #include <sysexits.h>
@@ -9,40 +13,58 @@
 #include "lib/config.h"
 #include "store/userdb.h"
 
+static int check_config(const struct config *cfg, int argc, char **argv);
+
+static const struct ctl_command {
+    const char *name;
+    int (*run)(const struct config *cfg, int argc, char **argv);
+    const char *usage;
+} commands[] = {
+    {"user", ctl_user_main,
+     "user add NAME DOMAIN[,DOMAIN...] [--no-cram] [--profile compat|fast]  (password on stdin)\n"
+     "  user del NAME\n"
+     "  user passwd NAME  (password on stdin)\n"
+     "  user list"},
+    {"queue", ctl_queue_main, "queue list [--ids] [DOMAIN] | queue show ID | queue cat ID | "
+                              "queue delete ID"},
+    {"check-config", check_config, "check-config  (like odmrd -t: configuration and users file)"},
+};
+enum { COMMAND_COUNT = sizeof commands / sizeof commands[0] };
+
 static int usage(FILE *out)
 {
-    fprintf(out, "usage: odmrctl [-c CONFIG] COMMAND ...\n"
-                 "  user add NAME DOMAIN[,DOMAIN...] [--no-cram] [--profile compat|fast]\n"
-                 "  user del NAME | user passwd NAME | user list\n"
-                 "  queue list [--ids] [DOMAIN] | queue show ID | queue cat ID | queue delete ID\n"
-                 "  check-config\n"
-                 "Without -c: ./odmrd.conf if it exists, else the embedded defaults.\n"
+    fprintf(out, "usage: odmrctl [-c CONFIG] COMMAND ...\ncommands:\n");
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        fprintf(out, "  %s\n", commands[i].usage);
+    fprintf(out, "Without -c: ./odmrd.conf if it exists, else the embedded defaults.\n"
                  "Exit codes: 0 ok, 64 usage, 65 bad data, 67 no such user, 74 I/O error,\n"
-                 "78 configuration error.\n");
+                 "78 configuration error (docs/odmrctl.md).\n");
     return out == stdout ? EX_OK : EX_USAGE;
 }
 
 static int check_config(const struct config *cfg, int argc, char **argv)
 {
     char err[512];
+    if (argc != 1)
+        return usage(stderr);
     struct userdb *db = userdb_load(cfg->users, err, sizeof err);
     if (db == NULL) {
         fprintf(stderr, "odmrctl: %s\n", err);
         return EX_CONFIG;
     }
-    printf("config ok: %zu users\n", userdb_user_count(db));
+    printf("config ok (%s, %zu users in %s)\n", cfg->path ? cfg->path : "embedded defaults",
+           userdb_user_count(db), cfg->users);
     userdb_free(db);
     return EX_OK;
 }
 
-static const struct {
-    const char *name;
-    int (*run)(const struct config *cfg, int argc, char **argv);
-} commands[] = {
-    {"user", ctl_user_main},
-    {"queue", ctl_queue_main},
-    {"check-config", check_config},
-};
+static const struct ctl_command *find_command(const char *name)
+{
+    for (size_t i = 0; i < COMMAND_COUNT; i++)
+        if (strcmp(name, commands[i].name) == 0)
+            return &commands[i];
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -57,6 +79,11 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         return usage(stderr);
+    const struct ctl_command *command = find_command(argv[optind]);
+    if (command == NULL) {
+        fprintf(stderr, "odmrctl: unknown command \"%s\"\n", argv[optind]);
+        return usage(stderr);
+    }
     if (config_path == NULL && access("odmrd.conf", F_OK) == 0)
         config_path = "odmrd.conf";
     struct config cfg;
@@ -64,10 +91,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "odmrctl: %s\n", err);
         return EX_CONFIG;
     }
-    int code = -1;
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (strcmp(argv[optind], commands[i].name) == 0)
-            code = commands[i].run(&cfg, argc - optind, argv + optind);
+    int code = command->run(&cfg, argc - optind, argv + optind);
     config_free(&cfg);
-    return code < 0 ? usage(stderr) : code;
+    return code;
 }

@@ -47,4 +47,9 @@ const struct odmr_user *userdb_user_at(const struct userdb *db, size_t index);
 char *userdb_decode_secret(const char *b64);
 char *userdb_encode_secret(const char *secret);
 
+/* A user name (the SASL authentication identity): 1 to 64 of A-Z a-z 0-9 . _ @ + -,
+ * compared case-sensitively. */
+enum { USERDB_NAME_MAX = 64 };
+bool userdb_user_name_valid(const char *name);
+
 #endif

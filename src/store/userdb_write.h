@@ -1,6 +1,7 @@
 /* Changing the users file (odmrctl user ...): every change rewrites the file atomically
  * (temp file 0600 in the same directory, fsync, rename, fsync of the directory) and is checked
- * by loading the result before it replaces the old file. Comments and other lines are kept. */
+ * by loading the result before it replaces the old file. Comments and other lines are kept.
+ * A change holds an exclusive flock(2) on the directory of the file while it runs. */
 #ifndef ODMR_STORE_USERDB_WRITE_H
 #define ODMR_STORE_USERDB_WRITE_H
 
