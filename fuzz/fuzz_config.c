@@ -1,0 +1,26 @@
+/* libFuzzer target: the odmrd.conf loader (inih + the key table). */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "lib/config.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static char path[64];
+    if (path[0] == '\0')
+        snprintf(path, sizeof path, "/tmp/fuzz-config-%d.conf", (int)getpid());
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return 0;
+    fwrite(data, 1, size, f);
+    fclose(f);
+    struct config cfg;
+    char err[512];
+    if (config_load(&cfg, path, err, sizeof err) == 0)
+        config_free(&cfg);
+    return 0;
+}
