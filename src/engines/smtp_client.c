@@ -58,7 +58,7 @@ struct smtp_client {
     void *arg;
     enum client_state state;
     struct smtp_client_ext ext;
-    bool pipelining, chunking, lmtp, line_mode;
+    bool pipelining, chunking, lmtp, line_mode, fast_on_request;
     /* replies */
     struct line_reader reader;
     struct smtp_client_reply cur;   /* the reply being assembled */
@@ -431,6 +431,11 @@ static void on_greeting(struct smtp_client *c, struct expect *e, const struct sm
 static void become_ready(struct smtp_client *c)
 {
     c->state = ST_READY;
+    if (c->fast_on_request && c->ext.odmr_fast) {
+        c->pipelining = c->chunking = true;
+        c->line_mode = false;
+        bufferevent_setwatermark(c->bev, EV_WRITE, WRITE_LOW, 0);
+    }
     c->pipelining = c->pipelining && c->ext.pipelining;
     c->chunking = c->chunking && c->ext.chunking;
     c->cb.ready(c->arg, &c->ext, &c->greeting);
@@ -569,7 +574,7 @@ static const struct ext_rule ext_rules[] = {
     {"SMTPUTF8", EXT(smtputf8)},       {"DSN", EXT(dsn)},
     {"CHUNKING", EXT(chunking)},       {"BINARYMIME", EXT(binarymime)},
     {"STARTTLS", EXT(starttls)},       {"ENHANCEDSTATUSCODES", EXT(enhancedstatuscodes)},
-    {"SIZE", EXT(size)},
+    {"SIZE", EXT(size)},               {"X-ODMR-FAST", EXT(odmr_fast)},
 };
 
 /* One EHLO keyword line (RFC 5321 4.1.1.1: ehlo-line = ehlo-keyword *( SP ehlo-param )). */
@@ -730,6 +735,7 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent 
     c->pipelining = cfg->flags & SMTP_CLIENT_USE_PIPELINING;
     c->chunking = cfg->flags & SMTP_CLIENT_USE_CHUNKING;
     c->line_mode = cfg->flags & SMTP_CLIENT_LINE_PER_WRITE;
+    c->fast_on_request = cfg->flags & SMTP_CLIENT_FAST_ON_REQUEST;
     c->helo_name = strdup(cfg->helo_name != NULL ? cfg->helo_name : "localhost");
     c->staged = evbuffer_new();
     c->timer = event_new(base, -1, 0, on_timeout, c);

@@ -35,6 +35,9 @@ enum smtp_client_flag {
     SMTP_CLIENT_USE_CHUNKING = 1 << 2,   /* RFC 3030 BDAT, when advertised */
     SMTP_CLIENT_LINE_PER_WRITE = 1 << 3, /* one line per write, each drained before the next
                                             (over TLS: one line per TLS record) */
+    SMTP_CLIENT_FAST_ON_REQUEST = 1 << 4, /* the server advertises X-ODMR-FAST (odmr-client):
+                                            drop LINE_PER_WRITE, use PIPELINING and CHUNKING
+                                            when advertised (docs/client.md) */
 };
 
 struct smtp_client_timeouts {   /* seconds; RFC 5321 4.5.3.2 */
@@ -46,6 +49,8 @@ struct smtp_client_ext {
     bool esmtp;                 /* EHLO/LHLO was accepted (false after the HELO fallback) */
     bool pipelining, eightbitmime, smtputf8, dsn, chunking, binarymime, starttls,
         enhancedstatuscodes, size;
+    bool odmr_fast;             /* X-ODMR-FAST: our own customer program asks for the fast
+                                   reversed-session profile */
     uint64_t size_max;          /* SIZE n; 0 = no limit given */
 };
 

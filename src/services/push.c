@@ -566,6 +566,10 @@ static void on_ready(void *arg, const struct smtp_client_ext *ext,
     struct push_session *s = arg;
     s->ext = *ext;
     s->ready = true;
+    /* Our own customer program asks for the fast profile in its EHLO reply (X-ODMR-FAST);
+     * fetchmail relays its MTA's reply verbatim and never carries that keyword. */
+    if (ext->odmr_fast)
+        s->profile = PUSH_PROFILE_FAST;
     char qgreet[300];
     log_info("push.ready", " session=%s esmtp=%d pipelining=%d chunking=%d 8bitmime=%d "
              "smtputf8=%d dsn=%d size=%" PRIu64 " greeting=%s", s->session_id, ext->esmtp,
@@ -630,8 +634,9 @@ static unsigned client_flags(const struct push_request *req)
 {
     if (req->profile == PUSH_PROFILE_FAST)
         return SMTP_CLIENT_USE_PIPELINING | SMTP_CLIENT_USE_CHUNKING;
+    unsigned compat = SMTP_CLIENT_FAST_ON_REQUEST;
     /* DESIGN 5: fetchmail stalls when one TLS record carries several lines. */
-    return req->tls_active ? SMTP_CLIENT_LINE_PER_WRITE : 0;
+    return compat | (req->tls_active ? SMTP_CLIENT_LINE_PER_WRITE : 0);
 }
 
 int push_start(const struct push_request *req, push_done_fn done, void *arg)
