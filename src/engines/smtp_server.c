@@ -25,12 +25,13 @@ enum session_state {
     STATE_DATA,         /* receiving message octets */
     STATE_COMMITTING,   /* final dot seen, waiting for the store */
     STATE_CLOSING,      /* flushing the last reply */
+    STATE_RCPT_WAIT,    /* check_rcpt_async under way: not reading */
 };
 
 static const char *const state_names[] = {
     [STATE_GREETING] = "greeting", [STATE_READY] = "ready",   [STATE_MAIL] = "mail",
     [STATE_RCPT] = "rcpt",         [STATE_DATA] = "data",     [STATE_COMMITTING] = "committing",
-    [STATE_CLOSING] = "closing",
+    [STATE_CLOSING] = "closing",   [STATE_RCPT_WAIT] = "rcpt_wait",
 };
 
 struct smtp_server {
@@ -72,6 +73,7 @@ struct smtp_session {
     struct smtp_transaction txn;
     struct data_state *data;
     void *user;
+    struct smtp_txn_rcpt pending_rcpt;   /* waiting for smtp_session_rcpt_done() */
 };
 
 /* ---- small helpers ---- */
@@ -139,6 +141,12 @@ static void abort_message(struct smtp_session *s)
     s->data = NULL;
 }
 
+/* A hook's answer is awaited: the hook's owner still holds a pointer to the session. */
+static bool awaiting_hook(const struct smtp_session *s)
+{
+    return s->state == STATE_COMMITTING || s->state == STATE_RCPT_WAIT;
+}
+
 static void reset_transaction(struct smtp_session *s)
 {
     abort_message(s);
@@ -147,13 +155,18 @@ static void reset_transaction(struct smtp_session *s)
         enter_state(s, STATE_READY);
 }
 
+static void free_rcpt(struct smtp_txn_rcpt *r);
+
 /* ---- session lifetime ---- */
 
 static void session_free(struct smtp_session *s)
 {
     struct smtp_server *server = s->server;
+    if (hooks(s)->session_closed != NULL)
+        hooks(s)->session_closed(hooks_ctx(s), s);
     abort_message(s);
     transaction_clear(&s->txn);
+    free_rcpt(&s->pending_rcpt);
     line_reader_free(&s->reader);
     if (s->bev)
         bufferevent_free(s->bev);
@@ -182,7 +195,7 @@ static void on_flushed_then_close(struct bufferevent *bev, void *arg)
 static void close_after_flush(struct smtp_session *s)
 {
     abort_message(s);
-    if (s->state == STATE_COMMITTING) {
+    if (awaiting_hook(s)) {
         s->peer_gone = true;
         return;
     }
@@ -191,8 +204,9 @@ static void close_after_flush(struct smtp_session *s)
     bufferevent_setcb(s->bev, NULL, on_flushed_then_close, NULL, s);
     struct timeval tv = {30, 0};
     bufferevent_set_timeouts(s->bev, NULL, &tv);
-    if (evbuffer_get_length(output(s)) == 0)
-        session_free(s);
+    /* Freed from the (deferred) write callback, never from inside this call: the caller
+     * (process_input) still uses s, and a TLS bufferevent may have flushed the reply already. */
+    bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void count_error(struct smtp_session *s)
@@ -244,6 +258,9 @@ static void send_ehlo_reply(struct smtp_session *s)
     lines[n++] = "DSN";
     if (s->server->settings.tls != NULL && !s->tls_active && !is_lmtp(s))
         lines[n++] = "STARTTLS";
+    const char *const *extra = s->server->settings.ehlo_extra;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && i < SMTP_SERVER_EHLO_EXTRA_MAX; i++)
+        lines[n++] = extra[i];
     reply_send_lines(output(s), 250, lines, n);
 }
 
@@ -549,6 +566,61 @@ static bool rcpt_allowed_now(struct smtp_session *s)
     return false;
 }
 
+/* check_rcpt_async: stop reading (later pipelined commands wait in the buffer) until
+ * smtp_session_rcpt_done(). */
+static void start_async_rcpt(struct smtp_session *s, const struct smtp_path_command *cmd,
+                             struct smtp_txn_rcpt *rcpt)
+{
+    rcpt->address = mailbox_text(&cmd->mailbox);
+    s->pending_rcpt = *rcpt;
+    enter_state(s, STATE_RCPT_WAIT);
+    bufferevent_disable(s->bev, EV_READ);
+    hooks(s)->check_rcpt_async(hooks_ctx(s), s, cmd, s->pending_rcpt.domain);
+}
+
+static void process_input(struct smtp_session *s);
+
+static void settle_async_rcpt(struct smtp_session *s, const struct smtp_reply *reply)
+{
+    struct smtp_txn_rcpt rcpt = s->pending_rcpt;
+    memset(&s->pending_rcpt, 0, sizeof s->pending_rcpt);
+    enter_state(s, s->txn.rcpt_count > 0 ? STATE_RCPT : STATE_MAIL);
+    if (reply_class(reply->code) != 2 || rcpt.address == NULL) {
+        free_rcpt(&rcpt);
+        reply_write(output(s), reply);
+        if (reply_class(reply->code) == 5)
+            count_error(s);
+        return;
+    }
+    if (add_recipient(s, &rcpt) != 0) {
+        free_rcpt(&rcpt);
+        reply_send(output(s), 452, "4.3.1", "Out of memory");
+        return;
+    }
+    enter_state(s, STATE_RCPT);
+    reply_write(output(s), reply);
+}
+
+void smtp_session_rcpt_done(struct smtp_session *s, const struct smtp_reply *reply)
+{
+    if (s->peer_gone) {
+        s->state = STATE_CLOSING;
+        session_free(s);
+        return;
+    }
+    settle_async_rcpt(s, reply);
+    if (s->state == STATE_CLOSING)
+        return;   /* too many errors */
+    if (s->server->shutting_down) {
+        reply_send(output(s), 421, "4.3.2", "%s Service shutting down",
+                   s->server->settings.hostname);
+        close_after_flush(s);
+        return;
+    }
+    bufferevent_enable(s->bev, EV_READ);
+    process_input(s);
+}
+
 static void cmd_rcpt(struct smtp_session *s, const char *arg)
 {
     struct smtp_path_command cmd;
@@ -577,6 +649,10 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
     }
     rcpt.domain = strdup(cmd.mailbox.domain);
     smtp_domain_lower(rcpt.domain);
+    if (hooks(s)->check_rcpt_async != NULL) {
+        start_async_rcpt(s, &cmd, &rcpt);
+        return;
+    }
     hooks(s)->check_rcpt(hooks_ctx(s), s, &cmd, rcpt.domain, &verdict);
     if (verdict.code != 0 && reply_class(verdict.code) != 2) {
         free_rcpt(&rcpt);
@@ -902,7 +978,8 @@ static void process_input(struct smtp_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     struct line line;
-    while (s->state != STATE_COMMITTING && s->state != STATE_CLOSING) {
+    while (s->state != STATE_COMMITTING && s->state != STATE_CLOSING &&
+           s->state != STATE_RCPT_WAIT) {
         enum line_status status = line_reader_next(&s->reader, in, &line);
         if (status == LINE_AGAIN)
             break;
@@ -946,7 +1023,7 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
         if (s->state == STATE_DATA)
             log_info("message.aborted", " session=%s peer=%s reason=disconnect", s->id, s->peer);
         abort_message(s);
-        if (s->state == STATE_COMMITTING) {
+        if (awaiting_hook(s)) {
             s->peer_gone = true;
             return;
         }
@@ -1019,6 +1096,26 @@ void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
                server->settings.mode == SMTP_SERVER_LMTP ? "LMTP" : "ESMTP");
 }
 
+struct smtp_session *smtp_server_adopt(struct smtp_server *server, struct bufferevent *bev,
+                                       const char *peer, bool tls_active)
+{
+    struct smtp_session *s = session_new(server, -1);
+    if (s == NULL)
+        return NULL;
+    bufferevent_free(s->bev);
+    s->bev = bev;
+    s->tls_active = tls_active;
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
+    log_info("session.start", " session=%s role=%s peer=%s adopted=1", s->id,
+             server->settings.role, s->peer);
+    bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
+    set_read_timeout(s, server->settings.limits.command_timeout);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    reply_send(output(s), 220, NULL, "%s ESMTP odmr-client", server->settings.hostname);
+    return s;
+}
+
 void smtp_server_shutdown(struct smtp_server *server, void (*on_idle)(void *), void *arg)
 {
     server->shutting_down = true;
@@ -1027,8 +1124,8 @@ void smtp_server_shutdown(struct smtp_server *server, void (*on_idle)(void *), v
     struct smtp_session *next;
     for (struct smtp_session *s = server->sessions; s; s = next) {
         next = s->next;
-        if (s->state == STATE_COMMITTING || s->state == STATE_CLOSING)
-            continue;   /* the commit callback or the flush closes it */
+        if (awaiting_hook(s) || s->state == STATE_CLOSING)
+            continue;   /* the hook's answer or the flush closes it */
         if (s->state == STATE_DATA)
             log_info("message.aborted", " session=%s peer=%s reason=shutdown", s->id, s->peer);
         reply_send(output(s), 421, "4.3.2", "%s Service shutting down",

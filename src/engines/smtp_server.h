@@ -16,6 +16,7 @@
 #include "lib/smtp_grammar.h"
 
 struct smtp_session;
+struct bufferevent;
 
 enum smtp_server_mode { SMTP_SERVER_SMTP, SMTP_SERVER_LMTP };
 enum smtp_body_type { SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
@@ -63,6 +64,14 @@ struct smtp_server_hooks {
     /* Final dot seen and the message is good: make it durable, then call
      * smtp_session_data_done() (now or later, from the event loop). */
     void (*data_end)(void *ctx, struct smtp_session *s);
+    /* Optional, used instead of check_rcpt when set: the verdict on a recipient comes later.
+     * The session stops reading until the service calls smtp_session_rcpt_done() (now or
+     * later, from the event loop) with the reply to send: 2xx accepts the recipient, anything
+     * else refuses it (odmr-client relays RCPT to its local MTA and answers with its reply). */
+    void (*check_rcpt_async)(void *ctx, struct smtp_session *s,
+                             const struct smtp_path_command *rcpt, const char *domain_lower);
+    /* Optional: the session is about to be freed (QUIT, EOF, timeout, error). */
+    void (*session_closed)(void *ctx, struct smtp_session *s);
 };
 
 struct smtp_server_settings {
@@ -74,7 +83,12 @@ struct smtp_server_settings {
     const struct smtp_server_hooks *hooks;
     void *hooks_ctx;
     unsigned max_sessions;
+    /* Optional NULL-terminated list of extra EHLO keywords (e.g. "X-ODMR-FAST"), at most
+     * SMTP_SERVER_EHLO_EXTRA_MAX of them. */
+    const char *const *ehlo_extra;
 };
+
+enum { SMTP_SERVER_EHLO_EXTRA_MAX = 4 };
 
 struct smtp_server;
 
@@ -83,6 +97,12 @@ struct smtp_server *smtp_server_new(struct event_base *base,
 /* Takes ownership of fd (a new connection). */
 void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
                         const struct sockaddr *peer, int peer_len);
+/* Takes ownership of an established connection (plain or TLS) and serves SMTP on it: sends
+ * the 220 greeting at once. The customer side of a reversed ODMR session (RFC 2645 5.3) uses
+ * this on the connection it opened. tls_active: the connection is already TLS. NULL on error
+ * (bev not freed). */
+struct smtp_session *smtp_server_adopt(struct smtp_server *server, struct bufferevent *bev,
+                                       const char *peer, bool tls_active);
 /* Graceful stop: idle sessions get 421 and close; a session inside DATA gets 421 and its
  * message is dropped; a session waiting for a commit finishes it first. on_idle runs once no
  * session is left. */
@@ -100,5 +120,7 @@ void *smtp_session_user(const struct smtp_session *s);
 void smtp_session_set_user(struct smtp_session *s, void *user);
 /* The outcome of data_end: reply is sent (once per recipient in LMTP). */
 void smtp_session_data_done(struct smtp_session *s, const struct smtp_reply *reply);
+/* The verdict of check_rcpt_async: 2xx accepts the recipient; the reply is sent as given. */
+void smtp_session_rcpt_done(struct smtp_session *s, const struct smtp_reply *reply);
 
 #endif

@@ -1,0 +1,371 @@
+/* The reversed session: smtp_server hooks that relay to the local target. */
+#include "client/relay.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "engines/smtp_server.h"
+#include "lib/log.h"
+
+enum { RELAY_MAX_RECIPIENTS = 1000, RELAY_MAX_LINE = 64 << 10 };
+
+struct relay {
+    struct event_base *base;
+    const struct client_options *opts;
+    struct target *target;
+    struct smtp_server *server;
+    struct smtp_session *session;
+    struct relay_stats stats;
+    void (*on_end)(void *arg);
+    void *on_end_arg;
+    unsigned txn_generation;     /* target connection the open transaction lives on */
+    bool target_txn_open;        /* MAIL sent to the target and not finished */
+    bool in_txn;                 /* a provider recipient was accepted, no final reply yet */
+    int spool_fd;
+    char rcpt_line[1200];        /* the RCPT waiting behind RSET / MAIL */
+};
+
+/* ---- replies ---- */
+
+static void unavailable(struct smtp_reply *out)
+{
+    reply_set(out, 451, "4.4.0", "Local delivery target unavailable, try again later");
+}
+
+static void target_reply(const struct wire_reply *w, struct smtp_reply *out)
+{
+    if (w->code == 0)
+        unavailable(out);
+    else
+        wire_to_smtp_reply(w, out);
+}
+
+void relay_fold_lmtp(const struct wire_reply *replies, size_t count, struct smtp_reply *out)
+{
+    const struct wire_reply *first_ok = NULL, *first_4 = NULL, *first_5 = NULL;
+    bool lost = false;
+    for (size_t i = 0; i < count; i++) {
+        int cls = replies[i].code / 100;
+        if (cls == 2 && first_ok == NULL)
+            first_ok = &replies[i];
+        else if (cls == 5 && first_5 == NULL)
+            first_5 = &replies[i];
+        else if (cls != 2 && cls != 5 && first_4 == NULL)
+            first_4 = &replies[i];
+        lost = lost || replies[i].code == 0;
+    }
+    if (count == 0 || (first_ok != NULL && first_4 == NULL && first_5 == NULL))
+        target_reply(count ? first_ok : &(struct wire_reply){0}, out);
+    else if (first_ok != NULL)
+        reply_set(out, 451, "4.3.0", "Local delivery accepted only some recipients; "
+                  "retry all (RFC 2033 replies cannot be passed on one by one)");
+    else if (first_4 != NULL || lost)
+        target_reply(first_4, out);
+    else
+        target_reply(first_5, out);
+}
+
+/* ---- building the commands for the target ---- */
+
+static void address_of(const struct smtp_path_command *cmd, char *out, size_t len)
+{
+    if (cmd->mailbox.domain[0] != '\0')
+        snprintf(out, len, "%s@%s", cmd->mailbox.local, cmd->mailbox.domain);
+    else
+        snprintf(out, len, "%s", cmd->mailbox.local);
+}
+
+/* RFC 3461 4.1/4.2: NOTIFY and ORCPT go on only when the target offers DSN. */
+static void rcpt_line(struct relay *r, const struct smtp_path_command *cmd, char *out, size_t len)
+{
+    char addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];
+    address_of(cmd, addr, sizeof addr);
+    int n = snprintf(out, len, "RCPT TO:<%s>", addr);
+    for (size_t i = 0; i < cmd->param_count && target_capabilities(r->target)->dsn; i++) {
+        const struct smtp_param *p = &cmd->params[i];
+        if ((strcasecmp(p->keyword, "NOTIFY") == 0 || strcasecmp(p->keyword, "ORCPT") == 0) &&
+            n > 0 && (size_t)n < len)
+            n += snprintf(out + n, len - (size_t)n, " %s=%s", p->keyword, p->value);
+    }
+}
+
+/* MAIL parameters the target understands: RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8,
+ * RFC 3461 RET and ENVID. */
+static void mail_line(struct relay *r, const struct smtp_transaction *txn, char *out, size_t len)
+{
+    const struct target_caps *caps = target_capabilities(r->target);
+    int n = snprintf(out, len, "MAIL FROM:<%s>", txn->sender ? txn->sender : "");
+    char size[24];
+    snprintf(size, sizeof size, "%llu", (unsigned long long)txn->declared_size);
+    const struct { bool on; const char *keyword; const char *value; } params[] = {
+        {caps->size != 0 && txn->declared_size != 0, "SIZE=", size},
+        {caps->eightbitmime && txn->body == SMTP_BODY_8BITMIME, "BODY=8BITMIME", ""},
+        {caps->smtputf8 && txn->smtputf8, "SMTPUTF8", ""},
+        {caps->dsn && txn->ret != NULL, "RET=", txn->ret},
+        {caps->dsn && txn->envid != NULL, "ENVID=", txn->envid},
+    };
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        if (params[i].on && n > 0 && (size_t)n < len)
+            n += snprintf(out + n, len - (size_t)n, " %s%s", params[i].keyword, params[i].value);
+}
+
+/* ---- RCPT: RSET (when a target transaction is open) -> MAIL -> RCPT ---- */
+
+static void rcpt_answered(void *arg, const struct wire_reply *replies, size_t count)
+{
+    struct relay *r = arg;
+    struct smtp_reply reply;
+    target_reply(&replies[0], &reply);
+    if (reply_class(reply.code) == 2)
+        r->in_txn = true;
+    if (r->session != NULL)
+        smtp_session_rcpt_done(r->session, &reply);
+}
+
+static void mail_answered(void *arg, const struct wire_reply *replies, size_t count)
+{
+    struct relay *r = arg;
+    struct smtp_reply reply;
+    if (replies[0].code / 100 != 2) {
+        /* The target refused the sender: that is the verdict on this recipient. */
+        r->target_txn_open = false;
+        target_reply(&replies[0], &reply);
+        smtp_session_rcpt_done(r->session, &reply);
+        return;
+    }
+    r->target_txn_open = true;
+    r->txn_generation = target_generation(r->target);
+    target_command(r->target, r->rcpt_line, rcpt_answered, r);
+}
+
+static void send_mail(struct relay *r)
+{
+    char line[1200];
+    mail_line(r, smtp_session_transaction(r->session), line, sizeof line);
+    target_command(r->target, line, mail_answered, r);
+}
+
+static void rset_answered(void *arg, const struct wire_reply *replies, size_t count)
+{
+    struct relay *r = arg;
+    r->target_txn_open = false;
+    send_mail(r);
+}
+
+static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path_command *cmd,
+                       const char *domain_lower)
+{
+    struct relay *r = ctx;
+    const struct smtp_transaction *txn = smtp_session_transaction(s);
+    r->session = s;
+    rcpt_line(r, cmd, r->rcpt_line, sizeof r->rcpt_line);
+    /* RFC 6531 3.4: a SMTPUTF8 message cannot go to a target without SMTPUTF8. */
+    if (txn->smtputf8 && !target_capabilities(r->target)->smtputf8 &&
+        target_generation(r->target) != 0) {
+        struct smtp_reply reply;
+        smtp_session_rcpt_done(s, reply_set(&reply, 553, "5.6.7",
+                                            "Local target does not support SMTPUTF8"));
+        return;
+    }
+    if (txn->rcpt_count > 0) {
+        /* Later recipients join the transaction already open on the same connection. */
+        if (r->target_txn_open && r->txn_generation == target_generation(r->target)) {
+            target_command(r->target, r->rcpt_line, rcpt_answered, r);
+            return;
+        }
+        struct smtp_reply reply;
+        unavailable(&reply);
+        smtp_session_rcpt_done(s, &reply);
+        return;
+    }
+    /* The first recipient accepted so far: (re)start the target's transaction. */
+    if (r->target_txn_open)
+        target_command(r->target, "RSET", rset_answered, r);
+    else
+        send_mail(r);
+}
+
+/* ---- DATA: spool to an unlinked file (bounded memory), then relay ---- */
+
+static int open_spool(void)
+{
+    const char *dir = getenv("TMPDIR");
+    if (dir == NULL || dir[0] == '\0')
+        dir = "/tmp";
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/odmr-client.XXXXXX", dir);
+    fd = mkstemp(path);
+    if (fd >= 0)
+        unlink(path);
+    return fd;
+}
+
+static int relay_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply *reply)
+{
+    struct relay *r = ctx;
+    if (!r->target_txn_open || r->txn_generation != target_generation(r->target)) {
+        unavailable(reply);
+        return -1;
+    }
+    r->spool_fd = open_spool();
+    if (r->spool_fd < 0) {
+        reply_set(reply, 452, "4.3.1", "Cannot spool the message: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int relay_data_write(void *ctx, struct smtp_session *s, const char *data, size_t len)
+{
+    struct relay *r = ctx;
+    while (len > 0) {
+        ssize_t n = write(r->spool_fd, data, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void close_spool(struct relay *r)
+{
+    if (r->spool_fd >= 0)
+        close(r->spool_fd);
+    r->spool_fd = -1;
+}
+
+static void relay_data_abort(void *ctx, struct smtp_session *s)
+{
+    close_spool(ctx);
+}
+
+static void count_outcome(struct relay *r, const struct smtp_reply *reply)
+{
+    r->stats.messages++;
+    int cls = reply_class(reply->code);
+    if (cls == 2)
+        r->stats.delivered++;
+    else if (cls == 4)
+        r->stats.deferred++;
+    else
+        r->stats.failed++;
+    char text[120];
+    log_info("client.message", " code=%d reply=%s", reply->code,
+             log_quote(text, sizeof text, reply->text, strlen(reply->text)));
+}
+
+static void data_answered(void *arg, const struct wire_reply *replies, size_t count)
+{
+    struct relay *r = arg;
+    struct smtp_reply reply;
+    close_spool(r);
+    r->target_txn_open = false;
+    r->in_txn = false;
+    if (target_is_lmtp(r->target) && count > 1)
+        relay_fold_lmtp(replies, count, &reply);
+    else
+        target_reply(&replies[0], &reply);
+    count_outcome(r, &reply);
+    smtp_session_data_done(r->session, &reply);
+}
+
+static void relay_data_end(void *ctx, struct smtp_session *s)
+{
+    struct relay *r = ctx;
+    const struct smtp_transaction *txn = smtp_session_transaction(s);
+    size_t replies = target_is_lmtp(r->target) ? txn->rcpt_count : 1;
+    target_data(r->target, r->spool_fd, replies, data_answered, r);
+}
+
+static void relay_session_closed(void *ctx, struct smtp_session *s)
+{
+    struct relay *r = ctx;
+    r->session = NULL;
+    r->stats.clean = !r->in_txn;
+    if (r->on_end != NULL)
+        r->on_end(r->on_end_arg);
+}
+
+static const struct smtp_server_hooks relay_hooks = {
+    .check_rcpt_async = relay_rcpt,
+    .data_begin = relay_data_begin,
+    .data_write = relay_data_write,
+    .data_abort = relay_data_abort,
+    .data_end = relay_data_end,
+    .session_closed = relay_session_closed,
+};
+
+/* Our EHLO reply after the turnaround names X-ODMR-FAST: odmrd then pushes with PIPELINING
+ * (docs/client.md, docs/push.md). */
+static const char *const relay_ehlo_extra[] = {"X-ODMR-FAST", NULL};
+
+struct relay *relay_new(struct event_base *base, const struct client_options *o,
+                        struct target *t, const char *hostname, uint64_t max_size,
+                        void (*on_end)(void *arg), void *arg)
+{
+    struct relay *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->base = base;
+    r->opts = o;
+    r->target = t;
+    r->spool_fd = -1;
+    r->on_end = on_end;
+    r->on_end_arg = arg;
+    struct smtp_server_settings settings = {
+        .mode = SMTP_SERVER_SMTP,
+        .hostname = hostname,
+        .role = "reversed",
+        .limits = {
+            .max_message_size = max_size,
+            .max_recipients = RELAY_MAX_RECIPIENTS,
+            .max_line_length = RELAY_MAX_LINE,
+            .max_errors = 1000,
+            .max_junk_commands = 1000,
+            .command_timeout = client_timeout_seconds(o, TIMEOUT_SERVER_COMMAND),
+            .data_timeout = client_timeout_seconds(o, TIMEOUT_SERVER_DATA),
+        },
+        .hooks = &relay_hooks,
+        .hooks_ctx = r,
+        .max_sessions = 1,
+        .ehlo_extra = relay_ehlo_extra,
+    };
+    r->server = smtp_server_new(base, &settings);
+    if (r->server == NULL) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+int relay_start(struct relay *r, struct bufferevent *bev, const char *peer, bool tls_active)
+{
+    r->session = smtp_server_adopt(r->server, bev, peer, tls_active);
+    return r->session != NULL ? 0 : -1;
+}
+
+const struct relay_stats *relay_stats(const struct relay *r)
+{
+    return &r->stats;
+}
+
+void relay_free(struct relay *r)
+{
+    if (r == NULL)
+        return;
+    r->on_end = NULL;   /* freeing a live session must not report an end again */
+    smtp_server_free(r->server);
+    close_spool(r);
+    free(r);
+}

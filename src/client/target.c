@@ -1,0 +1,509 @@
+/* The local target: SMTP (RFC 5321) or LMTP (RFC 2033) over TCP or a unix socket. */
+#include "client/target.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+
+enum {
+    BODY_CHUNK = 64 << 10,
+    BODY_HIGH = 256 << 10,   /* stop reading the spool file while this much waits */
+    BODY_LOW = 64 << 10,     /* refill below this */
+    MAX_REPLIES = 1000,      /* LMTP: one per recipient */
+};
+
+/* ---- the spec ---- */
+
+static int split_host_port(const char *text, struct target_spec *out, char *err, size_t errlen)
+{
+    const char *colon;
+    const char *host = text;
+    size_t hlen;
+    if (text[0] == '[') {
+        const char *close = strchr(text, ']');
+        if (close == NULL || close[1] != ':')
+            goto bad;
+        host = text + 1;
+        hlen = (size_t)(close - host);
+        colon = close + 1;
+    } else {
+        colon = strrchr(text, ':');
+        if (colon == NULL)
+            goto bad;
+        hlen = (size_t)(colon - text);
+    }
+    if (hlen == 0 || hlen >= sizeof out->host || strlen(colon + 1) == 0 ||
+        strlen(colon + 1) >= sizeof out->port || strspn(colon + 1, "0123456789") != strlen(colon + 1))
+        goto bad;
+    memcpy(out->host, host, hlen);
+    out->host[hlen] = '\0';
+    snprintf(out->port, sizeof out->port, "%s", colon + 1);
+    return 0;
+bad:
+    snprintf(err, errlen, "bad target address '%s': use HOST:PORT", text);
+    return -1;
+}
+
+int target_parse(const char *text, struct target_spec *out, char *err, size_t errlen)
+{
+    static const struct {
+        const char *prefix;
+        enum target_kind kind;
+    } kinds[] = {{"smtp:", TARGET_SMTP}, {"lmtp:", TARGET_LMTP}};
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        size_t plen = strlen(kinds[i].prefix);
+        if (strncmp(text, kinds[i].prefix, plen) != 0)
+            continue;
+        out->kind = kinds[i].kind;
+        const char *rest = text + plen;
+        if (strncmp(rest, "unix:", 5) == 0) {
+            if (rest[5] != '/' || strlen(rest + 5) >= sizeof out->unix_path) {
+                snprintf(err, errlen, "bad unix socket path in '%s'", text);
+                return -1;
+            }
+            out->is_unix = true;
+            snprintf(out->unix_path, sizeof out->unix_path, "%s", rest + 5);
+            return 0;
+        }
+        return split_host_port(rest, out, err, errlen);
+    }
+    snprintf(err, errlen, "unsupported --deliver '%s': use smtp:HOST:PORT, lmtp:HOST:PORT or "
+             "lmtp:unix:/path", text);
+    return -1;
+}
+
+static const char *hello_verb(const struct target_spec *spec)
+{
+    return spec->kind == TARGET_LMTP ? "LHLO" : "EHLO";
+}
+
+/* RFC 1870, RFC 6152, RFC 6531, RFC 3461 keywords the relay needs to know about. */
+static void parse_caps(const struct wire_reply *r, struct target_caps *caps)
+{
+    char args[64];
+    memset(caps, 0, sizeof *caps);
+    caps->esmtp = true;
+    caps->eightbitmime = wire_ehlo_has(r, "8BITMIME", NULL, 0);
+    caps->smtputf8 = wire_ehlo_has(r, "SMTPUTF8", NULL, 0);
+    caps->dsn = wire_ehlo_has(r, "DSN", NULL, 0);
+    if (wire_ehlo_has(r, "SIZE", args, sizeof args))
+        caps->size = strtoull(args, NULL, 10);
+}
+
+/* ---- the blocking probe ---- */
+
+static int probe_reply(int fd, struct evbuffer *in, struct wire_reader *rd, struct timeval tv,
+                       struct wire_reply *out)
+{
+    int ms = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    for (;;) {
+        int rc = wire_read_reply(rd, in, out);
+        if (rc != 0)
+            return rc > 0 ? 0 : -1;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, ms) <= 0)
+            return -1;
+        if (evbuffer_read(in, fd, 4096) <= 0)
+            return -1;
+    }
+}
+
+static int probe_send(int fd, const char *line)
+{
+    char buf[600];
+    int n = snprintf(buf, sizeof buf, "%s\r\n", line);
+    return send(fd, buf, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
+}
+
+static int probe_exchange(int fd, const struct target_spec *spec, const struct client_options *o,
+                          const char *helo, struct target_caps *caps, char *err, size_t errlen)
+{
+    struct evbuffer *in = evbuffer_new();
+    struct wire_reader rd;
+    struct wire_reply r;
+    char line[300];
+    int rc = -1;
+    wire_reader_init(&rd);
+    if (probe_reply(fd, in, &rd, client_timeout(o, TIMEOUT_GREETING), &r) != 0 || r.code != 220) {
+        snprintf(err, errlen, "no 220 greeting (%d)", r.code);
+        goto out;
+    }
+    snprintf(line, sizeof line, "%s %s", hello_verb(spec), helo);
+    if (probe_send(fd, line) != 0 ||
+        probe_reply(fd, in, &rd, client_timeout(o, TIMEOUT_COMMAND), &r) != 0 || r.code / 100 != 2) {
+        snprintf(err, errlen, "%s refused (%d)", hello_verb(spec), r.code);
+        goto out;
+    }
+    parse_caps(&r, caps);
+    if (probe_send(fd, "QUIT") == 0)
+        (void)probe_reply(fd, in, &rd, client_timeout(o, TIMEOUT_COMMAND), &r);
+    rc = 0;
+out:
+    wire_reader_free(&rd);
+    evbuffer_free(in);
+    return rc;
+}
+
+int target_probe(const struct target_spec *spec, const struct client_options *o,
+                 const char *helo, struct target_caps *caps, char *err, size_t errlen)
+{
+    memset(caps, 0, sizeof *caps);
+    int fd = wire_connect(spec->host, spec->port, spec->is_unix ? spec->unix_path : NULL,
+                          client_timeout(o, TIMEOUT_COMMAND), err, errlen);
+    if (fd < 0)
+        return -1;
+    int rc = probe_exchange(fd, spec, o, helo, caps, err, errlen);
+    close(fd);
+    return rc;
+}
+
+/* ---- the asynchronous connection ---- */
+
+enum target_state {
+    T_DOWN,        /* no connection */
+    T_GREETING,    /* waiting for 220 */
+    T_HELLO,       /* EHLO/LHLO (or HELO) sent */
+    T_IDLE,        /* ready, nothing asked */
+    T_WAIT,        /* the operation's reply (replies) */
+    T_WAIT_354,    /* DATA sent */
+    T_BODY,        /* sending the message */
+};
+
+struct target {
+    struct event_base *base;
+    struct target_spec spec;
+    const struct client_options *opts;
+    char helo[256];
+    struct bufferevent *bev;
+    struct wire_reader reader;
+    enum target_state state;
+    unsigned generation;
+    struct target_caps caps;
+    bool helo_fallback;
+    /* the operation */
+    char *line;
+    int body_fd;
+    bool at_line_start;
+    size_t want, got;
+    struct wire_reply *replies;
+    target_cb cb;
+    void *cb_arg;
+    struct event *deliver;   /* hands the replies over from the loop */
+};
+
+static void set_timeout(struct target *t, double seconds)
+{
+    struct timeval rd = client_timeout(t->opts, seconds);
+    struct timeval wr = client_timeout(t->opts, TIMEOUT_DATA_BLOCK);
+    bufferevent_set_timeouts(t->bev, &rd, &wr);
+}
+
+static void send_line(struct target *t, const char *line, double timeout)
+{
+    evbuffer_add_printf(bufferevent_get_output(t->bev), "%s\r\n", line);
+    set_timeout(t, timeout);
+    if (t->opts->verbose)
+        log_debug("target.send", " line=%.60s", line);
+}
+
+static void finish_op(struct target *t)
+{
+    if (t->cb != NULL)
+        event_active(t->deliver, EV_WRITE, 0);
+}
+
+static void on_deliver(evutil_socket_t fd, short what, void *arg)
+{
+    struct target *t = arg;
+    target_cb cb = t->cb;
+    t->cb = NULL;
+    t->body_fd = -1;
+    free(t->line);
+    t->line = NULL;
+    if (cb != NULL)
+        cb(t->cb_arg, t->replies, t->want);
+}
+
+/* The connection is gone: whatever was asked gets "no reply". */
+static void drop(struct target *t, const char *why)
+{
+    if (t->bev != NULL) {
+        log_warn("target.lost", " reason=%s state=%d", why, (int)t->state);
+        bufferevent_free(t->bev);
+        t->bev = NULL;
+    }
+    wire_reader_free(&t->reader);
+    wire_reader_init(&t->reader);
+    bool busy = t->state != T_IDLE && t->state != T_DOWN;
+    t->state = T_DOWN;
+    if (busy || t->line != NULL) {
+        for (size_t i = t->got; i < t->want; i++)
+            memset(&t->replies[i], 0, sizeof t->replies[i]);
+        finish_op(t);
+    }
+}
+
+static void start_op(struct target *t)
+{
+    if (t->body_fd >= 0) {
+        t->state = T_WAIT_354;
+        send_line(t, "DATA", TIMEOUT_DATA_INIT);
+    } else {
+        t->state = T_WAIT;
+        send_line(t, t->line, TIMEOUT_COMMAND);
+    }
+}
+
+/* RFC 5321 4.5.2: a line starting with "." gets another "."; the data ends with CRLF.CRLF. */
+static void pump_body(struct target *t)
+{
+    struct evbuffer *out = bufferevent_get_output(t->bev);
+    char buf[BODY_CHUNK];
+    while (t->state == T_BODY && evbuffer_get_length(out) < BODY_HIGH) {
+        ssize_t n = read(t->body_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            drop(t, "spool read error");
+            return;
+        }
+        if (n == 0) {
+            evbuffer_add(out, ".\r\n", 3);
+            t->state = T_WAIT;
+            set_timeout(t, TIMEOUT_DATA_END);
+            return;
+        }
+        size_t from = 0;
+        for (size_t i = 0; i < (size_t)n; i++) {
+            if (t->at_line_start && buf[i] == '.') {
+                evbuffer_add(out, buf + from, i - from);
+                evbuffer_add(out, ".", 1);
+                from = i;
+            }
+            t->at_line_start = buf[i] == '\n';
+        }
+        evbuffer_add(out, buf + from, (size_t)n - from);
+    }
+}
+
+static void on_greeting(struct target *t, const struct wire_reply *r)
+{
+    char line[300];
+    if (r->code != 220) {
+        drop(t, "greeting refused");
+        return;
+    }
+    t->state = T_HELLO;
+    snprintf(line, sizeof line, "%s %s", hello_verb(&t->spec), t->helo);
+    send_line(t, line, TIMEOUT_COMMAND);
+}
+
+static void on_hello(struct target *t, const struct wire_reply *r)
+{
+    char line[300];
+    if (r->code / 100 == 2) {
+        if (!t->helo_fallback)
+            parse_caps(r, &t->caps);
+        start_op(t);
+    } else if (r->code / 100 == 5 && t->spec.kind == TARGET_SMTP && !t->helo_fallback) {
+        /* RFC 5321 3.2: a server that does not know EHLO gets HELO. */
+        t->helo_fallback = true;
+        memset(&t->caps, 0, sizeof t->caps);
+        snprintf(line, sizeof line, "HELO %s", t->helo);
+        send_line(t, line, TIMEOUT_COMMAND);
+    } else {
+        drop(t, "hello refused");
+    }
+}
+
+static void on_reply(struct target *t, const struct wire_reply *r)
+{
+    if (t->got < t->want)
+        t->replies[t->got++] = *r;
+    if (t->got == t->want) {
+        t->state = T_IDLE;
+        finish_op(t);
+    }
+}
+
+static void on_354(struct target *t, const struct wire_reply *r)
+{
+    if (r->code != 354) {
+        t->want = 1;
+        on_reply(t, r);
+        return;
+    }
+    t->state = T_BODY;
+    t->at_line_start = true;
+    if (lseek(t->body_fd, 0, SEEK_SET) != 0) {
+        drop(t, "spool seek error");
+        return;
+    }
+    pump_body(t);
+}
+
+static void dispatch(struct target *t, const struct wire_reply *r)
+{
+    switch (t->state) {
+    case T_GREETING: on_greeting(t, r); break;
+    case T_HELLO: on_hello(t, r); break;
+    case T_WAIT: on_reply(t, r); break;
+    case T_WAIT_354: on_354(t, r); break;
+    default: drop(t, "unexpected reply"); break;
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct target *t = arg;
+    struct wire_reply r;
+    int rc;
+    while (t->bev != NULL && (rc = wire_read_reply(&t->reader, bufferevent_get_input(bev), &r)) != 0) {
+        if (rc < 0) {
+            drop(t, "malformed reply");
+            return;
+        }
+        dispatch(t, &r);
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct target *t = arg;
+    if (t->state == T_BODY)
+        pump_body(t);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct target *t = arg;
+    drop(t, what & BEV_EVENT_TIMEOUT ? "timeout" : what & BEV_EVENT_EOF ? "eof" : "error");
+}
+
+static int open_connection(struct target *t)
+{
+    char err[256];
+    int fd = wire_connect(t->spec.host, t->spec.port, t->spec.is_unix ? t->spec.unix_path : NULL,
+                          client_timeout(t->opts, TIMEOUT_COMMAND), err, sizeof err);
+    if (fd < 0) {
+        log_warn("target.connect_failed", " error=%s", err);
+        return -1;
+    }
+    t->bev = bufferevent_socket_new(t->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (t->bev == NULL) {
+        close(fd);
+        return -1;
+    }
+    t->generation++;
+    t->helo_fallback = false;
+    t->state = T_GREETING;
+    bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
+    bufferevent_setwatermark(t->bev, EV_WRITE, BODY_LOW, 0);
+    set_timeout(t, TIMEOUT_GREETING);
+    bufferevent_enable(t->bev, EV_READ | EV_WRITE);
+    return 0;
+}
+
+static void begin(struct target *t, const char *line, int fd, size_t count, target_cb cb,
+                  void *arg)
+{
+    if (count > MAX_REPLIES)
+        count = MAX_REPLIES;
+    free(t->replies);
+    t->replies = calloc(count, sizeof *t->replies);
+    t->line = strdup(line);
+    t->body_fd = fd;
+    t->want = count;
+    t->got = 0;
+    t->cb = cb;
+    t->cb_arg = arg;
+    if (t->replies == NULL || t->line == NULL) {
+        t->want = 0;
+        finish_op(t);
+        return;
+    }
+    if (t->state == T_DOWN && open_connection(t) != 0) {
+        finish_op(t);   /* every reply code 0: unavailable */
+        return;
+    }
+    if (t->state == T_IDLE)
+        start_op(t);
+}
+
+void target_command(struct target *t, const char *line, target_cb cb, void *arg)
+{
+    begin(t, line, -1, 1, cb, arg);
+}
+
+void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg)
+{
+    begin(t, "DATA", fd, count, cb, arg);
+}
+
+struct target *target_new(struct event_base *base, const struct target_spec *spec,
+                          const struct client_options *o, const char *helo)
+{
+    struct target *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    t->base = base;
+    t->spec = *spec;
+    t->opts = o;
+    t->body_fd = -1;
+    snprintf(t->helo, sizeof t->helo, "%s", helo);
+    wire_reader_init(&t->reader);
+    t->deliver = event_new(base, -1, 0, on_deliver, t);
+    if (t->deliver == NULL) {
+        target_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void target_quit(struct target *t)
+{
+    if (t->bev != NULL && t->state == T_IDLE) {
+        struct evbuffer *out = bufferevent_get_output(t->bev);
+        evbuffer_add(out, "QUIT\r\n", 6);
+        (void)evbuffer_write(out, bufferevent_getfd(t->bev));
+    }
+}
+
+void target_free(struct target *t)
+{
+    if (t == NULL)
+        return;
+    if (t->bev != NULL)
+        bufferevent_free(t->bev);
+    if (t->deliver != NULL)
+        event_free(t->deliver);
+    wire_reader_free(&t->reader);
+    free(t->replies);
+    free(t->line);
+    free(t);
+}
+
+unsigned target_generation(const struct target *t)
+{
+    return t->generation;
+}
+
+const struct target_caps *target_capabilities(const struct target *t)
+{
+    return &t->caps;
+}
+
+bool target_is_lmtp(const struct target *t)
+{
+    return t->spec.kind == TARGET_LMTP;
+}

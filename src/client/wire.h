@@ -1,0 +1,46 @@
+/* The client's side of the wire: reading SMTP replies (RFC 5321 4.2) with the project's line
+ * reader, and opening connections (TCP host:port or a unix socket) with a timeout. */
+#ifndef ODMR_CLIENT_WIRE_H
+#define ODMR_CLIENT_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/time.h>
+
+#include "lib/linereader.h"
+#include "lib/reply.h"
+
+struct evbuffer;
+
+enum { WIRE_REPLY_TEXT = 4096, WIRE_REPLY_LINES = 100, WIRE_LINE_MAX = 512 };
+
+struct wire_reply {
+    int code;                       /* 0: none (connection lost, timeout) */
+    size_t lines;
+    char text[WIRE_REPLY_TEXT];     /* the text after "ddd-"/"ddd ", lines joined with '\n' */
+};
+
+struct wire_reader {
+    struct line_reader lines;
+    struct wire_reply cur;
+};
+
+void wire_reader_init(struct wire_reader *r);
+void wire_reader_free(struct wire_reader *r);
+/* 1: *out holds a complete reply; 0: need more input; -1: malformed or over-long reply. */
+int wire_read_reply(struct wire_reader *r, struct evbuffer *in, struct wire_reply *out);
+
+/* The text of line i of a reply (NUL-terminated copy into buf), or NULL. */
+const char *wire_reply_line(const struct wire_reply *r, size_t i, char *buf, size_t len);
+/* Does an EHLO reply name keyword (case-insensitive, first word of a line after the first)?
+ * *args (optional) gets the rest of that line. */
+bool wire_ehlo_has(const struct wire_reply *r, const char *keyword, char *args, size_t argslen);
+/* A reply to pass on faithfully through the server engine (enhanced code kept in the text). */
+void wire_to_smtp_reply(const struct wire_reply *w, struct smtp_reply *out);
+
+/* Blocking connect with a timeout: "unix:/path" or host + port. Returns a non-blocking fd, or
+ * -1 with err set. */
+int wire_connect(const char *host, const char *port, const char *unix_path,
+                 struct timeval timeout, char *err, size_t errlen);
+
+#endif

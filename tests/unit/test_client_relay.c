@@ -1,0 +1,144 @@
+/* odmr-client units: reply reading (RFC 5321 4.2), EHLO keywords, --deliver targets, and the
+ * folding of LMTP per-recipient replies into one SMTP reply (RFC 2033 4.2, docs/client.md). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "../../src/client/relay.c"
+#include "../../src/client/target.c"
+#include "../../src/client/wire.c"
+
+#include <event2/buffer.h>
+
+struct timeval client_timeout(const struct client_options *o, double seconds)
+{
+    struct timeval tv = {(time_t)seconds, 0};
+    return tv;
+}
+
+time_t client_timeout_seconds(const struct client_options *o, double seconds)
+{
+    return (time_t)seconds;
+}
+
+static int feed(const char *text, struct wire_reply *out, bool one_byte_at_a_time)
+{
+    struct wire_reader r;
+    struct evbuffer *in = evbuffer_new();
+    int rc = 0;
+    wire_reader_init(&r);
+    for (size_t i = 0; text[i] != '\0' && rc == 0; i++) {
+        evbuffer_add(in, text + i, one_byte_at_a_time ? 1 : strlen(text + i));
+        rc = wire_read_reply(&r, in, out);
+        if (!one_byte_at_a_time)
+            break;
+    }
+    wire_reader_free(&r);
+    evbuffer_free(in);
+    return rc;
+}
+
+static void test_multiline_reply(void **state)
+{
+    struct wire_reply r;
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        assert_int_equal(feed("250-mx.example\r\n250-AUTH SCRAM-SHA-256 CRAM-MD5\r\n250 ATRN\r\n",
+                              &r, bytewise), 1);
+        assert_int_equal(r.code, 250);
+        assert_int_equal(r.lines, 3);
+        char args[64];
+        assert_true(wire_ehlo_has(&r, "AUTH", args, sizeof args));
+        assert_string_equal(args, "SCRAM-SHA-256 CRAM-MD5");
+        assert_true(wire_ehlo_has(&r, "atrn", NULL, 0));
+        assert_false(wire_ehlo_has(&r, "AUT", NULL, 0));
+        assert_false(wire_ehlo_has(&r, "mx.example", NULL, 0));   /* not the first line */
+    }
+}
+
+static void test_malformed_replies(void **state)
+{
+    struct wire_reply r;
+    assert_int_equal(feed("250-a\r\n251 b\r\n", &r, false), -1);   /* code changes */
+    assert_int_equal(feed("25 x\r\n", &r, false), -1);
+    assert_int_equal(feed("250x\r\n", &r, false), -1);
+    assert_int_equal(feed("650 x\r\n", &r, false), -1);
+    assert_int_equal(feed("250\r\n", &r, false), 1);
+    assert_int_equal(feed("250 ok", &r, false), 0);                /* no CRLF yet */
+}
+
+static void test_to_smtp_reply_keeps_text(void **state)
+{
+    struct wire_reply w;
+    struct smtp_reply s;
+    assert_int_equal(feed("550-5.1.1 no\r\n550 5.1.1 such user\r\n", &w, false), 1);
+    wire_to_smtp_reply(&w, &s);
+    assert_int_equal(s.code, 550);
+    assert_string_equal(s.enhanced, "");
+    assert_string_equal(s.text, "5.1.1 no\n5.1.1 such user");
+}
+
+static void test_target_parse(void **state)
+{
+    struct target_spec t;
+    char err[200];
+    assert_int_equal(target_parse("smtp:127.0.0.1:25", &t, err, sizeof err), 0);
+    assert_int_equal(t.kind, TARGET_SMTP);
+    assert_string_equal(t.host, "127.0.0.1");
+    assert_string_equal(t.port, "25");
+    assert_int_equal(target_parse("lmtp:[::1]:24", &t, err, sizeof err), 0);
+    assert_int_equal(t.kind, TARGET_LMTP);
+    assert_string_equal(t.host, "::1");
+    assert_int_equal(target_parse("lmtp:unix:/run/dovecot/lmtp", &t, err, sizeof err), 0);
+    assert_true(t.is_unix);
+    assert_string_equal(t.unix_path, "/run/dovecot/lmtp");
+    assert_int_equal(target_parse("smtp:host", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("smtp:host:x25", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("lmtp:unix:relative", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("maildir:/tmp/x", &t, err, sizeof err), -1);
+}
+
+static struct wire_reply wr(int code, const char *text)
+{
+    struct wire_reply r = {.code = code, .lines = 1};
+    snprintf(r.text, sizeof r.text, "%s", text);
+    return r;
+}
+
+static void test_fold_lmtp(void **state)
+{
+    struct smtp_reply out;
+    struct wire_reply all_ok[] = {wr(250, "2.0.0 a"), wr(250, "2.0.0 b")};
+    relay_fold_lmtp(all_ok, 2, &out);
+    assert_int_equal(out.code, 250);
+    assert_string_equal(out.text, "2.0.0 a");
+
+    struct wire_reply mixed[] = {wr(250, "2.0.0 a"), wr(550, "5.1.1 b")};
+    relay_fold_lmtp(mixed, 2, &out);
+    assert_int_equal(out.code, 451);   /* one reply cannot say both: retry all */
+
+    struct wire_reply all_5[] = {wr(550, "5.1.1 a"), wr(552, "5.2.2 b")};
+    relay_fold_lmtp(all_5, 2, &out);
+    assert_int_equal(out.code, 550);
+
+    struct wire_reply refused_mixed[] = {wr(550, "5.1.1 a"), wr(452, "4.2.2 full")};
+    relay_fold_lmtp(refused_mixed, 2, &out);
+    assert_int_equal(out.code, 452);   /* a temporary failure wins: nothing bounced early */
+
+    struct wire_reply lost[] = {wr(250, "2.0.0 a"), wr(0, "")};
+    relay_fold_lmtp(lost, 2, &out);
+    assert_int_equal(out.code, 451);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_multiline_reply),
+        cmocka_unit_test(test_malformed_replies),
+        cmocka_unit_test(test_to_smtp_reply_keeps_text),
+        cmocka_unit_test(test_target_parse),
+        cmocka_unit_test(test_fold_lmtp),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
