@@ -26,6 +26,7 @@
 
 #include "lib/linereader.h"
 #include "lib/log.h"
+#include "platform/tls.h"
 
 enum {
     PUMP_CHUNK = 16 << 10,   /* body octets read per step */
@@ -819,7 +820,7 @@ void smtp_client_free(struct smtp_client *c)
     if (c == NULL)
         return;
     if (c->bev != NULL)
-        bufferevent_free(c->bev);
+        tls_bufferevent_close(c->bev);
     if (c->timer != NULL)
         event_free(c->timer);
     if (c->kick != NULL)

@@ -169,7 +169,7 @@ static void session_free(struct smtp_session *s)
     free_rcpt(&s->pending_rcpt);
     line_reader_free(&s->reader);
     if (s->bev)
-        bufferevent_free(s->bev);
+        tls_bufferevent_close(s->bev);
     if (s->prev)
         s->prev->next = s->next;
     else

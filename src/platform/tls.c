@@ -208,3 +208,13 @@ int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen)
     int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, (int)outlen);
     return n > 0 ? 0 : -1;
 }
+
+void tls_bufferevent_close(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    /* Best effort on a non-blocking socket: the alert is small and goes out at once; a
+     * peer that already left gets nothing, which is fine. */
+    if (ssl != NULL && SSL_is_init_finished(ssl))
+        SSL_shutdown(ssl);
+    bufferevent_free(bev);
+}

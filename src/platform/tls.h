@@ -30,4 +30,8 @@ int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen);
 /* The CN of a client certificate that verified against [tls] ca, into out. -1 if none. */
 int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen);
 
+/* Frees a connection; a TLS one first sends its close_notify alert (RFC 8446 6.1), which
+ * bufferevent_free() alone does not. Plain connections are just freed. */
+void tls_bufferevent_close(struct bufferevent *bev);
+
 #endif

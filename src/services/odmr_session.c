@@ -117,7 +117,7 @@ static void session_free(struct odmr_session *s)
     if (s->delay)
         event_free(s->delay);
     if (s->bev)
-        bufferevent_free(s->bev);
+        tls_bufferevent_close(s->bev);
     if (s->prev)
         s->prev->next = s->next;
     else
