@@ -11,6 +11,7 @@
 #include "ctl/ctl_queue.h"
 #include "ctl/ctl_user.h"
 #include "lib/config.h"
+#include "lib/log.h"
 #include "store/userdb.h"
 
 static int check_config(const struct config *cfg, int argc, char **argv);
@@ -70,6 +71,7 @@ int main(int argc, char **argv)
 {
     const char *config_path = NULL;
     char err[512];
+    log_init("odmrctl", LOG_LEVEL_WARN);
     int opt;
     while ((opt = getopt(argc, argv, "+c:h")) != -1) {
         if (opt == 'c')
