@@ -1,4 +1,5 @@
 /* Reply reading and connecting for odmr-client. */
+#include "platform/listen.h"
 #include "client/wire.h"
 
 #include <errno.h>
@@ -173,5 +174,7 @@ int wire_connect(const char *host, const char *port, const char *unix_path,
     for (struct addrinfo *a = list; a != NULL && fd < 0; a = a->ai_next)
         fd = connect_addr(a->ai_addr, a->ai_addrlen, timeout, err, errlen);
     freeaddrinfo(list);
+    if (fd >= 0)
+        listen_set_nodelay(fd);
     return fd;
 }

@@ -1080,6 +1080,7 @@ void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
         return;
     }
     evutil_make_socket_nonblocking(fd);
+    listen_set_nodelay(fd);
     struct smtp_session *s = session_new(server, fd);
     if (s == NULL) {
         evutil_closesocket(fd);

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,4 +128,10 @@ void listen_peer_text(const struct sockaddr *addr, int len, char *out, size_t ou
                   (socklen_t)outlen);
     else if (addr->sa_family == AF_UNIX)
         snprintf(out, outlen, "unix");
+}
+
+void listen_set_nodelay(evutil_socket_t fd)
+{
+    int on = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
 }

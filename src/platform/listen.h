@@ -16,4 +16,8 @@ int listen_check(const char *spec, char *err, size_t errlen);
 /* Formats a peer address as text ("127.0.0.1", "::1", "unix"). */
 void listen_peer_text(const struct sockaddr *addr, int len, char *out, size_t outlen);
 
+/* TCP_NODELAY on an accepted TCP socket: SMTP is request/response, and a reply or the last
+ * piece of a message must not wait for the peer's delayed ACK (Nagle). No-op on unix sockets. */
+void listen_set_nodelay(evutil_socket_t fd);
+
 #endif

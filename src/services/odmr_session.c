@@ -767,6 +767,7 @@ void odmr_service_accept(struct odmr_service *service, evutil_socket_t fd,
         return;
     }
     evutil_make_socket_nonblocking(fd);
+    listen_set_nodelay(fd);
     struct bufferevent *bev = implicit_tls
         ? tls_accept_socket(service->base, fd, service->settings.tls)
         : bufferevent_socket_new(service->base, fd, BEV_OPT_CLOSE_ON_FREE);
