@@ -364,3 +364,48 @@ def test_lmtp_unix_socket(odmrd):
     lines = [f.readline() for _ in range(2)]
     assert lines[0].startswith(b"250")
     s.close()
+
+
+# ---------------------------------------------------------------- local parts and disk full
+
+def test_unknown_local_part_refused(make_odmrd):
+    d = make_odmrd(start=False)
+    with open(d.users, "a") as f:
+        f.write("domain example.org local-parts=alice,postmaster\n")
+    d.hand_users_file_over()
+    d.start()
+    w = greet(d.smtp_port)
+    w.expect("MAIL FROM:<a@b.example>", 250)
+    w.expect("RCPT TO:<Alice@example.org>", 250)
+    w.expect("RCPT TO:<mallory@example.org>", 550, "5.1.1")
+    w.expect("RCPT TO:<anyone@example.net>", 250)
+
+
+def test_disk_full_gives_452_and_leaves_nothing(make_odmrd):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    d = make_odmrd(start=False)
+    os.makedirs(d.spool, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", d.spool],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + r.stderr.strip())
+    try:
+        d.start()
+        w = greet(d.smtp_port)
+        transaction(w)
+        w.expect("DATA", 354)
+        w.send(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 600 + b".\r\n")
+        r = w.reply()
+        assert r.code == 452 and r.enhanced == "4.3.1", r
+        assert queued(d) == []
+        assert os.listdir(os.path.join(d.spool, "tmp")) == []
+        # A small message still fits afterwards: the failed one left nothing behind.
+        transaction(w)
+        w.expect("DATA", 354)
+        w.send(b"Subject: small\r\n\r\nsmall\r\n.\r\n")
+        assert w.reply().code == 250
+        assert len(queued(d)) == 1
+    finally:
+        d.stop()
+        subprocess.run(["umount", d.spool], capture_output=True)
