@@ -40,6 +40,7 @@ struct client_options {
     char *mech;
     char *helo;              /* our name; default: gethostname() */
     double timeout_scale;    /* multiplies every timeout (tests) */
+    unsigned every;          /* --every: seconds between sessions (daemon mode), 0 = once */
     bool verbose;
 };
 

@@ -5,6 +5,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,13 +19,17 @@
 #include "client/target.h"
 #include "lib/log.h"
 
-enum { DEFAULT_MAX_SIZE = 50 << 20 };
+enum {
+    DEFAULT_MAX_SIZE = 50 << 20,
+    BACKOFF_CAP = 3600,          /* --every: the longest wait after errors, unless --every is longer */
+    EVERY_MAX = 7 * 86400,
+};
 
 static const char usage_text[] =
     "usage: odmr-client --server HOST[:PORT] --user NAME --password-file FILE\n"
     "                   --deliver TARGET [--tls starttls|implicit|none] [--ca FILE]\n"
     "                   [--tls-name NAME] [--domains a,b] [--mech MECH] [--helo NAME]\n"
-    "                   [--timeout FACTOR] [-v]\n"
+    "                   [--timeout FACTOR] [--every DURATION] [-v]\n"
     "\n"
     "Connects to an ODMR provider (port 366 by default), authenticates, sends ATRN and\n"
     "relays the mail pushed back to TARGET, acknowledging only what TARGET accepted.\n"
@@ -32,7 +37,9 @@ static const char usage_text[] =
     "  --server HOST[:PORT]   provider ([v6]:port for IPv6; default port 366)\n"
     "  --user NAME            SASL user name\n"
     "  --password-file FILE   file whose first line is the password\n"
-    "  --deliver TARGET       smtp:HOST:PORT, lmtp:HOST:PORT or lmtp:unix:/path\n"
+    "  --deliver TARGET       smtp:HOST:PORT, lmtp:HOST:PORT, lmtp:unix:/path,\n"
+    "                         maildir:/path (%u local part, %d domain), or\n"
+    "                         mda:/abs/command args (no shell; %s sender, %r recipient)\n"
     "  --tls MODE             starttls (default), implicit, or none (no PLAIN/LOGIN then)\n"
     "  --ca FILE              CA certificates to verify the provider (default: system store)\n"
     "  --tls-name NAME        name the provider's certificate must carry (default: HOST)\n"
@@ -41,6 +48,9 @@ static const char usage_text[] =
     "                         SCRAM-SHA-256, PLAIN over TLS, CRAM-MD5)\n"
     "  --helo NAME            our name in EHLO and in the 220 greeting (default: host name)\n"
     "  --timeout FACTOR       multiply every timeout (RFC 5321 values; tests use < 1)\n"
+    "  --every DURATION       stay in the foreground and poll every DURATION (30s, 5m, 1h;\n"
+    "                         +-10% jitter, back-off on errors up to 1h); SIGTERM stops it\n"
+    "                         between sessions (exit 0)\n"
     "  -v, --verbose          log every step\n"
     "\n"
     "exit codes:\n"
@@ -127,6 +137,25 @@ static int opt_timeout(struct client_options *o, const char *arg)
     return 0;
 }
 
+/* "300", "30s", "5m", "1h", "1d" */
+static int opt_every(struct client_options *o, const char *arg)
+{
+    static const struct { char suffix; unsigned seconds; } units[] = {
+        {'\0', 1}, {'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400},
+    };
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno != 0 || end == arg || (end[0] != '\0' && end[1] != '\0'))
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (units[i].suffix == end[0] && v > 0 && v <= EVERY_MAX / units[i].seconds) {
+            o->every = (unsigned)(v * units[i].seconds);
+            return 0;
+        }
+    return -1;
+}
+
 #define STRING_OPTION(field)                                          \
     static int opt_##field(struct client_options *o, const char *arg) \
     {                                                                 \
@@ -164,6 +193,7 @@ static const struct option_rule {
     {"mech", required_argument, opt_mech},
     {"helo", required_argument, opt_helo},
     {"timeout", required_argument, opt_timeout},
+    {"every", required_argument, opt_every},
     {"verbose", no_argument, opt_verbose},
 };
 enum { OPTION_COUNT = sizeof option_rules / sizeof option_rules[0] };
@@ -286,6 +316,37 @@ static void default_helo(struct run *r)
         snprintf(r->helo, sizeof r->helo, "%s", "localhost.localdomain");
 }
 
+/* Exit code -> the word in the session log line, and whether --every backs off after it. */
+static const struct outcome {
+    int code;
+    const char *name;
+    bool error;
+} outcomes[] = {
+    {EXIT_DELIVERED, "delivered", false}, {EXIT_NO_MAIL, "no-mail", false},
+    {EXIT_AUTH, "auth-failed", true},     {EXIT_TLS, "tls-failed", true},
+    {EXIT_REFUSED, "refused", true},      {EXIT_BUSY, "busy", false},
+    {EXIT_TARGET, "target-unavailable", true}, {EXIT_PROTOCOL, "protocol-error", true},
+};
+
+static const struct outcome *outcome_of(int code)
+{
+    static const struct outcome other = {-1, "error", true};
+    for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++)
+        if (outcomes[i].code == code)
+            return &outcomes[i];
+    return &other;
+}
+
+/* One line per session: what the operator (or the journal) needs to see. */
+static void log_session(const struct run *r)
+{
+    static const struct relay_stats none = {0};
+    const struct relay_stats *st = r->relay ? relay_stats(r->relay) : &none;
+    log_info("client.session", " outcome=%s exit=%d messages=%u delivered=%u deferred=%u "
+             "failed=%u bytes=%llu", outcome_of(r->exit_code)->name, r->exit_code, st->messages,
+             st->delivered, st->deferred, st->failed, st->bytes);
+}
+
 static int run(struct client_options *o)
 {
     char err[300];
@@ -302,6 +363,7 @@ static int run(struct client_options *o)
         return EXIT_PROTOCOL;
     odmr_start(r.odmr);
     event_base_dispatch(r.base);
+    log_session(&r);
     if (r.target != NULL)
         target_quit(r.target);
     relay_free(r.relay);
@@ -309,6 +371,44 @@ static int run(struct client_options *o)
     odmr_free(r.odmr);
     event_base_free(r.base);
     return r.exit_code;
+}
+
+/* ---- --every: the daemon loop ---- */
+
+/* every * 2^failures capped at max(1h, every), then +-10% so many customers do not poll in step. */
+static double next_delay(unsigned every, unsigned failures)
+{
+    double cap = every > BACKOFF_CAP ? every : BACKOFF_CAP;
+    double d = (double)every * (double)(1u << (failures > 20 ? 20 : failures));
+    if (failures > 0 && d > cap)
+        d = cap;
+    return d * (0.9 + 0.2 * drand48());
+}
+
+/* SIGTERM and SIGINT stay blocked: a signal during a session is only seen after it ended. */
+static int daemon_loop(struct client_options *o)
+{
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
+    srand48((long)time(NULL) ^ (long)getpid());
+    unsigned failures = 0;
+    for (;;) {
+        int rc = run(o);
+        failures = outcome_of(rc)->error ? failures + 1 : 0;
+        double wait = next_delay(o->every, failures);
+        log_info("client.wait", " seconds=%.1f failures=%u", wait, failures);
+        struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+        int sig;
+        while ((sig = sigtimedwait(&stop, NULL, &ts)) < 0 && errno == EINTR)
+            ;
+        if (sig > 0) {
+            log_info("client.stop", " signal=%d", sig);
+            return 0;
+        }
+    }
 }
 
 int main(int argc, char **argv)
@@ -320,7 +420,8 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc;
     log_init("odmr-client", o.verbose ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO);
-    rc = run(&o);
+    signal(SIGPIPE, SIG_IGN);   /* an MDA that exits early must not kill us */
+    rc = o.every ? daemon_loop(&o) : run(&o);
     free(o.password);
     return rc;
 }

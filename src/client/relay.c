@@ -28,6 +28,8 @@ struct relay {
     bool in_txn;                 /* a provider recipient was accepted, no final reply yet */
     int spool_fd;
     char rcpt_line[1200];        /* the RCPT waiting behind RSET / MAIL */
+    char rcpt_addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];   /* its address */
+    unsigned long long msg_bytes;   /* the message being spooled */
 };
 
 /* ---- replies ---- */
@@ -140,14 +142,15 @@ static void mail_answered(void *arg, const struct wire_reply *replies, size_t co
     }
     r->target_txn_open = true;
     r->txn_generation = target_generation(r->target);
-    target_command(r->target, r->rcpt_line, rcpt_answered, r);
+    target_rcpt(r->target, r->rcpt_line, r->rcpt_addr, rcpt_answered, r);
 }
 
 static void send_mail(struct relay *r)
 {
     char line[1200];
-    mail_line(r, smtp_session_transaction(r->session), line, sizeof line);
-    target_command(r->target, line, mail_answered, r);
+    const struct smtp_transaction *txn = smtp_session_transaction(r->session);
+    mail_line(r, txn, line, sizeof line);
+    target_mail(r->target, line, txn->sender ? txn->sender : "", mail_answered, r);
 }
 
 static void rset_answered(void *arg, const struct wire_reply *replies, size_t count)
@@ -164,6 +167,7 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
     const struct smtp_transaction *txn = smtp_session_transaction(s);
     r->session = s;
     rcpt_line(r, cmd, r->rcpt_line, sizeof r->rcpt_line);
+    address_of(cmd, r->rcpt_addr, sizeof r->rcpt_addr);
     /* RFC 6531 3.4: a SMTPUTF8 message cannot go to a target without SMTPUTF8. */
     if (txn->smtputf8 && !target_capabilities(r->target)->smtputf8 &&
         target_generation(r->target) != 0) {
@@ -175,7 +179,7 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
     if (txn->rcpt_count > 0) {
         /* Later recipients join the transaction already open on the same connection. */
         if (r->target_txn_open && r->txn_generation == target_generation(r->target)) {
-            target_command(r->target, r->rcpt_line, rcpt_answered, r);
+            target_rcpt(r->target, r->rcpt_line, r->rcpt_addr, rcpt_answered, r);
             return;
         }
         struct smtp_reply reply;
@@ -215,6 +219,7 @@ static int relay_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply
         unavailable(reply);
         return -1;
     }
+    r->msg_bytes = 0;
     r->spool_fd = open_spool();
     if (r->spool_fd < 0) {
         reply_set(reply, 452, "4.3.1", "Cannot spool the message: %s", strerror(errno));
@@ -226,6 +231,7 @@ static int relay_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply
 static int relay_data_write(void *ctx, struct smtp_session *s, const char *data, size_t len)
 {
     struct relay *r = ctx;
+    r->msg_bytes += len;
     while (len > 0) {
         ssize_t n = write(r->spool_fd, data, len);
         if (n < 0 && errno == EINTR)
@@ -254,12 +260,14 @@ static void count_outcome(struct relay *r, const struct smtp_reply *reply)
 {
     r->stats.messages++;
     int cls = reply_class(reply->code);
-    if (cls == 2)
+    if (cls == 2) {
         r->stats.delivered++;
-    else if (cls == 4)
+        r->stats.bytes += r->msg_bytes;
+    } else if (cls == 4) {
         r->stats.deferred++;
-    else
+    } else {
         r->stats.failed++;
+    }
     char text[120];
     log_info("client.message", " code=%d reply=%s", reply->code,
              log_quote(text, sizeof text, reply->text, strlen(reply->text)));
@@ -272,7 +280,7 @@ static void data_answered(void *arg, const struct wire_reply *replies, size_t co
     close_spool(r);
     r->target_txn_open = false;
     r->in_txn = false;
-    if (target_is_lmtp(r->target) && count > 1)
+    if (target_per_recipient(r->target) && count > 1)
         relay_fold_lmtp(replies, count, &reply);
     else
         target_reply(&replies[0], &reply);
@@ -284,7 +292,7 @@ static void relay_data_end(void *ctx, struct smtp_session *s)
 {
     struct relay *r = ctx;
     const struct smtp_transaction *txn = smtp_session_transaction(s);
-    size_t replies = target_is_lmtp(r->target) ? txn->rcpt_count : 1;
+    size_t replies = target_per_recipient(r->target) ? txn->rcpt_count : 1;
     target_data(r->target, r->spool_fd, replies, data_answered, r);
 }
 

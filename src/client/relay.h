@@ -20,6 +20,7 @@ struct relay_stats {
     unsigned delivered;     /* answered 2xx */
     unsigned deferred;      /* answered 4xx */
     unsigned failed;        /* answered 5xx */
+    unsigned long long bytes;   /* octets of the delivered messages (as received) */
     bool clean;             /* the session ended outside a transaction */
 };
 

@@ -53,33 +53,63 @@ bad:
     return -1;
 }
 
+static int parse_network(const char *text, const char *rest, struct target_spec *out, char *err,
+                         size_t errlen)
+{
+    if (strncmp(rest, "unix:", 5) != 0)
+        return split_host_port(rest, out, err, errlen);
+    if (rest[5] != '/' || strlen(rest + 5) >= sizeof out->unix_path) {
+        snprintf(err, errlen, "bad unix socket path in '%s'", text);
+        return -1;
+    }
+    out->is_unix = true;
+    snprintf(out->unix_path, sizeof out->unix_path, "%s", rest + 5);
+    return 0;
+}
+
+static int parse_maildir(const char *text, const char *rest, struct target_spec *out, char *err,
+                         size_t errlen)
+{
+    snprintf(out->local, sizeof out->local, "%s", rest);
+    return maildir_template_check(rest, err, errlen);
+}
+
+static int parse_mda(const char *text, const char *rest, struct target_spec *out, char *err,
+                     size_t errlen)
+{
+    struct mda_command c;
+    snprintf(out->local, sizeof out->local, "%s", rest);
+    return mda_parse(rest, &c, err, errlen);
+}
+
 int target_parse(const char *text, struct target_spec *out, char *err, size_t errlen)
 {
     static const struct {
         const char *prefix;
         enum target_kind kind;
-    } kinds[] = {{"smtp:", TARGET_SMTP}, {"lmtp:", TARGET_LMTP}};
+        int (*parse)(const char *, const char *, struct target_spec *, char *, size_t);
+    } kinds[] = {
+        {"smtp:", TARGET_SMTP, parse_network},
+        {"lmtp:", TARGET_LMTP, parse_network},
+        {"maildir:", TARGET_MAILDIR, parse_maildir},
+        {"mda:", TARGET_MDA, parse_mda},
+    };
     memset(out, 0, sizeof *out);
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
         size_t plen = strlen(kinds[i].prefix);
         if (strncmp(text, kinds[i].prefix, plen) != 0)
             continue;
         out->kind = kinds[i].kind;
-        const char *rest = text + plen;
-        if (strncmp(rest, "unix:", 5) == 0) {
-            if (rest[5] != '/' || strlen(rest + 5) >= sizeof out->unix_path) {
-                snprintf(err, errlen, "bad unix socket path in '%s'", text);
-                return -1;
-            }
-            out->is_unix = true;
-            snprintf(out->unix_path, sizeof out->unix_path, "%s", rest + 5);
-            return 0;
-        }
-        return split_host_port(rest, out, err, errlen);
+        return kinds[i].parse(text, text + plen, out, err, errlen);
     }
-    snprintf(err, errlen, "unsupported --deliver '%s': use smtp:HOST:PORT, lmtp:HOST:PORT or "
-             "lmtp:unix:/path", text);
+    snprintf(err, errlen, "unsupported --deliver '%s': use smtp:HOST:PORT, lmtp:HOST:PORT, "
+             "lmtp:unix:/path, maildir:/path or mda:/path/to/command args", text);
     return -1;
+}
+
+static bool is_local(const struct target_spec *spec)
+{
+    return spec->kind == TARGET_MAILDIR || spec->kind == TARGET_MDA;
 }
 
 static const char *hello_verb(const struct target_spec *spec)
@@ -154,10 +184,15 @@ out:
     return rc;
 }
 
+static int local_probe(const struct target_spec *spec, struct target_caps *caps, char *err,
+                       size_t errlen);
+
 int target_probe(const struct target_spec *spec, const struct client_options *o,
                  const char *helo, struct target_caps *caps, char *err, size_t errlen)
 {
     memset(caps, 0, sizeof *caps);
+    if (is_local(spec))
+        return local_probe(spec, caps, err, errlen);
     int fd = wire_connect(spec->host, spec->port, spec->is_unix ? spec->unix_path : NULL,
                           client_timeout(o, TIMEOUT_COMMAND), err, errlen);
     if (fd < 0)
@@ -199,7 +234,15 @@ struct target {
     target_cb cb;
     void *cb_arg;
     struct event *deliver;   /* hands the replies over from the loop */
+    /* local targets: the open transaction */
+    struct mda_command mda;
+    char *sender;
+    struct local_rcpt { char *addr; char *dest; } *rcpts;
+    size_t rcpt_count;
 };
+
+enum target_op { OP_COMMAND, OP_MAIL, OP_RCPT, OP_DATA };
+static void local_run(struct target *t, enum target_op op, const char *addr);
 
 static void set_timeout(struct target *t, double seconds)
 {
@@ -390,6 +433,129 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     drop(t, what & BEV_EVENT_TIMEOUT ? "timeout" : what & BEV_EVENT_EOF ? "eof" : "error");
 }
 
+/* ---- local targets: maildir: and mda: (local.h) ---- */
+
+static void local_caps(struct target_caps *caps)
+{
+    /* The message is stored or piped as it is: any 8-bit or UTF-8 content goes. */
+    *caps = (struct target_caps){.esmtp = true, .eightbitmime = true, .smtputf8 = true};
+}
+
+static int local_probe(const struct target_spec *spec, struct target_caps *caps, char *err,
+                       size_t errlen)
+{
+    struct mda_command c;
+    local_caps(caps);
+    if (spec->kind == TARGET_MAILDIR)
+        return maildir_probe(spec->local, err, errlen);
+    if (mda_parse(spec->local, &c, err, errlen) != 0)
+        return -1;
+    return mda_probe(&c, err, errlen);
+}
+
+static void local_reset(struct target *t)
+{
+    for (size_t i = 0; i < t->rcpt_count; i++) {
+        free(t->rcpts[i].addr);
+        free(t->rcpts[i].dest);
+    }
+    t->rcpt_count = 0;
+    free(t->sender);
+    t->sender = NULL;
+}
+
+static void local_command(struct target *t, const char *addr)
+{
+    if (strcasecmp(t->line, "RSET") == 0)
+        local_reset(t);
+    local_reply(&t->replies[0], 250, "2.0.0 OK");
+}
+
+static void local_mail(struct target *t, const char *sender)
+{
+    local_reset(t);
+    if (t->spec.kind == TARGET_MDA && mda_address_ok(sender) != 0) {
+        local_reply(&t->replies[0], 553, "5.1.7 Sender address starting with '-' refused "
+                    "by the MDA target");
+        return;
+    }
+    t->sender = strdup(sender);
+    if (t->sender == NULL)
+        local_reply(&t->replies[0], 451, "4.3.0 Out of memory");
+    else
+        local_reply(&t->replies[0], 250, "2.1.0 OK");
+}
+
+/* The recipient's destination: the expanded maildir, or nothing for an MDA. */
+static int local_destination(struct target *t, const char *rcpt, char **dest)
+{
+    char path[LOCAL_PATH_MAX], err[200];
+    *dest = NULL;
+    if (t->spec.kind == TARGET_MDA) {
+        if (mda_address_ok(rcpt) == 0)
+            return 0;
+        local_reply(&t->replies[0], 553, "5.1.3 Recipient address starting with '-' refused "
+                    "by the MDA target");
+        return -1;
+    }
+    if (maildir_expand(t->spec.local, rcpt, path, sizeof path, err, sizeof err) != 0) {
+        local_reply(&t->replies[0], 553, "5.1.3 %s", err);
+        return -1;
+    }
+    *dest = strdup(path);
+    return 0;
+}
+
+static void local_rcpt(struct target *t, const char *rcpt)
+{
+    char *dest;
+    if (t->sender == NULL || t->rcpt_count == MAX_REPLIES) {
+        local_reply(&t->replies[0], 452, "4.5.3 Too many recipients");
+        return;
+    }
+    if (local_destination(t, rcpt, &dest) != 0)
+        return;
+    struct local_rcpt *r = &t->rcpts[t->rcpt_count];
+    r->addr = strdup(rcpt);
+    r->dest = dest;
+    if (r->addr == NULL || (dest == NULL && t->spec.kind == TARGET_MAILDIR)) {
+        free(r->addr);
+        free(dest);
+        local_reply(&t->replies[0], 451, "4.3.0 Out of memory");
+        return;
+    }
+    t->rcpt_count++;
+    local_reply(&t->replies[0], 250, "2.1.5 OK");
+}
+
+/* One delivery per recipient, each with its own verdict (folded by the relay). */
+static void local_data(struct target *t, const char *unused)
+{
+    for (size_t i = 0; i < t->want && i < t->rcpt_count; i++) {
+        const struct local_rcpt *r = &t->rcpts[i];
+        if (t->spec.kind == TARGET_MAILDIR)
+            maildir_deliver(r->dest, t->body_fd, t->sender, r->addr, &t->replies[i]);
+        else
+            mda_deliver(&t->mda, t->body_fd, t->sender, r->addr,
+                        (double)client_timeout_seconds(t->opts, TIMEOUT_DATA_END), &t->replies[i]);
+        if (t->opts->verbose)
+            log_debug("target.local", " rcpt=%.100s code=%d reply=%.100s", r->addr,
+                      t->replies[i].code, t->replies[i].text);
+    }
+    local_reset(t);
+}
+
+static void local_run(struct target *t, enum target_op op, const char *addr)
+{
+    static void (*const handlers[])(struct target *, const char *) = {
+        [OP_COMMAND] = local_command,
+        [OP_MAIL] = local_mail,
+        [OP_RCPT] = local_rcpt,
+        [OP_DATA] = local_data,
+    };
+    handlers[op](t, addr);
+}
+
 static int open_connection(struct target *t)
 {
     char err[256];
@@ -414,8 +580,8 @@ static int open_connection(struct target *t)
     return 0;
 }
 
-static void begin(struct target *t, const char *line, int fd, size_t count, target_cb cb,
-                  void *arg)
+static void begin(struct target *t, enum target_op op, const char *line, const char *addr, int fd,
+                  size_t count, target_cb cb, void *arg)
 {
     if (count > MAX_REPLIES)
         count = MAX_REPLIES;
@@ -432,6 +598,11 @@ static void begin(struct target *t, const char *line, int fd, size_t count, targ
         finish_op(t);
         return;
     }
+    if (is_local(&t->spec)) {
+        local_run(t, op, addr);
+        finish_op(t);
+        return;
+    }
     if (t->state == T_DOWN && open_connection(t) != 0) {
         finish_op(t);   /* every reply code 0: unavailable */
         return;
@@ -442,12 +613,22 @@ static void begin(struct target *t, const char *line, int fd, size_t count, targ
 
 void target_command(struct target *t, const char *line, target_cb cb, void *arg)
 {
-    begin(t, line, -1, 1, cb, arg);
+    begin(t, OP_COMMAND, line, NULL, -1, 1, cb, arg);
+}
+
+void target_mail(struct target *t, const char *line, const char *sender, target_cb cb, void *arg)
+{
+    begin(t, OP_MAIL, line, sender, -1, 1, cb, arg);
+}
+
+void target_rcpt(struct target *t, const char *line, const char *rcpt, target_cb cb, void *arg)
+{
+    begin(t, OP_RCPT, line, rcpt, -1, 1, cb, arg);
 }
 
 void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg)
 {
-    begin(t, "DATA", fd, count, cb, arg);
+    begin(t, OP_DATA, "DATA", NULL, fd, count, cb, arg);
 }
 
 struct target *target_new(struct event_base *base, const struct target_spec *spec,
@@ -463,7 +644,15 @@ struct target *target_new(struct event_base *base, const struct target_spec *spe
     snprintf(t->helo, sizeof t->helo, "%s", helo);
     wire_reader_init(&t->reader);
     t->deliver = event_new(base, -1, 0, on_deliver, t);
-    if (t->deliver == NULL) {
+    t->rcpts = calloc(MAX_REPLIES, sizeof *t->rcpts);
+    if (is_local(spec)) {
+        char err[256];
+        t->generation = 1;   /* nothing to lose: a transaction never spans a reconnection */
+        local_caps(&t->caps);
+        if (spec->kind == TARGET_MDA && mda_parse(spec->local, &t->mda, err, sizeof err) != 0)
+            log_warn("target.mda", " error=\"%s\"", err);
+    }
+    if (t->deliver == NULL || t->rcpts == NULL) {
         target_free(t);
         return NULL;
     }
@@ -488,6 +677,9 @@ void target_free(struct target *t)
     if (t->deliver != NULL)
         event_free(t->deliver);
     wire_reader_free(&t->reader);
+    if (t->rcpts != NULL)
+        local_reset(t);
+    free(t->rcpts);
     free(t->replies);
     free(t->line);
     free(t);
@@ -506,4 +698,9 @@ const struct target_caps *target_capabilities(const struct target *t)
 bool target_is_lmtp(const struct target *t)
 {
     return t->spec.kind == TARGET_LMTP;
+}
+
+bool target_per_recipient(const struct target *t)
+{
+    return t->spec.kind != TARGET_SMTP;
 }

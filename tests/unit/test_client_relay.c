@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "../../src/client/local.c"
+#include "../../src/client/maildir.c"
+#include "../../src/client/mda.c"
 #include "../../src/client/relay.c"
 #include "../../src/client/target.c"
 #include "../../src/client/wire.c"
@@ -96,7 +99,15 @@ static void test_target_parse(void **state)
     assert_int_equal(target_parse("smtp:host", &t, err, sizeof err), -1);
     assert_int_equal(target_parse("smtp:host:x25", &t, err, sizeof err), -1);
     assert_int_equal(target_parse("lmtp:unix:relative", &t, err, sizeof err), -1);
-    assert_int_equal(target_parse("maildir:/tmp/x", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("maildir:/tmp/x", &t, err, sizeof err), 0);
+    assert_int_equal(t.kind, TARGET_MAILDIR);
+    assert_int_equal(target_parse("maildir:relative/x", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("maildir:/var/mail/%x", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("mda:/usr/sbin/sendmail -i -f %s -- %r", &t, err, sizeof err), 0);
+    assert_int_equal(t.kind, TARGET_MDA);
+    assert_int_equal(target_parse("mda:sendmail %r", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("mda:/bin/x %q", &t, err, sizeof err), -1);
+    assert_int_equal(target_parse("pipe:/bin/x", &t, err, sizeof err), -1);
 }
 
 static struct wire_reply wr(int code, const char *text)
