@@ -348,6 +348,7 @@ struct relay *relay_new(struct event_base *base, const struct client_options *o,
         .hooks_ctx = r,
         .max_sessions = 1,
         .ehlo_extra = relay_ehlo_extra,
+        .chunking = true,   /* RFC 3030: with PIPELINING, many messages per round trip */
     };
     r->server = smtp_server_new(base, &settings);
     if (r->server == NULL) {

@@ -26,12 +26,14 @@ enum session_state {
     STATE_COMMITTING,   /* final dot seen, waiting for the store */
     STATE_CLOSING,      /* flushing the last reply */
     STATE_RCPT_WAIT,    /* check_rcpt_async under way: not reading */
+    STATE_CHUNK,        /* reading the octets of a BDAT chunk (RFC 3030) */
 };
 
 static const char *const state_names[] = {
     [STATE_GREETING] = "greeting", [STATE_READY] = "ready",   [STATE_MAIL] = "mail",
     [STATE_RCPT] = "rcpt",         [STATE_DATA] = "data",     [STATE_COMMITTING] = "committing",
     [STATE_CLOSING] = "closing",   [STATE_RCPT_WAIT] = "rcpt_wait",
+    [STATE_CHUNK] = "chunk",
 };
 
 struct smtp_server {
@@ -52,6 +54,9 @@ struct data_state {
     bool too_big;
     bool line_too_long;
     int storage_errno;
+    uint64_t chunk_left;       /* BDAT: octets of the current chunk still to read */
+    struct smtp_reply refusal; /* BDAT refused: sent once the chunk has been read */
+    bool chunk_last;           /* BDAT ... LAST */
     size_t staged;
     char stage[STAGE_SIZE];
 };
@@ -258,6 +263,8 @@ static void send_ehlo_reply(struct smtp_session *s)
     lines[n++] = "DSN";
     if (s->server->settings.tls != NULL && !s->tls_active && !is_lmtp(s))
         lines[n++] = "STARTTLS";
+    if (s->server->settings.chunking)
+        lines[n++] = "CHUNKING";
     const char *const *extra = s->server->settings.ehlo_extra;
     for (size_t i = 0; extra != NULL && extra[i] != NULL && i < SMTP_SERVER_EHLO_EXTRA_MAX; i++)
         lines[n++] = extra[i];
@@ -560,7 +567,7 @@ static void free_rcpt(struct smtp_txn_rcpt *r)
 
 static bool rcpt_allowed_now(struct smtp_session *s)
 {
-    if (s->state == STATE_MAIL || s->state == STATE_RCPT)
+    if ((s->state == STATE_MAIL || s->state == STATE_RCPT) && s->data == NULL)
         return true;
     reply_error(s, 503, "5.5.1", "Need MAIL before RCPT");
     return false;
@@ -680,9 +687,10 @@ static void cmd_data(struct smtp_session *s, const char *arg)
         reply_error(s, 501, "5.5.4", "DATA takes no argument");
         return;
     }
-    if (s->state != STATE_RCPT) {
-        reply_error(s, 503, "5.5.1", s->state == STATE_MAIL ? "Need RCPT before DATA"
-                                                            : "Need MAIL and RCPT before DATA");
+    if (s->state != STATE_RCPT || s->data != NULL) {
+        reply_error(s, 503, "5.5.1", s->data != NULL       ? "DATA after BDAT is not allowed"
+                                     : s->state == STATE_MAIL ? "Need RCPT before DATA"
+                                                              : "Need MAIL and RCPT before DATA");
         return;
     }
     s->data = calloc(1, sizeof *s->data);
@@ -939,11 +947,13 @@ struct command_entry {
     command_handler handler;
 };
 
+static void cmd_bdat(struct smtp_session *s, const char *arg);
+
 static const struct command_entry commands[] = {
     {"EHLO", cmd_ehlo}, {"HELO", cmd_helo}, {"LHLO", cmd_lhlo},         {"MAIL", cmd_mail},
     {"RCPT", cmd_rcpt}, {"DATA", cmd_data}, {"RSET", cmd_rset},         {"NOOP", cmd_noop},
     {"QUIT", cmd_quit}, {"VRFY", cmd_vrfy}, {"EXPN", cmd_expn},         {"HELP", cmd_help},
-    {"STARTTLS", cmd_starttls},
+    {"STARTTLS", cmd_starttls}, {"BDAT", cmd_bdat},
 };
 
 static const struct command_entry *find_command(const char *verb, size_t len)
@@ -974,12 +984,127 @@ static void command_line(struct smtp_session *s, const struct line *line)
     entry->handler(s, arg);
 }
 
+/* ---- BDAT (RFC 3030) ---- */
+
+/* RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CRLF, chunk-size = 1*DIGIT. */
+static int parse_bdat(const char *arg, uint64_t *size, bool *last)
+{
+    char *end;
+    if (*arg < '0' || *arg > '9' || strspn(arg, "0123456789") > 19)
+        return -1;
+    errno = 0;
+    *size = strtoull(arg, &end, 10);
+    *last = false;
+    if (errno != 0)
+        return -1;
+    if (*end == '\0')
+        return 0;
+    if (strcasecmp(end, " LAST") != 0)
+        return -1;
+    *last = true;
+    return 0;
+}
+
+/* The first BDAT of a transaction opens the message; a refusal is kept in *d and sent after
+ * the chunk has been read (RFC 3030 2: the octets are always consumed). */
+static struct data_state *open_chunked_message(struct smtp_session *s)
+{
+    struct data_state *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return NULL;
+    s->data = d;
+    if (s->state != STATE_RCPT)
+        reply_set(&d->refusal, 503, "5.5.1", "BDAT needs MAIL and RCPT first");
+    else if (hooks(s)->data_begin(hooks_ctx(s), s, &d->refusal) == 0)
+        d->refusal.code = 0;
+    return d;
+}
+
+static void cmd_bdat(struct smtp_session *s, const char *arg)
+{
+    uint64_t size;
+    bool last;
+    if (!s->server->settings.chunking) {
+        reply_error(s, 500, "5.5.1", "Command unrecognized");
+        return;
+    }
+    if (parse_bdat(arg, &size, &last) != 0) {
+        /* RFC 3030 2: without a valid size the chunk cannot be skipped: close. */
+        reply_send(output(s), 501, "5.5.4", "Syntax: BDAT chunk-size [LAST]; closing");
+        close_after_flush(s);
+        return;
+    }
+    struct data_state *d = s->data ? s->data : open_chunked_message(s);
+    if (d == NULL) {
+        reply_send(output(s), 452, "4.3.1", "Out of memory; closing");
+        close_after_flush(s);
+        return;
+    }
+    d->chunk_left = size;
+    d->chunk_last = last;
+    enter_state(s, STATE_CHUNK);
+    set_read_timeout(s, limits(s)->data_timeout);
+}
+
+static void end_of_chunk(struct smtp_session *s)
+{
+    struct data_state *d = s->data;
+    flush_stage(s);
+    if (d->refusal.code != 0) {
+        struct smtp_reply refusal = d->refusal;
+        bool opened = refusal.code != 503;
+        if (opened)
+            abort_message(s);
+        free(s->data);
+        s->data = NULL;
+        enter_state(s, s->txn.rcpt_count > 0 ? STATE_RCPT
+                       : s->txn.active         ? STATE_MAIL
+                                               : (s->helo[0] ? STATE_READY : STATE_GREETING));
+        set_read_timeout(s, limits(s)->command_timeout);
+        reply_write(output(s), &refusal);
+        count_error(s);
+        return;
+    }
+    if (d->chunk_last) {
+        enter_state(s, STATE_DATA);
+        end_of_data(s);
+        return;
+    }
+    enter_state(s, STATE_RCPT);
+    set_read_timeout(s, limits(s)->command_timeout);
+    reply_send(output(s), 250, "2.0.0", "%llu octets received",
+               (unsigned long long)d->octets);
+}
+
+/* Takes the octets of the current chunk out of the input: no lines, no dot-stuffing. */
+static void read_chunk(struct smtp_session *s, struct evbuffer *in)
+{
+    char buf[16384];
+    struct data_state *d = s->data;
+    while (d->chunk_left > 0 && evbuffer_get_length(in) > 0) {
+        size_t want = d->chunk_left < sizeof buf ? (size_t)d->chunk_left : sizeof buf;
+        int n = evbuffer_remove(in, buf, want);
+        if (n <= 0)
+            break;
+        d->chunk_left -= (uint64_t)n;
+        stage_octets(s, buf, (size_t)n);
+    }
+    if (d->chunk_left == 0)
+        end_of_chunk(s);
+}
+
 static void process_input(struct smtp_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     struct line line;
     while (s->state != STATE_COMMITTING && s->state != STATE_CLOSING &&
            s->state != STATE_RCPT_WAIT) {
+        if (s->state == STATE_CHUNK) {
+            read_chunk(s, in);
+            if (s->state == STATE_CHUNK)
+                break;
+            continue;
+        }
         enum line_status status = line_reader_next(&s->reader, in, &line);
         if (status == LINE_AGAIN)
             break;

@@ -86,6 +86,7 @@ struct smtp_server_settings {
     /* Optional NULL-terminated list of extra EHLO keywords (e.g. "X-ODMR-FAST"), at most
      * SMTP_SERVER_EHLO_EXTRA_MAX of them. */
     const char *const *ehlo_extra;
+    bool chunking;               /* offer CHUNKING (RFC 3030 BDAT) */
 };
 
 enum { SMTP_SERVER_EHLO_EXTRA_MAX = 4 };

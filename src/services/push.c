@@ -20,7 +20,7 @@
 
 enum {
     PUSH_MAX_PASSES = 16,         /* listings per session (mail arriving during the session) */
-    PUSH_FAST_IN_FLIGHT = 8,      /* transactions queued ahead with PIPELINING */
+    PUSH_FAST_IN_FLIGHT = 32,     /* transactions queued ahead with PIPELINING */
     PUSH_PARAMS_MAX = 1024,
 };
 

@@ -152,6 +152,9 @@ def test_many_messages_and_a_large_one_pipelined(prov):
     assert prov.queue_ids() == []
     assert len(sink.messages) == 31
     assert any(m[2].endswith(big) for m in sink.messages)
+    # X-ODMR-FAST got the fast profile: PIPELINING and CHUNKING (BDAT) on the reversed session.
+    ready = [l for l in prov.log().splitlines() if "event=push.ready" in l][-1]
+    assert "pipelining=1" in ready and "chunking=1" in ready, ready
 
 
 def test_end_to_end_lmtp(prov):
