@@ -118,7 +118,19 @@ class Odmrd:
             return f.read()
 
     # ---- the queue, read through odmrctl and the spool ----
+    def settle(self, seconds=5):
+        """A customer can exit as soon as it has its 250s and the 221, while odmrd still records
+        the outcomes off its event loop: wait (bounded) until every turned-around session has
+        logged odmr.push_done, i.e. its outcomes are on disk."""
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            log = self.log() if os.path.exists(self.log_path) else ""
+            if log.count("event=odmr.turnaround") <= log.count("event=odmr.push_done"):
+                return
+            time.sleep(0.05)
+
     def queue_ids(self, domain=None):
+        self.settle()
         args = ["queue", "list", "--ids"] + ([domain] if domain else [])
         out = self.ctl(*args).stdout
         return [line.strip() for line in out.splitlines() if line.strip()]
