@@ -608,13 +608,21 @@ static void settle_async_rcpt(struct smtp_session *s, const struct smtp_reply *r
     reply_write(output(s), reply);
 }
 
+/* The client left while a hook worked (RCPT check, store): nothing to answer any more; the
+ * outcome stays in the hook's own log. Returns true when the session is gone. */
+static bool free_if_peer_gone(struct smtp_session *s)
+{
+    if (!s->peer_gone)
+        return false;
+    s->state = STATE_CLOSING;
+    session_free(s);
+    return true;
+}
+
 void smtp_session_rcpt_done(struct smtp_session *s, const struct smtp_reply *reply)
 {
-    if (s->peer_gone) {
-        s->state = STATE_CLOSING;
-        session_free(s);
+    if (free_if_peer_gone(s))
         return;
-    }
     settle_async_rcpt(s, reply);
     if (s->state == STATE_CLOSING)
         return;   /* too many errors */
@@ -799,12 +807,8 @@ static void end_of_data(struct smtp_session *s)
 
 void smtp_session_data_done(struct smtp_session *s, const struct smtp_reply *reply)
 {
-    if (s->peer_gone) {
-        /* The client left while the store worked; the outcome stays in the store's log. */
-        s->state = STATE_CLOSING;
-        session_free(s);
+    if (free_if_peer_gone(s))
         return;
-    }
     send_data_reply(s, reply);
     finish_data_phase(s);
     if (s->server->shutting_down) {
