@@ -42,6 +42,12 @@ static const struct config_key config_keys[] = {
     {"intake", "commit_workers", VALUE_COUNT, FIELD(commit_workers), 0},
     {"odmr", "listen", VALUE_LIST, FIELD(odmr_listen), FIELD(odmr_listen_count)},
     {"odmr", "tls_listen", VALUE_LIST, FIELD(odmr_tls_listen), FIELD(odmr_tls_listen_count)},
+    {"odmr", "command_timeout", VALUE_DURATION, FIELD(odmr_command_timeout), 0},
+    {"odmr", "push_greeting_timeout", VALUE_DURATION, FIELD(push_greeting_timeout), 0},
+    {"odmr", "push_command_timeout", VALUE_DURATION, FIELD(push_command_timeout), 0},
+    {"odmr", "push_data_init_timeout", VALUE_DURATION, FIELD(push_data_init_timeout), 0},
+    {"odmr", "push_data_block_timeout", VALUE_DURATION, FIELD(push_data_block_timeout), 0},
+    {"odmr", "push_data_end_timeout", VALUE_DURATION, FIELD(push_data_end_timeout), 0},
     {"tls", "cert", VALUE_PATH, FIELD(tls_cert), 0},
     {"tls", "key", VALUE_PATH, FIELD(tls_key), 0},
     {"tls", "ca", VALUE_PATH, FIELD(tls_ca), 0},
@@ -175,8 +181,8 @@ static int store_value(struct load_context *ctx, const struct config_key *key,
                              key->name, value);
         return 1;
     case VALUE_DURATION:
-        if (config_parse_duration(value, field) != 0)
-            return set_error(ctx, "%s: bad duration \"%s\" (examples: 30s, 5m, 7d)",
+        if (config_parse_duration(value, field) != 0 || *(time_t *)field == 0)
+            return set_error(ctx, "%s: bad duration \"%s\" (at least 1s; examples: 30s, 5m, 7d)",
                              key->name, value);
         return 1;
     case VALUE_COUNT: {
@@ -242,6 +248,13 @@ static void init_numbers(struct config *cfg)
     cfg->max_sessions = 1000;
     cfg->command_timeout = 300;
     cfg->data_timeout = 180;
+    cfg->odmr_command_timeout = 300;
+    /* RFC 5321 4.5.3.2: the client's minimum timeouts per step */
+    cfg->push_greeting_timeout = 300;
+    cfg->push_command_timeout = 300;
+    cfg->push_data_init_timeout = 120;
+    cfg->push_data_block_timeout = 180;
+    cfg->push_data_end_timeout = 600;
     cfg->commit_workers = 16;
     cfg->max_hold = 7 * 86400;
 }

@@ -36,6 +36,13 @@ struct config {
     size_t odmr_listen_count;
     char *odmr_tls_listen[CONFIG_LISTEN_MAX];
     size_t odmr_tls_listen_count;
+    time_t odmr_command_timeout;     /* before the turnaround; default 5m */
+    /* the reversed session, odmrd as SMTP client: RFC 5321 4.5.3.2 defaults */
+    time_t push_greeting_timeout;    /* customer's 220 after ATRN's 250: 5m */
+    time_t push_command_timeout;     /* EHLO, MAIL, RCPT, QUIT: 5m */
+    time_t push_data_init_timeout;   /* 354: 2m */
+    time_t push_data_block_timeout;  /* each write of message data: 3m */
+    time_t push_data_end_timeout;    /* reply to the final dot: 10m */
     /* [tls] */
     char *tls_cert;            /* default: SPOOL/../tls/cert.pem, made self-signed on first run */
     char *tls_key;

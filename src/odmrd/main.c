@@ -162,13 +162,19 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
     struct odmr_settings settings = {
         .hostname = d->cfg.hostname,
         .tls = d->tls,
-        .command_timeout = d->cfg.command_timeout,
+        .command_timeout = d->cfg.odmr_command_timeout,
+        .push_timeouts = {
+            .greeting = d->cfg.push_greeting_timeout,
+            .command = d->cfg.push_command_timeout,
+            .data_init = d->cfg.push_data_init_timeout,
+            .data_block = d->cfg.push_data_block_timeout,
+            .data_end = d->cfg.push_data_end_timeout,
+        },
         .max_auth_failures = 3,
         .max_address_failures = 10,
         .failure_window = 15 * 60,
         .max_sessions = d->cfg.max_sessions,
     };
-    push_default_timeouts(&settings.push_timeouts);
     struct odmr_service *service = odmr_service_new(d->base, d->queue, &d->users, &settings);
     if (service == NULL)
         fail("cannot start the ODMR service", NULL);

@@ -1,16 +1,19 @@
 """The reversed ODMR session (RFC 2645 5.3, docs/push.md): the test is the customer's SMTP
 server on the same socket after ATRN's 250, and records everything odmrd sends byte-exact."""
+import os
 import re
 import select
 import smtplib
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
 import pytest
 
 from saslclient import cram_md5_response
+from conftest import BIN
 from smtpwire import Wire
 
 REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
@@ -1044,3 +1047,72 @@ def test_reply_with_mixed_codes_is_a_protocol_error(prov):
     assert st["state"] == "pending", "unknown outcome after the dot: kept, not failed: %r" % st
     lease_is_free_and_next_atrn_delivers(prov, [qid])
     del cust
+
+
+# ---------------------------------------------------------------- configured timeouts
+
+FAST_TIMEOUTS = {"odmr.command_timeout": "1s", "odmr.push_greeting_timeout": "1s",
+                 "odmr.push_command_timeout": "1s", "odmr.push_data_init_timeout": "1s",
+                 "odmr.push_data_block_timeout": "1s", "odmr.push_data_end_timeout": "1s"}
+
+
+@pytest.fixture
+def impatient(make_odmrd):
+    return make_odmrd(users=USERS, extra=FAST_TIMEOUTS)
+
+
+def closed_after(c, low, high):
+    """odmrd closes the connection no sooner than `low` and no later than `high` seconds."""
+    t0 = time.monotonic()
+    assert c.closed(timeout=high + 5)
+    took = time.monotonic() - t0
+    assert low <= took <= high, took
+    return took
+
+
+def test_odmr_command_timeout_before_the_turnaround(impatient):
+    c = login(impatient)
+    t0 = time.monotonic()
+    code, lines = c.reply()
+    assert code == 421 and lines[0].startswith("4.4.2"), (code, lines)
+    assert time.monotonic() - t0 < 6
+    assert c.closed()
+
+
+def test_push_greeting_timeout_keeps_the_mail(impatient):
+    qid = inject(impatient, ["u@example.org"])
+    c = login(impatient)
+    assert atrn(c)[0] == 250
+    closed_after(c, 0.5, 6)            # we never send our 220
+    assert impatient.queue_ids() == [qid]
+    assert rcpt_states(impatient, qid)["u@example.org"]["attempts"] == 0
+    lease_is_free_and_next_atrn_delivers(impatient, [qid])
+
+
+def test_push_data_end_timeout_leaves_the_recipient_pending(impatient):
+    qid = inject(impatient, ["u@example.org"])
+    c = login(impatient)
+    assert atrn(c)[0] == 250
+    c.send("220 customer.example ready\r\n")
+    assert c.readline().upper().startswith(b"EHLO")
+    c.send("250 customer.example\r\n")
+    for expected, answer in ((b"MAIL", "250 2.1.0 ok"), (b"RCPT", "250 2.1.5 ok"),
+                             (b"DATA", "354 go ahead")):
+        assert c.readline().upper().startswith(expected)
+        c.send(answer + "\r\n")
+    while c.readline() != b".\r\n":    # the whole message, then no reply from us
+        pass
+    closed_after(c, 0.5, 6)
+    assert impatient.queue_ids() == [qid]
+    state = rcpt_states(impatient, qid)["u@example.org"]
+    assert state["attempts"] == 1, state
+    lease_is_free_and_next_atrn_delivers(impatient, [qid])
+
+
+def test_zero_timeout_is_refused(tmp_path):
+    conf = tmp_path / "odmrd.conf"
+    conf.write_text("[odmr]\npush_data_end_timeout = 0\n")
+    odmrd = os.path.join(BIN, "odmrd")
+    r = subprocess.run([odmrd, "-t", "-c", str(conf)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "odmrd.conf:2:" in r.stderr and "push_data_end_timeout" in r.stderr, r.stderr

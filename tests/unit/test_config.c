@@ -41,6 +41,13 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_line_length, 1000);
     assert_int_equal(cfg.command_timeout, 300);
     assert_int_equal(cfg.max_hold, 7 * 86400);
+    /* RFC 5321 4.5.3.2 client timeouts for the reversed session */
+    assert_int_equal(cfg.odmr_command_timeout, 300);
+    assert_int_equal(cfg.push_greeting_timeout, 300);
+    assert_int_equal(cfg.push_command_timeout, 300);
+    assert_int_equal(cfg.push_data_init_timeout, 120);
+    assert_int_equal(cfg.push_data_block_timeout, 180);
+    assert_int_equal(cfg.push_data_end_timeout, 600);
     assert_string_equal(cfg.smtp_listen[0], "127.0.0.1:2525");
     assert_string_equal(cfg.spool, "./run/spool");
     config_free(&cfg);
@@ -52,7 +59,8 @@ static void test_values(void **state)
     char err[256];
     assert_int_equal(load("[server]\nhostname = mx.example\nspool = /var/spool/odmr\n"
                           "[intake]\nsmtp_listen = 127.0.0.1:25, [::1]:25\nmax_message_size = 10M\n"
-                          "max_recipients = 100\n[queue]\nmax_hold = 5d\n",
+                          "max_recipients = 100\n[queue]\nmax_hold = 5d\n"
+                          "[odmr]\ncommand_timeout = 30s\npush_data_end_timeout = 20m\n",
                           &cfg, err, sizeof err),
                      0);
     assert_string_equal(cfg.hostname, "mx.example");
@@ -61,6 +69,9 @@ static void test_values(void **state)
     assert_string_equal(cfg.smtp_listen[1], "[::1]:25");
     assert_int_equal(cfg.max_message_size, 10u << 20);
     assert_int_equal(cfg.max_hold, 5 * 86400);
+    assert_int_equal(cfg.odmr_command_timeout, 30);
+    assert_int_equal(cfg.push_data_end_timeout, 20 * 60);
+    assert_int_equal(cfg.push_data_init_timeout, 120);
     config_free(&cfg);
 }
 
@@ -70,6 +81,7 @@ static void test_errors(void **state)
         {"[server]\nnope = 1\n", ":2: unknown key \"nope\" in section [server]"},
         {"[intake]\nmax_message_size = lots\n", ":2: max_message_size: bad size"},
         {"[queue]\nmax_hold = 3 days\n", ":2: max_hold: bad duration"},
+        {"[odmr]\n\npush_command_timeout = 0s\n", ":3: push_command_timeout: bad duration"},
         {"[intake]\nmax_recipients = 99\n", "must be at least 100"},
         {"[intake]\nmax_line_length = 999\n", "must be at least 1000"},
         {"[server]\nlog_level = loud\n", "log_level"},
