@@ -273,6 +273,23 @@ static void count_outcome(struct relay *r, const struct smtp_reply *reply)
              log_quote(text, sizeof text, reply->text, strlen(reply->text)));
 }
 
+/* One reply per recipient (LMTP, maildir:, mda:) is folded into one for the provider, which
+ * then records the folded reply for every recipient: log each recipient's own reply, so the
+ * one that made a "451 4.3.0 ... only some recipients" (or the others behind a first 5xx) is
+ * named. Not 2xx at info, 2xx with -v. The replies follow the accepted recipients' order. */
+static void log_rcpt_replies(struct relay *r, const struct wire_reply *replies, size_t count)
+{
+    const struct smtp_transaction *txn = smtp_session_transaction(r->session);
+    for (size_t i = 0; i < count; i++) {
+        const char *addr = txn != NULL && i < txn->rcpt_count ? txn->rcpts[i].address : "?";
+        char qaddr[200], text[200];
+        log_event(replies[i].code / 100 == 2 ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
+                  "client.rcpt_result", " rcpt=%s code=%d reply=%s",
+                  log_quote(qaddr, sizeof qaddr, addr, strlen(addr)), replies[i].code,
+                  log_quote(text, sizeof text, replies[i].text, strlen(replies[i].text)));
+    }
+}
+
 static void data_answered(void *arg, const struct wire_reply *replies, size_t count)
 {
     struct relay *r = arg;
@@ -280,10 +297,12 @@ static void data_answered(void *arg, const struct wire_reply *replies, size_t co
     close_spool(r);
     r->target_txn_open = false;
     r->in_txn = false;
-    if (target_per_recipient(r->target) && count > 1)
+    if (target_per_recipient(r->target) && count > 1) {
+        log_rcpt_replies(r, replies, count);
         relay_fold_lmtp(replies, count, &reply);
-    else
+    } else {
         target_reply(&replies[0], &reply);
+    }
     count_outcome(r, &reply);
     smtp_session_data_done(r->session, &reply);
 }

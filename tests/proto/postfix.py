@@ -35,6 +35,8 @@ POSTSUPER = os.path.join(SBIN, "postsuper")
 
 # Every service the private instance needs, none chrooted (the queue is a temp dir, and
 # lmtp:unix:/path must reach a socket outside it). The smtpd service name is filled in.
+# `virtual` serves virtual_mailbox_domains (Maildir delivery in a test's own directory) when
+# a test sets them through `main`; unused otherwise.
 MASTER_CF = """\
 # service        type  private unpriv chroot wakeup maxproc command
 {listen} inet  n       -       n       -       -       smtpd
@@ -57,6 +59,7 @@ error            unix  -       -       n       -       -       error
 retry            unix  -       -       n       -       -       error
 discard          unix  -       -       n       -       -       discard
 local            unix  -       n       n       -       -       local
+virtual          unix  -       n       n       -       -       virtual
 lmtp             unix  -       -       n       -       -       lmtp
 anvil            unix  -       -       n       -       1       anvil
 scache           unix  -       -       n       -       1       scache
