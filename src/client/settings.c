@@ -67,7 +67,7 @@ struct setting {
 };
 
 __attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+static int set_error(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -87,7 +87,7 @@ static int replace_string(char **field, const char *value, char *err, size_t err
 {
     char *copy = strdup(value);
     if (copy == NULL)
-        return fail(err, errlen, "out of memory");
+        return set_error(err, errlen, "out of memory");
     free(*field);
     *field = copy;
     return 0;
@@ -97,7 +97,7 @@ static int parse_string(struct client_options *o, const struct setting *s, const
                         const struct setting_input *in, char *err, size_t errlen)
 {
     if (value[0] == '\0')
-        return fail(err, errlen, "empty value");
+        return set_error(err, errlen, "empty value");
     return replace_string(string_field(o, s), value, err, errlen);
 }
 
@@ -106,11 +106,11 @@ static int parse_path(struct client_options *o, const struct setting *s, const c
 {
     char joined[PATH_MAX];
     if (value[0] == '\0')
-        return fail(err, errlen, "empty path");
+        return set_error(err, errlen, "empty path");
     if (value[0] == '/' || in->base_dir == NULL)
         return replace_string(string_field(o, s), value, err, errlen);
     if ((size_t)snprintf(joined, sizeof joined, "%s/%s", in->base_dir, value) >= sizeof joined)
-        return fail(err, errlen, "path too long");
+        return set_error(err, errlen, "path too long");
     return replace_string(string_field(o, s), joined, err, errlen);
 }
 
@@ -143,9 +143,9 @@ static int parse_server(struct client_options *o, const struct setting *s, const
     const char *host, *port;
     size_t hlen;
     if (split_server(value, &host, &hlen, &port) != 0 || hlen == 0 || hlen >= sizeof o->host ||
-        port[0] == '\0' || strlen(port) >= sizeof o->port ||
-        strspn(port, "0123456789") != strlen(port))
-        return fail(err, errlen, "bad value \"%s\" (expected HOST, HOST:PORT or [IPv6]:PORT)",
+        port[0] == '\0' || strlen(port) > 5 || strspn(port, "0123456789") != strlen(port) ||
+        atoi(port) < 1 || atoi(port) > 65535)
+        return set_error(err, errlen, "bad value \"%s\" (expected HOST, HOST:PORT or [IPv6]:PORT)",
                     value);
     if (replace_string(&o->server, value, err, errlen) != 0)
         return -1;
@@ -166,17 +166,17 @@ static int parse_tls(struct client_options *o, const struct setting *s, const ch
             o->tls = modes[i].mode;
             return 0;
         }
-    return fail(err, errlen, "bad value \"%s\" (expected starttls, implicit or none)", value);
+    return set_error(err, errlen, "bad value \"%s\" (expected starttls, implicit or none)", value);
 }
 
 static int add_pin(struct client_options *o, const char *text, char *err, size_t errlen)
 {
     struct tls_pin pin;
     if (tls_pin_parse(text, &pin) != 0)
-        return fail(err, errlen, "bad pin \"%.80s\" (expected sha256: and 44 base64 characters, "
+        return set_error(err, errlen, "bad pin \"%.80s\" (expected sha256: and 44 base64 characters, "
                     "as \"odmrctl tls pin\" prints it)", text);
     if (o->pin_count == CLIENT_PIN_MAX)
-        return fail(err, errlen, "too many pins (at most %d)", CLIENT_PIN_MAX);
+        return set_error(err, errlen, "too many pins (at most %d)", CLIENT_PIN_MAX);
     o->pins[o->pin_count++] = pin;
     return 0;
 }
@@ -189,7 +189,7 @@ static int parse_pins(struct client_options *o, const struct setting *s, const c
     char *copy = strdup(value), *save = NULL;
     int rc = 0, seen = 0;
     if (copy == NULL)
-        return fail(err, errlen, "out of memory");
+        return set_error(err, errlen, "out of memory");
     if (in->from_flags && !o->pins_from_flags) {
         o->pin_count = 0;
         o->pins_from_flags = true;
@@ -199,15 +199,19 @@ static int parse_pins(struct client_options *o, const struct setting *s, const c
         rc = add_pin(o, tok, err, errlen);
     free(copy);
     if (rc == 0 && seen == 0)
-        return fail(err, errlen, "empty value (expected sha256:BASE64)");
+        return set_error(err, errlen, "empty value (expected sha256:BASE64)");
     return rc;
 }
 
+/* A password on the command line is seen by every local user (ps); one in the config file
+ * would make that file a secret. Only a password file of its own holds it. */
 static int refuse_password(struct client_options *o, const struct setting *s, const char *value,
                            const struct setting_input *in, char *err, size_t errlen)
 {
-    return fail(err, errlen, "a password may not be written in the config file; put it in a "
-                "file of its own (first line, mode 0600) and name that file with password_file");
+    return set_error(err, errlen, "a password is never taken from %s; put it in a file of its own "
+                "(first line, mode 0600) and name that file with %s",
+                in->from_flags ? "the command line (ps shows it)" : "the config file",
+                in->from_flags ? "--password-file" : "password_file");
 }
 
 /* Durations as odmrd.conf writes them (config_parse_duration): 300, 30s, 5m, 1h, 1d, 1w. */
@@ -216,7 +220,7 @@ static int parse_bounded_duration(const char *value, unsigned max, unsigned *out
 {
     time_t t;
     if (config_parse_duration(value, &t) != 0 || t < 1 || t > (time_t)max)
-        return fail(err, errlen, "bad duration \"%s\" (examples: 30s, 5m, 1h; from 1s to %us)",
+        return set_error(err, errlen, "bad duration \"%s\" (examples: 30s, 5m, 1h; from 1s to %us)",
                     value, max);
     *out = (unsigned)t;
     return 0;
@@ -241,7 +245,7 @@ static int parse_factor(struct client_options *o, const struct setting *s, const
     errno = 0;
     double v = strtod(value, &end);
     if (errno != 0 || end == value || *end != '\0' || !(v > 0) || v > FACTOR_MAX)
-        return fail(err, errlen, "bad factor \"%s\" (a number above 0, at most %d)", value,
+        return set_error(err, errlen, "bad factor \"%s\" (a number above 0, at most %d)", value,
                     FACTOR_MAX);
     o->timeout_scale = v;
     return 0;
@@ -259,7 +263,7 @@ static int parse_switch(struct client_options *o, const struct setting *s, const
             *(bool *)((char *)o + s->field) = words[i].on;
             return 0;
         }
-    return fail(err, errlen, "bad value \"%s\" (expected yes or no)", value);
+    return set_error(err, errlen, "bad value \"%s\" (expected yes or no)", value);
 }
 
 /* ---- the table: every setting, its key in the file, its flag ---- */
@@ -274,7 +278,7 @@ static const struct setting settings[] = {
     {"provider", "pin", "pin", 0, true, parse_pins, 0},
     {"provider", "user", "user", 0, true, parse_string, FIELD(user)},
     {"provider", "password_file", "password-file", 0, true, parse_path, FIELD(password_file)},
-    {"provider", "password", NULL, 0, true, refuse_password, 0},
+    {"provider", "password", "password", 0, true, refuse_password, 0},
     {"provider", "mech", "mech", 0, true, parse_string, FIELD(mech)},
     {"provider", "domains", "domains", 0, true, parse_string, FIELD(domains)},
     {"local", "deliver", "deliver", 0, true, parse_string, FIELD(deliver)},
@@ -410,11 +414,16 @@ static int on_entry(void *user, const char *section, const char *key, const char
     const struct setting *s = find_key(section, key);
     if (s == NULL) {
         const struct setting *elsewhere = find_key_anywhere(key);
+        char where[80];
+        if (section[0] == '\0')
+            snprintf(where, sizeof where, "before any [section]");
+        else
+            snprintf(where, sizeof where, "in [%.60s]", section);
         if (elsewhere != NULL)
-            file_error(ctx, "unknown key \"%s\" in [%s] (it belongs in [%s])", key, section,
+            file_error(ctx, "unknown key \"%s\" %s (it belongs in [%s])", key, where,
                        elsewhere->section);
         else
-            file_error(ctx, "unknown key \"%s\" in [%s]", key, section);
+            file_error(ctx, "unknown key \"%s\" %s", key, where);
         return 0;
     }
     if (s->parse(ctx->o, s, value, &ctx->input, err, sizeof err) != 0) {
@@ -430,14 +439,14 @@ int settings_load_stream(struct client_options *o, FILE *in, const char *name,
     struct file_context ctx = {.o = o, .in = in, .input = {base_dir, false}};
     int rc = ini_parse_stream(read_line, &ctx, on_entry, &ctx);
     if (rc < 0)
-        return fail(err, errlen, "%s: cannot parse (out of memory)", name);
+        return set_error(err, errlen, "%s: cannot parse (out of memory)", name);
     /* inih reports the first line it found wrong (its own syntax errors included); ours may
      * come first (an over-long line), or be the same line with a better message. */
     if (rc > 0 && (ctx.error_line == 0 || rc < ctx.error_line))
-        return fail(err, errlen, "%s:%d: syntax error (expected \"key = value\" or [section])",
+        return set_error(err, errlen, "%s:%d: syntax error (expected \"key = value\" or [section])",
                     name, rc);
     if (ctx.error_line != 0)
-        return fail(err, errlen, "%s:%d: %s", name, ctx.error_line, ctx.message);
+        return set_error(err, errlen, "%s:%d: %s", name, ctx.error_line, ctx.message);
     return 0;
 }
 
@@ -456,9 +465,9 @@ int settings_load_file(struct client_options *o, const char *path, char *err, si
 {
     FILE *in = fopen(path, "r");
     if (in == NULL)
-        return fail(err, errlen, "%s: %s", path, strerror(errno));
+        return set_error(err, errlen, "%s: %s", path, strerror(errno));
     char *dir = directory_of(path);
-    int rc = dir == NULL ? fail(err, errlen, "%s: %s", path, strerror(errno))
+    int rc = dir == NULL ? set_error(err, errlen, "%s: %s", path, strerror(errno))
                          : settings_load_stream(o, in, path, dir, err, errlen);
     fclose(in);
     free(dir);
@@ -483,7 +492,7 @@ static int apply_flag(struct client_options *o, const struct setting *s, const c
     static const struct setting_input from_flags = {NULL, true};
     char why[300];
     if (s->parse(o, s, s->takes_value ? value : "yes", &from_flags, why, sizeof why) != 0)
-        return fail(err, errlen, "--%s: %s", s->flag, why);
+        return set_error(err, errlen, "--%s: %s", s->flag, why);
     return 0;
 }
 
@@ -492,7 +501,7 @@ int settings_apply_flag(struct client_options *o, const char *flag, const char *
 {
     const struct setting *s = find_flag(flag);
     if (s == NULL)
-        return fail(err, errlen, "unknown option --%s", flag);
+        return set_error(err, errlen, "unknown option --%s", flag);
     return apply_flag(o, s, value, err, errlen);
 }
 
@@ -552,13 +561,13 @@ static enum settings_result collect_flags(int argc, char **argv, struct given_fl
         const struct setting *s = ch >= FLAG_SETTING_BASE ? &settings[ch - FLAG_SETTING_BASE]
                                                           : setting_of_short_flag(ch);
         if (s == NULL) {
-            fail(err, errlen, "unknown option or missing value: %s", argv[optind - 1]);
+            set_error(err, errlen, "unknown option or missing value: %s", argv[optind - 1]);
             return SETTINGS_ERROR;
         }
         given[(*count)++] = (struct given_flag){s, optarg};
     }
     if (optind != argc) {
-        fail(err, errlen, "unexpected argument: %s", argv[optind]);
+        set_error(err, errlen, "unexpected argument: %s", argv[optind]);
         return SETTINGS_ERROR;
     }
     return SETTINGS_OK;
@@ -571,7 +580,7 @@ enum settings_result settings_from_command_line(struct client_options *o, int ar
     const char *config = NULL;
     size_t count = 0;
     if (given == NULL) {
-        fail(err, errlen, "out of memory");
+        set_error(err, errlen, "out of memory");
         return SETTINGS_ERROR;
     }
     enum settings_result rc = collect_flags(argc, argv, given, &count, &config, err, errlen);
@@ -596,7 +605,7 @@ static int check_required(const struct client_options *o, char *err, size_t errl
     };
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++)
         if (*(char *const *)((const char *)o + required[i].offset) == NULL)
-            return fail(err, errlen, "missing --%s (or [%s] %s in the config file)",
+            return set_error(err, errlen, "missing --%s (or [%s] %s in the config file)",
                         required[i].flag, required[i].section, required[i].key);
     return 0;
 }
@@ -611,9 +620,9 @@ int settings_check(struct client_options *o, char *err, size_t errlen)
     if (check_required(o, err, errlen) != 0)
         return -1;
     if (o->mech != NULL && o->tls == TLS_MODE_NONE && plaintext_mech(o->mech))
-        return fail(err, errlen, "mech %s needs TLS (it sends the password in clear)", o->mech);
+        return set_error(err, errlen, "mech %s needs TLS (it sends the password in clear)", o->mech);
     if (o->pin_count > 0 && o->tls == TLS_MODE_NONE)
-        return fail(err, errlen, "a pin needs TLS: with tls none there is no certificate to check");
+        return set_error(err, errlen, "a pin needs TLS: with tls none there is no certificate to check");
     return settings_read_password(o, err, errlen);
 }
 
@@ -633,9 +642,9 @@ static int check_private(const char *path, const struct stat *st, char *err, siz
 {
     mode_t others = in_credentials_directory(path) ? S_IRWXO : (S_IRWXG | S_IRWXO);
     if (!S_ISREG(st->st_mode))
-        return fail(err, errlen, "password file %s: not a regular file", path);
+        return set_error(err, errlen, "password file %s: not a regular file", path);
     if ((st->st_mode & others) != 0)
-        return fail(err, errlen, "password file %s: mode %04o lets other users read or change "
+        return set_error(err, errlen, "password file %s: mode %04o lets other users read or change "
                     "it; chmod 600 it (or 400)", path, (unsigned)(st->st_mode & 07777));
     return 0;
 }
@@ -646,7 +655,7 @@ static int first_line(int fd, const char *path, char **out, char *err, size_t er
     FILE *f = fdopen(fd, "r");
     if (f == NULL) {
         close(fd);
-        return fail(err, errlen, "password file %s: %s", path, strerror(errno));
+        return set_error(err, errlen, "password file %s: %s", path, strerror(errno));
     }
     bool ok = fgets(line, sizeof line, f) != NULL;
     bool whole = ok && (strchr(line, '\n') != NULL || feof(f));
@@ -659,11 +668,11 @@ static int first_line(int fd, const char *path, char **out, char *err, size_t er
     }
     explicit_bzero(line, sizeof line);
     if (!ok || len == 0)
-        return fail(err, errlen, "password file %s: the first line is empty", path);
+        return set_error(err, errlen, "password file %s: the first line is empty", path);
     if (!whole)
-        return fail(err, errlen, "password file %s: the first line is longer than %d octets",
+        return set_error(err, errlen, "password file %s: the first line is longer than %d octets",
                     path, PASSWORD_MAX - 2);
-    return *out != NULL ? 0 : fail(err, errlen, "out of memory");
+    return *out != NULL ? 0 : set_error(err, errlen, "out of memory");
 }
 
 int settings_read_password(struct client_options *o, char *err, size_t errlen)
@@ -671,7 +680,7 @@ int settings_read_password(struct client_options *o, char *err, size_t errlen)
     struct stat st;
     int fd = open(o->password_file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
     if (fd < 0 || fstat(fd, &st) != 0) {
-        fail(err, errlen, "password file %s: %s", o->password_file, strerror(errno));
+        set_error(err, errlen, "password file %s: %s", o->password_file, strerror(errno));
         if (fd >= 0)
             close(fd);
         return -1;
