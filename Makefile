@@ -44,9 +44,10 @@ $(BINDIR)/$(1): $$($(1)_OBJ) $(LIB_A)
 endef
 $(foreach p,$(PROGRAMS),$(eval $(call link_program,$(p))))
 
+# -MMD: a test that #includes a program's .c file (the client's) is rebuilt when that file changes.
 $(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB_A) $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(LIB_A) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BIN)
 
@@ -94,4 +95,4 @@ run:
 clean:
 	rm -rf build build-asan build-fuzz bin
 
--include $(LIB_OBJ:.o=.d) $(odmrd_OBJ:.o=.d) $(odmrctl_OBJ:.o=.d) $(odmr-client_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(odmrd_OBJ:.o=.d) $(odmrctl_OBJ:.o=.d) $(odmr-client_OBJ:.o=.d) $(UNIT_BIN:=.d)

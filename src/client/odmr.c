@@ -40,6 +40,7 @@ struct odmr {
     struct bufferevent *bev;
     struct wire_reader reader;
     SSL_CTX *tls_ctx;
+    struct tls_client_trust trust;   /* the CA and pins the handshake checks */
     bool tls_active;
     enum step step;
     enum client_exit exit_code;    /* reported after QUIT */
@@ -57,11 +58,11 @@ static void on_auth(struct odmr *c, const struct wire_reply *r);
 static void on_atrn(struct odmr *c, const struct wire_reply *r);
 static void on_quit(struct odmr *c, const struct wire_reply *r);
 
-/* What each step waits for, how long (RFC 5321 4.5.3.2; RFC 2645 5.2.1 for ATRN), and who
- * handles the reply. */
+/* What each step waits for, which timeout bounds the wait (settings.c: RFC 5321 4.5.3.2 and
+ * RFC 2645 5.2.1 for ATRN), and who handles the reply. */
 static const struct step_rule {
     const char *name;
-    double timeout;
+    enum client_timeout_kind timeout;
     reply_handler handle;
 } steps[] = {
     [STEP_CONNECTING] = {"tls-connect", TIMEOUT_GREETING, NULL},
@@ -71,16 +72,28 @@ static const struct step_rule {
     [STEP_HANDSHAKE] = {"tls-handshake", TIMEOUT_COMMAND, NULL},
     [STEP_AUTH] = {"AUTH", TIMEOUT_COMMAND, on_auth},
     [STEP_ATRN] = {"ATRN", TIMEOUT_ATRN, on_atrn},
-    [STEP_QUIT] = {"QUIT", TIMEOUT_COMMAND / 10, on_quit},
+    [STEP_QUIT] = {"QUIT", TIMEOUT_COMMAND, on_quit},
     [STEP_DONE] = {"done", TIMEOUT_COMMAND, NULL},
 };
+
+/* The 221 to QUIT is only waited for out of courtesy (RFC 5321 4.1.1.10): the session's outcome
+ * is already known, so a tenth of the command timeout. */
+static struct timeval step_timeout(const struct odmr *c, enum step step)
+{
+    struct timeval tv = client_timeout(c->opts, steps[step].timeout);
+    if (step == STEP_QUIT) {
+        long long us = ((long long)tv.tv_sec * 1000000 + tv.tv_usec) / 10;
+        tv = (struct timeval){(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+    }
+    return tv;
+}
 
 static void enter_step(struct odmr *c, enum step next)
 {
     log_debug("client.step", " from=%s to=%s", steps[c->step].name, steps[next].name);
     c->step = next;
     if (c->bev != NULL) {
-        struct timeval tv = client_timeout(c->opts, steps[next].timeout);
+        struct timeval tv = step_timeout(c, next);
         bufferevent_set_timeouts(c->bev, &tv, &tv);
     }
 }
@@ -103,7 +116,7 @@ static void finish(struct odmr *c, enum client_exit code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void finish(struct odmr *c, enum client_exit code, const char *fmt, ...)
 {
-    char why[300];
+    char why[600];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
@@ -381,7 +394,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct odmr *c = arg;
-    char why[300];
+    char why[600];
     if (what & BEV_EVENT_CONNECTED) {
         tls_up(c);
         return;
@@ -391,7 +404,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if ((what & BEV_EVENT_ERROR) && (c->step == STEP_CONNECTING || c->step == STEP_HANDSHAKE)) {
-        tls_client_failure(bev, why, sizeof why);
+        tls_client_failure(bev, &c->trust, why, sizeof why);
         bufferevent_free(c->bev);
         c->bev = NULL;
         finish(c, EXIT_TLS, "%s", why);
@@ -430,7 +443,9 @@ static int make_tls_context(struct odmr *c)
     char err[300];
     if (c->opts->tls == TLS_MODE_NONE)
         return 0;
-    c->tls_ctx = tls_client_context(c->opts->ca, err, sizeof err);
+    c->trust = (struct tls_client_trust){.ca = c->opts->ca, .pins = c->opts->pins,
+                                         .pin_count = c->opts->pin_count};
+    c->tls_ctx = tls_client_context(&c->trust, err, sizeof err);
     if (c->tls_ctx == NULL) {
         finish(c, EXIT_USAGE, "%s", err);
         return -1;
@@ -448,7 +463,7 @@ void odmr_start(struct odmr *c)
     if (make_tls_context(c) != 0)
         return;
     int fd = wire_connect(c->opts->host, c->opts->port, NULL,
-                          client_timeout(c->opts, TIMEOUT_GREETING), err, sizeof err);
+                          client_timeout(c->opts, TIMEOUT_CONNECT), err, sizeof err);
     if (fd < 0) {
         finish(c, EXIT_PROTOCOL, "cannot connect to %s:%s: %s", c->opts->host, c->opts->port, err);
         return;

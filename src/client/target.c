@@ -194,7 +194,7 @@ int target_probe(const struct target_spec *spec, const struct client_options *o,
     if (is_local(spec))
         return local_probe(spec, caps, err, errlen);
     int fd = wire_connect(spec->host, spec->port, spec->is_unix ? spec->unix_path : NULL,
-                          client_timeout(o, TIMEOUT_COMMAND), err, errlen);
+                          client_timeout(o, TIMEOUT_CONNECT), err, errlen);
     if (fd < 0)
         return -1;
     int rc = probe_exchange(fd, spec, o, helo, caps, err, errlen);
@@ -244,14 +244,16 @@ struct target {
 enum target_op { OP_COMMAND, OP_MAIL, OP_RCPT, OP_DATA };
 static void local_run(struct target *t, enum target_op op, const char *addr);
 
-static void set_timeout(struct target *t, double seconds)
+/* Reading waits for the reply the state expects; writing is bounded per data block (RFC 5321
+ * 4.5.3.2.5), commands being small. */
+static void set_timeout(struct target *t, enum client_timeout_kind reply)
 {
-    struct timeval rd = client_timeout(t->opts, seconds);
+    struct timeval rd = client_timeout(t->opts, reply);
     struct timeval wr = client_timeout(t->opts, TIMEOUT_DATA_BLOCK);
     bufferevent_set_timeouts(t->bev, &rd, &wr);
 }
 
-static void send_line(struct target *t, const char *line, double timeout)
+static void send_line(struct target *t, const char *line, enum client_timeout_kind timeout)
 {
     evbuffer_add_printf(bufferevent_get_output(t->bev), "%s\r\n", line);
     set_timeout(t, timeout);
@@ -560,7 +562,7 @@ static int open_connection(struct target *t)
 {
     char err[256];
     int fd = wire_connect(t->spec.host, t->spec.port, t->spec.is_unix ? t->spec.unix_path : NULL,
-                          client_timeout(t->opts, TIMEOUT_COMMAND), err, sizeof err);
+                          client_timeout(t->opts, TIMEOUT_CONNECT), err, sizeof err);
     if (fd < 0) {
         log_warn("target.connect_failed", " error=%s", err);
         return -1;

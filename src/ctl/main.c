@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "ctl/ctl_queue.h"
+#include "ctl/ctl_tls.h"
 #include "ctl/ctl_user.h"
 #include "lib/config.h"
 #include "lib/log.h"
@@ -28,6 +29,8 @@ static const struct ctl_command {
      "  user list"},
     {"queue", ctl_queue_main, "queue list [--ids] [DOMAIN] | queue show ID | queue cat ID | "
                               "queue delete ID"},
+    {"tls", ctl_tls_main, "tls pin [CERT-FILE]  (the pin customers give odmr-client --pin; "
+                          "default: [tls] cert)"},
     {"check-config", check_config, "check-config  (like odmrd -t: configuration and users file)"},
 };
 enum { COMMAND_COUNT = sizeof commands / sizeof commands[0] };
@@ -38,8 +41,8 @@ static int usage(FILE *out)
     for (size_t i = 0; i < COMMAND_COUNT; i++)
         fprintf(out, "  %s\n", commands[i].usage);
     fprintf(out, "Without -c: ./odmrd.conf if it exists, else the embedded defaults.\n"
-                 "Exit codes: 0 ok, 64 usage, 65 bad data, 67 no such user, 74 I/O error,\n"
-                 "78 configuration error (docs/odmrctl.md).\n");
+                 "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file, 67 no such user,\n"
+                 "74 I/O error, 78 configuration error (docs/odmrctl.md).\n");
     return out == stdout ? EX_OK : EX_USAGE;
 }
 

@@ -101,10 +101,12 @@ def prov(make_odmrd):
     return make_odmrd(users=USERS)
 
 
-def password_file(prov, secret):
+def password_file(prov, secret, mode=0o600):
+    """odmr-client refuses a password file that others can read (docs/client.md)."""
     path = os.path.join(prov.dir, "pw-%d" % abs(hash(secret)))
     with open(path, "w") as f:
         f.write(secret + "\n")
+    os.chmod(path, mode)
     return path
 
 

@@ -15,15 +15,15 @@
 
 #include <event2/buffer.h>
 
-struct timeval client_timeout(const struct client_options *o, double seconds)
+struct timeval client_timeout(const struct client_options *o, enum client_timeout_kind kind)
 {
-    struct timeval tv = {(time_t)seconds, 0};
+    struct timeval tv = {60, 0};
     return tv;
 }
 
-time_t client_timeout_seconds(const struct client_options *o, double seconds)
+time_t client_timeout_seconds(const struct client_options *o, enum client_timeout_kind kind)
 {
-    return (time_t)seconds;
+    return 60;
 }
 
 static int feed(const char *text, struct wire_reply *out, bool one_byte_at_a_time)
