@@ -193,6 +193,19 @@ static const char *choose_mech(struct odmr *c, const char *list)
     return NULL;
 }
 
+/* RFC 5802 6: a SCRAM client that can bind says so ("y") only when the server did not offer
+ * the -PLUS variant; choosing plain SCRAM while -PLUS is offered must go without binding
+ * ("n"), or the server rightly suspects a downgrade and fails the exchange. */
+static bool offer_channel_binding(const char *list, const char *mech)
+{
+    char plus[64];
+    size_t n = strlen(mech);
+    if (n >= 5 && strcasecmp(mech + n - 5, "-PLUS") == 0)
+        return true;
+    snprintf(plus, sizeof plus, "%s-PLUS", mech);
+    return !offered(list, plus);
+}
+
 static void begin_auth(struct odmr *c, const char *list)
 {
     const char *mech = choose_mech(c, list);
@@ -206,7 +219,8 @@ static void begin_auth(struct odmr *c, const char *list)
     }
     char cb[128];
     const char *binding = NULL;
-    if (c->tls_active && tls_channel_binding(c->bev, cb, sizeof cb) == 0)
+    if (c->tls_active && offer_channel_binding(list, mech) &&
+        tls_channel_binding(c->bev, cb, sizeof cb) == 0)
         binding = cb;
     snprintf(c->mech, sizeof c->mech, "%s", mech);
     c->exchange = sasl_client_start(c->sasl, mech, c->opts->user, c->opts->password, "smtp",

@@ -294,3 +294,17 @@ def test_cram_md5_mech(prov):
     r = run_client(prov, sink.target(), extra=("--mech", "CRAM-MD5"))
     assert r.returncode == 0, r.stderr
     assert queue_settled(prov) == []
+
+
+@pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "PLAIN"])
+def test_forced_mech_over_tls_while_plus_is_offered(prov, mech):
+    """RFC 5802 6: plain SCRAM chosen while -PLUS is offered goes without channel binding
+    ("n"); sending "y" there would make odmrd (rightly) suspect a downgrade."""
+    inject(prov, ["u@example.org"], body=BODY)
+    sink = Sink()
+    r = run_client(prov, sink.target(), extra=("--mech", mech),
+                   tls=("--ca", cert(prov), "--tls-name", "mx.test.example"))
+    assert r.returncode == 0, r.stderr
+    assert "mech=%s " % mech in r.stderr, r.stderr
+    assert queue_settled(prov) == []
+    assert len(sink.messages) == 1
