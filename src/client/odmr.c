@@ -282,11 +282,7 @@ static void on_starttls(struct odmr *c, const struct wire_reply *r)
         finish(c, EXIT_TLS, "STARTTLS refused: %d", r->code);
         return;
     }
-    /* Nothing may arrive between the 220 and the handshake (RFC 3207 5, CVE-2011-0411). */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
-        finish(c, EXIT_PROTOCOL, "data after the 220 to STARTTLS");
-        return;
-    }
+    /* Nothing arrived behind the 220 (unsolicited_input(): RFC 3207 5, CVE-2011-0411). */
     struct bufferevent *tls = tls_client_start(c->base, c->bev, c->tls_ctx,
                                                c->opts->tls_name ? c->opts->tls_name : c->opts->host);
     if (tls == NULL) {
@@ -324,11 +320,7 @@ static const struct atrn_rule {
 
 static void turn_around(struct odmr *c)
 {
-    /* DESIGN 4.4: nothing may be buffered at the turnaround. */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
-        finish(c, EXIT_PROTOCOL, "data after the 250 to ATRN");
-        return;
-    }
+    /* Nothing is buffered behind the 250 (unsolicited_input(), DESIGN 4.4). */
     struct bufferevent *bev = c->bev;
     c->bev = NULL;
     enter_step(c, STEP_DONE);
@@ -353,6 +345,30 @@ static void on_atrn(struct odmr *c, const struct wire_reply *r)
 
 /* ---- events ---- */
 
+/* A peer out of step with the protocol gets no QUIT: we close at once (a QUIT would only wait
+ * for a 221 that cannot be told from the rest of its bytes). */
+static void hang_up(struct odmr *c)
+{
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+}
+
+/* We never pipeline before the turnaround: one command, one reply. Bytes buffered behind a
+ * complete reply answer nothing we sent: a reply pushed ahead of our command (a 235 before
+ * AUTH, a 250 before ATRN), data hidden behind the 220 to STARTTLS that would be taken as the
+ * first bytes after the handshake (RFC 3207 5, CVE-2011-0411 class), or the provider's SMTP
+ * commands behind its 250 to ATRN (DESIGN 4.4). Each is a protocol error. QUIT is exempt: we
+ * are leaving anyway. */
+static bool unsolicited_input(struct odmr *c)
+{
+    if (c->step == STEP_QUIT || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        return false;
+    hang_up(c);
+    finish(c, EXIT_PROTOCOL, "data after the reply to %s (nothing was asked for it)",
+           steps[c->step].name);
+    return true;
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct odmr *c = arg;
@@ -361,8 +377,14 @@ static void on_read(struct bufferevent *bev, void *arg)
         int rc = wire_read_reply(&c->reader, bufferevent_get_input(c->bev), &r);
         if (rc == 0)
             return;
+        if (rc < 0 && c->step == STEP_QUIT) {
+            on_quit(c, NULL);   /* leaving anyway: the exit code stays the reason we left */
+            return;
+        }
         if (rc < 0) {
-            finish(c, EXIT_PROTOCOL, "malformed reply");
+            hang_up(c);
+            finish(c, EXIT_PROTOCOL, "%s while waiting for %s", wire_reader_error(&c->reader),
+                   steps[c->step].name);
             return;
         }
         if (c->opts->verbose) {
@@ -374,6 +396,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             finish(c, EXIT_PROTOCOL, "unexpected reply %d", r.code);
             return;
         }
+        if (unsolicited_input(c))
+            return;
         steps[c->step].handle(c, &r);
     }
 }
