@@ -281,7 +281,7 @@ static void on_deliver(evutil_socket_t fd, short what, void *arg)
 static void drop(struct target *t, const char *why)
 {
     if (t->bev != NULL) {
-        log_warn("target.lost", " reason=%s state=%d", why, (int)t->state);
+        log_warn("target.lost", " reason=\"%s\" state=%d", why, (int)t->state);
         bufferevent_free(t->bev);
         t->bev = NULL;
     }
@@ -413,7 +413,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     int rc;
     while (t->bev != NULL && (rc = wire_read_reply(&t->reader, bufferevent_get_input(bev), &r)) != 0) {
         if (rc < 0) {
-            drop(t, "malformed reply");
+            drop(t, wire_reader_error(&t->reader));
             return;
         }
         dispatch(t, &r);
@@ -580,6 +580,14 @@ static int open_connection(struct target *t)
     return 0;
 }
 
+/* A transaction never spans two connections: MAIL (or RSET) may open a new one, but RCPT and
+ * DATA belong to the MAIL sent on the connection that is gone. On a new connection the target
+ * would answer them 503, a permanent failure for mail that is only delayed. */
+static bool may_reconnect(enum target_op op)
+{
+    return op == OP_COMMAND || op == OP_MAIL;
+}
+
 static void begin(struct target *t, enum target_op op, const char *line, const char *addr, int fd,
                   size_t count, target_cb cb, void *arg)
 {
@@ -603,7 +611,7 @@ static void begin(struct target *t, enum target_op op, const char *line, const c
         finish_op(t);
         return;
     }
-    if (t->state == T_DOWN && open_connection(t) != 0) {
+    if (t->state == T_DOWN && (!may_reconnect(op) || open_connection(t) != 0)) {
         finish_op(t);   /* every reply code 0: unavailable */
         return;
     }
