@@ -27,14 +27,21 @@ def wait_for(condition, seconds=10.0, step=0.02):
 # ---------------------------------------------------------------- odmr-client as a child
 
 class ClientRun:
-    """odmr-client started in the background; stderr goes to a file (no pipe to fill), and the
-    exit is collected with wait4() so the peak RSS (ru_maxrss, the kernel's VmHWM) is known."""
+    """odmr-client started in the background; stderr goes to a file (no pipe to fill).
+    Memory: hwm_kb() reads the running client's VmHWM (peak RSS since its exec); after the exit
+    maxrss_kb (wait4's ru_maxrss) is only an upper bound: Linux carries the RSS of the forking
+    Python process into it."""
 
     def __init__(self, args, cwd=None):
         self.err = tempfile.NamedTemporaryFile(prefix="odmr-client-", suffix=".log", delete=False)
         self.started = time.monotonic()
+        env = dict(os.environ)
+        # Under ASan freed memory sits in a quarantine (256 MB by default) and counts in the
+        # RSS: keep it small so that the peak RSS measures live memory.
+        env["ASAN_OPTIONS"] = ":".join(filter(None, [env.get("ASAN_OPTIONS"),
+                                                     "quarantine_size_mb=4"]))
         self.proc = subprocess.Popen([CLIENT, *args], stdout=subprocess.DEVNULL, stderr=self.err,
-                                     cwd=cwd)
+                                     cwd=cwd, env=env)
         self.pid = self.proc.pid
         self.returncode = None
         self.maxrss_kb = None
@@ -66,6 +73,17 @@ class ClientRun:
         self.returncode = os.waitstatus_to_exitcode(status)
         self.proc.returncode = self.returncode
         self.maxrss_kb = usage.ru_maxrss
+
+    def hwm_kb(self):
+        """VmHWM of the live client in KiB, or None once it has exited."""
+        try:
+            with open("/proc/%d/status" % self.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return None
 
     def kill(self, sig):
         os.kill(self.pid, sig)
@@ -166,6 +184,8 @@ class ScriptedProvider:
         self.script = script
         self.error = None
         self.peer = None
+        self.client = None                      # the ClientRun, once the test has started it
+        self.client_started = threading.Event()
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -174,11 +194,21 @@ class ScriptedProvider:
         try:
             conn, _ = self.listener.accept()
             self.peer = Peer(conn)
+            self.peer.provider = self
             self.script(self.peer)
         except Exception as e:  # noqa: BLE001 - reported by finish()
             self.error = e
         finally:
             self.done.set()
+
+    def started(self, client):
+        self.client = client
+        self.client_started.set()
+
+    def the_client(self):
+        """For scripts: the ClientRun connected to us."""
+        assert self.client_started.wait(30)
+        return self.client
 
     def finish(self, timeout=30):
         self.thread.join(timeout=timeout)
