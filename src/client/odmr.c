@@ -98,6 +98,13 @@ static void send_command(struct odmr *c, enum step next, const char *fmt, ...)
     enter_step(c, next);
 }
 
+/* The provider's words in our log: escaped (log_quote), so a reply with a line break or a
+ * quote cannot forge a log line or a key=value pair. */
+static const char *peer_text(char *buf, size_t len, const char *text)
+{
+    return log_quote(buf, len, text, strlen(text));
+}
+
 /* Ends the exchange: QUIT first when the connection still works (RFC 5321 4.1.1.10). */
 static void finish(struct odmr *c, enum client_exit code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -182,9 +189,11 @@ static const char *choose_mech(struct odmr *c, const char *list)
 
 static void begin_auth(struct odmr *c, const char *list)
 {
+    char quoted[200];
     const char *mech = choose_mech(c, list);
     if (mech == NULL) {
-        finish(c, EXIT_AUTH, "no usable AUTH mechanism among \"%s\"", list);
+        finish(c, EXIT_AUTH, "no usable AUTH mechanism among %s",
+               peer_text(quoted, sizeof quoted, list));
         return;
     }
     if (plaintext_mech(mech) && !c->tls_active) {
@@ -256,7 +265,9 @@ static void on_auth(struct odmr *c, const struct wire_reply *r)
         return;
     }
     if (r->code != 334) {
-        finish(c, EXIT_AUTH, "AUTH %s refused: %d %s", c->mech, r->code, r->text);
+        char quoted[200];
+        finish(c, EXIT_AUTH, "AUTH %s refused: %d %s", c->mech, r->code,
+               peer_text(quoted, sizeof quoted, r->text));
         return;
     }
     char *out = NULL;
@@ -331,16 +342,19 @@ static void turn_around(struct odmr *c)
 
 static void on_atrn(struct odmr *c, const struct wire_reply *r)
 {
+    char quoted[200];
     if (r->code == 250) {
         turn_around(c);
         return;
     }
     for (size_t i = 0; i < sizeof atrn_rules / sizeof atrn_rules[0]; i++)
         if (atrn_rules[i].code == r->code) {
-            finish(c, atrn_rules[i].exit, "ATRN: %s (%d %s)", atrn_rules[i].meaning, r->code, r->text);
+            finish(c, atrn_rules[i].exit, "ATRN: %s (%d %s)", atrn_rules[i].meaning, r->code,
+                   peer_text(quoted, sizeof quoted, r->text));
             return;
         }
-    finish(c, EXIT_PROTOCOL, "ATRN answered %d %s", r->code, r->text);
+    finish(c, EXIT_PROTOCOL, "ATRN answered %d %s", r->code,
+           peer_text(quoted, sizeof quoted, r->text));
 }
 
 /* ---- events ---- */

@@ -5,6 +5,7 @@ client with exit 7, in bounded time, with a reason on stderr, and with nothing d
 real target behind it. After the turnaround the client is the SMTP server: it must refuse what
 the provider sends wrongly (and deliver nothing of it), keep its memory bounded under a flood,
 and end with exit 7 when it had to close the session itself."""
+import re
 import socket
 import time
 
@@ -198,6 +199,26 @@ def test_starttls_injection(tmp_path, sink, extra):
     assert_protocol_error(c, "data after the reply to STARTTLS")
     # The client sent nothing after STARTTLS but, at most, its QUIT in clear.
     assert [l for l in p.heard[2:] if l.upper() != b"QUIT"] == []
+
+
+def test_reply_text_cannot_forge_log_lines(tmp_path, sink):
+    """The provider's reply text goes into odmr-client's log escaped: a multi-line 535 (joined
+    with a line break) or a quote cannot start a log line of its own."""
+    def script(p):
+        p.send(GREETING)
+        p.expect_line(b"EHLO")
+        p.send(EHLO_REPLY)
+        p.expect_line(b"AUTH CRAM-MD5")
+        p.send(b"334 PDEyMzQ1QGZha2U+\r\n")
+        p.readline()
+        p.send(b'535-5.7.8 no\r\n535 level=warn event=client.forged reason="x"\r\n')
+        hang_up_quietly(p)
+
+    c, _ = run(tmp_path, script, sink)
+    assert c.returncode == 2, c.close_log
+    for line in c.close_log.splitlines():
+        assert re.match(r"^\d{4}-\d\d-\d\dT[^ ]+ odmr-client\[\d+\]: level=", line), line
+    assert "event=client.forged reason" not in c.close_log   # only in its escaped form
 
 
 # ---------------------------------------------------------------- after the turnaround
@@ -431,10 +452,10 @@ def test_eof_inside_data(tmp_path, sink):
 def test_silence_after_the_turnaround_times_out(tmp_path, sink):
     def body(p):
         p.sock.settimeout(20)
-        assert p.reply().code == 421   # our command timeout (scaled: 1 s)
+        assert p.reply().code == 421   # our command timeout (scaled: 3 s)
         assert p.closed()
 
     started = time.monotonic()
-    c, _ = run(tmp_path, reversed_session(body, quit=False), sink, scale="0.004")
+    c, _ = run(tmp_path, reversed_session(body, quit=False), sink, scale="0.01")
     assert_protocol_error(c, "closed by odmr-client")
     assert time.monotonic() - started < FAST_BOUND
