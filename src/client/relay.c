@@ -42,9 +42,12 @@ static void unavailable(struct smtp_reply *out)
     reply_set(out, 421, "4.4.0", "Local delivery target unavailable; closing, try again later");
 }
 
+/* The target's verdict, passed on as it is. No reply (code 0), or a 3xx where only 2xx, 4xx or
+ * 5xx can be a verdict (RFC 5321 4.3.2: MAIL, RCPT, the final dot), means the target is gone
+ * or out of step: 421, never a code the provider could take for acceptance or refusal. */
 static void target_reply(const struct wire_reply *w, struct smtp_reply *out)
 {
-    if (w->code == 0)
+    if (w->code == 0 || reply_class(w->code) == 3)
         unavailable(out);
     else
         wire_to_smtp_reply(w, out);

@@ -379,8 +379,15 @@ static void on_reply(struct target *t, const struct wire_reply *r)
     }
 }
 
+/* RFC 5321 4.3.2: DATA is answered 354, or refused with 4xx/5xx. A 2xx (or another 3xx)
+ * would be taken for the verdict on a message the target never saw: the target is out of
+ * step, and what is in flight gets no reply (421 to the provider). */
 static void on_354(struct target *t, const struct wire_reply *r)
 {
+    if (r->code != 354 && r->code / 100 < 4) {
+        drop(t, "neither 354 nor a refusal to DATA");
+        return;
+    }
     if (r->code != 354) {
         t->want = 1;
         on_reply(t, r);

@@ -230,11 +230,11 @@ class RecordingSink:
     accepting that many messages it closes its listener and every connection (the target
     goes down); hangup_after_rcpt: closes the connection once it has answered the first RCPT
     (it keeps listening); rcpt_replies / data_replies: address -> reply line for that
-    recipient."""
+    recipient; go_ahead: its reply to DATA (a broken target says "250" there)."""
 
     def __init__(self, lmtp=False, size=10000000, data_delay=0.0, stall_from=None,
                  stall_at_dot=False, die_after=None, rcpt_replies=None, data_replies=None,
-                 hangup_after_rcpt=False):
+                 hangup_after_rcpt=False, go_ahead="354 go"):
         self.lmtp = lmtp
         self.size = size
         self.data_delay = data_delay
@@ -244,6 +244,7 @@ class RecordingSink:
         self.rcpt_replies = rcpt_replies or {}
         self.data_replies = data_replies or {}
         self.hangup_after_rcpt = hangup_after_rcpt
+        self.go_ahead = go_ahead
         self.hung_up = False
         self.messages = []          # (sender, [rcpts], data) of every accepted message
         self.received = []          # every complete message seen, accepted or not
@@ -327,8 +328,10 @@ class RecordingSink:
                         return
                 elif verb == "DATA" and not rcpts:
                     reply("503 5.5.1 need MAIL and RCPT first")
+                elif verb == "DATA" and not self.go_ahead.startswith("354"):
+                    reply(self.go_ahead)
                 elif verb == "DATA":
-                    reply("354 go")
+                    reply(self.go_ahead)
                     data = self.read_data(f)
                     if data is None:
                         return

@@ -200,6 +200,33 @@ def test_no_reconnect_inside_a_transaction(tmp_path):
     assert sink.received == []
 
 
+def test_target_answering_data_with_250_acknowledges_nothing(prov):
+    """A broken target that answers DATA with 250 instead of 354 never saw the message: the
+    provider must not get that 250 as the verdict (it would remove mail nobody has)."""
+    queued = fill_queue(prov, 1)
+    sink = RecordingSink(go_ahead="250 2.0.0 sure")
+    try:
+        c = run_client(prov, sink.target())
+    finally:
+        sink.stop()
+    assert c.returncode == 7, c.log
+    assert set(stored(prov)) == set(queued)
+    second_run_delivers_the_rest(prov, queued, {})
+
+
+def test_target_answering_rcpt_with_354_acknowledges_nothing(prov):
+    queued = fill_queue(prov, 1)
+    sink = RecordingSink(rcpt_replies={"m0@example.org": "354 go on"})
+    try:
+        c = run_client(prov, sink.target())
+    finally:
+        sink.stop()
+    assert c.returncode == 7, c.log
+    (qid,) = prov.queue_ids()
+    assert "failed" not in prov.queue_show(qid)
+    second_run_delivers_the_rest(prov, queued, {})
+
+
 def test_target_451_then_second_run(prov):
     queued = fill_queue(prov, 3)
     sink = RecordingSink(data_replies={"m1@example.org": "451 4.3.0 try later"})
