@@ -118,13 +118,15 @@ def test_bad_ehlo_reply(tmp_path, sink, reply, why):
     c, p = run(tmp_path, script, sink)
     assert_protocol_error(c, why)
     assert not any(l.upper().startswith(b"AUTH") for l in p.heard)
+    assert sink.connections == 0
 
 
 def test_endless_multiline_reply_is_cut_off_with_bounded_memory(tmp_path, sink):
     """'250-x' forever: the client gives up after REPLY_LINES_MAX (100) lines instead of
     buffering the flood, so it is gone before its memory could be read under the flood: what
-    is checked is how little of the flood it took, and its peak RSS at the exit (an upper bound
-    that includes the forking Python) against that of a client that failed at once."""
+    is checked is the reason, that the flood was cut short, and its peak RSS at the exit (an
+    upper bound that includes the forking Python) against that of a client that failed at
+    once."""
     baseline, _ = run(tmp_path, lambda p: p.close(), sink)
     sent = [0]
 
@@ -139,7 +141,8 @@ def test_endless_multiline_reply_is_cut_off_with_bounded_memory(tmp_path, sink):
 
     c, _ = run(tmp_path, script, sink)
     assert_protocol_error(c, "too many lines in one reply")
-    assert sent[0] < 4 << 20, "the client took %d octets of the flood" % sent[0]
+    # What was sent at all: a few MB at most end up in socket buffers before the hang-up shows.
+    assert sent[0] < FLOOD, "the client took the whole flood"
     assert c.maxrss_kb < baseline.maxrss_kb + GROWTH, (c.maxrss_kb, baseline.maxrss_kb)
 
 
@@ -199,6 +202,7 @@ def test_starttls_injection(tmp_path, sink, extra):
     assert_protocol_error(c, "data after the reply to STARTTLS")
     # The client sent nothing after STARTTLS but, at most, its QUIT in clear.
     assert [l for l in p.heard[2:] if l.upper() != b"QUIT"] == []
+    assert sink.connections == 0
 
 
 def test_reply_text_cannot_forge_log_lines(tmp_path, sink):
@@ -404,6 +408,7 @@ def test_ehlo_flood_without_reading_keeps_memory_bounded(tmp_path, sink):
     assert c.returncode in (0, 7), c.close_log
     assert sent[0] < FLOOD, "the client took the whole flood"
     assert growth[0] < GROWTH, growth
+    assert sink.received == []
 
 
 @pytest.mark.parametrize("command", [b"BDAT -1", b"BDAT 99999999999999999999",
@@ -459,3 +464,4 @@ def test_silence_after_the_turnaround_times_out(tmp_path, sink):
     c, _ = run(tmp_path, reversed_session(body, quit=False), sink, scale="0.01")
     assert_protocol_error(c, "closed by odmr-client")
     assert time.monotonic() - started < FAST_BOUND
+    assert sink.received == []
