@@ -95,8 +95,10 @@ class Odmrd:
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen([os.path.join(BIN, "odmrd"), "-c", self.conf],
                                      stdout=self.logf, stderr=self.logf)
-        wait_port(self.smtp_port, proc=self.proc)
-        wait_port(self.lmtp_port, proc=self.proc)
+        # Every listener: odmrd opens them one after the other, so a loaded machine can see the
+        # intake ports open and the ODMR ports not yet (odmr-client then got "refused").
+        for port in (self.smtp_port, self.lmtp_port, self.odmr_port, self.odmrs_port):
+            wait_port(port, proc=self.proc)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
