@@ -18,7 +18,7 @@
  * client that sends commands without reading the replies is read no further until they have
  * left (no command, not even EHLO, can make the replies pile up). */
 enum { COMMAND_LINE_MAX = 512, STAGE_SIZE = 32768, INPUT_HIGH_WATER = 256 * 1024,
-       OUTPUT_HIGH_WATER = 64 * 1024 };
+       OUTPUT_HIGH_WATER = 64 * 1024, CLOSE_FLUSH_MAX = 30 /* seconds for the last reply */ };
 
 enum session_state {
     STATE_GREETING,     /* before EHLO/HELO/LHLO */
@@ -80,6 +80,7 @@ struct smtp_session {
     bool closed_by_server;   /* we ended it: limits, timeout, protocol error, a hook's 421 */
     bool close_after_reply;  /* a hook answered 421 (RFC 5321 3.8): close once it is sent */
     bool output_blocked;     /* input waits until the replies have drained */
+    struct event *closing;   /* ends a closing session whose last reply cannot leave */
     unsigned errors;
     unsigned junk_commands;
     struct smtp_transaction txn;
@@ -180,6 +181,8 @@ static void session_free(struct smtp_session *s)
     transaction_clear(&s->txn);
     free_rcpt(&s->pending_rcpt);
     line_reader_free(&s->reader);
+    if (s->closing)
+        event_free(s->closing);
     if (s->bev)
         tls_bufferevent_close(s->bev);
     if (s->prev)
@@ -193,6 +196,26 @@ static void session_free(struct smtp_session *s)
     free(s);
     if (server->shutting_down && server->session_count == 0 && server->on_idle)
         server->on_idle(server->on_idle_arg);
+}
+
+static void on_event(struct bufferevent *bev, short events, void *arg);
+
+static void on_closing_timeout(evutil_socket_t fd, short events, void *arg)
+{
+    struct smtp_session *s = arg;
+    log_info("session.timeout", " session=%s peer=%s state=closing", s->id, s->peer);
+    session_free(s);
+}
+
+static void arm_closing_timer(struct smtp_session *s)
+{
+    time_t seconds = limits(s)->command_timeout < CLOSE_FLUSH_MAX ? limits(s)->command_timeout
+                                                                  : CLOSE_FLUSH_MAX;
+    struct timeval tv = {seconds, 0};
+    if (s->closing == NULL)
+        s->closing = evtimer_new(s->server->base, on_closing_timeout, s);
+    if (s->closing != NULL)
+        evtimer_add(s->closing, &tv);
 }
 
 static void on_flushed_then_close(struct bufferevent *bev, void *arg)
@@ -214,9 +237,15 @@ static void close_after_flush(struct smtp_session *s)
     }
     enter_state(s, STATE_CLOSING);
     bufferevent_disable(s->bev, EV_READ);
-    bufferevent_setcb(s->bev, NULL, on_flushed_then_close, NULL, s);
-    struct timeval tv = {30, 0};
-    bufferevent_set_timeouts(s->bev, NULL, &tv);
+    /* The last reply gets at most CLOSE_FLUSH_MAX seconds (the command timeout if shorter) to
+     * leave, on a timer of our own: a client that is gone or never reads again (or a TLS
+     * client that never finished its handshake, when a bufferevent's timeouts do not run) no
+     * longer keeps the session forever. A write error ends it at once (on_event). EV_WRITE
+     * again: a write timeout may just have disabled it. */
+    bufferevent_setcb(s->bev, NULL, on_flushed_then_close, on_event, s);
+    bufferevent_set_timeouts(s->bev, NULL, NULL);
+    bufferevent_enable(s->bev, EV_WRITE);
+    arm_closing_timer(s);
     /* Freed from the (deferred) write callback, never from inside this call: the caller
      * (process_input) still uses s, and a TLS bufferevent may have flushed the reply already. */
     bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
@@ -919,7 +948,6 @@ static void cmd_help(struct smtp_session *s, const char *arg)
 
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
-static void on_event(struct bufferevent *bev, short events, void *arg);
 
 /* RFC 3207 4.2: after 220 the server forgets everything from before, and input sent before
  * the handshake must never be taken as a command (CVE-2011-0411 class). */

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from clientpeers import (EHLO_REPLY, GREETING, ClientRun, RecordingSink, ScriptedProvider,
-                         authenticate, client_args, password_file, turn_around)
+                         authenticate, client_args, password_file, turn_around, wait_for)
 
 FAST = "0.1"        # timeouts of 30 s: a test that ends sooner did not wait for one
 FAST_BOUND = 15.0   # seconds: well under FAST's timeouts, generous for a loaded machine
@@ -408,6 +408,24 @@ def test_ehlo_flood_without_reading_keeps_memory_bounded(tmp_path, sink):
     assert c.returncode in (0, 7), c.close_log
     assert sent[0] < FLOOD, "the client took the whole flood"
     assert growth[0] < GROWTH, growth
+    assert sink.received == []
+
+
+def test_provider_that_never_reads_is_timed_out(tmp_path, sink):
+    """Commands without reading the replies, then the provider just holds the connection:
+    the client stops reading, times out (3 s), says 421 into the full socket, and must then
+    give up on the unsendable reply instead of waiting for it forever."""
+    def body(p):
+        p.sock.settimeout(2)
+        block = b"EHLO fake.provider\r\n" * 3000
+        sent = 0
+        while sent < FLOOD and p.send_quietly(block):
+            sent += len(block)
+        p.provider.the_client()
+        wait_for(lambda: not p.provider.client.running(), 40)   # hold, never read
+
+    c, _ = run(tmp_path, reversed_session(body, quit=False), sink, scale="0.01")
+    assert_protocol_error(c, "closed by odmr-client", bound=45)
     assert sink.received == []
 
 
