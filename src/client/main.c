@@ -108,8 +108,9 @@ static void on_relay_end(void *arg)
     struct run *r = arg;
     const struct relay_stats *st = relay_stats(r->relay);
     r->exit_code = st->clean ? EXIT_DELIVERED : EXIT_PROTOCOL;
-    log_info("client.end", " exit=%d messages=%u delivered=%u deferred=%u failed=%u clean=%d",
-             r->exit_code, st->messages, st->delivered, st->deferred, st->failed, st->clean);
+    log_info("client.end", " exit=%d messages=%u delivered=%u deferred=%u failed=%u clean=%d "
+             "reason=\"%s\"", r->exit_code, st->messages, st->delivered, st->deferred, st->failed,
+             st->clean, st->end);
     event_base_loopexit(r->base, NULL);
 }
 

@@ -111,6 +111,13 @@ static void send_command(struct odmr *c, enum step next, const char *fmt, ...)
     enter_step(c, next);
 }
 
+/* The provider's words in our log: escaped (log_quote), so a reply with a line break or a
+ * quote cannot forge a log line or a key=value pair. */
+static const char *peer_text(char *buf, size_t len, const char *text)
+{
+    return log_quote(buf, len, text, strlen(text));
+}
+
 /* Ends the exchange: QUIT first when the connection still works (RFC 5321 4.1.1.10). */
 static void finish(struct odmr *c, enum client_exit code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -208,9 +215,11 @@ static bool offer_channel_binding(const char *list, const char *mech)
 
 static void begin_auth(struct odmr *c, const char *list)
 {
+    char quoted[200];
     const char *mech = choose_mech(c, list);
     if (mech == NULL) {
-        finish(c, EXIT_AUTH, "no usable AUTH mechanism among \"%s\"", list);
+        finish(c, EXIT_AUTH, "no usable AUTH mechanism among %s",
+               peer_text(quoted, sizeof quoted, list));
         return;
     }
     if (plaintext_mech(mech) && !c->tls_active) {
@@ -283,7 +292,9 @@ static void on_auth(struct odmr *c, const struct wire_reply *r)
         return;
     }
     if (r->code != 334) {
-        finish(c, EXIT_AUTH, "AUTH %s refused: %d %s", c->mech, r->code, r->text);
+        char quoted[200];
+        finish(c, EXIT_AUTH, "AUTH %s refused: %d %s", c->mech, r->code,
+               peer_text(quoted, sizeof quoted, r->text));
         return;
     }
     char *out = NULL;
@@ -309,11 +320,7 @@ static void on_starttls(struct odmr *c, const struct wire_reply *r)
         finish(c, EXIT_TLS, "STARTTLS refused: %d", r->code);
         return;
     }
-    /* Nothing may arrive between the 220 and the handshake (RFC 3207 5, CVE-2011-0411). */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
-        finish(c, EXIT_PROTOCOL, "data after the 220 to STARTTLS");
-        return;
-    }
+    /* Nothing arrived behind the 220 (unsolicited_input(): RFC 3207 5, CVE-2011-0411). */
     struct bufferevent *tls = tls_client_start(c->base, c->bev, c->tls_ctx,
                                                c->opts->tls_name ? c->opts->tls_name : c->opts->host);
     if (tls == NULL) {
@@ -351,11 +358,7 @@ static const struct atrn_rule {
 
 static void turn_around(struct odmr *c)
 {
-    /* DESIGN 4.4: nothing may be buffered at the turnaround. */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
-        finish(c, EXIT_PROTOCOL, "data after the 250 to ATRN");
-        return;
-    }
+    /* Nothing is buffered behind the 250 (unsolicited_input(), DESIGN 4.4). */
     struct bufferevent *bev = c->bev;
     c->bev = NULL;
     enter_step(c, STEP_DONE);
@@ -366,19 +369,46 @@ static void turn_around(struct odmr *c)
 
 static void on_atrn(struct odmr *c, const struct wire_reply *r)
 {
+    char quoted[200];
     if (r->code == 250) {
         turn_around(c);
         return;
     }
     for (size_t i = 0; i < sizeof atrn_rules / sizeof atrn_rules[0]; i++)
         if (atrn_rules[i].code == r->code) {
-            finish(c, atrn_rules[i].exit, "ATRN: %s (%d %s)", atrn_rules[i].meaning, r->code, r->text);
+            finish(c, atrn_rules[i].exit, "ATRN: %s (%d %s)", atrn_rules[i].meaning, r->code,
+                   peer_text(quoted, sizeof quoted, r->text));
             return;
         }
-    finish(c, EXIT_PROTOCOL, "ATRN answered %d %s", r->code, r->text);
+    finish(c, EXIT_PROTOCOL, "ATRN answered %d %s", r->code,
+           peer_text(quoted, sizeof quoted, r->text));
 }
 
 /* ---- events ---- */
+
+/* A peer out of step with the protocol gets no QUIT: we close at once (a QUIT would only wait
+ * for a 221 that cannot be told from the rest of its bytes). */
+static void hang_up(struct odmr *c)
+{
+    bufferevent_free(c->bev);
+    c->bev = NULL;
+}
+
+/* We never pipeline before the turnaround: one command, one reply. Bytes buffered behind a
+ * complete reply answer nothing we sent: a reply pushed ahead of our command (a 235 before
+ * AUTH, a 250 before ATRN), data hidden behind the 220 to STARTTLS that would be taken as the
+ * first bytes after the handshake (RFC 3207 5, CVE-2011-0411 class), or the provider's SMTP
+ * commands behind its 250 to ATRN (DESIGN 4.4). Each is a protocol error. QUIT is exempt: we
+ * are leaving anyway. */
+static bool unsolicited_input(struct odmr *c)
+{
+    if (c->step == STEP_QUIT || evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        return false;
+    hang_up(c);
+    finish(c, EXIT_PROTOCOL, "data after the reply to %s (nothing was asked for it)",
+           steps[c->step].name);
+    return true;
+}
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
@@ -388,8 +418,14 @@ static void on_read(struct bufferevent *bev, void *arg)
         int rc = wire_read_reply(&c->reader, bufferevent_get_input(c->bev), &r);
         if (rc == 0)
             return;
+        if (rc < 0 && c->step == STEP_QUIT) {
+            on_quit(c, NULL);   /* leaving anyway: the exit code stays the reason we left */
+            return;
+        }
         if (rc < 0) {
-            finish(c, EXIT_PROTOCOL, "malformed reply");
+            hang_up(c);
+            finish(c, EXIT_PROTOCOL, "%s while waiting for %s", wire_reader_error(&c->reader),
+                   steps[c->step].name);
             return;
         }
         if (c->opts->verbose) {
@@ -401,6 +437,8 @@ static void on_read(struct bufferevent *bev, void *arg)
             finish(c, EXIT_PROTOCOL, "unexpected reply %d", r.code);
             return;
         }
+        if (unsolicited_input(c))
+            return;
         steps[c->step].handle(c, &r);
     }
 }

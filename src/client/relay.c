@@ -25,7 +25,6 @@ struct relay {
     void *on_end_arg;
     unsigned txn_generation;     /* target connection the open transaction lives on */
     bool target_txn_open;        /* MAIL sent to the target and not finished */
-    bool in_txn;                 /* a provider recipient was accepted, no final reply yet */
     int spool_fd;
     char rcpt_line[1200];        /* the RCPT waiting behind RSET / MAIL */
     char rcpt_addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];   /* its address */
@@ -34,14 +33,21 @@ struct relay {
 
 /* ---- replies ---- */
 
+/* The target was lost (connection closed, timed out or not to be had) while it was asked
+ * something: 421, after which the engine closes the session (RFC 5321 3.8). Going on would
+ * cost every further message the same wait; the provider keeps all that was not acknowledged
+ * and the next run delivers it (docs/client.md, "Hostile and failing peers"). */
 static void unavailable(struct smtp_reply *out)
 {
-    reply_set(out, 451, "4.4.0", "Local delivery target unavailable, try again later");
+    reply_set(out, 421, "4.4.0", "Local delivery target unavailable; closing, try again later");
 }
 
+/* The target's verdict, passed on as it is. No reply (code 0), or a 3xx where only 2xx, 4xx or
+ * 5xx can be a verdict (RFC 5321 4.3.2: MAIL, RCPT, the final dot), means the target is gone
+ * or out of step: 421, never a code the provider could take for acceptance or refusal. */
 static void target_reply(const struct wire_reply *w, struct smtp_reply *out)
 {
-    if (w->code == 0)
+    if (w->code == 0 || reply_class(w->code) == 3)
         unavailable(out);
     else
         wire_to_smtp_reply(w, out);
@@ -61,12 +67,14 @@ void relay_fold_lmtp(const struct wire_reply *replies, size_t count, struct smtp
             first_4 = &replies[i];
         lost = lost || replies[i].code == 0;
     }
-    if (count == 0 || (first_ok != NULL && first_4 == NULL && first_5 == NULL))
-        target_reply(count ? first_ok : &(struct wire_reply){0}, out);
+    if (count == 0 || lost)
+        unavailable(out);
+    else if (first_ok != NULL && first_4 == NULL && first_5 == NULL)
+        target_reply(first_ok, out);
     else if (first_ok != NULL)
         reply_set(out, 451, "4.3.0", "Local delivery accepted only some recipients; "
                   "retry all (RFC 2033 replies cannot be passed on one by one)");
-    else if (first_4 != NULL || lost)
+    else if (first_4 != NULL)
         target_reply(first_4, out);
     else
         target_reply(first_5, out);
@@ -123,8 +131,6 @@ static void rcpt_answered(void *arg, const struct wire_reply *replies, size_t co
     struct relay *r = arg;
     struct smtp_reply reply;
     target_reply(&replies[0], &reply);
-    if (reply_class(reply.code) == 2)
-        r->in_txn = true;
     if (r->session != NULL)
         smtp_session_rcpt_done(r->session, &reply);
 }
@@ -296,7 +302,6 @@ static void data_answered(void *arg, const struct wire_reply *replies, size_t co
     struct smtp_reply reply;
     close_spool(r);
     r->target_txn_open = false;
-    r->in_txn = false;
     if (target_per_recipient(r->target) && count > 1) {
         log_rcpt_replies(r, replies, count);
         relay_fold_lmtp(replies, count, &reply);
@@ -315,11 +320,24 @@ static void relay_data_end(void *ctx, struct smtp_session *s)
     target_data(r->target, r->spool_fd, replies, data_answered, r);
 }
 
+/* Why the reversed session ended, and whether that was clean (exit 0) or not (exit 7): a
+ * provider recipient was accepted and the transaction never got its final reply, or we had to
+ * close the session ourselves. */
+static void judge_end(struct relay *r, const struct smtp_session *s)
+{
+    bool in_txn = smtp_session_transaction(s)->rcpt_count > 0;
+    bool by_us = smtp_session_closed_by_server(s);
+    r->stats.clean = !in_txn && !by_us;
+    r->stats.end = by_us ? "closed by odmr-client (limit, timeout, protocol error or target lost)"
+                   : in_txn ? "connection ended inside a transaction"
+                            : "ended by the provider";
+}
+
 static void relay_session_closed(void *ctx, struct smtp_session *s)
 {
     struct relay *r = ctx;
     r->session = NULL;
-    r->stats.clean = !r->in_txn;
+    judge_end(r, s);
     if (r->on_end != NULL)
         r->on_end(r->on_end_arg);
 }

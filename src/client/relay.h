@@ -21,7 +21,8 @@ struct relay_stats {
     unsigned deferred;      /* answered 4xx */
     unsigned failed;        /* answered 5xx */
     unsigned long long bytes;   /* octets of the delivered messages (as received) */
-    bool clean;             /* the session ended outside a transaction */
+    bool clean;             /* the provider ended the session outside a transaction */
+    const char *end;        /* how it ended, for the log */
 };
 
 struct relay *relay_new(struct event_base *base, const struct client_options *o,

@@ -283,7 +283,7 @@ static void on_deliver(evutil_socket_t fd, short what, void *arg)
 static void drop(struct target *t, const char *why)
 {
     if (t->bev != NULL) {
-        log_warn("target.lost", " reason=%s state=%d", why, (int)t->state);
+        log_warn("target.lost", " reason=\"%s\" state=%d", why, (int)t->state);
         bufferevent_free(t->bev);
         t->bev = NULL;
     }
@@ -381,8 +381,15 @@ static void on_reply(struct target *t, const struct wire_reply *r)
     }
 }
 
+/* RFC 5321 4.3.2: DATA is answered 354, or refused with 4xx/5xx. A 2xx (or another 3xx)
+ * would be taken for the verdict on a message the target never saw: the target is out of
+ * step, and what is in flight gets no reply (421 to the provider). */
 static void on_354(struct target *t, const struct wire_reply *r)
 {
+    if (r->code != 354 && r->code / 100 < 4) {
+        drop(t, "neither 354 nor a refusal to DATA");
+        return;
+    }
     if (r->code != 354) {
         t->want = 1;
         on_reply(t, r);
@@ -415,7 +422,7 @@ static void on_read(struct bufferevent *bev, void *arg)
     int rc;
     while (t->bev != NULL && (rc = wire_read_reply(&t->reader, bufferevent_get_input(bev), &r)) != 0) {
         if (rc < 0) {
-            drop(t, "malformed reply");
+            drop(t, wire_reader_error(&t->reader));
             return;
         }
         dispatch(t, &r);
@@ -582,6 +589,14 @@ static int open_connection(struct target *t)
     return 0;
 }
 
+/* A transaction never spans two connections: MAIL (or RSET) may open a new one, but RCPT and
+ * DATA belong to the MAIL sent on the connection that is gone. On a new connection the target
+ * would answer them 503, a permanent failure for mail that is only delayed. */
+static bool may_reconnect(enum target_op op)
+{
+    return op == OP_COMMAND || op == OP_MAIL;
+}
+
 static void begin(struct target *t, enum target_op op, const char *line, const char *addr, int fd,
                   size_t count, target_cb cb, void *arg)
 {
@@ -605,7 +620,7 @@ static void begin(struct target *t, enum target_op op, const char *line, const c
         finish_op(t);
         return;
     }
-    if (t->state == T_DOWN && open_connection(t) != 0) {
+    if (t->state == T_DOWN && (!may_reconnect(op) || open_connection(t) != 0)) {
         finish_op(t);   /* every reply code 0: unavailable */
         return;
     }

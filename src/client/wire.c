@@ -18,51 +18,50 @@
 void wire_reader_init(struct wire_reader *r)
 {
     memset(r, 0, sizeof *r);
-    line_reader_init(&r->lines, WIRE_LINE_MAX);
+    /* RFC 5321 2.3.8: the provider and the local target are held to CRLF line ends. */
+    reply_reader_init(&r->replies, false);
 }
 
 void wire_reader_free(struct wire_reader *r)
 {
-    line_reader_free(&r->lines);
+    reply_reader_free(&r->replies);
 }
 
-/* RFC 5321 4.2: reply-line = *( code "-" text CRLF ) code [ SP text ] CRLF; the same code on
- * every line. 0 = more lines follow, 1 = last line, -1 = malformed. */
-static int take_line(struct wire_reply *cur, const struct line *l)
+/* Keeps the text of one reply line: after "ddd-"/"ddd ", lines joined with '\n', cut at
+ * WIRE_REPLY_TEXT (the reader bounds the lines and their number). */
+static void keep_line(struct wire_reply *cur, const struct reply_line *l)
 {
-    const char *t = l->text;
-    if (l->len < 3 || t[0] < '2' || t[0] > '5' || t[1] < '0' || t[1] > '9' || t[2] < '0' ||
-        t[2] > '9' || (l->len > 3 && t[3] != ' ' && t[3] != '-') || l->bare_cr ||
-        memchr(t, '\0', l->len) != NULL)
-        return -1;
-    int code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
-    if ((cur->lines > 0 && code != cur->code) || ++cur->lines > WIRE_REPLY_LINES)
-        return -1;
-    cur->code = code;
     size_t used = strlen(cur->text);
-    snprintf(cur->text + used, sizeof cur->text - used, "%s%s", cur->lines > 1 ? "\n" : "",
-             l->len > 4 ? t + 4 : "");
-    return l->len > 3 && t[3] == '-' ? 0 : 1;
+    cur->code = l->code;
+    cur->lines = l->index + 1;
+    snprintf(cur->text + used, sizeof cur->text - used, "%s%s", l->index > 0 ? "\n" : "",
+             l->text);
 }
 
 int wire_read_reply(struct wire_reader *r, struct evbuffer *in, struct wire_reply *out)
 {
     for (;;) {
-        struct line l;
-        enum line_status st = line_reader_next(&r->lines, in, &l);
-        if (st == LINE_AGAIN)
+        struct reply_line l;
+        enum reply_status st = reply_reader_next(&r->replies, in, &l);
+        if (st == REPLY_AGAIN)
             return 0;
-        int rc = st == LINE_OK ? take_line(&r->cur, &l) : -1;
-        if (rc < 0) {
+        if (st != REPLY_LINE) {
             memset(&r->cur, 0, sizeof r->cur);
+            r->error = st;
             return -1;
         }
-        if (rc == 1) {
+        keep_line(&r->cur, &l);
+        if (l.last) {
             *out = r->cur;
             memset(&r->cur, 0, sizeof r->cur);
             return 1;
         }
     }
+}
+
+const char *wire_reader_error(const struct wire_reader *r)
+{
+    return reply_status_name(r->error);
 }
 
 const char *wire_reply_line(const struct wire_reply *r, size_t i, char *buf, size_t len)
@@ -81,7 +80,7 @@ const char *wire_reply_line(const struct wire_reply *r, size_t i, char *buf, siz
 
 bool wire_ehlo_has(const struct wire_reply *r, const char *keyword, char *args, size_t argslen)
 {
-    char line[WIRE_LINE_MAX];
+    char line[REPLY_LINE_MAX];
     size_t klen = strlen(keyword);
     for (size_t i = 1; wire_reply_line(r, i, line, sizeof line) != NULL; i++) {
         if (strncasecmp(line, keyword, klen) != 0 || (line[klen] != '\0' && line[klen] != ' '))

@@ -7,12 +7,12 @@
 #include <stddef.h>
 #include <sys/time.h>
 
-#include "lib/linereader.h"
 #include "lib/reply.h"
+#include "lib/reply_reader.h"
 
 struct evbuffer;
 
-enum { WIRE_REPLY_TEXT = 4096, WIRE_REPLY_LINES = 100, WIRE_LINE_MAX = 512 };
+enum { WIRE_REPLY_TEXT = 4096 };
 
 struct wire_reply {
     int code;                       /* 0: none (connection lost, timeout) */
@@ -21,14 +21,17 @@ struct wire_reply {
 };
 
 struct wire_reader {
-    struct line_reader lines;
+    struct reply_reader replies;    /* the bounds: lib/reply_reader.h */
     struct wire_reply cur;
+    enum reply_status error;        /* why wire_read_reply() last returned -1 */
 };
 
 void wire_reader_init(struct wire_reader *r);
 void wire_reader_free(struct wire_reader *r);
 /* 1: *out holds a complete reply; 0: need more input; -1: malformed or over-long reply. */
 int wire_read_reply(struct wire_reader *r, struct evbuffer *in, struct wire_reply *out);
+/* After -1: what was wrong ("over-long reply line", ...). */
+const char *wire_reader_error(const struct wire_reader *r);
 
 /* The text of line i of a reply (NUL-terminated copy into buf), or NULL. */
 const char *wire_reply_line(const struct wire_reply *r, size_t i, char *buf, size_t len);

@@ -24,7 +24,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "lib/linereader.h"
+#include "lib/reply_reader.h"
 #include "lib/log.h"
 #include "platform/tls.h"
 
@@ -61,9 +61,8 @@ struct smtp_client {
     struct smtp_client_ext ext;
     bool pipelining, chunking, lmtp, line_mode, fast_on_request;
     /* replies */
-    struct line_reader reader;
+    struct reply_reader reader;
     struct smtp_client_reply cur;   /* the reply being assembled */
-    unsigned cur_lines;
     struct smtp_client_reply greeting;
     struct expect *expects;
     size_t expect_head, expect_count, expect_cap;
@@ -592,35 +591,23 @@ static void parse_ehlo_line(struct smtp_client *c, const char *text)
         c->ext.size_max = strtoull(text + 5, NULL, 10);
 }
 
-/* RFC 5321 4.2: reply-line = *( code "-" text CRLF ) code [ SP text ] CRLF, code 2xx-5xx, the
- * same code on every line. 0 = line taken, 1 = reply complete, -1 = malformed. */
-static int take_reply_line(struct smtp_client *c, const struct line *l)
+/* Keeps one reply line (lib/reply_reader.c checked the grammar and the bounds): the whole
+ * line, lines joined with '\n'; EHLO keywords are taken as they come. */
+static void take_reply_line(struct smtp_client *c, const struct reply_line *l)
 {
-    const char *t = l->text;
-    bool digits = l->len >= 3 && t[0] >= '2' && t[0] <= '5' && t[1] >= '0' && t[1] <= '9' &&
-                  t[2] >= '0' && t[2] <= '9';
-    if (!digits || l->bare_cr || memchr(t, '\0', l->len) != NULL ||
-        (l->len > 3 && t[3] != ' ' && t[3] != '-'))
-        return -1;
-    int code = (t[0] - '0') * 100 + (t[1] - '0') * 10 + (t[2] - '0');
-    if (c->cur_lines > 0 && code != c->cur.code)
-        return -1;
-    if (++c->cur_lines > SMTP_CLIENT_REPLY_LINES)
-        return -1;
-    c->cur.code = code;
+    c->cur.code = l->code;
     size_t used = strlen(c->cur.text);
-    snprintf(c->cur.text + used, sizeof c->cur.text - used, "%s%s", used > 0 ? "\n" : "", t);
+    snprintf(c->cur.text + used, sizeof c->cur.text - used, "%s%s", used > 0 ? "\n" : "",
+             l->line);
     const struct expect *e = head_expect(c);
-    if (e != NULL && e->kind == EX_EHLO && c->cur_lines > 1 && l->len > 4)
-        parse_ehlo_line(c, t + 4);
-    return l->len > 3 && t[3] == '-' ? 0 : 1;
+    if (e != NULL && e->kind == EX_EHLO && l->index > 0 && l->len > 4)
+        parse_ehlo_line(c, l->text);
 }
 
 static void dispatch_reply(struct smtp_client *c)
 {
     struct smtp_client_reply r = c->cur;
     memset(&c->cur, 0, sizeof c->cur);
-    c->cur_lines = 0;
     struct expect *e = head_expect(c);
     if (e == NULL) {
         /* RFC 5321 3.8: a server shutting down may say 421 at any time, then close. */
@@ -644,17 +631,16 @@ static void on_read(struct bufferevent *bev, void *arg)
     struct smtp_client *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
     while (c->state != ST_ENDING) {
-        struct line l;
-        enum line_status st = line_reader_next(&c->reader, in, &l);
-        if (st == LINE_AGAIN)
+        struct reply_line l;
+        enum reply_status st = reply_reader_next(&c->reader, in, &l);
+        if (st == REPLY_AGAIN)
             break;
-        int rc = st == LINE_OK ? take_reply_line(c, &l) : -1;
-        if (rc < 0) {
-            end_session(c, SMTP_CLIENT_END_PROTOCOL, "%s reply line",
-                        st == LINE_TOO_LONG ? "over-long" : "malformed");
+        if (st != REPLY_LINE) {
+            end_session(c, SMTP_CLIENT_END_PROTOCOL, "%s", reply_status_name(st));
             return;
         }
-        if (rc == 1) {
+        take_reply_line(c, &l);
+        if (l.last) {
             dispatch_reply(c);
             complete_head_txns(c);
         }
@@ -741,7 +727,8 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent 
     c->staged = evbuffer_new();
     c->timer = event_new(base, -1, 0, on_timeout, c);
     c->kick = event_new(base, -1, 0, on_kick, c);
-    line_reader_init(&c->reader, SMTP_CLIENT_LINE_MAX);
+    /* docs/push.md: a bare LF line end is tolerated (fetchmail relays its MTA line by line). */
+    reply_reader_init(&c->reader, true);
     if (c->helo_name == NULL || c->staged == NULL || c->timer == NULL || c->kick == NULL ||
         push_expect(c, EX_GREETING, NULL, 0) != 0) {
         c->bev = NULL;
@@ -827,7 +814,7 @@ void smtp_client_free(struct smtp_client *c)
         event_free(c->kick);
     if (c->staged != NULL)
         evbuffer_free(c->staged);
-    line_reader_free(&c->reader);
+    reply_reader_free(&c->reader);
     free(c->expects);
     free(c->helo_name);
     free(c);

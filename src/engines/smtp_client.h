@@ -24,8 +24,7 @@ struct event_base;
 struct smtp_client;
 
 enum {
-    SMTP_CLIENT_LINE_MAX = 512,      /* RFC 5321 4.5.3.1.5: reply line incl. CRLF */
-    SMTP_CLIENT_REPLY_LINES = 100,   /* more lines in one reply is a protocol error */
+    /* reply bounds (line length, lines per reply): lib/reply_reader.h */
     SMTP_CLIENT_REPLY_TEXT = 512,    /* kept text of a reply (longer is truncated) */
 };
 

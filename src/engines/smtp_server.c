@@ -14,8 +14,11 @@
 #include "platform/listen.h"
 #include "platform/tls.h"
 
-/* RFC 5321 4.5.3.1.4: command line at most 512 octets including CRLF. */
-enum { COMMAND_LINE_MAX = 512, STAGE_SIZE = 32768, INPUT_HIGH_WATER = 256 * 1024 };
+/* RFC 5321 4.5.3.1.4: command line at most 512 octets including CRLF. OUTPUT_HIGH_WATER: a
+ * client that sends commands without reading the replies is read no further until they have
+ * left (no command, not even EHLO, can make the replies pile up). */
+enum { COMMAND_LINE_MAX = 512, STAGE_SIZE = 32768, INPUT_HIGH_WATER = 256 * 1024,
+       OUTPUT_HIGH_WATER = 64 * 1024, CLOSE_FLUSH_MAX = 30 /* seconds for the last reply */ };
 
 enum session_state {
     STATE_GREETING,     /* before EHLO/HELO/LHLO */
@@ -73,6 +76,11 @@ struct smtp_session {
     bool esmtp;
     bool tls_active;
     bool peer_gone;
+    bool quit_received;
+    bool closed_by_server;   /* we ended it: limits, timeout, protocol error, a hook's 421 */
+    bool close_after_reply;  /* a hook answered 421 (RFC 5321 3.8): close once it is sent */
+    bool output_blocked;     /* input waits until the replies have drained */
+    struct event *closing;   /* ends a closing session whose last reply cannot leave */
     unsigned errors;
     unsigned junk_commands;
     struct smtp_transaction txn;
@@ -173,6 +181,8 @@ static void session_free(struct smtp_session *s)
     transaction_clear(&s->txn);
     free_rcpt(&s->pending_rcpt);
     line_reader_free(&s->reader);
+    if (s->closing)
+        event_free(s->closing);
     if (s->bev)
         tls_bufferevent_close(s->bev);
     if (s->prev)
@@ -188,6 +198,26 @@ static void session_free(struct smtp_session *s)
         server->on_idle(server->on_idle_arg);
 }
 
+static void on_event(struct bufferevent *bev, short events, void *arg);
+
+static void on_closing_timeout(evutil_socket_t fd, short events, void *arg)
+{
+    struct smtp_session *s = arg;
+    log_info("session.timeout", " session=%s peer=%s state=closing", s->id, s->peer);
+    session_free(s);
+}
+
+static void arm_closing_timer(struct smtp_session *s)
+{
+    time_t seconds = limits(s)->command_timeout < CLOSE_FLUSH_MAX ? limits(s)->command_timeout
+                                                                  : CLOSE_FLUSH_MAX;
+    struct timeval tv = {seconds, 0};
+    if (s->closing == NULL)
+        s->closing = evtimer_new(s->server->base, on_closing_timeout, s);
+    if (s->closing != NULL)
+        evtimer_add(s->closing, &tv);
+}
+
 static void on_flushed_then_close(struct bufferevent *bev, void *arg)
 {
     struct smtp_session *s = arg;
@@ -199,6 +229,7 @@ static void on_flushed_then_close(struct bufferevent *bev, void *arg)
  * commit callback instead (the store still holds a pointer to it). */
 static void close_after_flush(struct smtp_session *s)
 {
+    s->closed_by_server = !s->quit_received;
     abort_message(s);
     if (awaiting_hook(s)) {
         s->peer_gone = true;
@@ -206,9 +237,15 @@ static void close_after_flush(struct smtp_session *s)
     }
     enter_state(s, STATE_CLOSING);
     bufferevent_disable(s->bev, EV_READ);
-    bufferevent_setcb(s->bev, NULL, on_flushed_then_close, NULL, s);
-    struct timeval tv = {30, 0};
-    bufferevent_set_timeouts(s->bev, NULL, &tv);
+    /* The last reply gets at most CLOSE_FLUSH_MAX seconds (the command timeout if shorter) to
+     * leave, on a timer of our own: a client that is gone or never reads again (or a TLS
+     * client that never finished its handshake, when a bufferevent's timeouts do not run) no
+     * longer keeps the session forever. A write error ends it at once (on_event). EV_WRITE
+     * again: a write timeout may just have disabled it. */
+    bufferevent_setcb(s->bev, NULL, on_flushed_then_close, on_event, s);
+    bufferevent_set_timeouts(s->bev, NULL, NULL);
+    bufferevent_enable(s->bev, EV_WRITE);
+    arm_closing_timer(s);
     /* Freed from the (deferred) write callback, never from inside this call: the caller
      * (process_input) still uses s, and a TLS bufferevent may have flushed the reply already. */
     bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
@@ -223,6 +260,15 @@ static void count_error(struct smtp_session *s)
     reply_send(output(s), 421, "4.7.0", "%s Too many errors, closing the connection",
                s->server->settings.hostname);
     close_after_flush(s);
+}
+
+/* A hook's reply. RFC 5321 3.8: after a 421 the server closes the connection; a hook answers
+ * 421 when it can serve nothing more (odmr-client: its local target is gone). */
+static void write_hook_reply(struct smtp_session *s, const struct smtp_reply *reply)
+{
+    reply_write(output(s), reply);
+    if (reply->code == 421)
+        s->close_after_reply = true;
 }
 
 static void reply_error(struct smtp_session *s, int code, const char *enhanced, const char *text)
@@ -594,7 +640,7 @@ static void settle_async_rcpt(struct smtp_session *s, const struct smtp_reply *r
     enter_state(s, s->txn.rcpt_count > 0 ? STATE_RCPT : STATE_MAIL);
     if (reply_class(reply->code) != 2 || rcpt.address == NULL) {
         free_rcpt(&rcpt);
-        reply_write(output(s), reply);
+        write_hook_reply(s, reply);
         if (reply_class(reply->code) == 5)
             count_error(s);
         return;
@@ -605,7 +651,7 @@ static void settle_async_rcpt(struct smtp_session *s, const struct smtp_reply *r
         return;
     }
     enter_state(s, STATE_RCPT);
-    reply_write(output(s), reply);
+    write_hook_reply(s, reply);
 }
 
 /* The client left while a hook worked (RCPT check, store): nothing to answer any more; the
@@ -671,7 +717,7 @@ static void cmd_rcpt(struct smtp_session *s, const char *arg)
     hooks(s)->check_rcpt(hooks_ctx(s), s, &cmd, rcpt.domain, &verdict);
     if (verdict.code != 0 && reply_class(verdict.code) != 2) {
         free_rcpt(&rcpt);
-        reply_write(output(s), &verdict);
+        write_hook_reply(s, &verdict);
         if (reply_class(verdict.code) == 5)
             count_error(s);
         return;
@@ -710,7 +756,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
     if (hooks(s)->data_begin(hooks_ctx(s), s, &refusal) != 0) {
         free(s->data);
         s->data = NULL;
-        reply_write(output(s), &refusal);
+        write_hook_reply(s, &refusal);
         return;
     }
     enter_state(s, STATE_DATA);
@@ -772,7 +818,7 @@ static void send_data_reply(struct smtp_session *s, const struct smtp_reply *rep
     /* RFC 2033 4.2: LMTP answers DATA once per accepted recipient, in RCPT order. */
     size_t count = is_lmtp(s) ? s->txn.rcpt_count : 1;
     for (size_t i = 0; i < count; i++)
-        reply_write(output(s), reply);
+        write_hook_reply(s, reply);
 }
 
 static void process_input(struct smtp_session *s);
@@ -874,6 +920,7 @@ static void cmd_noop(struct smtp_session *s, const char *arg)
 
 static void cmd_quit(struct smtp_session *s, const char *arg)
 {
+    s->quit_received = true;
     reply_send(output(s), 221, "2.0.0", "%s Bye", s->server->settings.hostname);
     close_after_flush(s);
 }
@@ -900,7 +947,7 @@ static void cmd_help(struct smtp_session *s, const char *arg)
 }
 
 static void on_read(struct bufferevent *bev, void *arg);
-static void on_event(struct bufferevent *bev, short events, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
 
 /* RFC 3207 4.2: after 220 the server forgets everything from before, and input sent before
  * the handshake must never be taken as a command (CVE-2011-0411 class). */
@@ -931,7 +978,7 @@ static void cmd_starttls(struct smtp_session *s, const char *arg)
         return;
     }
     s->bev = tls;
-    bufferevent_setcb(tls, on_read, NULL, on_event, s);
+    bufferevent_setcb(tls, on_read, on_write, on_event, s);
     bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);
     set_read_timeout(s, limits(s)->command_timeout);
     bufferevent_enable(tls, EV_READ | EV_WRITE);
@@ -1065,8 +1112,9 @@ static void end_of_chunk(struct smtp_session *s)
                        : s->txn.active         ? STATE_MAIL
                                                : (s->helo[0] ? STATE_READY : STATE_GREETING));
         set_read_timeout(s, limits(s)->command_timeout);
-        reply_write(output(s), &refusal);
-        count_error(s);
+        write_hook_reply(s, &refusal);
+        if (!s->close_after_reply)
+            count_error(s);
         return;
     }
     if (d->chunk_last) {
@@ -1103,6 +1151,14 @@ static void process_input(struct smtp_session *s)
     struct line line;
     while (s->state != STATE_COMMITTING && s->state != STATE_CLOSING &&
            s->state != STATE_RCPT_WAIT) {
+        if (s->close_after_reply) {
+            close_after_flush(s);
+            break;
+        }
+        if (evbuffer_get_length(output(s)) >= OUTPUT_HIGH_WATER) {
+            s->output_blocked = true;   /* on_write() goes on once the replies have left */
+            break;
+        }
         if (s->state == STATE_CHUNK) {
             read_chunk(s, in);
             if (s->state == STATE_CHUNK)
@@ -1132,6 +1188,17 @@ static void process_input(struct smtp_session *s)
 static void on_read(struct bufferevent *bev, void *arg)
 {
     process_input(arg);
+}
+
+/* The output has drained (write low watermark 0): input held back for it goes on. Only then,
+ * so a TLS bufferevent calling back from inside a write never re-enters process_input(). */
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (!s->output_blocked)
+        return;
+    s->output_blocked = false;
+    process_input(s);
 }
 
 static void on_event(struct bufferevent *bev, short events, void *arg)
@@ -1218,7 +1285,7 @@ void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
     snprintf(s->peer, sizeof s->peer, "%s", peer_text);
     log_info("session.start", " session=%s role=%s peer=%s", s->id, server->settings.role,
              s->peer);
-    bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
     set_read_timeout(s, server->settings.limits.command_timeout);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
@@ -1238,7 +1305,7 @@ struct smtp_session *smtp_server_adopt(struct smtp_server *server, struct buffer
     snprintf(s->peer, sizeof s->peer, "%s", peer);
     log_info("session.start", " session=%s role=%s peer=%s adopted=1", s->id,
              server->settings.role, s->peer);
-    bufferevent_setcb(s->bev, on_read, NULL, on_event, s);
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
     set_read_timeout(s, server->settings.limits.command_timeout);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
@@ -1318,4 +1385,9 @@ void *smtp_session_user(const struct smtp_session *s)
 void smtp_session_set_user(struct smtp_session *s, void *user)
 {
     s->user = user;
+}
+
+bool smtp_session_closed_by_server(const struct smtp_session *s)
+{
+    return s->closed_by_server;
 }

@@ -70,7 +70,8 @@ struct smtp_server_hooks {
      * else refuses it (odmr-client relays RCPT to its local MTA and answers with its reply). */
     void (*check_rcpt_async)(void *ctx, struct smtp_session *s,
                              const struct smtp_path_command *rcpt, const char *domain_lower);
-    /* Optional: the session is about to be freed (QUIT, EOF, timeout, error). */
+    /* Optional: the session is about to be freed (QUIT, EOF, timeout, error). A reply of 421
+     * from any hook (RFC 5321 3.8) closes the session once it has been sent. */
     void (*session_closed)(void *ctx, struct smtp_session *s);
 };
 
@@ -119,6 +120,10 @@ const char *smtp_session_helo(const struct smtp_session *s);
 const char *smtp_session_protocol(const struct smtp_session *s);   /* "ESMTPS", "LMTP" ... */
 void *smtp_session_user(const struct smtp_session *s);
 void smtp_session_set_user(struct smtp_session *s, void *user);
+/* True when the server ended the session itself (error or junk limit, timeout, protocol error,
+ * shutdown, a hook's 421), false after QUIT or when the client closed the connection; for
+ * session_closed hooks. */
+bool smtp_session_closed_by_server(const struct smtp_session *s);
 /* The outcome of data_end: reply is sent (once per recipient in LMTP). */
 void smtp_session_data_done(struct smtp_session *s, const struct smtp_reply *reply);
 /* The verdict of check_rcpt_async: 2xx accepts the recipient; the reply is sent as given. */

@@ -74,6 +74,7 @@ struct odmr_session {
     char *user;                  /* authenticated user */
     struct domain_list leased;   /* domains leased for the push */
     struct event *delay;         /* slows down the reply to a failed AUTH */
+    struct event *closing;       /* ends a closing session whose last reply cannot leave */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -116,6 +117,8 @@ static void session_free(struct odmr_session *s)
     line_reader_free(&s->reader);
     if (s->delay)
         event_free(s->delay);
+    if (s->closing)
+        event_free(s->closing);
     if (s->bev)
         tls_bufferevent_close(s->bev);
     if (s->prev)
@@ -138,13 +141,30 @@ static void on_drained_close(struct bufferevent *bev, void *arg)
         session_free(arg);
 }
 
+static void on_event(struct bufferevent *bev, short events, void *arg);
+
+static void on_closing_timeout(evutil_socket_t fd, short events, void *arg)
+{
+    session_free(arg);
+}
+
+/* The last reply gets 30 s (the command timeout if shorter) to leave, on a timer of our own: a
+ * peer that is gone or never reads again (a TLS peer that never did its handshake cannot be
+ * written to at all, and a bufferevent's own timeouts do not run then) no longer keeps the
+ * session, and SIGTERM with it, waiting forever. A write error ends it at once (on_event). */
 static void close_after_flush(struct odmr_session *s)
 {
+    time_t command = s->service->settings.command_timeout;
+    struct timeval tv = {command < 30 ? command : 30, 0};
     enter(s, ODMR_CLOSING);
     bufferevent_disable(s->bev, EV_READ);
-    bufferevent_setcb(s->bev, NULL, on_drained_close, NULL, s);
-    struct timeval tv = {30, 0};
-    bufferevent_set_timeouts(s->bev, NULL, &tv);
+    bufferevent_setcb(s->bev, NULL, on_drained_close, on_event, s);
+    bufferevent_set_timeouts(s->bev, NULL, NULL);
+    bufferevent_enable(s->bev, EV_WRITE);
+    if (s->closing == NULL)
+        s->closing = evtimer_new(s->service->base, on_closing_timeout, s);
+    if (s->closing != NULL)
+        evtimer_add(s->closing, &tv);
 }
 
 static void count_error(struct odmr_session *s)

@@ -13,10 +13,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("ODMR_BIN", os.path.join(ROOT, "bin"))
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and not handed out before in this run (the kernel may offer one twice)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no fresh port")
 
 
 def wait_port(port, timeout=10.0, proc=None):
@@ -41,10 +50,7 @@ class Odmrd:
         self.users = os.path.join(workdir, "users")
         self.conf = os.path.join(workdir, "odmrd.conf")
         self.log_path = os.path.join(workdir, "odmrd.log")
-        self.smtp_port = free_port()
-        self.lmtp_port = free_port()
-        self.odmr_port = free_port()
-        self.odmrs_port = free_port()
+        self.pick_ports()
         self.lmtp_socket = os.path.join(workdir, "lmtp.sock")
         self.extra = dict(extra or {})
         # As root (CI), odmrd must be told which account to run as; tests use nobody.
@@ -55,6 +61,12 @@ class Odmrd:
         self.write_config()
         for name, (password, domains, options) in (users or DEFAULT_USERS).items():
             self.ctl("user", "add", name, ",".join(domains), *options, input=password + "\n")
+
+    def pick_ports(self):
+        self.smtp_port = free_port()
+        self.lmtp_port = free_port()
+        self.odmr_port = free_port()
+        self.odmrs_port = free_port()
 
     def write_config(self):
         sections = {
@@ -91,13 +103,24 @@ class Odmrd:
             pw = pwd.getpwnam(self.run_user)
             os.chown(self.users, pw.pw_uid, pw.pw_gid)
 
-    def start(self):
-        self.logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([os.path.join(BIN, "odmrd"), "-c", self.conf],
-                                     stdout=self.logf, stderr=self.logf)
-        wait_port(self.smtp_port, proc=self.proc)
-        wait_port(self.lmtp_port, proc=self.proc)
-        return self
+    def start(self, attempts=3):
+        """Starts odmrd and waits for every listener: odmrd opens them one after the other, so
+        a loaded machine can see the intake ports open and the ODMR ports not yet. A port taken
+        meanwhile (free_port() only says it was free) gets new ports and another try."""
+        for attempt in range(attempts):
+            self.logf = open(self.log_path, "ab")
+            self.proc = subprocess.Popen([os.path.join(BIN, "odmrd"), "-c", self.conf],
+                                         stdout=self.logf, stderr=self.logf)
+            try:
+                for port in (self.smtp_port, self.lmtp_port, self.odmr_port, self.odmrs_port):
+                    wait_port(port, proc=self.proc)
+                return self
+            except RuntimeError:
+                self.stop()
+                if attempt + 1 == attempts or "Address already in use" not in self.log():
+                    raise
+                self.pick_ports()
+                self.write_config()
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         if self.proc is None:

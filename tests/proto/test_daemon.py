@@ -1,6 +1,7 @@
 """Daemon behaviour: graceful stop, reload, config check, privileges."""
 import os
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -39,6 +40,22 @@ def test_sigterm_gives_421_and_keeps_committed_mail(make_odmrd):
     ids = d.queue_ids()
     assert len(ids) == 1
     assert d.queue_body(ids[0]).endswith(b"Subject: kept\r\n\r\nkept\r\n")
+
+
+def test_sigterm_with_an_implicit_tls_session_that_never_shook_hands(make_odmrd):
+    """A connection to the implicit-TLS ODMR port that never does its handshake: the 421 at
+    SIGTERM cannot be written to it, so the session must end by its flush timeout (30 s, or
+    the command timeout if shorter: 2 s here) instead of keeping odmrd alive forever."""
+    d = make_odmrd(extra={"intake.command_timeout": "2s"})
+    silent = socket.create_connection(("127.0.0.1", d.odmrs_port))
+    deadline = time.time() + 10
+    while "event=odmr.start" not in d.log() and time.time() < deadline:
+        time.sleep(0.05)
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=45) == 0
+    silent.close()
+    d.proc = None
+    d.logf.close()
 
 
 def test_sighup_reloads_users(odmrd):

@@ -69,6 +69,32 @@ static void test_malformed_replies(void **state)
     assert_int_equal(feed("650 x\r\n", &r, false), -1);
     assert_int_equal(feed("250\r\n", &r, false), 1);
     assert_int_equal(feed("250 ok", &r, false), 0);                /* no CRLF yet */
+    for (int bytewise = 0; bytewise < 2; bytewise++) {
+        assert_int_equal(feed("220 bare lf\n", &r, bytewise), -1);  /* RFC 5321 2.3.8 */
+        assert_int_equal(feed("260 x\r\n", &r, bytewise), -1);      /* 4.2: x[0-5]x */
+        assert_int_equal(feed("250-a\r\n250\r\n", &r, bytewise), 1);
+    }
+}
+
+/* Over-long lines fail before their end arrives; replies of more than 100 lines fail. */
+static void test_reply_bounds(void **state)
+{
+    struct wire_reply r;
+    char line[600];
+    memset(line, 'x', sizeof line);
+    memcpy(line, "220 ", 4);
+    line[sizeof line - 1] = '\0';
+    for (int bytewise = 0; bytewise < 2; bytewise++)
+        assert_int_equal(feed(line, &r, bytewise), -1);   /* no LF ever came */
+    static char many[100 * 8 + 16];
+    size_t n = 0;
+    for (int i = 0; i < 99; i++)
+        n += (size_t)snprintf(many + n, sizeof many - n, "250-%02d\r\n", i);
+    snprintf(many + n, sizeof many - n, "250 99\r\n");
+    assert_int_equal(feed(many, &r, false), 1);            /* exactly 100 lines */
+    assert_int_equal(r.lines, 100);
+    snprintf(many + n, sizeof many - n, "250-99\r\n250 x\r\n");
+    assert_int_equal(feed(many, &r, false), -1);           /* 101 */
 }
 
 static void test_to_smtp_reply_keeps_text(void **state)
@@ -137,9 +163,13 @@ static void test_fold_lmtp(void **state)
     relay_fold_lmtp(refused_mixed, 2, &out);
     assert_int_equal(out.code, 452);   /* a temporary failure wins: nothing bounced early */
 
+    /* The target was lost before every reply came: 421, the session ends (docs/client.md). */
     struct wire_reply lost[] = {wr(250, "2.0.0 a"), wr(0, "")};
     relay_fold_lmtp(lost, 2, &out);
-    assert_int_equal(out.code, 451);
+    assert_int_equal(out.code, 421);
+    struct wire_reply lost_after_5xx[] = {wr(550, "5.1.1 a"), wr(0, "")};
+    relay_fold_lmtp(lost_after_5xx, 2, &out);
+    assert_int_equal(out.code, 421);
 }
 
 int main(void)
@@ -147,6 +177,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_multiline_reply),
         cmocka_unit_test(test_malformed_replies),
+        cmocka_unit_test(test_reply_bounds),
         cmocka_unit_test(test_to_smtp_reply_keeps_text),
         cmocka_unit_test(test_target_parse),
         cmocka_unit_test(test_fold_lmtp),
