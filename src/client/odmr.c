@@ -46,6 +46,7 @@ struct odmr {
     enum client_exit exit_code;    /* reported after QUIT */
     struct sasl_client *sasl;
     struct sasl_client_exchange *exchange;
+    char *pending_response;        /* a first client response kept for the server's 334 */
     char mech[32];
 };
 
@@ -162,16 +163,29 @@ static void on_greeting(struct odmr *c, const struct wire_reply *r)
 
 /* ---- AUTH (RFC 4954) ---- */
 
-/* Strongest first (docs/client.md); PLAIN only over TLS. */
+/* Strongest first (docs/client.md); PLAIN only over TLS. client_first: the mechanism starts
+ * with the client's message, which goes with the AUTH command as its initial response (RFC
+ * 4954 4: one round trip less); CRAM-MD5 starts with the server's challenge. */
 static const struct mech_rule {
     const char *name;
     bool needs_tls;
+    bool client_first;
 } mech_rules[] = {
-    {"SCRAM-SHA-256-PLUS", true},
-    {"SCRAM-SHA-256", false},
-    {"PLAIN", true},
-    {"CRAM-MD5", false},
+    {"SCRAM-SHA-256-PLUS", true, true},
+    {"SCRAM-SHA-256", false, true},
+    {"PLAIN", true, true},
+    {"CRAM-MD5", false, false},
 };
+
+enum { AUTH_LINE_MAX = 512 };   /* RFC 5321 4.5.3.1.4: keep the AUTH line a plain command line */
+
+static bool client_first(const char *mech)
+{
+    for (size_t i = 0; i < sizeof mech_rules / sizeof mech_rules[0]; i++)
+        if (strcasecmp(mech, mech_rules[i].name) == 0)
+            return mech_rules[i].client_first;
+    return false;
+}
 
 static bool offered(const char *list, const char *mech)
 {
@@ -239,6 +253,22 @@ static void begin_auth(struct odmr *c, const char *list)
         return;
     }
     log_info("client.auth", " mech=%s user=%s", mech, c->opts->user);
+    if (client_first(mech)) {
+        char *ir = NULL;
+        if (sasl_client_step(c->exchange, "", &ir) == SASL_CLIENT_FAILED) {
+            free(ir);
+            finish(c, EXIT_AUTH, "SASL mechanism %s cannot start", mech);
+            return;
+        }
+        /* RFC 4954 4: "=" is an empty initial response. */
+        if (strlen(ir) + strlen(mech) + 8 <= AUTH_LINE_MAX) {
+            send_command(c, STEP_AUTH, "AUTH %s %s", mech, ir[0] != '\0' ? ir : "=");
+            free(ir);
+            return;
+        }
+        /* Too long for one line: wait for the server's empty challenge and send it then. */
+        c->pending_response = ir;
+    }
     send_command(c, STEP_AUTH, "AUTH %s", mech);
 }
 
@@ -298,6 +328,13 @@ static void on_auth(struct odmr *c, const struct wire_reply *r)
         return;
     }
     char *out = NULL;
+    if (c->pending_response != NULL) {
+        out = c->pending_response;
+        c->pending_response = NULL;
+        send_command(c, STEP_AUTH, "%s", out);
+        free(out);
+        return;
+    }
     enum sasl_client_result res = sasl_client_step(c->exchange, r->text, &out);
     if (res == SASL_CLIENT_FAILED) {
         free(out);
@@ -551,6 +588,7 @@ void odmr_free(struct odmr *c)
     if (c->bev != NULL)
         bufferevent_free(c->bev);
     sasl_client_exchange_free(c->exchange);
+    free(c->pending_response);
     sasl_client_free(c->sasl);
     if (c->tls_ctx != NULL)
         SSL_CTX_free(c->tls_ctx);

@@ -25,8 +25,10 @@ struct relay {
     void *on_end_arg;
     unsigned txn_generation;     /* target connection the open transaction lives on */
     bool target_txn_open;        /* MAIL sent to the target and not finished */
-    int spool_fd;
-    char rcpt_line[1200];        /* the RCPT waiting behind RSET / MAIL */
+    int spool_fd;                /* the session's spool file (relay_data_begin) */
+    unsigned long long spool_len;   /* its length */
+    bool group_rset, group_mail; /* what the group under way holds before its RCPT */
+    char rcpt_line[1200];        /* the RCPT of that group */
     char rcpt_addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];   /* its address */
     unsigned long long msg_bytes;   /* the message being spooled */
 };
@@ -124,46 +126,35 @@ static void mail_line(struct relay *r, const struct smtp_transaction *txn, char 
             n += snprintf(out + n, len - (size_t)n, " %s%s", params[i].keyword, params[i].value);
 }
 
-/* ---- RCPT: RSET (when a target transaction is open) -> MAIL -> RCPT ---- */
+/* ---- RCPT: [RSET] [MAIL] RCPT [DATA] to the target, its reply is the reply ---- */
 
-static void rcpt_answered(void *arg, const struct wire_reply *replies, size_t count)
+/* replies[] follow the group as asked: [RSET] [MAIL] RCPT [DATA]. The replies are read before
+ * the engine is called (it may start the next operation on the target at once). */
+static void group_answered(void *arg, const struct wire_reply *replies, size_t count)
 {
     struct relay *r = arg;
     struct smtp_reply reply;
-    target_reply(&replies[0], &reply);
-    if (r->session != NULL)
-        smtp_session_rcpt_done(r->session, &reply);
-}
-
-static void mail_answered(void *arg, const struct wire_reply *replies, size_t count)
-{
-    struct relay *r = arg;
-    struct smtp_reply reply;
-    if (replies[0].code / 100 != 2) {
-        /* The target refused the sender: that is the verdict on this recipient. */
-        r->target_txn_open = false;
-        target_reply(&replies[0], &reply);
-        smtp_session_rcpt_done(r->session, &reply);
+    size_t i = 0;
+    if (r->session == NULL)
         return;
+    if (r->group_rset) {
+        r->target_txn_open = false;
+        i++;
     }
-    r->target_txn_open = true;
-    r->txn_generation = target_generation(r->target);
-    target_rcpt(r->target, r->rcpt_line, r->rcpt_addr, rcpt_answered, r);
-}
-
-static void send_mail(struct relay *r)
-{
-    char line[1200];
-    const struct smtp_transaction *txn = smtp_session_transaction(r->session);
-    mail_line(r, txn, line, sizeof line);
-    target_mail(r->target, line, txn->sender ? txn->sender : "", mail_answered, r);
-}
-
-static void rset_answered(void *arg, const struct wire_reply *replies, size_t count)
-{
-    struct relay *r = arg;
-    r->target_txn_open = false;
-    send_mail(r);
+    if (r->group_mail) {
+        if (replies[i].code / 100 != 2) {
+            /* The target refused the sender: that is the verdict on this recipient. */
+            r->target_txn_open = false;
+            target_reply(&replies[i], &reply);
+            smtp_session_rcpt_done(r->session, &reply);
+            return;
+        }
+        r->target_txn_open = true;
+        r->txn_generation = target_generation(r->target);
+        i++;
+    }
+    target_reply(&replies[i], &reply);
+    smtp_session_rcpt_done(r->session, &reply);
 }
 
 static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path_command *cmd,
@@ -171,6 +162,7 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
 {
     struct relay *r = ctx;
     const struct smtp_transaction *txn = smtp_session_transaction(s);
+    char mail[1200];
     r->session = s;
     rcpt_line(r, cmd, r->rcpt_line, sizeof r->rcpt_line);
     address_of(cmd, r->rcpt_addr, sizeof r->rcpt_addr);
@@ -182,22 +174,31 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
                                             "Local target does not support SMTPUTF8"));
         return;
     }
-    if (txn->rcpt_count > 0) {
-        /* Later recipients join the transaction already open on the same connection. */
-        if (r->target_txn_open && r->txn_generation == target_generation(r->target)) {
-            target_rcpt(r->target, r->rcpt_line, r->rcpt_addr, rcpt_answered, r);
-            return;
-        }
+    /* Later recipients join the transaction already open on the same connection; the first
+     * accepted one (re)starts it: RSET when one was left open, then MAIL. */
+    bool first = txn->rcpt_count == 0;
+    if (!first && !(r->target_txn_open && r->txn_generation == target_generation(r->target))) {
         struct smtp_reply reply;
         unavailable(&reply);
         smtp_session_rcpt_done(s, &reply);
         return;
     }
-    /* The first recipient accepted so far: (re)start the target's transaction. */
-    if (r->target_txn_open)
-        target_command(r->target, "RSET", rset_answered, r);
-    else
-        send_mail(r);
+    r->group_rset = first && r->target_txn_open;
+    r->group_mail = first;
+    if (first)
+        mail_line(r, txn, mail, sizeof mail);
+    /* RFC 2920: when the provider's DATA/BDAT is already here, DATA goes along (last), and
+     * the target's 354 comes back with the RCPT verdict instead of a round trip later. */
+    struct target_group g = {
+        .rset = r->group_rset,
+        .mail_line = first ? mail : NULL,
+        .sender = txn->sender ? txn->sender : "",
+        .rcpt_line = r->rcpt_line,
+        .rcpt = r->rcpt_addr,
+        .data = smtp_session_data_follows(s),
+        .others_accepted = !first,
+    };
+    target_group(r->target, &g, group_answered, r);
 }
 
 /* ---- DATA: spool to an unlinked file (bounded memory), then relay ---- */
@@ -218,6 +219,17 @@ static int open_spool(void)
     return fd;
 }
 
+static void close_spool(struct relay *r)
+{
+    if (r->spool_fd >= 0)
+        close(r->spool_fd);
+    r->spool_fd = -1;
+}
+
+/* One spool file per session, rewritten from the start for each message: creating and
+ * removing a file per message costs more than writing the data (ext4 inode allocation). After
+ * a message shorter than the file it is cut to the message's length, so the file always ends
+ * where the message ends (target_data() and local delivery read to EOF). */
 static int relay_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply *reply)
 {
     struct relay *r = ctx;
@@ -226,9 +238,13 @@ static int relay_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply
         return -1;
     }
     r->msg_bytes = 0;
-    r->spool_fd = open_spool();
     if (r->spool_fd < 0) {
+        r->spool_fd = open_spool();
+        r->spool_len = 0;
+    }
+    if (r->spool_fd < 0 || lseek(r->spool_fd, 0, SEEK_SET) != 0) {
         reply_set(reply, 452, "4.3.1", "Cannot spool the message: %s", strerror(errno));
+        close_spool(r);
         return -1;
     }
     return 0;
@@ -238,6 +254,8 @@ static int relay_data_write(void *ctx, struct smtp_session *s, const char *data,
 {
     struct relay *r = ctx;
     r->msg_bytes += len;
+    if (r->msg_bytes > r->spool_len)
+        r->spool_len = r->msg_bytes;
     while (len > 0) {
         ssize_t n = write(r->spool_fd, data, len);
         if (n < 0 && errno == EINTR)
@@ -250,16 +268,9 @@ static int relay_data_write(void *ctx, struct smtp_session *s, const char *data,
     return 0;
 }
 
-static void close_spool(struct relay *r)
-{
-    if (r->spool_fd >= 0)
-        close(r->spool_fd);
-    r->spool_fd = -1;
-}
-
+/* Whatever was spooled stays in the (unlinked) file until the next message overwrites it. */
 static void relay_data_abort(void *ctx, struct smtp_session *s)
 {
-    close_spool(ctx);
 }
 
 static void count_outcome(struct relay *r, const struct smtp_reply *reply)
@@ -300,7 +311,6 @@ static void data_answered(void *arg, const struct wire_reply *replies, size_t co
 {
     struct relay *r = arg;
     struct smtp_reply reply;
-    close_spool(r);
     r->target_txn_open = false;
     if (target_per_recipient(r->target) && count > 1) {
         log_rcpt_replies(r, replies, count);
@@ -317,6 +327,13 @@ static void relay_data_end(void *ctx, struct smtp_session *s)
     struct relay *r = ctx;
     const struct smtp_transaction *txn = smtp_session_transaction(s);
     size_t replies = target_per_recipient(r->target) ? txn->rcpt_count : 1;
+    if (r->spool_len > r->msg_bytes) {
+        if (ftruncate(r->spool_fd, (off_t)r->msg_bytes) != 0) {
+            log_warn("client.spool", " error=\"%s\"", strerror(errno));
+            close_spool(r);   /* target_data() answers "unavailable" for a missing body */
+        }
+        r->spool_len = r->msg_bytes;
+    }
     target_data(r->target, r->spool_fd, replies, data_answered, r);
 }
 

@@ -126,6 +126,7 @@ static void parse_caps(const struct wire_reply *r, struct target_caps *caps)
     caps->eightbitmime = wire_ehlo_has(r, "8BITMIME", NULL, 0);
     caps->smtputf8 = wire_ehlo_has(r, "SMTPUTF8", NULL, 0);
     caps->dsn = wire_ehlo_has(r, "DSN", NULL, 0);
+    caps->pipelining = wire_ehlo_has(r, "PIPELINING", NULL, 0);
     if (wire_ehlo_has(r, "SIZE", args, sizeof args))
         caps->size = strtoull(args, NULL, 10);
 }
@@ -210,9 +211,14 @@ enum target_state {
     T_HELLO,       /* EHLO/LHLO (or HELO) sent */
     T_IDLE,        /* ready, nothing asked */
     T_WAIT,        /* the operation's reply (replies) */
-    T_WAIT_354,    /* DATA sent */
+    T_WAIT_354,    /* DATA sent, for the body of target_data() */
+    T_DATA_OPEN,   /* DATA of a group answered 354: the target waits for the message */
     T_BODY,        /* sending the message */
 };
+
+/* The commands of one operation: [RSET] [MAIL] RCPT [DATA] (+ a lone dot, see on_reply). */
+enum target_op { OP_COMMAND, OP_MAIL, OP_RCPT, OP_DATA, OP_DOT, OP_BODY };
+enum { GROUP_MAX = 5 };
 
 struct target {
     struct event_base *base;
@@ -225,8 +231,15 @@ struct target {
     unsigned generation;
     struct target_caps caps;
     bool helo_fallback;
-    /* the operation */
-    char *line;
+    /* the operation: count commands (or the body), want replies */
+    bool op_active;
+    enum target_op ops[GROUP_MAX];
+    char *lines[GROUP_MAX];
+    char *addrs[GROUP_MAX];  /* local targets: the sender of MAIL, the address of RCPT */
+    size_t count, sent;
+    bool pipelined;          /* the group went out in one write (RFC 2920) */
+    bool others_accepted;    /* an earlier RCPT of this transaction was accepted */
+    bool group_accepted;     /* a RCPT of this group was accepted */
     int body_fd;
     bool at_line_start;
     size_t want, got;
@@ -241,8 +254,8 @@ struct target {
     size_t rcpt_count;
 };
 
-enum target_op { OP_COMMAND, OP_MAIL, OP_RCPT, OP_DATA };
-static void local_run(struct target *t, enum target_op op, const char *addr);
+static void local_run(struct target *t, enum target_op op, const char *line, const char *addr,
+                      struct wire_reply *out);
 
 /* Reading waits for the reply the state expects; writing is bounded per data block (RFC 5321
  * 4.5.3.2.5), commands being small. */
@@ -261,25 +274,40 @@ static void send_line(struct target *t, const char *line, enum client_timeout_ki
         log_debug("target.send", " line=%.60s", line);
 }
 
+static void clear_op(struct target *t)
+{
+    for (size_t i = 0; i < GROUP_MAX; i++) {
+        free(t->lines[i]);
+        free(t->addrs[i]);
+        t->lines[i] = t->addrs[i] = NULL;
+    }
+    t->count = t->sent = 0;
+    t->op_active = false;
+    t->body_fd = -1;
+}
+
+/* The operation is over: its replies go to the caller from the loop. */
 static void finish_op(struct target *t)
 {
+    t->op_active = false;
     if (t->cb != NULL)
         event_active(t->deliver, EV_WRITE, 0);
 }
 
+/* The caller may start the next operation from inside cb: it must read the replies first. */
 static void on_deliver(evutil_socket_t fd, short what, void *arg)
 {
     struct target *t = arg;
     target_cb cb = t->cb;
     t->cb = NULL;
-    t->body_fd = -1;
-    free(t->line);
-    t->line = NULL;
+    clear_op(t);
     if (cb != NULL)
         cb(t->cb_arg, t->replies, t->want);
 }
 
-/* The connection is gone: whatever was asked gets "no reply". */
+/* The connection is gone: whatever was asked gets "no reply". A message the target was
+ * waiting for (DATA answered 354) ends without its final dot: RFC 5321 3.3/4.1.1.4, nothing
+ * is delivered. */
 static void drop(struct target *t, const char *why)
 {
     if (t->bev != NULL) {
@@ -289,27 +317,37 @@ static void drop(struct target *t, const char *why)
     }
     wire_reader_free(&t->reader);
     wire_reader_init(&t->reader);
-    bool busy = t->state != T_IDLE && t->state != T_DOWN;
     t->state = T_DOWN;
-    if (busy || t->line != NULL) {
+    if (t->op_active) {
+        if (t->count > t->want)
+            t->want = t->count;   /* a group: one slot per command, unsent ones code 0 */
         for (size_t i = t->got; i < t->want; i++)
             memset(&t->replies[i], 0, sizeof t->replies[i]);
         finish_op(t);
     }
 }
 
-static void start_op(struct target *t)
+/* RFC 5321 4.5.2: a line starting with "." gets another "."; memchr finds the line starts. */
+static void add_stuffed(struct evbuffer *out, const char *buf, size_t n, bool *at_line_start)
 {
-    if (t->body_fd >= 0) {
-        t->state = T_WAIT_354;
-        send_line(t, "DATA", TIMEOUT_DATA_INIT);
-    } else {
-        t->state = T_WAIT;
-        send_line(t, t->line, TIMEOUT_COMMAND);
+    const char *from = buf, *end = buf + n, *p = buf;
+    if (n == 0)
+        return;
+    if (*at_line_start && buf[0] == '.')
+        evbuffer_add(out, ".", 1);
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL && ++p < end) {
+        if (*p == '.') {
+            evbuffer_add(out, from, (size_t)(p - from));
+            evbuffer_add(out, ".", 1);
+            from = p;
+        }
     }
+    evbuffer_add(out, from, (size_t)(end - from));
+    *at_line_start = end[-1] == '\n';
 }
 
-/* RFC 5321 4.5.2: a line starting with "." gets another "."; the data ends with CRLF.CRLF. */
+/* The spooled message, stuffed, then CRLF . CRLF (RFC 5321 4.1.1.4; a CRLF is added first
+ * when the message does not end with one, as a BDAT message may not). */
 static void pump_body(struct target *t)
 {
     struct evbuffer *out = bufferevent_get_output(t->bev);
@@ -323,22 +361,57 @@ static void pump_body(struct target *t)
             return;
         }
         if (n == 0) {
+            if (!t->at_line_start)
+                evbuffer_add(out, "\r\n", 2);
             evbuffer_add(out, ".\r\n", 3);
             t->state = T_WAIT;
             set_timeout(t, TIMEOUT_DATA_END);
             return;
         }
-        size_t from = 0;
-        for (size_t i = 0; i < (size_t)n; i++) {
-            if (t->at_line_start && buf[i] == '.') {
-                evbuffer_add(out, buf + from, i - from);
-                evbuffer_add(out, ".", 1);
-                from = i;
-            }
-            t->at_line_start = buf[i] == '\n';
-        }
-        evbuffer_add(out, buf + from, (size_t)n - from);
+        add_stuffed(out, buf, (size_t)n, &t->at_line_start);
     }
+}
+
+static void start_body(struct target *t)
+{
+    t->state = T_BODY;
+    t->at_line_start = true;
+    if (lseek(t->body_fd, 0, SEEK_SET) != 0) {
+        drop(t, "spool seek error");
+        return;
+    }
+    pump_body(t);
+}
+
+/* Writes the next command of the group, or all of them when the target pipelines (RFC 2920:
+ * DATA only then, and only last). Without PIPELINING a DATA is not sent at all. */
+static void send_commands(struct target *t)
+{
+    t->state = T_WAIT;
+    do {
+        if (t->ops[t->sent] == OP_DATA && !t->pipelined)
+            break;
+        send_line(t, t->lines[t->sent], TIMEOUT_COMMAND);
+        t->sent++;
+    } while (t->pipelined && t->sent < t->count);
+    t->want = t->sent;   /* replies to expect (a DATA not sent has none) */
+    if (t->sent == 0)
+        finish_op(t);
+}
+
+static void start_op(struct target *t)
+{
+    if (t->ops[0] == OP_BODY) {
+        if (t->state == T_DATA_OPEN) {
+            start_body(t);
+            return;
+        }
+        t->state = T_WAIT_354;
+        send_line(t, "DATA", TIMEOUT_DATA_INIT);
+        return;
+    }
+    t->pipelined = t->caps.pipelining && !t->helo_fallback;
+    send_commands(t);
 }
 
 static void on_greeting(struct target *t, const struct wire_reply *r)
@@ -359,7 +432,9 @@ static void on_hello(struct target *t, const struct wire_reply *r)
     if (r->code / 100 == 2) {
         if (!t->helo_fallback)
             parse_caps(r, &t->caps);
-        start_op(t);
+        t->state = T_IDLE;
+        if (t->op_active)
+            start_op(t);
     } else if (r->code / 100 == 5 && t->spec.kind == TARGET_SMTP && !t->helo_fallback) {
         /* RFC 5321 3.2: a server that does not know EHLO gets HELO. */
         t->helo_fallback = true;
@@ -371,11 +446,58 @@ static void on_hello(struct target *t, const struct wire_reply *r)
     }
 }
 
+/* A reply to a command of the group (or, after the body, one of the final replies). */
 static void on_reply(struct target *t, const struct wire_reply *r)
 {
-    if (t->got < t->want)
-        t->replies[t->got++] = *r;
+    if (t->got >= t->want) {
+        drop(t, "unexpected reply");
+        return;
+    }
+    size_t i = t->got++;
+    t->replies[i] = *r;
+    if (t->ops[0] == OP_BODY || t->count == 0) {
+        if (t->got == t->want) {
+            t->state = T_IDLE;
+            finish_op(t);
+        }
+        return;
+    }
+    enum target_op op = t->ops[i];
+    /* RFC 5321 4.3.2, as in on_354: DATA in a group is answered 354 or refused, nothing else. */
+    if (op == OP_DATA && r->code != 354 && r->code / 100 < 4) {
+        t->got = i;   /* that reply is no reply: drop() leaves its slot code 0 */
+        drop(t, "neither 354 nor a refusal to DATA");
+        return;
+    }
+    if (op == OP_RCPT && r->code / 100 == 2)
+        t->group_accepted = true;
+    if (op == OP_DATA && r->code == 354) {
+        if (!t->group_accepted && !t->others_accepted) {
+            /* RFC 2920 3.1: DATA accepted although every recipient was refused: a lone dot
+             * ends it (nothing to deliver to); its reply is not passed on. */
+            t->ops[t->count] = OP_DOT;
+            t->want++;
+            send_line(t, ".", TIMEOUT_DATA_END);
+            return;
+        }
+        t->state = T_DATA_OPEN;
+        set_timeout(t, TIMEOUT_DATA_END);   /* the provider's body may take long */
+        finish_op(t);
+        return;
+    }
+    if (!t->pipelined && t->got < t->count) {
+        /* One at a time: the next command only after a 2xx (MAIL refused: no RCPT). */
+        if (r->code / 100 == 2 && t->ops[t->sent] != OP_DATA) {
+            send_line(t, t->lines[t->sent], TIMEOUT_COMMAND);
+            t->sent++;
+            t->want = t->sent;
+            return;
+        }
+    }
     if (t->got == t->want) {
+        for (size_t k = t->got; k < t->count; k++)
+            memset(&t->replies[k], 0, sizeof t->replies[k]);
+        t->want = t->count;   /* the caller gets one slot per command asked, unsent = code 0 */
         t->state = T_IDLE;
         finish_op(t);
     }
@@ -395,13 +517,7 @@ static void on_354(struct target *t, const struct wire_reply *r)
         on_reply(t, r);
         return;
     }
-    t->state = T_BODY;
-    t->at_line_start = true;
-    if (lseek(t->body_fd, 0, SEEK_SET) != 0) {
-        drop(t, "spool seek error");
-        return;
-    }
-    pump_body(t);
+    start_body(t);
 }
 
 static void dispatch(struct target *t, const struct wire_reply *r)
@@ -473,56 +589,60 @@ static void local_reset(struct target *t)
     t->sender = NULL;
 }
 
-static void local_command(struct target *t, const char *addr)
+static void local_command(struct target *t, const char *line, const char *addr,
+                          struct wire_reply *out)
 {
-    if (strcasecmp(t->line, "RSET") == 0)
+    if (strcasecmp(line, "RSET") == 0)
         local_reset(t);
-    local_reply(&t->replies[0], 250, "2.0.0 OK");
+    local_reply(out, 250, "2.0.0 OK");
 }
 
-static void local_mail(struct target *t, const char *sender)
+static void local_mail(struct target *t, const char *line, const char *sender,
+                       struct wire_reply *out)
 {
     local_reset(t);
     if (t->spec.kind == TARGET_MDA && mda_address_ok(sender) != 0) {
-        local_reply(&t->replies[0], 553, "5.1.7 Sender address starting with '-' refused "
+        local_reply(out, 553, "5.1.7 Sender address starting with '-' refused "
                     "by the MDA target");
         return;
     }
     t->sender = strdup(sender);
     if (t->sender == NULL)
-        local_reply(&t->replies[0], 451, "4.3.0 Out of memory");
+        local_reply(out, 451, "4.3.0 Out of memory");
     else
-        local_reply(&t->replies[0], 250, "2.1.0 OK");
+        local_reply(out, 250, "2.1.0 OK");
 }
 
 /* The recipient's destination: the expanded maildir, or nothing for an MDA. */
-static int local_destination(struct target *t, const char *rcpt, char **dest)
+static int local_destination(struct target *t, const char *rcpt, char **dest,
+                             struct wire_reply *out)
 {
     char path[LOCAL_PATH_MAX], err[200];
     *dest = NULL;
     if (t->spec.kind == TARGET_MDA) {
         if (mda_address_ok(rcpt) == 0)
             return 0;
-        local_reply(&t->replies[0], 553, "5.1.3 Recipient address starting with '-' refused "
+        local_reply(out, 553, "5.1.3 Recipient address starting with '-' refused "
                     "by the MDA target");
         return -1;
     }
     if (maildir_expand(t->spec.local, rcpt, path, sizeof path, err, sizeof err) != 0) {
-        local_reply(&t->replies[0], 553, "5.1.3 %s", err);
+        local_reply(out, 553, "5.1.3 %s", err);
         return -1;
     }
     *dest = strdup(path);
     return 0;
 }
 
-static void local_rcpt(struct target *t, const char *rcpt)
+static void local_rcpt(struct target *t, const char *line, const char *rcpt,
+                       struct wire_reply *out)
 {
     char *dest;
     if (t->sender == NULL || t->rcpt_count == MAX_REPLIES) {
-        local_reply(&t->replies[0], 452, "4.5.3 Too many recipients");
+        local_reply(out, 452, "4.5.3 Too many recipients");
         return;
     }
-    if (local_destination(t, rcpt, &dest) != 0)
+    if (local_destination(t, rcpt, &dest, out) != 0)
         return;
     struct local_rcpt *r = &t->rcpts[t->rcpt_count];
     r->addr = strdup(rcpt);
@@ -530,39 +650,45 @@ static void local_rcpt(struct target *t, const char *rcpt)
     if (r->addr == NULL || (dest == NULL && t->spec.kind == TARGET_MAILDIR)) {
         free(r->addr);
         free(dest);
-        local_reply(&t->replies[0], 451, "4.3.0 Out of memory");
+        local_reply(out, 451, "4.3.0 Out of memory");
         return;
     }
     t->rcpt_count++;
-    local_reply(&t->replies[0], 250, "2.1.5 OK");
+    local_reply(out, 250, "2.1.5 OK");
 }
 
 /* One delivery per recipient, each with its own verdict (folded by the relay). */
-static void local_data(struct target *t, const char *unused)
+static void local_body(struct target *t, const char *line, const char *addr,
+                       struct wire_reply *out)
 {
     for (size_t i = 0; i < t->want && i < t->rcpt_count; i++) {
         const struct local_rcpt *r = &t->rcpts[i];
         if (t->spec.kind == TARGET_MAILDIR)
-            maildir_deliver(r->dest, t->body_fd, t->sender, r->addr, &t->replies[i]);
+            maildir_deliver(r->dest, t->body_fd, t->sender, r->addr, &out[i]);
         else
             mda_deliver(&t->mda, t->body_fd, t->sender, r->addr,
-                        (double)client_timeout_seconds(t->opts, TIMEOUT_DATA_END), &t->replies[i]);
+                        (double)client_timeout_seconds(t->opts, TIMEOUT_DATA_END), &out[i]);
         if (t->opts->verbose)
             log_debug("target.local", " rcpt=%.100s code=%d reply=%.100s", r->addr,
-                      t->replies[i].code, t->replies[i].text);
+                      out[i].code, out[i].text);
     }
     local_reset(t);
 }
 
-static void local_run(struct target *t, enum target_op op, const char *addr)
+/* A group runs one command at a time and stops at the first refusal; DATA has nothing to do
+ * here (the delivery is target_data()), so it stays unanswered (code 0). */
+static void local_run(struct target *t, enum target_op op, const char *line, const char *addr,
+                      struct wire_reply *out)
 {
-    static void (*const handlers[])(struct target *, const char *) = {
+    static void (*const handlers[])(struct target *, const char *, const char *,
+                                    struct wire_reply *) = {
         [OP_COMMAND] = local_command,
         [OP_MAIL] = local_mail,
         [OP_RCPT] = local_rcpt,
-        [OP_DATA] = local_data,
+        [OP_BODY] = local_body,
     };
-    handlers[op](t, addr);
+    if (handlers[op] != NULL)
+        handlers[op](t, line, addr, out);
 }
 
 static int open_connection(struct target *t)
@@ -584,6 +710,8 @@ static int open_connection(struct target *t)
     t->state = T_GREETING;
     bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
     bufferevent_setwatermark(t->bev, EV_WRITE, BODY_LOW, 0);
+    /* libevent writes at most 16 KiB per callback by default: the body goes in bigger writes */
+    bufferevent_set_max_single_write(t->bev, BODY_HIGH);
     set_timeout(t, TIMEOUT_GREETING);
     bufferevent_enable(t->bev, EV_READ | EV_WRITE);
     return 0;
@@ -597,55 +725,106 @@ static bool may_reconnect(enum target_op op)
     return op == OP_COMMAND || op == OP_MAIL;
 }
 
-static void begin(struct target *t, enum target_op op, const char *line, const char *addr, int fd,
-                  size_t count, target_cb cb, void *arg)
+/* Starts an operation: t->count commands of a group (t->ops[], t->lines[]), or the body
+ * (t->ops[0] == OP_BODY, t->count 0); replies: slots the caller reads. */
+static void begin(struct target *t, size_t replies, target_cb cb, void *arg)
 {
-    if (count > MAX_REPLIES)
-        count = MAX_REPLIES;
-    free(t->replies);
-    t->replies = calloc(count, sizeof *t->replies);
-    t->line = strdup(line);
-    t->body_fd = fd;
-    t->want = count;
+    if (t->state == T_DATA_OPEN && t->ops[0] != OP_BODY)
+        drop(t, "message abandoned after DATA");   /* never a command inside the data */
+    t->op_active = true;
+    t->sent = 0;
+    t->want = replies;
     t->got = 0;
+    t->group_accepted = false;
     t->cb = cb;
     t->cb_arg = arg;
-    if (t->replies == NULL || t->line == NULL) {
+    free(t->replies);
+    /* one more than asked: room for the reply to a lone dot (on_reply) */
+    t->replies = calloc(replies + 1, sizeof *t->replies);
+    if (t->replies == NULL) {
         t->want = 0;
         finish_op(t);
         return;
     }
     if (is_local(&t->spec)) {
-        local_run(t, op, addr);
+        if (t->ops[0] == OP_BODY) {
+            local_run(t, OP_BODY, NULL, NULL, t->replies);
+        } else {
+            for (size_t i = 0; i < t->count; i++) {
+                local_run(t, t->ops[i], t->lines[i], t->addrs[i], &t->replies[i]);
+                if (t->replies[i].code / 100 != 2)
+                    break;
+            }
+        }
         finish_op(t);
         return;
     }
-    if (t->state == T_DOWN && (!may_reconnect(op) || open_connection(t) != 0)) {
+    if (t->state == T_DOWN && (!may_reconnect(t->ops[0]) || open_connection(t) != 0)) {
         finish_op(t);   /* every reply code 0: unavailable */
         return;
     }
-    if (t->state == T_IDLE)
+    if (t->state == T_IDLE || t->state == T_DATA_OPEN)
         start_op(t);
 }
 
-void target_command(struct target *t, const char *line, target_cb cb, void *arg)
+static int add_command(struct target *t, enum target_op op, const char *line, const char *addr)
 {
-    begin(t, OP_COMMAND, line, NULL, -1, 1, cb, arg);
+    size_t i = t->count++;
+    t->ops[i] = op;
+    t->lines[i] = strdup(line);
+    t->addrs[i] = addr != NULL ? strdup(addr) : NULL;
+    return t->lines[i] == NULL || (addr != NULL && t->addrs[i] == NULL) ? -1 : 0;
 }
 
-void target_mail(struct target *t, const char *line, const char *sender, target_cb cb, void *arg)
+void target_group(struct target *t, const struct target_group *g, target_cb cb, void *arg)
 {
-    begin(t, OP_MAIL, line, sender, -1, 1, cb, arg);
-}
-
-void target_rcpt(struct target *t, const char *line, const char *rcpt, target_cb cb, void *arg)
-{
-    begin(t, OP_RCPT, line, rcpt, -1, 1, cb, arg);
+    int rc = 0;
+    clear_op(t);
+    if (g->rset)
+        rc |= add_command(t, OP_COMMAND, "RSET", NULL);
+    if (g->mail_line != NULL)
+        rc |= add_command(t, OP_MAIL, g->mail_line, g->sender);
+    rc |= add_command(t, OP_RCPT, g->rcpt_line, g->rcpt);
+    if (g->data)
+        rc |= add_command(t, OP_DATA, "DATA", NULL);
+    t->others_accepted = g->others_accepted;
+    if (rc != 0) {
+        /* Out of memory: nothing is sent, every reply has code 0 (unavailable). */
+        size_t count = t->count;
+        clear_op(t);
+        t->op_active = true;
+        t->cb = cb;
+        t->cb_arg = arg;
+        free(t->replies);
+        t->replies = calloc(count, sizeof *t->replies);
+        t->want = t->replies != NULL ? count : 0;
+        finish_op(t);
+        return;
+    }
+    begin(t, t->count, cb, arg);
 }
 
 void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg)
 {
-    begin(t, OP_DATA, "DATA", NULL, fd, count, cb, arg);
+    if (count > MAX_REPLIES)
+        count = MAX_REPLIES;
+    clear_op(t);
+    t->ops[0] = OP_BODY;
+    t->body_fd = fd;
+    if (fd < 0) {
+        /* No body to send: a DATA left open ends without its dot; the replies have code 0. */
+        if (t->state == T_DATA_OPEN)
+            drop(t, "no message to send");
+        t->op_active = true;
+        t->cb = cb;
+        t->cb_arg = arg;
+        free(t->replies);
+        t->replies = calloc(count, sizeof *t->replies);
+        t->want = t->replies != NULL ? count : 0;
+        finish_op(t);
+        return;
+    }
+    begin(t, count, cb, arg);
 }
 
 struct target *target_new(struct event_base *base, const struct target_spec *spec,
@@ -698,7 +877,7 @@ void target_free(struct target *t)
         local_reset(t);
     free(t->rcpts);
     free(t->replies);
-    free(t->line);
+    clear_op(t);
     free(t);
 }
 

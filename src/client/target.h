@@ -1,9 +1,9 @@
 /* The local target odmr-client hands mail to: smtp:HOST:PORT, lmtp:HOST:PORT, lmtp:unix:/path,
  * or, without an MTA, maildir:/path and mda:COMMAND (local.h; one reply per recipient, like
  * LMTP). One connection, opened when first needed and again after it is lost; one operation at a
- * time (the reversed session waits for each verdict, so no pipelining is needed here).
- * Replies come back through a callback, always from the event loop, never from inside a
- * target_* call. */
+ * time: a group of commands ([RSET] [MAIL] RCPT [DATA], in one write when the target offers
+ * PIPELINING, RFC 2920) or the body of the message. Replies come back through a callback,
+ * always from the event loop, never from inside a target_* call. */
 #ifndef ODMR_CLIENT_TARGET_H
 #define ODMR_CLIENT_TARGET_H
 
@@ -29,7 +29,7 @@ struct target_spec {
 };
 
 struct target_caps {
-    bool esmtp, eightbitmime, smtputf8, dsn;
+    bool esmtp, eightbitmime, smtputf8, dsn, pipelining;
     uint64_t size;       /* SIZE n, 0 when none given */
 };
 
@@ -48,13 +48,28 @@ typedef void (*target_cb)(void *arg, const struct wire_reply *replies, size_t co
 struct target *target_new(struct event_base *base, const struct target_spec *spec,
                           const struct client_options *o, const char *helo);
 void target_free(struct target *t);
-/* One command line (without CRLF), one reply. */
-void target_command(struct target *t, const char *line, target_cb cb, void *arg);
-/* MAIL and RCPT: the line for an SMTP/LMTP target, the bare address for a local one. */
-void target_mail(struct target *t, const char *line, const char *sender, target_cb cb, void *arg);
-void target_rcpt(struct target *t, const char *line, const char *rcpt, target_cb cb, void *arg);
-/* DATA, the body from fd (CRLF lines, not dot-stuffed, read from offset 0), the final dot;
- * count replies after the dot (LMTP: one per accepted recipient), or the one refusing DATA. */
+/* The commands for one recipient, in this order; the callback gets one reply per command
+ * asked for, in the same order. With PIPELINING they go in one write; without, one at a time,
+ * stopping at the first refusal (no RCPT after a refused MAIL) and never sending DATA. A
+ * command not sent, or not answered (connection lost), has a reply with code 0.
+ * DATA (only when the message data is known to follow) answered 354 leaves the target
+ * waiting for target_data(); any other operation first drops that connection (the message
+ * was abandoned: no final dot, nothing delivered). When every recipient of the transaction
+ * was refused and DATA still gets 354, a lone dot ends it (RFC 2920 3.1). */
+struct target_group {
+    bool rset;                 /* RSET first: a transaction is open on the target */
+    const char *mail_line;     /* MAIL FROM line, or NULL after the first recipient */
+    const char *sender;        /* local targets: the bare sender address */
+    const char *rcpt_line;     /* RCPT TO line */
+    const char *rcpt;          /* local targets: the bare recipient address */
+    bool data;                 /* DATA last (pipelining targets only) */
+    bool others_accepted;      /* an earlier RCPT of this transaction was accepted */
+};
+void target_group(struct target *t, const struct target_group *g, target_cb cb, void *arg);
+/* The body from fd (CRLF lines, not dot-stuffed, read from offset 0 to EOF) and the final
+ * dot, after DATA (sent now, or already answered 354 in a group); count replies after the
+ * dot (LMTP: one per accepted recipient), or the one refusing DATA. A connection lost since
+ * the transaction began is not reopened: the replies have code 0. */
 void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg);
 /* Changes each time a new connection is opened: a transaction cannot span two. */
 unsigned target_generation(const struct target *t);

@@ -29,9 +29,9 @@
 #include "platform/tls.h"
 
 enum {
-    PUMP_CHUNK = 16 << 10,   /* body octets read per step */
-    PUMP_HIGH = 64 << 10,    /* stop reading the body while this much waits to be written */
-    WRITE_LOW = 16 << 10,    /* refill when the output drops to this */
+    PUMP_CHUNK = 64 << 10,   /* body octets read per step */
+    PUMP_HIGH = 256 << 10,   /* stop reading the body while this much waits to be written */
+    WRITE_LOW = 64 << 10,    /* refill when the output drops to this */
 };
 
 enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_BDAT,

@@ -126,6 +126,9 @@ void smtp_session_set_user(struct smtp_session *s, void *user);
 bool smtp_session_closed_by_server(const struct smtp_session *s);
 /* The outcome of data_end: reply is sent (once per recipient in LMTP). */
 void smtp_session_data_done(struct smtp_session *s, const struct smtp_reply *reply);
+/* Does the next command already buffered start with DATA or BDAT (a peek, nothing is taken)?
+ * check_rcpt_async may then pipeline its own DATA behind the RCPT it relays (RFC 2920). */
+bool smtp_session_data_follows(const struct smtp_session *s);
 /* The verdict of check_rcpt_async: 2xx accepts the recipient; the reply is sent as given. */
 void smtp_session_rcpt_done(struct smtp_session *s, const struct smtp_reply *reply);
 

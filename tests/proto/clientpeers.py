@@ -48,7 +48,15 @@ class ClientRun:
         self.elapsed = None
 
     def running(self):
-        return self.returncode is None and self.proc.poll() is None
+        """Reaps the client with wait4 when it has ended (Popen.poll() would reap it without
+        the rusage, and a later wait() would then find no child)."""
+        if self.returncode is not None:
+            return False
+        pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+        if pid != self.pid:
+            return True
+        self.record(status, usage)
+        return False
 
     def wait(self, timeout=60):
         if self.returncode is not None:
@@ -93,7 +101,7 @@ class ClientRun:
             return f.read()
 
     def close(self):
-        if self.returncode is None and self.proc.poll() is None:
+        if self.running():
             self.proc.kill()
             self.wait(10)
         self.err.close()

@@ -22,11 +22,17 @@ class Sink(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, lmtp=False, rcpt_replies=None, data_replies=None):
+    def __init__(self, lmtp=False, rcpt_replies=None, data_replies=None, pipelining=True,
+                 drop_after_rcpt=False, mail_replies=None):
         self.lmtp = lmtp
+        self.mail_replies = mail_replies or {}
         self.rcpt_replies = rcpt_replies or {}
         self.data_replies = data_replies or {}
+        self.pipelining = pipelining              # advertise PIPELINING
+        self.drop_after_rcpt = drop_after_rcpt    # hang up right after the first RCPT reply
         self.messages = []
+        self.commands = []                        # every command line, in order
+        self.aborted = 0                          # connections lost inside DATA
         self.connections = 0
         super().__init__(("127.0.0.1", 0), SinkHandler)
         self.port = self.server_address[1]
@@ -50,26 +56,37 @@ class SinkHandler(socketserver.StreamRequestHandler):
             if not line:
                 return
             cmd = line.rstrip(b"\r\n").decode()
+            srv.commands.append(cmd)
             verb = cmd.split(" ", 1)[0].upper()
             if verb in ("EHLO", "LHLO"):
-                self.reply("250-sink.example\r\n250-8BITMIME\r\n250-PIPELINING\r\n250 SIZE 10000000")
+                self.reply("250-sink.example\r\n250-8BITMIME\r\n%s250 SIZE 10000000"
+                           % ("250-PIPELINING\r\n" if srv.pipelining else ""))
             elif verb == "MAIL":
                 sender, rcpts = cmd[len("MAIL FROM:"):].split(" ")[0].strip("<>"), []
-                self.reply("250 2.1.0 ok")
+                self.reply(srv.mail_replies.get(sender, "250 2.1.0 ok"))
             elif verb == "RCPT":
                 addr = cmd[len("RCPT TO:"):].split(" ")[0].strip("<>")
                 r = srv.rcpt_replies.get(addr, "250 2.1.5 ok")
                 if r.startswith("2"):
                     rcpts.append(addr)
                 self.reply(r)
+                if srv.drop_after_rcpt:
+                    srv.drop_after_rcpt = False
+                    return
             elif verb == "DATA":
                 self.reply("354 go")
                 data = b""
                 while True:
                     l = self.rfile.readline()
-                    if l == b".\r\n" or not l:
+                    if not l:
+                        srv.aborted += 1   # no final dot: nothing is delivered (RFC 5321)
+                        return
+                    if l == b".\r\n":
                         break
                     data += l[1:] if l.startswith(b".") else l
+                if not rcpts:
+                    self.reply("554 5.5.1 no valid recipients")   # it said 354 all the same
+                    continue
                 results = [srv.data_replies.get(a, "250 2.0.0 delivered") for a in rcpts]
                 if srv.lmtp:
                     for r in results:

@@ -18,7 +18,8 @@ class FakeProvider:
     """Accepts one odmr-client connection, lets it authenticate (CRAM-MD5, any response), answers
     ATRN with 250, then runs `script(wire)` as the SMTP client of the reversed session."""
 
-    def __init__(self, script):
+    def __init__(self, script, quit=True):
+        self.quit = quit          # False: the script ends with the client gone, no QUIT
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(1)
@@ -47,7 +48,8 @@ class FakeProvider:
             r = w.cmd("EHLO fake.provider")
             assert r.code == 250 and "CHUNKING" in r.lines, r
             self.script(w)
-            w.expect("QUIT", 221)
+            if self.quit:
+                w.expect("QUIT", 221)
         except Exception as e:  # reported by the test
             self.error = e
 
