@@ -395,8 +395,11 @@ static void send_commands(struct target *t)
         t->sent++;
     } while (t->pipelined && t->sent < t->count);
     t->want = t->sent;   /* replies to expect (a DATA not sent has none) */
-    if (t->sent == 0)
+    if (t->sent == 0) {
+        t->want = t->count;   /* nothing to send: every reply code 0 */
+        t->state = T_IDLE;
         finish_op(t);
+    }
 }
 
 static void start_op(struct target *t)
