@@ -2,6 +2,7 @@
 test, and a recording SMTP/LMTP target that can be slowed, stalled or killed. Everything listens
 on loopback, every wait is bounded, every thread is a daemon and is stopped by the test."""
 import os
+import signal
 import socket
 import subprocess
 import tempfile
@@ -48,15 +49,13 @@ class ClientRun:
         self.elapsed = None
 
     def running(self):
-        """Reaps the client with wait4 when it has ended (Popen.poll() would reap it without
-        the rusage, and a later wait() would then find no child)."""
+        """Without reaping the child (WNOWAIT): wait() collects it, with its rusage."""
         if self.returncode is not None:
             return False
-        pid, status, usage = os.wait4(self.pid, os.WNOHANG)
-        if pid != self.pid:
-            return True
-        self.record(status, usage)
-        return False
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:
+            return False
 
     def wait(self, timeout=60):
         if self.returncode is not None:
@@ -67,7 +66,7 @@ class ClientRun:
             if pid == self.pid:
                 break
             if time.monotonic() > deadline:
-                self.proc.kill()
+                os.kill(self.pid, signal.SIGKILL)   # not Popen.kill(): its poll() would reap
                 pid, status, usage = os.wait4(self.pid, 0)
                 self.record(status, usage)
                 raise AssertionError("odmr-client did not end within %ss:\n%s"
@@ -101,8 +100,9 @@ class ClientRun:
             return f.read()
 
     def close(self):
-        if self.running():
-            self.proc.kill()
+        if self.returncode is None:
+            if self.running():
+                os.kill(self.pid, signal.SIGKILL)
             self.wait(10)
         self.err.close()
         os.unlink(self.err.name)
