@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <event2/bufferevent.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
 #include <fcntl.h>
 #include <openssl/err.h>
@@ -209,6 +210,22 @@ int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen)
     return n > 0 ? 0 : -1;
 }
 
+/* After STARTTLS the OpenSSL filter writes into the plain socket bufferevent below it: what
+ * waits there (the last reply, the close_notify) would be freed with it, unsent. Writes it now,
+ * as far as the socket takes it without blocking. A socket bufferevent keeps its output frozen
+ * at the front (only its own writes drain it), hence the unfreeze: the buffer dies next. */
+static void flush_underlying_output(struct bufferevent *bev)
+{
+    struct bufferevent *below = bufferevent_get_underlying(bev);
+    if (below == NULL)
+        return;
+    evutil_socket_t fd = bufferevent_getfd(below);
+    struct evbuffer *pending = bufferevent_get_output(below);
+    evbuffer_unfreeze(pending, 1);
+    while (fd >= 0 && evbuffer_get_length(pending) > 0 && evbuffer_write(pending, fd) > 0)
+        continue;
+}
+
 void tls_bufferevent_close(struct bufferevent *bev)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
@@ -216,5 +233,6 @@ void tls_bufferevent_close(struct bufferevent *bev)
      * peer that already left gets nothing, which is fine. */
     if (ssl != NULL && SSL_is_init_finished(ssl))
         SSL_shutdown(ssl);
+    flush_underlying_output(bev);
     bufferevent_free(bev);
 }

@@ -335,6 +335,19 @@ def test_starttls_twice(odmrd):
     w.expect("STARTTLS", 503, "5.5.1")
 
 
+def test_quit_after_starttls_gets_221_and_close_notify(odmrd):
+    """After STARTTLS the TLS layer writes into the plain socket buffer below it: the 221 and
+    the close_notify must leave before the connection closes (they were once freed unsent).
+    smtplib's `with` hides this (SMTP.__exit__ swallows the lost 221), so raw wire here."""
+    w = greet(odmrd.smtp_port)
+    w.expect("STARTTLS", 220, "2.0.0")
+    w.starttls()
+    w.expect("EHLO again.example", 250)
+    transaction(w)
+    w.expect("QUIT", 221, "2.0.0")
+    assert w.closed()                      # a clean TLS EOF: SSLEOFError without close_notify
+
+
 # ---------------------------------------------------------------- LMTP
 
 def test_lmtp_one_reply_per_recipient(odmrd):

@@ -305,3 +305,28 @@ def test_bytes_after_atrn_are_a_protocol_error(prov):
     w2 = login(prov)
     w2.send("ATRN example.org\r\n")
     assert w2.reply().code == 250
+
+
+@pytest.mark.parametrize("port", ["starttls", "implicit"])
+def test_quit_over_tls_ends_the_session_at_once(prov, port):
+    """A TLS bufferevent writes the 221 at once, before the session waits for its output to
+    drain: odmrd must still close and end the session then, not after the closing timer."""
+    if port == "implicit":
+        w = Wire(prov.odmrs_port)
+        w.starttls(ssl._create_unverified_context())
+        assert w.reply().code == 220
+    else:
+        w = connect(prov)
+        ehlo(w)
+        w.expect("STARTTLS", 220)
+        w.starttls()
+    ehlo(w)
+    assert cram_login(w, "alice", "alice-secret").code == 235
+    t0 = time.monotonic()
+    w.expect("QUIT", 221)
+    assert w.closed(timeout=10)            # odmrd closes, the customer never does
+    assert time.monotonic() - t0 < 3
+    deadline = time.time() + 5
+    while "event=odmr.end" not in prov.log() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "event=odmr.end" in prov.log()
