@@ -270,8 +270,10 @@ static void send_line(struct target *t, const char *line, enum client_timeout_ki
 {
     evbuffer_add_printf(bufferevent_get_output(t->bev), "%s\r\n", line);
     set_timeout(t, timeout);
-    if (t->opts->verbose)
-        log_debug("target.send", " line=%.60s", line);
+    if (t->opts->verbose) {
+        char quoted[200];
+        log_debug("target.send", " line=%s", log_quote(quoted, sizeof quoted, line, strlen(line)));
+    }
 }
 
 static void clear_op(struct target *t)
@@ -525,6 +527,11 @@ static void on_354(struct target *t, const struct wire_reply *r)
 
 static void dispatch(struct target *t, const struct wire_reply *r)
 {
+    if (t->opts->verbose) {
+        char quoted[300];
+        log_debug("target.reply", " code=%d text=%s", r->code,
+                  log_quote(quoted, sizeof quoted, r->text, strlen(r->text)));
+    }
     switch (t->state) {
     case T_GREETING: on_greeting(t, r); break;
     case T_HELLO: on_hello(t, r); break;
@@ -671,9 +678,12 @@ static void local_body(struct target *t, const char *line, const char *addr,
         else
             mda_deliver(&t->mda, t->body_fd, t->sender, r->addr,
                         (double)client_timeout_seconds(t->opts, TIMEOUT_DATA_END), &out[i]);
-        if (t->opts->verbose)
-            log_debug("target.local", " rcpt=%.100s code=%d reply=%.100s", r->addr,
-                      out[i].code, out[i].text);
+        if (t->opts->verbose) {
+            char qaddr[300], qtext[300];
+            log_debug("target.local", " rcpt=%s code=%d reply=%s",
+                      log_quote(qaddr, sizeof qaddr, r->addr, strlen(r->addr)), out[i].code,
+                      log_quote(qtext, sizeof qtext, out[i].text, strlen(out[i].text)));
+        }
     }
     local_reset(t);
 }

@@ -4,7 +4,8 @@
  * loop), then on a worker thread: trailer appended, fsync(file), rename(tmp/<id>, msg/<id>)
  * -- THE commit point -- and fsync(msg/). Index entries dom/<domain>/<id> are created after
  * that without fsync: start-up recovery rebuilds any that a crash lost from msg/. Every later
- * change of an index entry is a temp file + fsync + rename + fsync(dir). Removal unlinks
+ * change of an index entry is a temp file + fsync + rename + fsync(dir), except the last: the
+ * outcomes that leave every recipient delivered are recorded by the removal alone. Removal unlinks
  * msg/<id> first and fsyncs msg/, so a crash leaves at worst orphan entries, which recovery
  * deletes. All paths are resolved relative to directory fds opened once at start. */
 #include "store/queue_fs.h"
@@ -1435,13 +1436,27 @@ static void log_outcome(const char *id, const struct queue_outcome *o, int rc, u
                   strerror(rc));
 }
 
+static int remove_message(struct fs_queue *fq, const char *id, const struct queue_envelope *env);
+
+static bool all_delivered(const struct queue_envelope *env)
+{
+    for (size_t i = 0; i < env->rcpt_count; i++)
+        if (env->rcpts[i].state != QUEUE_RCPT_DONE)
+            return false;
+    return true;
+}
+
 /* Records n outcomes of one message with one rewrite (F4, F5) per touched domain entry. An
  * outcome that cannot apply (EALREADY, EINVAL) is skipped and its error returned; the others
- * are still recorded. Returns 0 or the first error. */
+ * are still recorded. With remove_if_finished, a message whose every recipient is now DONE is
+ * removed instead, and its entries are not rewritten first: the removal is the record (a crash
+ * before it leaves the old states, so a duplicate delivery at worst, as a crash just before the
+ * rewrite always could). *removed says whether it was. Returns 0 or the first error. */
 static int record_outcomes(struct fs_queue *fq, const char *id, const struct queue_outcome *o,
-                           size_t n)
+                           size_t n, bool remove_if_finished, bool *removed)
 {
     struct queue_envelope env;
+    *removed = false;
     int rc = read_envelope(fq, id, &env);
     if (rc == 0)
         rc = load_states(fq, &env);
@@ -1458,13 +1473,19 @@ static int record_outcomes(struct fs_queue *fq, const char *id, const struct que
             rc = ENOMEM;
         first = first != 0 ? first : one;
     }
+    bool finish = rc == 0 && remove_if_finished && (first == 0 || first == EALREADY) &&
+                  all_delivered(&env);
     if (rc == 0)
-        rc = write_touched_entries(fq, &env, touched);
+        rc = finish ? remove_message(fq, id, &env) : write_touched_entries(fq, &env, touched);
     for (size_t i = 0; i < n; i++) {
         bool ok = rc == 0 && touched != NULL && o[i].rcpt_index < env.rcpt_count &&
                   touched[o[i].rcpt_index];
         log_outcome(id, &o[i], ok ? 0 : (rc != 0 ? rc : first),
                     ok ? env.rcpts[o[i].rcpt_index].attempts : 0);
+    }
+    if (rc == 0 && finish) {
+        *removed = true;
+        log_info("queue.removed", " id=%s reason=delivered", id);
     }
     free(touched);
     queue_envelope_clear(&env);
@@ -1475,7 +1496,8 @@ static int fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
                              enum queue_rcpt_state state, const char *reply)
 {
     struct queue_outcome o = {rcpt_index, state, reply};
-    return record_outcomes(fs_queue_of(q), id, &o, 1);
+    bool removed;
+    return record_outcomes(fs_queue_of(q), id, &o, 1, false, &removed);
 }
 
 static int unlink_entry_of(const char *domain, void *arg)
@@ -1574,14 +1596,9 @@ static void outcome_job_free(struct outcome_job *j)
 static void outcome_job_run(struct fs_job *job)
 {
     struct outcome_job *j = (struct outcome_job *)job;
-    struct queue *q = &job->fq->base;
-    j->status = record_outcomes(job->fq, j->id, j->outcomes, j->count);
-    if (!j->remove || (j->status != 0 && j->status != EALREADY))
-        return;
-    int removed = fs_remove_if_finished(q, j->id);
-    if (removed < 0 && j->status == 0)
-        j->status = errno;
-    j->removed = removed > 0;
+    bool removed;
+    j->status = record_outcomes(job->fq, j->id, j->outcomes, j->count, j->remove, &removed);
+    j->removed = removed;
 }
 
 static void outcome_job_report(struct fs_job *job)

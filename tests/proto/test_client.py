@@ -260,6 +260,19 @@ def test_target_refuses_one_recipient(prov):
     assert "failed" in show and "5.1.1" in show
 
 
+def test_verbose_logs_target_replies_quoted(prov):
+    """-v logs every target reply (event=target.reply), the target's text quoted: a reply
+    cannot forge a log field or a line of its own."""
+    inject(prov, ["u@example.org", "bad@example.org"], body=BODY)
+    sink = Sink(rcpt_replies={"bad@example.org": "550 5.1.1 no level=error event=forged"})
+    r = run_client(prov, sink.target())
+    assert r.returncode == 0, r.stderr
+    replies = [l for l in r.stderr.splitlines() if "event=target.reply" in l]
+    assert any("code=550" in l and "5.1.1" in l for l in replies), r.stderr
+    assert any("code=250" in l for l in replies), r.stderr
+    assert " event=forged" not in r.stderr and " level=error event=forged" not in r.stderr
+
+
 def test_target_451_keeps_all(prov):
     inject(prov, ["u@example.org", "v@example.org"], body=BODY)
     sink = Sink(data_replies={"u@example.org": "451 4.3.0 try later"})

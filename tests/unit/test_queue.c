@@ -496,6 +496,44 @@ static void test_async_outcomes_keep_state(void **state)
     event_base_free(base);
 }
 
+/* A batch that leaves every recipient done, with removal asked, is recorded by the removal
+ * alone: no entry is rewritten first. A directory where the entry's temp file would go makes
+ * any rewrite fail, so the first batch (removal not asked) fails and the second succeeds. */
+static void test_finishing_batch_removes_without_rewriting(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct queue *q = open_daemon_queue(base, 2);
+    static const struct test_rcpt rcpts[] = {
+        {"x@a.example", "a.example", NULL, NULL},
+        {"y@a.example", "a.example", NULL, NULL},
+    };
+    char id[QUEUE_ID_MAX], obstacle[256];
+    store_message(q, rcpts, 2, id);
+    snprintf(obstacle, sizeof obstacle, "%s/dom/a.example/.%s.tmp", spool, id);
+    assert_int_equal(mkdir(obstacle, 0700), 0);
+    struct outcome_reports r = {.base = base, .expected = 2};
+    const struct queue_outcome o[] = {
+        {0, QUEUE_RCPT_DONE, "250 ok"},
+        {1, QUEUE_RCPT_DONE, "250 ok"},
+    };
+    queue_record_outcomes_async(q, id, o, 2, false, on_outcomes, &r);
+    queue_record_outcomes_async(q, id, o, 2, true, on_outcomes, &r);
+    struct event *guard = evtimer_new(base, on_timeout, base);
+    struct timeval five = {5, 0};
+    evtimer_add(guard, &five);
+    event_base_dispatch(base);
+    event_free(guard);
+    assert_int_equal(r.count, 2);
+    assert_int_equal(r.statuses[0], EISDIR);
+    assert_int_equal(r.removed[0], 0);
+    assert_int_equal(r.statuses[1], 0);
+    assert_int_equal(r.removed[1], 1);
+    assert_false(exists("msg/%s%s", id, ""));
+    assert_false(exists("dom/a.example/%s%s", id, ""));
+    queue_close(q);
+    event_base_free(base);
+}
+
 static void test_abort_leaves_nothing(void **state)
 {
     struct queue *q = open_tool_queue();
@@ -733,6 +771,8 @@ int main(void)
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_async_outcomes_run_on_the_workers, setup_spool,
                                         teardown_spool),
+        cmocka_unit_test_setup_teardown(test_finishing_batch_removes_without_rewriting,
+                                        setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_async_outcomes_keep_state, setup_spool,
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup_spool, teardown_spool),
