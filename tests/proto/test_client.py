@@ -128,11 +128,11 @@ def password_file(prov, secret, mode=0o600):
 
 
 def run_client(prov, target, user="alice", secret="alice-secret", tls=("--tls", "none"),
-               extra=(), timeout=60):
-    args = [CLIENT, "--server", "127.0.0.1:%d" % prov.odmr_port, "--user", user,
+               extra=(), timeout=60, prefix=(), env=None):
+    args = [*prefix, CLIENT, "--server", "127.0.0.1:%d" % prov.odmr_port, "--user", user,
             "--password-file", password_file(prov, secret), "--deliver", target,
             "--helo", "customer.example", "--timeout", "0.05", "-v", *tls, *extra]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def cert(prov):
