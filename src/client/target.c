@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -127,6 +128,7 @@ static void parse_caps(const struct wire_reply *r, struct target_caps *caps)
     caps->smtputf8 = wire_ehlo_has(r, "SMTPUTF8", NULL, 0);
     caps->dsn = wire_ehlo_has(r, "DSN", NULL, 0);
     caps->pipelining = wire_ehlo_has(r, "PIPELINING", NULL, 0);
+    caps->chunking = wire_ehlo_has(r, "CHUNKING", NULL, 0);
     if (wire_ehlo_has(r, "SIZE", args, sizeof args))
         caps->size = strtoull(args, NULL, 10);
 }
@@ -242,6 +244,7 @@ struct target {
     bool group_accepted;     /* a RCPT of this group was accepted */
     int body_fd;
     bool at_line_start;
+    bool bdat;               /* the body goes as BDAT <size> LAST: as it is, no final dot */
     size_t want, got;
     struct wire_reply *replies;
     target_cb cb;
@@ -363,14 +366,18 @@ static void pump_body(struct target *t)
             return;
         }
         if (n == 0) {
-            if (!t->at_line_start)
+            if (!t->bdat && !t->at_line_start)
                 evbuffer_add(out, "\r\n", 2);
-            evbuffer_add(out, ".\r\n", 3);
+            if (!t->bdat)
+                evbuffer_add(out, ".\r\n", 3);
             t->state = T_WAIT;
             set_timeout(t, TIMEOUT_DATA_END);
             return;
         }
-        add_stuffed(out, buf, (size_t)n, &t->at_line_start);
+        if (t->bdat)
+            evbuffer_add(out, buf, (size_t)n);
+        else
+            add_stuffed(out, buf, (size_t)n, &t->at_line_start);
     }
 }
 
@@ -383,6 +390,22 @@ static void start_body(struct target *t)
         return;
     }
     pump_body(t);
+}
+
+/* RFC 3030 2: the whole message as one chunk, BDAT <size> LAST, its octets as they are. The
+ * spool file ends where the message ends, so its size is the chunk's. */
+static void start_bdat(struct target *t)
+{
+    struct stat st;
+    char line[48];
+    if (fstat(t->body_fd, &st) != 0) {
+        drop(t, "spool stat error");
+        return;
+    }
+    t->bdat = true;
+    snprintf(line, sizeof line, "BDAT %lld LAST", (long long)st.st_size);
+    send_line(t, line, TIMEOUT_DATA_BLOCK);
+    start_body(t);
 }
 
 /* Writes the next command of the group, or all of them when the target pipelines (RFC 2920:
@@ -406,9 +429,14 @@ static void send_commands(struct target *t)
 
 static void start_op(struct target *t)
 {
+    t->bdat = false;
     if (t->ops[0] == OP_BODY) {
         if (t->state == T_DATA_OPEN) {
             start_body(t);
+            return;
+        }
+        if (t->caps.chunking) {
+            start_bdat(t);
             return;
         }
         t->state = T_WAIT_354;
@@ -798,7 +826,8 @@ void target_group(struct target *t, const struct target_group *g, target_cb cb, 
     if (g->mail_line != NULL)
         rc |= add_command(t, OP_MAIL, g->mail_line, g->sender);
     rc |= add_command(t, OP_RCPT, g->rcpt_line, g->rcpt);
-    if (g->data)
+    /* With CHUNKING the body goes as BDAT in target_data(): nothing to open here. */
+    if (g->data && !t->caps.chunking)
         rc |= add_command(t, OP_DATA, "DATA", NULL);
     t->others_accepted = g->others_accepted;
     if (rc != 0) {

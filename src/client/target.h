@@ -29,7 +29,7 @@ struct target_spec {
 };
 
 struct target_caps {
-    bool esmtp, eightbitmime, smtputf8, dsn, pipelining;
+    bool esmtp, eightbitmime, smtputf8, dsn, pipelining, chunking;
     uint64_t size;       /* SIZE n, 0 when none given */
 };
 
@@ -68,8 +68,10 @@ struct target_group {
 void target_group(struct target *t, const struct target_group *g, target_cb cb, void *arg);
 /* The body from fd (CRLF lines, not dot-stuffed, read from offset 0 to EOF) and the final
  * dot, after DATA (sent now, or already answered 354 in a group); count replies after the
- * dot (LMTP: one per accepted recipient), or the one refusing DATA. A connection lost since
- * the transaction began is not reopened: the replies have code 0. */
+ * dot (LMTP: one per accepted recipient), or the one refusing DATA. A target that offers
+ * CHUNKING gets the body as one BDAT <size> LAST instead (RFC 3030: no stuffing, no dot, no
+ * 354 round trip; a group then carries no DATA), with the same replies. A connection lost
+ * since the transaction began is not reopened: the replies have code 0. */
 void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg);
 /* Changes each time a new connection is opened: a transaction cannot span two. */
 unsigned target_generation(const struct target *t);

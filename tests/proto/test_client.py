@@ -23,8 +23,9 @@ class Sink(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
     def __init__(self, lmtp=False, rcpt_replies=None, data_replies=None, pipelining=True,
-                 drop_after_rcpt=False, mail_replies=None):
+                 drop_after_rcpt=False, mail_replies=None, chunking=False):
         self.lmtp = lmtp
+        self.chunking = chunking                  # advertise CHUNKING, take BDAT (RFC 3030)
         self.mail_replies = mail_replies or {}
         self.rcpt_replies = rcpt_replies or {}
         self.data_replies = data_replies or {}
@@ -59,8 +60,9 @@ class SinkHandler(socketserver.StreamRequestHandler):
             srv.commands.append(cmd)
             verb = cmd.split(" ", 1)[0].upper()
             if verb in ("EHLO", "LHLO"):
-                self.reply("250-sink.example\r\n250-8BITMIME\r\n%s250 SIZE 10000000"
-                           % ("250-PIPELINING\r\n" if srv.pipelining else ""))
+                self.reply("250-sink.example\r\n250-8BITMIME\r\n%s%s250 SIZE 10000000"
+                           % ("250-PIPELINING\r\n" if srv.pipelining else "",
+                              "250-CHUNKING\r\n" if srv.chunking else ""))
             elif verb == "MAIL":
                 sender, rcpts = cmd[len("MAIL FROM:"):].split(" ")[0].strip("<>"), []
                 self.reply(srv.mail_replies.get(sender, "250 2.1.0 ok"))
@@ -73,17 +75,25 @@ class SinkHandler(socketserver.StreamRequestHandler):
                 if srv.drop_after_rcpt:
                     srv.drop_after_rcpt = False
                     return
-            elif verb == "DATA":
-                self.reply("354 go")
-                data = b""
-                while True:
-                    l = self.rfile.readline()
-                    if not l:
-                        srv.aborted += 1   # no final dot: nothing is delivered (RFC 5321)
+            elif verb in ("DATA", "BDAT"):
+                if verb == "BDAT":
+                    size, last = cmd.split(" ")[1:3]   # one chunk, LAST: what odmr-client sends
+                    assert srv.chunking and last == "LAST", cmd
+                    data = self.rfile.read(int(size))
+                    if len(data) < int(size):
+                        srv.aborted += 1
                         return
-                    if l == b".\r\n":
-                        break
-                    data += l[1:] if l.startswith(b".") else l
+                else:
+                    self.reply("354 go")
+                    data = b""
+                    while True:
+                        l = self.rfile.readline()
+                        if not l:
+                            srv.aborted += 1   # no final dot: nothing is delivered (RFC 5321)
+                            return
+                        if l == b".\r\n":
+                            break
+                        data += l[1:] if l.startswith(b".") else l
                 if not rcpts:
                     self.reply("554 5.5.1 no valid recipients")   # it said 354 all the same
                     continue
@@ -183,6 +193,29 @@ def test_many_messages_and_a_large_one_pipelined(prov):
     # X-ODMR-FAST got the fast profile: PIPELINING and CHUNKING (BDAT) on the reversed session.
     ready = [l for l in prov.log().splitlines() if "event=push.ready" in l][-1]
     assert "pipelining=1" in ready and "chunking=1" in ready, ready
+
+
+@pytest.mark.parametrize("lmtp", [False, True])
+def test_target_with_chunking_gets_bdat(prov, lmtp):
+    """A target offering CHUNKING gets each message as one BDAT <size> LAST (RFC 3030): no DATA,
+    no dot stuffing, the octets byte for byte; LMTP still answers per recipient."""
+    inject(prov, ["u@example.org", "v@example.org"], body=BODY)
+    inject(prov, ["w@example.org"], body=b"Subject: dots\r\n\r\n.dot\r\n..two\r\n")
+    sink = Sink(lmtp=lmtp, chunking=True,
+                data_replies={"v@example.org": "452 4.2.2 mailbox full"} if lmtp else {})
+    r = run_client(prov, sink.target())
+    assert r.returncode == 0, r.stderr
+    assert not any(c.upper().startswith("DATA") for c in sink.commands), sink.commands
+    bdats = [c for c in sink.commands if c.startswith("BDAT ")]
+    assert len(bdats) == 2 and all(c.endswith(" LAST") for c in bdats), bdats
+    bodies = sorted(m[2] for m in sink.messages)
+    assert any(b.endswith(BODY) for b in bodies), bodies
+    assert any(b.endswith(b"Subject: dots\r\n\r\n.dot\r\n..two\r\n") for b in bodies), bodies
+    if lmtp:   # v@ deferred by the target: the message stays for v@ only
+        (kept,) = queue_settled(prov, 1)
+        assert "v@example.org" in prov.queue_show(kept)
+    else:
+        assert queue_settled(prov) == []
 
 
 def test_end_to_end_lmtp(prov):

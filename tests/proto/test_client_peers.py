@@ -184,6 +184,10 @@ def test_postfix_smtp_target_byte_exact(prov, postfix_vmail):
     assert r.returncode == 0, r.stderr
     assert queue_settled(prov) == []
     assert "messages=3 delivered=3 deferred=0 failed=0" in r.stderr, r.stderr
+    # Postfix offers CHUNKING: every message went as one BDAT ... LAST (RFC 3030), no DATA.
+    sent = re.findall(r"event=target\.send line=(\S+)", r.stderr)
+    assert sum(l.startswith("BDAT\\x20") and l.endswith("\\x20LAST") for l in sent) == 3, sent
+    assert "DATA" not in sent, sent
 
     got = wait_postfix_delivered(pf, {"u@example.org": 2, "v@example.org": 1,
                                       "w@example.net": 1, "big@example.net": 1})
@@ -276,6 +280,9 @@ def test_dovecot_lmtp_byte_exact(prov, dovecot, kind):
     assert r.returncode == 0, r.stderr
     assert queue_settled(prov) == []
     assert "messages=3 delivered=3 deferred=0 failed=0" in r.stderr, r.stderr
+    # Dovecot's LMTP offers CHUNKING: BDAT ... LAST, then one reply per recipient as after DATA.
+    sent = re.findall(r"event=target\.send line=(\S+)", r.stderr)
+    assert sum(l.startswith("BDAT\\x20") for l in sent) == 3 and "DATA" not in sent, sent
 
     # (original, envelope sender, recipients in its transaction)
     sent = [(multi, SENDER, 3), (bounce, "", 1), (big, SENDER, 1)]
