@@ -268,11 +268,6 @@ static int relay_data_write(void *ctx, struct smtp_session *s, const char *data,
     return 0;
 }
 
-/* Whatever was spooled stays in the (unlinked) file until the next message overwrites it. */
-static void relay_data_abort(void *ctx, struct smtp_session *s)
-{
-}
-
 static void count_outcome(struct relay *r, const struct smtp_reply *reply)
 {
     r->stats.messages++;
@@ -363,7 +358,8 @@ static const struct smtp_server_hooks relay_hooks = {
     .check_rcpt_async = relay_rcpt,
     .data_begin = relay_data_begin,
     .data_write = relay_data_write,
-    .data_abort = relay_data_abort,
+    /* no data_abort: what was spooled stays in the unlinked file until the next message
+     * overwrites it */
     .data_end = relay_data_end,
     .session_closed = relay_session_closed,
 };

@@ -366,10 +366,9 @@ static void pump_body(struct target *t)
             return;
         }
         if (n == 0) {
-            if (!t->bdat && !t->at_line_start)
-                evbuffer_add(out, "\r\n", 2);
             if (!t->bdat)
-                evbuffer_add(out, ".\r\n", 3);
+                evbuffer_add(out, t->at_line_start ? ".\r\n" : "\r\n.\r\n",
+                             t->at_line_start ? 3 : 5);
             t->state = T_WAIT;
             set_timeout(t, TIMEOUT_DATA_END);
             return;
@@ -479,6 +478,14 @@ static void on_hello(struct target *t, const struct wire_reply *r)
     }
 }
 
+/* RFC 5321 4.3.2: DATA is answered 354, or refused with 4xx/5xx. A 2xx (or another 3xx)
+ * would be taken for the verdict on a message the target never saw: the target is out of
+ * step, and what is in flight gets no reply (421 to the provider). */
+static bool valid_reply_to_data(const struct wire_reply *r)
+{
+    return r->code == 354 || r->code / 100 >= 4;
+}
+
 /* A reply to a command of the group (or, after the body, one of the final replies). */
 static void on_reply(struct target *t, const struct wire_reply *r)
 {
@@ -496,8 +503,7 @@ static void on_reply(struct target *t, const struct wire_reply *r)
         return;
     }
     enum target_op op = t->ops[i];
-    /* RFC 5321 4.3.2, as in on_354: DATA in a group is answered 354 or refused, nothing else. */
-    if (op == OP_DATA && r->code != 354 && r->code / 100 < 4) {
+    if (op == OP_DATA && !valid_reply_to_data(r)) {
         t->got = i;   /* that reply is no reply: drop() leaves its slot code 0 */
         drop(t, "neither 354 nor a refusal to DATA");
         return;
@@ -536,12 +542,10 @@ static void on_reply(struct target *t, const struct wire_reply *r)
     }
 }
 
-/* RFC 5321 4.3.2: DATA is answered 354, or refused with 4xx/5xx. A 2xx (or another 3xx)
- * would be taken for the verdict on a message the target never saw: the target is out of
- * step, and what is in flight gets no reply (421 to the provider). */
+/* The reply to a DATA sent alone, before the body of target_data(). */
 static void on_354(struct target *t, const struct wire_reply *r)
 {
-    if (r->code != 354 && r->code / 100 < 4) {
+    if (!valid_reply_to_data(r)) {
         drop(t, "neither 354 nor a refusal to DATA");
         return;
     }
@@ -817,6 +821,19 @@ static int add_command(struct target *t, enum target_op op, const char *line, co
     return t->lines[i] == NULL || (addr != NULL && t->addrs[i] == NULL) ? -1 : 0;
 }
 
+/* An operation that sends nothing: count replies, every one code 0 (unavailable), delivered
+ * from the loop like any other. */
+static void answer_unavailable(struct target *t, size_t count, target_cb cb, void *arg)
+{
+    t->op_active = true;
+    t->cb = cb;
+    t->cb_arg = arg;
+    free(t->replies);
+    t->replies = calloc(count, sizeof *t->replies);
+    t->want = t->replies != NULL ? count : 0;
+    finish_op(t);
+}
+
 void target_group(struct target *t, const struct target_group *g, target_cb cb, void *arg)
 {
     int rc = 0;
@@ -834,13 +851,7 @@ void target_group(struct target *t, const struct target_group *g, target_cb cb, 
         /* Out of memory: nothing is sent, every reply has code 0 (unavailable). */
         size_t count = t->count;
         clear_op(t);
-        t->op_active = true;
-        t->cb = cb;
-        t->cb_arg = arg;
-        free(t->replies);
-        t->replies = calloc(count, sizeof *t->replies);
-        t->want = t->replies != NULL ? count : 0;
-        finish_op(t);
+        answer_unavailable(t, count, cb, arg);
         return;
     }
     begin(t, t->count, cb, arg);
@@ -857,13 +868,7 @@ void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg
         /* No body to send: a DATA left open ends without its dot; the replies have code 0. */
         if (t->state == T_DATA_OPEN)
             drop(t, "no message to send");
-        t->op_active = true;
-        t->cb = cb;
-        t->cb_arg = arg;
-        free(t->replies);
-        t->replies = calloc(count, sizeof *t->replies);
-        t->want = t->replies != NULL ? count : 0;
-        finish_op(t);
+        answer_unavailable(t, count, cb, arg);
         return;
     }
     begin(t, count, cb, arg);

@@ -151,7 +151,8 @@ static void abort_message(struct smtp_session *s)
 {
     if (s->data == NULL)
         return;
-    hooks(s)->data_abort(hooks_ctx(s), s);
+    if (hooks(s)->data_abort != NULL)
+        hooks(s)->data_abort(hooks_ctx(s), s);
     free(s->data);
     s->data = NULL;
 }
@@ -951,6 +952,15 @@ static void cmd_help(struct smtp_session *s, const char *arg)
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 
+/* Hands s->bev (new, adopted, or the TLS layer after STARTTLS) to the session's callbacks. */
+static void start_reading(struct smtp_session *s)
+{
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
+    set_read_timeout(s, limits(s)->command_timeout);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
 /* RFC 3207 4.2: after 220 the server forgets everything from before, and input sent before
  * the handshake must never be taken as a command (CVE-2011-0411 class). */
 static void cmd_starttls(struct smtp_session *s, const char *arg)
@@ -980,10 +990,7 @@ static void cmd_starttls(struct smtp_session *s, const char *arg)
         return;
     }
     s->bev = tls;
-    bufferevent_setcb(tls, on_read, on_write, on_event, s);
-    bufferevent_setwatermark(tls, EV_READ, 0, INPUT_HIGH_WATER);
-    set_read_timeout(s, limits(s)->command_timeout);
-    bufferevent_enable(tls, EV_READ | EV_WRITE);
+    start_reading(s);
     reset_transaction(s);
     s->helo[0] = '\0';
     s->esmtp = false;
@@ -1325,10 +1332,7 @@ void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
     snprintf(s->peer, sizeof s->peer, "%s", peer_text);
     log_info("session.start", " session=%s role=%s peer=%s", s->id, server->settings.role,
              s->peer);
-    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
-    bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
-    set_read_timeout(s, server->settings.limits.command_timeout);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    start_reading(s);
     reply_send(output(s), 220, NULL, "%s %s odmrd", server->settings.hostname,
                server->settings.mode == SMTP_SERVER_LMTP ? "LMTP" : "ESMTP");
 }
@@ -1345,10 +1349,7 @@ struct smtp_session *smtp_server_adopt(struct smtp_server *server, struct buffer
     snprintf(s->peer, sizeof s->peer, "%s", peer);
     log_info("session.start", " session=%s role=%s peer=%s adopted=1", s->id,
              server->settings.role, s->peer);
-    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
-    bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
-    set_read_timeout(s, server->settings.limits.command_timeout);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    start_reading(s);
     reply_send(output(s), 220, NULL, "%s ESMTP odmr-client", server->settings.hostname);
     return s;
 }

@@ -59,7 +59,7 @@ struct smtp_server_hooks {
     int (*data_begin)(void *ctx, struct smtp_session *s, struct smtp_reply *reply);
     /* Message octets (CRLF, unstuffed). Return -1 on a storage error (errno set). */
     int (*data_write)(void *ctx, struct smtp_session *s, const char *data, size_t len);
-    /* The message is rejected or the session ended: drop what was stored. */
+    /* Optional. The message is rejected or the session ended: drop what was stored. */
     void (*data_abort)(void *ctx, struct smtp_session *s);
     /* Final dot seen and the message is good: make it durable, then call
      * smtp_session_data_done() (now or later, from the event loop). */

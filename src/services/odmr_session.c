@@ -161,15 +161,14 @@ static void close_after_flush(struct odmr_session *s)
     bufferevent_setcb(s->bev, NULL, on_drained_close, on_event, s);
     bufferevent_set_timeouts(s->bev, NULL, NULL);
     bufferevent_enable(s->bev, EV_WRITE);
-    /* A TLS bufferevent may have written the last reply already, inside reply_send(): no
-     * write callback is coming, so the timer ends the session on the next turn of the loop
-     * (not here: the caller still holds s). */
-    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-        tv = (struct timeval){0, 0};
     if (s->closing == NULL)
         s->closing = evtimer_new(s->service->base, on_closing_timeout, s);
     if (s->closing != NULL)
         evtimer_add(s->closing, &tv);
+    /* As in the SMTP engine: a TLS bufferevent may have written the last reply already,
+     * inside reply_send(), so no write callback would come; this one runs on the next turn
+     * of the loop (not here: the caller still holds s). */
+    bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void count_error(struct odmr_session *s)
