@@ -28,8 +28,8 @@ struct relay {
     int spool_fd;                /* the session's spool file (relay_data_begin) */
     unsigned long long spool_len;   /* its length */
     bool group_rset, group_mail; /* what the group under way holds before its RCPT */
-    char rcpt_line[1200];        /* the RCPT of that group */
-    char rcpt_addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];   /* its address */
+    char rcpt_addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];   /* its RCPT's address */
+    char rcpt_notify[32];        /* and NOTIFY ("" for none; RFC 3461 4.1: at most 21) */
     unsigned long long msg_bytes;   /* the message being spooled */
 };
 
@@ -92,38 +92,33 @@ static void address_of(const struct smtp_path_command *cmd, char *out, size_t le
         snprintf(out, len, "%s", cmd->mailbox.local);
 }
 
-/* RFC 3461 4.1/4.2: NOTIFY and ORCPT go on only when the target offers DSN. */
-static void rcpt_line(struct relay *r, const struct smtp_path_command *cmd, char *out, size_t len)
+/* The value of a RCPT parameter (checked by the engine: RFC 3461 4.1 NOTIFY, 4.2 ORCPT), or
+ * NULL. */
+static const char *param_value(const struct smtp_path_command *cmd, const char *keyword)
 {
-    char addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];
-    address_of(cmd, addr, sizeof addr);
-    int n = snprintf(out, len, "RCPT TO:<%s>", addr);
-    for (size_t i = 0; i < cmd->param_count && target_capabilities(r->target)->dsn; i++) {
-        const struct smtp_param *p = &cmd->params[i];
-        if ((strcasecmp(p->keyword, "NOTIFY") == 0 || strcasecmp(p->keyword, "ORCPT") == 0) &&
-            n > 0 && (size_t)n < len)
-            n += snprintf(out + n, len - (size_t)n, " %s=%s", p->keyword, p->value);
-    }
+    for (size_t i = 0; i < cmd->param_count; i++)
+        if (strcasecmp(cmd->params[i].keyword, keyword) == 0)
+            return cmd->params[i].value;
+    return NULL;
 }
 
-/* MAIL parameters the target understands: RFC 1870 SIZE, RFC 6152 BODY, RFC 6531 SMTPUTF8,
- * RFC 3461 RET and ENVID. */
-static void mail_line(struct relay *r, const struct smtp_transaction *txn, char *out, size_t len)
+/* RFC 3461 5.2.2 (a): a target without DSN gets no NOTIFY, so what NOTIFY asked (a "delivered"
+ * notice for SUCCESS, none at all for NEVER) cannot be honoured beyond us. The provider must
+ * not take our 250 for that promise: the recipient's reply says so on a line of its own, and
+ * the log names the recipient (docs/client.md, "Envelope parameters"). */
+static void note_dsn_dropped(struct relay *r, struct smtp_reply *reply)
 {
-    const struct target_caps *caps = target_capabilities(r->target);
-    int n = snprintf(out, len, "MAIL FROM:<%s>", txn->sender ? txn->sender : "");
-    char size[24];
-    snprintf(size, sizeof size, "%llu", (unsigned long long)txn->declared_size);
-    const struct { bool on; const char *keyword; const char *value; } params[] = {
-        {caps->size != 0 && txn->declared_size != 0, "SIZE=", size},
-        {caps->eightbitmime && txn->body == SMTP_BODY_8BITMIME, "BODY=8BITMIME", ""},
-        {caps->smtputf8 && txn->smtputf8, "SMTPUTF8", ""},
-        {caps->dsn && txn->ret != NULL, "RET=", txn->ret},
-        {caps->dsn && txn->envid != NULL, "ENVID=", txn->envid},
-    };
-    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
-        if (params[i].on && n > 0 && (size_t)n < len)
-            n += snprintf(out + n, len - (size_t)n, " %s%s", params[i].keyword, params[i].value);
+    if (r->rcpt_notify[0] == '\0' || target_capabilities(r->target)->dsn ||
+        reply_class(reply->code) != 2)
+        return;
+    char qaddr[200];
+    log_info("client.dsn_not_relayed", " rcpt=%s notify=%s",
+             log_quote(qaddr, sizeof qaddr, r->rcpt_addr, strlen(r->rcpt_addr)),
+             r->rcpt_notify);
+    size_t n = strlen(reply->text);
+    snprintf(reply->text + n, sizeof reply->text - n,
+             "\nNOTIFY=%s not relayed: the local delivery target does not offer DSN",
+             r->rcpt_notify);
 }
 
 /* ---- RCPT: [RSET] [MAIL] RCPT [DATA] to the target, its reply is the reply ---- */
@@ -154,6 +149,7 @@ static void group_answered(void *arg, const struct wire_reply *replies, size_t c
         i++;
     }
     target_reply(&replies[i], &reply);
+    note_dsn_dropped(r, &reply);
     smtp_session_rcpt_done(r->session, &reply);
 }
 
@@ -162,18 +158,10 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
 {
     struct relay *r = ctx;
     const struct smtp_transaction *txn = smtp_session_transaction(s);
-    char mail[1200];
+    const char *notify = param_value(cmd, "NOTIFY");
     r->session = s;
-    rcpt_line(r, cmd, r->rcpt_line, sizeof r->rcpt_line);
     address_of(cmd, r->rcpt_addr, sizeof r->rcpt_addr);
-    /* RFC 6531 3.4: a SMTPUTF8 message cannot go to a target without SMTPUTF8. */
-    if (txn->smtputf8 && !target_capabilities(r->target)->smtputf8 &&
-        target_generation(r->target) != 0) {
-        struct smtp_reply reply;
-        smtp_session_rcpt_done(s, reply_set(&reply, 553, "5.6.7",
-                                            "Local target does not support SMTPUTF8"));
-        return;
-    }
+    snprintf(r->rcpt_notify, sizeof r->rcpt_notify, "%s", notify != NULL ? notify : "");
     /* Later recipients join the transaction already open on the same connection; the first
      * accepted one (re)starts it: RSET when one was left open, then MAIL. */
     bool first = txn->rcpt_count == 0;
@@ -185,16 +173,22 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
     }
     r->group_rset = first && r->target_txn_open;
     r->group_mail = first;
-    if (first)
-        mail_line(r, txn, mail, sizeof mail);
+    /* The target composes MAIL and RCPT when it sends them, from the capabilities of the
+     * connection they go on (which may not be open yet). */
+    const struct target_mail mail = {
+        .sender = txn->sender ? txn->sender : "",
+        .size = txn->declared_size,
+        .eightbit = txn->body == SMTP_BODY_8BITMIME,
+        .smtputf8 = txn->smtputf8,
+        .ret = txn->ret,
+        .envid = txn->envid,
+    };
     /* RFC 2920: when the provider's DATA/BDAT is already here, DATA goes along (last), and
      * the target's 354 comes back with the RCPT verdict instead of a round trip later. */
     struct target_group g = {
         .rset = r->group_rset,
-        .mail_line = first ? mail : NULL,
-        .sender = txn->sender ? txn->sender : "",
-        .rcpt_line = r->rcpt_line,
-        .rcpt = r->rcpt_addr,
+        .mail = first ? &mail : NULL,
+        .rcpt = {r->rcpt_addr, notify, param_value(cmd, "ORCPT")},
         .data = smtp_session_data_follows(s),
         .others_accepted = !first,
     };

@@ -129,8 +129,74 @@ static void parse_caps(const struct wire_reply *r, struct target_caps *caps)
     caps->dsn = wire_ehlo_has(r, "DSN", NULL, 0);
     caps->pipelining = wire_ehlo_has(r, "PIPELINING", NULL, 0);
     caps->chunking = wire_ehlo_has(r, "CHUNKING", NULL, 0);
-    if (wire_ehlo_has(r, "SIZE", args, sizeof args))
+    caps->size_ext = wire_ehlo_has(r, "SIZE", args, sizeof args);
+    if (caps->size_ext)
         caps->size = strtoull(args, NULL, 10);
+}
+
+/* ---- MAIL and RCPT, composed for the target's capabilities ---- */
+
+static void add_param(char *out, size_t len, const char *keyword, const char *value)
+{
+    size_t n = strlen(out);
+    if (n < len)
+        snprintf(out + n, len - n, " %s%s%s", keyword, value != NULL ? "=" : "",
+                 value != NULL ? value : "");
+}
+
+/* A message needs what it declares. RFC 6531 3.5: a SMTPUTF8 message cannot go to a server
+ * without SMTPUTF8 (no downgrade here): 553 5.6.7. RFC 6152 3: an 8-bit message to a server
+ * without 8BITMIME is converted or returned; we do not convert: 554 5.6.3, the answer odmrd's
+ * own push gives a customer without 8BITMIME (docs/client.md). */
+static int check_needs(const struct target_caps *caps, const struct target_mail *m,
+                       struct wire_reply *refusal)
+{
+    if (m->smtputf8 && !caps->smtputf8) {
+        local_reply(refusal, 553, "5.6.7 The message needs SMTPUTF8, which the local delivery "
+                    "target does not offer");
+        return -1;
+    }
+    if (m->eightbit && !caps->eightbitmime) {
+        local_reply(refusal, 554, "5.6.3 The message needs 8BITMIME, which the local delivery "
+                    "target does not offer");
+        return -1;
+    }
+    return 0;
+}
+
+/* Only what the target advertised (RFC 5321 4.1.1.11): SIZE with SIZE (RFC 1870 6), BODY with
+ * 8BITMIME (RFC 6152), SMTPUTF8 with SMTPUTF8, RET and ENVID with DSN (RFC 3461 5.2.1/5.2.2). */
+static int compose_mail(const struct target_caps *caps, const struct target_mail *m, char *out,
+                        size_t len, struct wire_reply *refusal)
+{
+    char size[24];
+    if (check_needs(caps, m, refusal) != 0)
+        return -1;
+    snprintf(out, len, "MAIL FROM:<%s>", m->sender);
+    snprintf(size, sizeof size, "%llu", (unsigned long long)m->size);
+    if (caps->size_ext && m->size != 0)
+        add_param(out, len, "SIZE", size);
+    if (m->eightbit)
+        add_param(out, len, "BODY", "8BITMIME");
+    if (m->smtputf8)
+        add_param(out, len, "SMTPUTF8", NULL);
+    if (caps->dsn && m->ret != NULL)
+        add_param(out, len, "RET", m->ret);
+    if (caps->dsn && m->envid != NULL)
+        add_param(out, len, "ENVID", m->envid);
+    return 0;
+}
+
+/* RFC 3461 5.2.1 (c)(d): NOTIFY and ORCPT as received, to a target that offers DSN; 5.2.2 (a):
+ * none to one that does not. */
+static void compose_rcpt(const struct target_caps *caps, const struct target_rcpt *r, char *out,
+                         size_t len)
+{
+    snprintf(out, len, "RCPT TO:<%s>", r->address);
+    if (caps->dsn && r->notify != NULL)
+        add_param(out, len, "NOTIFY", r->notify);
+    if (caps->dsn && r->orcpt != NULL)
+        add_param(out, len, "ORCPT", r->orcpt);
 }
 
 /* ---- the blocking probe ---- */
@@ -237,7 +303,13 @@ struct target {
     bool op_active;
     enum target_op ops[GROUP_MAX];
     char *lines[GROUP_MAX];
-    char *addrs[GROUP_MAX];  /* local targets: the sender of MAIL, the address of RCPT */
+    char *addrs[GROUP_MAX];  /* the sender of MAIL, the address of RCPT */
+    /* the group's MAIL and RCPT, composed when sent (compose_group): their lines stay NULL
+     * until then; a MAIL refused here is never sent and gets refusal as its reply */
+    struct target_mail mail;
+    struct target_rcpt rcpt;
+    char *params[4];         /* the copies of ret, envid, notify, orcpt */
+    struct wire_reply refusal;
     size_t count, sent;
     bool pipelined;          /* the group went out in one write (RFC 2920) */
     bool others_accepted;    /* an earlier RCPT of this transaction was accepted */
@@ -286,6 +358,13 @@ static void clear_op(struct target *t)
         free(t->addrs[i]);
         t->lines[i] = t->addrs[i] = NULL;
     }
+    for (size_t i = 0; i < sizeof t->params / sizeof t->params[0]; i++) {
+        free(t->params[i]);
+        t->params[i] = NULL;
+    }
+    memset(&t->mail, 0, sizeof t->mail);
+    memset(&t->rcpt, 0, sizeof t->rcpt);
+    t->refusal.code = 0;
     t->count = t->sent = 0;
     t->op_active = false;
     t->body_fd = -1;
@@ -407,23 +486,60 @@ static void start_bdat(struct target *t)
     start_body(t);
 }
 
+/* The group's MAIL and RCPT lines, from the capabilities of the connection they go on (its
+ * EHLO/LHLO reply is parsed by now). A MAIL the target cannot take keeps no line: it and what
+ * follows it are not sent (a RSET before it is). Out of memory: no line, no reply (code 0). */
+static void compose_group(struct target *t)
+{
+    char line[1200];
+    for (size_t i = 0; i < t->count; i++) {
+        if (t->ops[i] == OP_MAIL) {
+            if (compose_mail(&t->caps, &t->mail, line, sizeof line, &t->refusal) != 0)
+                return;
+        } else if (t->ops[i] == OP_RCPT) {
+            compose_rcpt(&t->caps, &t->rcpt, line, sizeof line);
+        } else {
+            continue;
+        }
+        t->lines[i] = strdup(line);
+    }
+}
+
+/* Can command i go now? Not without its line (above), nor DATA without PIPELINING (it goes
+ * with the message then). */
+static bool sendable(const struct target *t, size_t i)
+{
+    return i < t->count && t->lines[i] != NULL && (t->ops[i] != OP_DATA || t->pipelined);
+}
+
+/* The group is over: one slot per command asked, code 0 for those not sent or not answered,
+ * the refusal for a MAIL refused here. */
+static void end_group(struct target *t)
+{
+    for (size_t k = t->got; k < t->count; k++) {
+        memset(&t->replies[k], 0, sizeof t->replies[k]);
+        if (t->ops[k] == OP_MAIL && t->refusal.code != 0)
+            t->replies[k] = t->refusal;
+    }
+    t->want = t->count;
+    t->state = T_IDLE;
+    finish_op(t);
+}
+
 /* Writes the next command of the group, or all of them when the target pipelines (RFC 2920:
  * DATA only then, and only last). Without PIPELINING a DATA is not sent at all. */
 static void send_commands(struct target *t)
 {
     t->state = T_WAIT;
-    do {
-        if (t->ops[t->sent] == OP_DATA && !t->pipelined)
-            break;
+    while (sendable(t, t->sent)) {
         send_line(t, t->lines[t->sent], TIMEOUT_COMMAND);
         t->sent++;
-    } while (t->pipelined && t->sent < t->count);
-    t->want = t->sent;   /* replies to expect (a DATA not sent has none) */
-    if (t->sent == 0) {
-        t->want = t->count;   /* nothing to send: every reply code 0 */
-        t->state = T_IDLE;
-        finish_op(t);
+        if (!t->pipelined)
+            break;
     }
+    t->want = t->sent;   /* replies to expect (a DATA not sent has none) */
+    if (t->sent == 0)
+        end_group(t);    /* nothing to send */
 }
 
 static void start_op(struct target *t)
@@ -443,6 +559,7 @@ static void start_op(struct target *t)
         return;
     }
     t->pipelined = t->caps.pipelining && !t->helo_fallback;
+    compose_group(t);
     send_commands(t);
 }
 
@@ -524,22 +641,15 @@ static void on_reply(struct target *t, const struct wire_reply *r)
         finish_op(t);
         return;
     }
-    if (!t->pipelined && t->got < t->count) {
-        /* One at a time: the next command only after a 2xx (MAIL refused: no RCPT). */
-        if (r->code / 100 == 2 && t->ops[t->sent] != OP_DATA) {
-            send_line(t, t->lines[t->sent], TIMEOUT_COMMAND);
-            t->sent++;
-            t->want = t->sent;
-            return;
-        }
+    /* One at a time: the next command only after a 2xx (MAIL refused: no RCPT). */
+    if (!t->pipelined && r->code / 100 == 2 && sendable(t, t->sent)) {
+        send_line(t, t->lines[t->sent], TIMEOUT_COMMAND);
+        t->sent++;
+        t->want = t->sent;
+        return;
     }
-    if (t->got == t->want) {
-        for (size_t k = t->got; k < t->count; k++)
-            memset(&t->replies[k], 0, sizeof t->replies[k]);
-        t->want = t->count;   /* the caller gets one slot per command asked, unsent = code 0 */
-        t->state = T_IDLE;
-        finish_op(t);
-    }
+    if (t->got == t->want)
+        end_group(t);
 }
 
 /* The reply to a DATA sent alone, before the body of target_data(). */
@@ -812,13 +922,44 @@ static void begin(struct target *t, size_t replies, target_cb cb, void *arg)
         start_op(t);
 }
 
+/* A command of the group; line NULL for MAIL and RCPT (composed when sent). */
 static int add_command(struct target *t, enum target_op op, const char *line, const char *addr)
 {
     size_t i = t->count++;
     t->ops[i] = op;
-    t->lines[i] = strdup(line);
+    t->lines[i] = line != NULL ? strdup(line) : NULL;
     t->addrs[i] = addr != NULL ? strdup(addr) : NULL;
-    return t->lines[i] == NULL || (addr != NULL && t->addrs[i] == NULL) ? -1 : 0;
+    return (line != NULL && t->lines[i] == NULL) || (addr != NULL && t->addrs[i] == NULL) ? -1
+                                                                                          : 0;
+}
+
+/* *to = a copy of from (NULL stays NULL), kept in t->params[slot] until the group is over. */
+static int keep_param(struct target *t, size_t slot, const char *from, const char **to)
+{
+    *to = NULL;
+    if (from == NULL)
+        return 0;
+    t->params[slot] = strdup(from);
+    *to = t->params[slot];
+    return *to != NULL ? 0 : -1;
+}
+
+/* The group's envelope, copied: MAIL and RCPT are composed from it when sent. */
+static int keep_envelope(struct target *t, const struct target_group *g)
+{
+    int rc = 0;
+    if (g->mail != NULL) {
+        t->mail = *g->mail;
+        rc |= add_command(t, OP_MAIL, NULL, g->mail->sender);
+        t->mail.sender = t->addrs[t->count - 1];
+        rc |= keep_param(t, 0, g->mail->ret, &t->mail.ret);
+        rc |= keep_param(t, 1, g->mail->envid, &t->mail.envid);
+    }
+    rc |= add_command(t, OP_RCPT, NULL, g->rcpt.address);
+    t->rcpt.address = t->addrs[t->count - 1];
+    rc |= keep_param(t, 2, g->rcpt.notify, &t->rcpt.notify);
+    rc |= keep_param(t, 3, g->rcpt.orcpt, &t->rcpt.orcpt);
+    return rc;
 }
 
 /* An operation that sends nothing: count replies, every one code 0 (unavailable), delivered
@@ -840,9 +981,7 @@ void target_group(struct target *t, const struct target_group *g, target_cb cb, 
     clear_op(t);
     if (g->rset)
         rc |= add_command(t, OP_COMMAND, "RSET", NULL);
-    if (g->mail_line != NULL)
-        rc |= add_command(t, OP_MAIL, g->mail_line, g->sender);
-    rc |= add_command(t, OP_RCPT, g->rcpt_line, g->rcpt);
+    rc |= keep_envelope(t, g);
     /* With CHUNKING the body goes as BDAT in target_data(): nothing to open here. */
     if (g->data && !t->caps.chunking)
         rc |= add_command(t, OP_DATA, "DATA", NULL);

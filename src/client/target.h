@@ -30,6 +30,7 @@ struct target_spec {
 
 struct target_caps {
     bool esmtp, eightbitmime, smtputf8, dsn, pipelining, chunking;
+    bool size_ext;       /* SIZE advertised (RFC 1870), with or without a limit */
     uint64_t size;       /* SIZE n, 0 when none given */
 };
 
@@ -48,22 +49,37 @@ typedef void (*target_cb)(void *arg, const struct wire_reply *replies, size_t co
 struct target *target_new(struct event_base *base, const struct target_spec *spec,
                           const struct client_options *o, const char *helo);
 void target_free(struct target *t);
+/* The envelope of a group, as the provider gave it. The target composes MAIL and RCPT from it
+ * when it sends them, from the EHLO/LHLO reply of the connection they go on: a parameter the
+ * target does not advertise is left out (RFC 5321 4.1.1.11), and a message the target cannot
+ * take is refused without sending its MAIL (SMTPUTF8: 553 5.6.7, 8BITMIME: 554 5.6.3). */
+struct target_mail {
+    const char *sender;        /* reverse-path without brackets, "" for <> */
+    uint64_t size;             /* SIZE= the provider declared (RFC 1870), 0 when none */
+    bool eightbit;             /* BODY=8BITMIME (RFC 6152) */
+    bool smtputf8;             /* SMTPUTF8 (RFC 6531) */
+    const char *ret, *envid;   /* RFC 3461 RET and ENVID, or NULL */
+};
+struct target_rcpt {
+    const char *address;       /* forward-path without brackets */
+    const char *notify, *orcpt;   /* RFC 3461 NOTIFY and ORCPT, or NULL */
+};
 /* The commands for one recipient, in this order; the callback gets one reply per command
  * asked for, in the same order. With PIPELINING they go in one write; without, one at a time,
  * stopping at the first refusal (no RCPT after a refused MAIL) and never sending DATA. A
- * command not sent, or not answered (connection lost), has a reply with code 0.
+ * command not sent, or not answered (connection lost), has a reply with code 0; a MAIL the
+ * target cannot take (above) is not sent and has its refusal as its reply (a
+ * RSET before it is still sent).
  * DATA (only when the message data is known to follow) answered 354 leaves the target
  * waiting for target_data(); any other operation first drops that connection (the message
  * was abandoned: no final dot, nothing delivered). When every recipient of the transaction
  * was refused and DATA still gets 354, a lone dot ends it (RFC 2920 3.1). */
 struct target_group {
-    bool rset;                 /* RSET first: a transaction is open on the target */
-    const char *mail_line;     /* MAIL FROM line, or NULL after the first recipient */
-    const char *sender;        /* local targets: the bare sender address */
-    const char *rcpt_line;     /* RCPT TO line */
-    const char *rcpt;          /* local targets: the bare recipient address */
-    bool data;                 /* DATA last (pipelining targets only) */
-    bool others_accepted;      /* an earlier RCPT of this transaction was accepted */
+    bool rset;                      /* RSET first: a transaction is open on the target */
+    const struct target_mail *mail; /* MAIL first, or NULL after the first recipient */
+    struct target_rcpt rcpt;        /* RCPT */
+    bool data;                      /* DATA last (pipelining targets only) */
+    bool others_accepted;           /* an earlier RCPT of this transaction was accepted */
 };
 void target_group(struct target *t, const struct target_group *g, target_cb cb, void *arg);
 /* The body from fd (CRLF lines, not dot-stuffed, read from offset 0 to EOF) and the final

@@ -172,6 +172,62 @@ static void test_fold_lmtp(void **state)
     assert_int_equal(out.code, 421);
 }
 
+/* MAIL and RCPT carry only what the target advertised (RFC 5321 4.1.1.11, docs/client.md
+ * "Envelope parameters"); a message needing SMTPUTF8 or 8BITMIME is refused without them. */
+static void test_compose_mail(void **state)
+{
+    const struct target_mail m = {"s@x.example", 1234, true, true, "HDRS", "id+2B1"};
+    const struct target_mail plain = {"", 77, false, false, NULL, NULL};
+    struct target_caps all = {.esmtp = true, .eightbitmime = true, .smtputf8 = true, .dsn = true,
+                              .size_ext = true, .size = 5000};
+    struct wire_reply refusal = {0};
+    char line[600];
+    assert_int_equal(compose_mail(&all, &m, line, sizeof line, &refusal), 0);
+    assert_string_equal(line, "MAIL FROM:<s@x.example> SIZE=1234 BODY=8BITMIME SMTPUTF8 "
+                        "RET=HDRS ENVID=id+2B1");
+    struct target_caps no_dsn_no_size = all;
+    no_dsn_no_size.dsn = no_dsn_no_size.size_ext = false;
+    no_dsn_no_size.size = 0;
+    assert_int_equal(compose_mail(&no_dsn_no_size, &m, line, sizeof line, &refusal), 0);
+    assert_string_equal(line, "MAIL FROM:<s@x.example> BODY=8BITMIME SMTPUTF8");
+    struct target_caps size_no_limit = no_dsn_no_size;
+    size_no_limit.size_ext = true;   /* "SIZE" alone (RFC 1870: no fixed limit) */
+    assert_int_equal(compose_mail(&size_no_limit, &plain, line, sizeof line, &refusal), 0);
+    assert_string_equal(line, "MAIL FROM:<> SIZE=77");
+    assert_int_equal(refusal.code, 0);
+
+    struct target_caps no_utf8 = all;
+    no_utf8.smtputf8 = false;
+    assert_int_equal(compose_mail(&no_utf8, &m, line, sizeof line, &refusal), -1);
+    assert_int_equal(refusal.code, 553);
+    assert_true(strncmp(refusal.text, "5.6.7 ", 6) == 0);
+    struct target_caps no_8bit = all;
+    no_8bit.eightbitmime = false;
+    assert_int_equal(compose_mail(&no_8bit, &m, line, sizeof line, &refusal), -1);
+    assert_int_equal(refusal.code, 554);
+    assert_true(strncmp(refusal.text, "5.6.3 ", 6) == 0);
+    /* After the HELO fallback nothing is advertised: a 7-bit message goes bare. */
+    struct target_caps helo = {0};
+    assert_int_equal(compose_mail(&helo, &plain, line, sizeof line, &refusal), 0);
+    assert_string_equal(line, "MAIL FROM:<>");
+}
+
+static void test_compose_rcpt(void **state)
+{
+    const struct target_rcpt r = {"u@x.example", "SUCCESS,FAILURE", "rfc822;U@X.example"};
+    const struct target_rcpt bare = {"u@x.example", NULL, NULL};
+    struct target_caps dsn = {.esmtp = true, .dsn = true};
+    struct target_caps no_dsn = {.esmtp = true};
+    char line[600];
+    compose_rcpt(&dsn, &r, line, sizeof line);
+    assert_string_equal(line, "RCPT TO:<u@x.example> NOTIFY=SUCCESS,FAILURE "
+                        "ORCPT=rfc822;U@X.example");
+    compose_rcpt(&no_dsn, &r, line, sizeof line);
+    assert_string_equal(line, "RCPT TO:<u@x.example>");
+    compose_rcpt(&dsn, &bare, line, sizeof line);
+    assert_string_equal(line, "RCPT TO:<u@x.example>");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -181,6 +237,8 @@ int main(void)
         cmocka_unit_test(test_to_smtp_reply_keeps_text),
         cmocka_unit_test(test_target_parse),
         cmocka_unit_test(test_fold_lmtp),
+        cmocka_unit_test(test_compose_mail),
+        cmocka_unit_test(test_compose_rcpt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
