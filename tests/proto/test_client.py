@@ -18,20 +18,24 @@ CLIENT = os.path.join(BIN, "odmr-client")
 
 class Sink(socketserver.ThreadingTCPServer):
     """A minimal SMTP or LMTP server that records every transaction.
-    rcpt_replies / data_replies: address -> reply line ("550 5.1.1 no such user")."""
+    rcpt_replies / data_replies: address -> reply line ("550 5.1.1 no such user").
+    keywords: the EHLO/LHLO keywords instead of 8BITMIME, [PIPELINING], [CHUNKING], SIZE.
+    envelopes: (MAIL line, [RCPT lines]) of each message in `messages`, as received."""
     daemon_threads = True
     allow_reuse_address = True
 
     def __init__(self, lmtp=False, rcpt_replies=None, data_replies=None, pipelining=True,
-                 drop_after_rcpt=False, mail_replies=None, chunking=False):
+                 drop_after_rcpt=False, mail_replies=None, chunking=False, keywords=None):
         self.lmtp = lmtp
         self.chunking = chunking                  # advertise CHUNKING, take BDAT (RFC 3030)
         self.mail_replies = mail_replies or {}
         self.rcpt_replies = rcpt_replies or {}
         self.data_replies = data_replies or {}
         self.pipelining = pipelining              # advertise PIPELINING
+        self.keywords = keywords
         self.drop_after_rcpt = drop_after_rcpt    # hang up right after the first RCPT reply
         self.messages = []
+        self.envelopes = []
         self.commands = []                        # every command line, in order
         self.aborted = 0                          # connections lost inside DATA
         self.connections = 0
@@ -42,6 +46,15 @@ class Sink(socketserver.ThreadingTCPServer):
     def target(self):
         return "%s:127.0.0.1:%d" % ("lmtp" if self.lmtp else "smtp", self.port)
 
+    def ehlo_reply(self):
+        words = self.keywords
+        if words is None:
+            words = ["8BITMIME"] + ["PIPELINING"] * self.pipelining + \
+                ["CHUNKING"] * self.chunking + ["SIZE 10000000"]
+        lines = ["sink.example"] + list(words)
+        return "\r\n".join("250%s%s" % ("-" if i < len(lines) - 1 else " ", l)
+                           for i, l in enumerate(lines))
+
 
 class SinkHandler(socketserver.StreamRequestHandler):
     def reply(self, line):
@@ -51,7 +64,7 @@ class SinkHandler(socketserver.StreamRequestHandler):
         srv = self.server
         srv.connections += 1
         self.reply("220 sink.example %s" % ("LMTP" if srv.lmtp else "ESMTP"))
-        sender, rcpts = None, []
+        sender, rcpts, envelope = None, [], None
         while True:
             line = self.rfile.readline()
             if not line:
@@ -60,13 +73,14 @@ class SinkHandler(socketserver.StreamRequestHandler):
             srv.commands.append(cmd)
             verb = cmd.split(" ", 1)[0].upper()
             if verb in ("EHLO", "LHLO"):
-                self.reply("250-sink.example\r\n250-8BITMIME\r\n%s%s250 SIZE 10000000"
-                           % ("250-PIPELINING\r\n" if srv.pipelining else "",
-                              "250-CHUNKING\r\n" if srv.chunking else ""))
+                self.reply(srv.ehlo_reply())
             elif verb == "MAIL":
                 sender, rcpts = cmd[len("MAIL FROM:"):].split(" ")[0].strip("<>"), []
+                envelope = (cmd, [])
                 self.reply(srv.mail_replies.get(sender, "250 2.1.0 ok"))
             elif verb == "RCPT":
+                if envelope is not None:
+                    envelope[1].append(cmd)
                 addr = cmd[len("RCPT TO:"):].split(" ")[0].strip("<>")
                 r = srv.rcpt_replies.get(addr, "250 2.1.5 ok")
                 if r.startswith("2"):
@@ -104,6 +118,7 @@ class SinkHandler(socketserver.StreamRequestHandler):
                 else:
                     self.reply(results[0])
                 srv.messages.append((sender, list(rcpts), data, results))
+                srv.envelopes.append(envelope)
             elif verb == "RSET":
                 sender, rcpts = None, []
                 self.reply("250 2.0.0 ok")

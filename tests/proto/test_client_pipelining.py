@@ -16,9 +16,10 @@ from test_client_chunking import FakeProvider, run_client
 from smtpwire import Wire
 
 
-def one_write(w, sender, rcpts, body, mode="BDAT"):
-    """MAIL, the RCPTs and the data in one write (what odmrd's fast profile does)."""
-    out = b"MAIL FROM:<%s>\r\n" % sender.encode()
+def one_write(w, sender, rcpts, body, mode="BDAT", params=""):
+    """MAIL (with params), the RCPTs and the data in one write (what odmrd's fast profile
+    does)."""
+    out = ("MAIL FROM:<%s>%s\r\n" % (sender, params)).encode()
     for r in rcpts:
         out += b"RCPT TO:<%s>\r\n" % r.encode()
     if mode == "BDAT":
