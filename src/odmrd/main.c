@@ -170,9 +170,9 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
             .data_block = d->cfg.push_data_block_timeout,
             .data_end = d->cfg.push_data_end_timeout,
         },
-        .max_auth_failures = 3,
-        .max_address_failures = 10,
-        .failure_window = 15 * 60,
+        .max_auth_failures = d->cfg.max_auth_failures,
+        .max_address_failures = d->cfg.max_address_failures,
+        .failure_window = d->cfg.failure_window,
         .max_sessions = d->cfg.max_sessions,
     };
     struct odmr_service *service = odmr_service_new(d->base, d->queue, &d->users, &settings);
