@@ -83,7 +83,8 @@ struct odmr_session {
     const struct failure_reply *failure;   /* sent when the delay ends */
     bool exchange_sent_final;   /* server's last SASL data sent as 334, awaiting empty line */
     char *user;                  /* authenticated user */
-    struct domain_list leased;   /* domains leased for the push */
+    char **leased;               /* domains leased for the push (malloc) */
+    size_t leased_count;
     struct event *delay;         /* slows down the reply to a failed AUTH */
     struct event *closing;       /* ends a closing session whose last reply cannot leave */
 };
@@ -117,9 +118,13 @@ static void set_timeout(struct odmr_session *s, time_t seconds)
 
 static void release_leases(struct odmr_session *s)
 {
-    for (size_t i = 0; i < s->leased.count; i++)
-        queue_release_domain(s->service->queue, s->leased.names[i]);
-    s->leased.count = 0;
+    for (size_t i = 0; i < s->leased_count; i++) {
+        queue_release_domain(s->service->queue, s->leased[i]);
+        free(s->leased[i]);
+    }
+    free(s->leased);
+    s->leased = NULL;
+    s->leased_count = 0;
 }
 
 static void session_free(struct odmr_session *s)
@@ -599,36 +604,53 @@ static int count_id(const char *id, void *arg)
     return 1;   /* one is enough */
 }
 
-static bool any_mail(struct odmr_session *s, const struct domain_list *domains)
+static bool any_mail(struct odmr_session *s)
 {
-    for (size_t i = 0; i < domains->count; i++) {
+    for (size_t i = 0; i < s->leased_count; i++) {
         size_t found = 0;
-        queue_list_domain(s->service->queue, domains->names[i], count_id, &found);
+        queue_list_domain(s->service->queue, s->leased[i], count_id, &found);
         if (found > 0)
             return true;
     }
     return false;
 }
 
-/* Leases every domain or none. Returns the index of a busy domain, or -1. */
-static long lease_all(struct odmr_session *s, const struct domain_list *domains)
+/* The domains of one ATRN: the argument's (at most DOMAIN_LIST_MAX), or every domain of the
+ * user, however many. names points into parsed or into the users file; lease_all() copies
+ * them before the event loop runs again (a SIGHUP may replace the users file then). */
+struct atrn_domains {
+    struct domain_list parsed;
+    const char *argument[DOMAIN_LIST_MAX];
+    const char *const *names;
+    size_t count;
+};
+
+/* Leases every domain or none: 0, or -1 with *busy naming the domain another session holds
+ * (NULL when out of memory). */
+static int lease_all(struct odmr_session *s, const struct atrn_domains *d, const char **busy)
 {
-    s->leased.count = 0;
-    for (size_t i = 0; i < domains->count; i++) {
-        if (queue_lease_domain(s->service->queue, domains->names[i]) != 0) {
+    *busy = NULL;
+    s->leased = calloc(d->count, sizeof *s->leased);
+    if (s->leased == NULL)
+        return -1;
+    for (size_t i = 0; i < d->count; i++) {
+        char *copy = strdup(d->names[i]);
+        if (copy == NULL || queue_lease_domain(s->service->queue, d->names[i]) != 0) {
+            *busy = copy ? d->names[i] : NULL;
+            free(copy);
             release_leases(s);
-            return (long)i;
+            return -1;
         }
-        memcpy(s->leased.names[s->leased.count++], domains->names[i], sizeof domains->names[i]);
+        s->leased[s->leased_count++] = copy;
     }
-    return -1;
+    return 0;
 }
 
-static bool resolve_domains(struct odmr_session *s, const char *arg, struct domain_list *domains)
+static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn_domains *d)
 {
     const char *why = NULL;
     const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
-    if (domain_list_parse(arg, domains, &why) != 0) {
+    if (domain_list_parse(arg, &d->parsed, &why) != 0) {
         reply_send(out(s), 501, "5.5.4", "Syntax: ATRN [domain[,domain...]]: %s", why);
         count_error(s);
         return false;
@@ -637,23 +659,26 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct doma
         reply_send(out(s), 450, "4.7.1", "ATRN request refused: the user no longer exists");
         return false;
     }
-    /* RFC 2645 5.2.1: no domains means every domain the customer may have. */
-    if (domains->count == 0) {
-        for (size_t i = 0; i < u->domain_count && i < DOMAIN_LIST_MAX; i++)
-            snprintf(domains->names[domains->count++], sizeof domains->names[0], "%s",
-                     u->domains[i]);
+    for (size_t i = 0; i < d->parsed.count; i++)
+        d->argument[i] = d->parsed.names[i];
+    d->names = d->argument;
+    d->count = d->parsed.count;
+    /* RFC 2645 5.2.1: no domains means every domain the customer may have: all of them. */
+    if (d->count == 0) {
+        d->names = (const char *const *)u->domains;
+        d->count = u->domain_count;
     }
-    if (domains->count == 0) {
+    if (d->count == 0) {
         reply_send(out(s), 450, "4.7.1", "ATRN request refused: no domains for this user");
         return false;
     }
     /* RFC 2645 5.2.1: not authorized for one domain -> nothing is sent for any (450). */
-    for (size_t i = 0; i < domains->count; i++) {
-        if (!userdb_user_has_domain(u, domains->names[i])) {
+    for (size_t i = 0; i < d->count; i++) {
+        if (!userdb_user_has_domain(u, d->names[i])) {
             log_warn("odmr.atrn_refused", " session=%s user=%s domain=%s", s->id, s->user,
-                     domains->names[i]);
+                     d->names[i]);
             reply_send(out(s), 450, "4.7.1", "ATRN request refused: not authorized for %s",
-                       domains->names[i]);
+                       d->names[i]);
             return false;
         }
     }
@@ -663,16 +688,13 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct doma
 static void turn_around(struct odmr_session *s)
 {
     const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
-    const char *names[DOMAIN_LIST_MAX];
-    for (size_t i = 0; i < s->leased.count; i++)
-        names[i] = s->leased.names[i];
     struct push_request req = {
         .base = s->service->base,
         .bev = s->bev,
         .tls_active = s->tls_active,
         .queue = s->service->queue,
-        .domains = names,
-        .domain_count = s->leased.count,
+        .domains = (const char *const *)s->leased,
+        .domain_count = s->leased_count,
         .hostname = hostname(s),
         .session_id = s->id,
         .profile = u && u->profile == ODMR_PROFILE_FAST ? PUSH_PROFILE_FAST : PUSH_PROFILE_COMPAT,
@@ -680,7 +702,7 @@ static void turn_around(struct odmr_session *s)
     };
     enter(s, ODMR_REVERSED);
     log_info("odmr.turnaround", " session=%s user=%s domains=%zu profile=%s", s->id, s->user,
-             s->leased.count, req.profile == PUSH_PROFILE_FAST ? "fast" : "compat");
+             s->leased_count, req.profile == PUSH_PROFILE_FAST ? "fast" : "compat");
     bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
     if (push_start(&req, on_push_done, s) != 0) {
         s->bev = NULL;
@@ -690,7 +712,8 @@ static void turn_around(struct odmr_session *s)
 
 static void cmd_atrn(struct odmr_session *s, const char *arg)
 {
-    struct domain_list domains;
+    struct atrn_domains domains;
+    const char *busy;
     if (s->user == NULL) {
         reply_send(out(s), 530, "5.7.0", "Authentication required");
         count_error(s);
@@ -698,13 +721,15 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     }
     if (!resolve_domains(s, arg, &domains))
         return;
-    long busy = lease_all(s, &domains);
-    if (busy >= 0) {
-        reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
-                   "delivered by another session", domains.names[busy]);
+    if (lease_all(s, &domains, &busy) != 0) {
+        if (busy != NULL)
+            reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
+                       "delivered by another session", busy);
+        else
+            reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now");
         return;
     }
-    if (!any_mail(s, &domains)) {
+    if (!any_mail(s)) {
         release_leases(s);
         reply_send(out(s), 453, "4.3.0", "You have no mail");
         return;
