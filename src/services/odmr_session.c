@@ -852,6 +852,9 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
         free(service);
         return NULL;
     }
+    if (settings->auth_secret != NULL)
+        sasl_server_set_secret(service->sasl, settings->auth_secret);
+    service->settings.auth_secret = NULL;   /* copied; the caller's buffer may go */
     return service;
 }
 

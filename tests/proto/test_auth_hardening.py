@@ -1,7 +1,9 @@
 """AUTH under attack (issue 9, defects 4 and 7): the per-address failure limit holds against
 parallel sessions, every failed or cancelled exchange counts, and SCRAM does not tell known
 users from unknown ones."""
+import os
 import socket
+import stat
 import threading
 import time
 
@@ -104,6 +106,30 @@ def test_cancel_counts_as_a_failure(prov):
 
 # ---------------------------------------------------------------- SCRAM and unknown users
 
+def test_scram_salt_does_not_reveal_unknown_users(prov):
+    known = []
+    for _ in range(2):
+        w = connect(prov)
+        c, (_raw, fields) = server_first(w, "nocram")
+        known.append(fields)
+        w.close()
+    unknown = []
+    for _ in range(2):
+        w = connect(prov, source="127.0.0.3")
+        c, (_raw, fields) = server_first(w, "mallory")
+        unknown.append(fields)
+        w.close()
+    assert known[0]["s"] == known[1]["s"]
+    assert unknown[0]["s"] == unknown[1]["s"], "an unknown user's salt must be stable"
+    assert len(unb64(unknown[0]["s"])) == len(unb64(known[0]["s"])) == 16
+    assert unknown[0]["i"] == known[0]["i"] == "4096"
+    assert unknown[0]["s"] != known[0]["s"]
+    # Another unknown user gets another salt.
+    w = connect(prov, source="127.0.0.3")
+    _c, (_raw, other) = server_first(w, "trudy")
+    assert other["s"] != unknown[0]["s"]
+
+
 def test_unknown_user_fails_at_the_proof_and_counts(prov):
     """The exchange runs to the client proof like a wrong password; LIMIT such failures from
     one address (in parallel sessions) block it."""
@@ -140,3 +166,46 @@ def test_abandoned_scram_probes_count(prov):
     r = cram_login(w, "alice", "alice-secret")
     assert r.code == 454, r
     assert "result=aborted" in prov.log()
+
+
+def test_server_secret_is_kept_across_restarts(prov):
+    w = connect(prov, source="127.0.0.4")
+    _c, (_raw, before) = server_first(w, "mallory")
+    w.close()
+    prov.stop()
+    prov.start()
+    w = connect(prov, source="127.0.0.4")
+    _c, (_raw, after) = server_first(w, "mallory")
+    assert before["s"] == after["s"]
+    secret = os.path.join(prov.spool, "auth-secret")
+    st = os.stat(secret)
+    assert st.st_size == 32 and stat.S_IMODE(st.st_mode) == 0o600
+    with open(prov.users) as f:
+        assert "auth-secret" not in f.read()
+
+
+def test_user_without_scram_verifier_looks_the_same(make_odmrd):
+    """A user with only a CRAM-MD5 secret (a hand-made users file): SCRAM still works, with a
+    stable salt of the usual length instead of GNU SASL's fresh 12 octets."""
+    d = make_odmrd(users=USERS, start=False)
+    with open(d.users) as f:
+        lines = f.read().splitlines()
+    with open(d.users, "w") as f:
+        for line in lines:
+            if line.startswith("user alice "):
+                line = " ".join(w for w in line.split() if not w.startswith("scram-sha-256="))
+            f.write(line + "\n")
+    d.start()
+    salts = []
+    for _ in range(2):
+        w = connect(d)
+        c = ScramSha256("alice", "alice-secret")
+        r = w.cmd("AUTH SCRAM-SHA-256 " + c.first())
+        assert r.code == 334, r
+        fields = dict(i.split("=", 1) for i in unb64(r.lines[0]).decode().split(","))
+        salts.append(fields["s"])
+        assert fields["i"] == "4096"
+        r = w.cmd(c.final(r.lines[0]))
+        assert r.code == 334 and c.verify(r.lines[0]), r
+        w.expect("", 235)
+    assert salts[0] == salts[1] and len(unb64(salts[0])) == 16
