@@ -133,10 +133,11 @@ static void session_free(struct odmr_session *s)
     release_leases(s);
     /* An exchange cut off by EOF, a timeout or an error is a failed one (the table is the
      * service's, so it is recorded although the session ends). */
-    if (s->exchange != NULL)
+    if (s->exchange != NULL) {
+        unsigned address_failures = record_address_failure(service, s->peer);
         log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=aborted "
-                 "address_failures=%u", s->id, s->peer, s->mechanism,
-                 record_address_failure(service, s->peer));
+                 "address_failures=%u", s->id, s->peer, s->mechanism, address_failures);
+    }
     sasl_exchange_free(s->exchange);
     line_reader_free(&s->reader);
     if (s->delay)
