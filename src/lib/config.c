@@ -43,6 +43,9 @@ static const struct config_key config_keys[] = {
     {"odmr", "listen", VALUE_LIST, FIELD(odmr_listen), FIELD(odmr_listen_count)},
     {"odmr", "tls_listen", VALUE_LIST, FIELD(odmr_tls_listen), FIELD(odmr_tls_listen_count)},
     {"odmr", "command_timeout", VALUE_DURATION, FIELD(odmr_command_timeout), 0},
+    {"odmr", "max_auth_failures", VALUE_COUNT, FIELD(max_auth_failures), 0},
+    {"odmr", "max_address_failures", VALUE_COUNT, FIELD(max_address_failures), 0},
+    {"odmr", "failure_window", VALUE_DURATION, FIELD(failure_window), 0},
     {"odmr", "push_greeting_timeout", VALUE_DURATION, FIELD(push_greeting_timeout), 0},
     {"odmr", "push_command_timeout", VALUE_DURATION, FIELD(push_command_timeout), 0},
     {"odmr", "push_data_init_timeout", VALUE_DURATION, FIELD(push_data_init_timeout), 0},
@@ -249,6 +252,9 @@ static void init_numbers(struct config *cfg)
     cfg->command_timeout = 300;
     cfg->data_timeout = 180;
     cfg->odmr_command_timeout = 300;
+    cfg->max_auth_failures = 3;
+    cfg->max_address_failures = 10;
+    cfg->failure_window = 15 * 60;
     /* RFC 5321 4.5.3.2: the client's minimum timeouts per step */
     cfg->push_greeting_timeout = 300;
     cfg->push_command_timeout = 300;
@@ -277,6 +283,11 @@ static int validate(const struct config *cfg, char *err, size_t errlen)
     }
     if (cfg->max_recipients < 100) {
         snprintf(err, errlen, "[intake] max_recipients: must be at least 100 (RFC 5321 4.5.3.1.8)");
+        return -1;
+    }
+    /* RFC 4954 9: a server SHOULD NOT drop the connection before 3 failed attempts */
+    if (cfg->max_auth_failures < 3) {
+        snprintf(err, errlen, "[odmr] max_auth_failures: must be at least 3 (RFC 4954 9)");
         return -1;
     }
     return 0;

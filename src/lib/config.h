@@ -37,6 +37,9 @@ struct config {
     char *odmr_tls_listen[CONFIG_LISTEN_MAX];
     size_t odmr_tls_listen_count;
     time_t odmr_command_timeout;     /* before the turnaround; default 5m */
+    unsigned max_auth_failures;      /* failed AUTH per session, then 421; default 3 (>= 3) */
+    unsigned max_address_failures;   /* failed AUTH per client address in failure_window: 10 */
+    time_t failure_window;           /* default 15m */
     /* the reversed session, odmrd as SMTP client: RFC 5321 4.5.3.2 defaults */
     time_t push_greeting_timeout;    /* customer's 220 after ATRN's 250: 5m */
     time_t push_command_timeout;     /* EHLO, MAIL, RCPT, QUIT: 5m */

@@ -5,6 +5,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <getopt.h>
+#include <openssl/crypto.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -22,6 +23,7 @@
 #include "services/intake.h"
 #include "services/odmr_session.h"
 #include "store/queue.h"
+#include "store/server_secret.h"
 #include "store/userdb.h"
 
 enum { MAX_LISTENERS = 3 * CONFIG_LISTEN_MAX, EXIT_CONFIG = 78 };
@@ -40,6 +42,7 @@ struct daemon {
     size_t listener_count;
     struct event *signals[4];
     size_t servers_busy;
+    unsigned char secret[SERVER_SECRET_LEN];
 };
 
 static void usage(FILE *out)
@@ -170,9 +173,10 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
             .data_block = d->cfg.push_data_block_timeout,
             .data_end = d->cfg.push_data_end_timeout,
         },
-        .max_auth_failures = 3,
-        .max_address_failures = 10,
-        .failure_window = 15 * 60,
+        .max_auth_failures = d->cfg.max_auth_failures,
+        .max_address_failures = d->cfg.max_address_failures,
+        .failure_window = d->cfg.failure_window,
+        .auth_secret = d->secret,
         .max_sessions = d->cfg.max_sessions,
     };
     struct odmr_service *service = odmr_service_new(d->base, d->queue, &d->users, &settings);
@@ -204,6 +208,8 @@ static void open_queue(struct daemon *d)
     d->queue = queue_open_fs(d->cfg.spool, d->base, d->cfg.commit_workers, err, sizeof err);
     if (d->queue == NULL)
         fail("cannot open the queue", err);
+    if (server_secret_load(d->cfg.spool, d->secret, err, sizeof err) != 0)
+        fail("server secret", err);
 }
 
 static void on_server_idle(void *arg)
@@ -270,6 +276,7 @@ static void teardown(struct daemon *d)
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
+    OPENSSL_cleanse(d->secret, sizeof d->secret);
     event_base_free(d->base);
     config_free(&d->cfg);
 }

@@ -3,6 +3,9 @@
 
 #include <gsasl.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +14,15 @@ struct sasl_server {
     Gsasl *ctx;
     sasl_lookup_fn lookup;
     void *lookup_arg;
+    unsigned char secret[SASL_SECRET_LEN];
+};
+
+/* Base64 of a made-up SCRAM verifier (and CRAM-MD5 secret) for one name. */
+struct decoy {
+    char salt[4 * ((SASL_SCRAM_SALT_LEN + 2) / 3) + 1];
+    char stored_key[45];
+    char server_key[45];
+    char cram_secret[45];
 };
 
 struct sasl_exchange {
@@ -20,6 +32,7 @@ struct sasl_exchange {
     char *tls_subject;
     char *user;              /* set once authenticated */
     bool external;
+    struct decoy decoy;
 };
 
 static struct sasl_exchange *exchange_of(Gsasl_session *sctx)
@@ -33,12 +46,59 @@ static bool lookup(struct sasl_exchange *ex, const char *authid, struct sasl_cre
     return authid != NULL && ex->server->lookup(ex->server->lookup_arg, authid, out);
 }
 
+/* Base64 of the first len octets of HMAC-SHA-256(key, name) into out. */
+static void derive(const unsigned char *key, size_t key_len, const char *name, size_t len,
+                   char *out)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    if (HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)name, strlen(name), mac,
+             &mac_len) == NULL || mac_len < len)
+        RAND_bytes(mac, (int)len);   /* never: then at least nothing guessable */
+    EVP_EncodeBlock((unsigned char *)out, mac, (int)len);
+}
+
+/* A key of its own per purpose: HMAC-SHA-256(secret, label) keys the derivation. */
+static void derive_labelled(const struct sasl_server *server, const char *label, const char *name,
+                            size_t len, char *out)
+{
+    unsigned char key[EVP_MAX_MD_SIZE];
+    unsigned int key_len = 0;
+    if (HMAC(EVP_sha256(), server->secret, sizeof server->secret, (const unsigned char *)label,
+             strlen(label), key, &key_len) == NULL)
+        RAND_bytes(key, key_len = 32);
+    derive(key, key_len, name, len, out);
+}
+
+/* The SCRAM credentials of authid. A user without a verifier, an unknown one included, gets a
+ * decoy: the salt is HMAC-SHA-256(server secret, name) cut to the length odmrctl writes, with
+ * its iteration count, the same every time, so the server-first message does not tell such a
+ * name from a real user. A user with a stored password keeps working: GNU SASL derives the
+ * keys from the password with that salt. Anyone else gets derived keys no proof can match, so
+ * the exchange fails at the client proof exactly as with a wrong password. */
+static void scram_credentials(struct sasl_exchange *ex, const char *authid,
+                              struct sasl_credentials *c)
+{
+    bool known = lookup(ex, authid, c);
+    if (known && c->scram_iterations != 0)
+        return;
+    const char *name = authid ? authid : "";
+    derive(ex->server->secret, sizeof ex->server->secret, name, SASL_SCRAM_SALT_LEN,
+           ex->decoy.salt);
+    c->scram_iterations = SASL_SCRAM_ITERATIONS;
+    c->scram_salt_b64 = ex->decoy.salt;
+    if (known && c->password != NULL)
+        return;
+    derive_labelled(ex->server, "StoredKey", name, 32, ex->decoy.stored_key);
+    derive_labelled(ex->server, "ServerKey", name, 32, ex->decoy.server_key);
+    c->scram_stored_key_b64 = ex->decoy.stored_key;
+    c->scram_server_key_b64 = ex->decoy.server_key;
+}
+
 static int provide_scram(Gsasl_session *sctx, Gsasl_property prop,
                          const struct sasl_credentials *c)
 {
     char iterations[16];
-    if (c->scram_iterations == 0)
-        return GSASL_NO_CALLBACK;
     switch (prop) {
     case GSASL_SCRAM_ITER:
         snprintf(iterations, sizeof iterations, "%u", c->scram_iterations);
@@ -48,9 +108,11 @@ static int provide_scram(Gsasl_session *sctx, Gsasl_property prop,
     /* gsasl.h says "hex-encoded", but GNU SASL 2.2 takes the keys in base64 (its own
      * scram-nopasswd test does); checked by tests/unit/test_userdb.c and test_odmr.py. */
     case GSASL_SCRAM_STOREDKEY:
-        return gsasl_property_set(sctx, prop, c->scram_stored_key_b64);
+        return c->scram_stored_key_b64 ? gsasl_property_set(sctx, prop, c->scram_stored_key_b64)
+                                       : GSASL_NO_CALLBACK;
     case GSASL_SCRAM_SERVERKEY:
-        return gsasl_property_set(sctx, prop, c->scram_server_key_b64);
+        return c->scram_server_key_b64 ? gsasl_property_set(sctx, prop, c->scram_server_key_b64)
+                                       : GSASL_NO_CALLBACK;
     default:
         return GSASL_NO_CALLBACK;
     }
@@ -102,8 +164,11 @@ static int validate_simple(struct sasl_exchange *ex, Gsasl_session *sctx)
     const char *authid = gsasl_property_fast(sctx, GSASL_AUTHID);
     const char *password = gsasl_property_fast(sctx, GSASL_PASSWORD);
     struct sasl_credentials c;
-    if (password == NULL || !lookup(ex, authid, &c) ||
-        !authzid_acceptable(gsasl_property_fast(sctx, GSASL_AUTHZID), authid) ||
+    if (password == NULL)
+        return GSASL_AUTHENTICATION_ERROR;
+    /* An unknown user is checked against a decoy verifier: the same work, the same failure. */
+    scram_credentials(ex, authid, &c);
+    if (!authzid_acceptable(gsasl_property_fast(sctx, GSASL_AUTHZID), authid) ||
         !password_matches(&c, password))
         return GSASL_AUTHENTICATION_ERROR;
     return GSASL_OK;
@@ -124,21 +189,31 @@ static int validate_external(struct sasl_exchange *ex, Gsasl_session *sctx)
     return GSASL_OK;
 }
 
+/* CRAM-MD5 (and SCRAM for a user with a stored password): a user without a secret, an unknown
+ * one included, is checked against a decoy secret, so the response is computed and compared
+ * all the same and fails like a wrong password. */
+static int provide_password(struct sasl_exchange *ex, Gsasl_session *sctx)
+{
+    const char *authid = gsasl_property_fast(sctx, GSASL_AUTHID);
+    struct sasl_credentials c;
+    if (lookup(ex, authid, &c) && c.password != NULL)
+        return gsasl_property_set(sctx, GSASL_PASSWORD, c.password);
+    derive_labelled(ex->server, "CRAM", authid ? authid : "", 32, ex->decoy.cram_secret);
+    return gsasl_property_set(sctx, GSASL_PASSWORD, ex->decoy.cram_secret);
+}
+
 static int on_property(Gsasl *ctx, Gsasl_session *sctx, Gsasl_property prop)
 {
     struct sasl_exchange *ex = exchange_of(sctx);
     struct sasl_credentials c;
     switch (prop) {
     case GSASL_PASSWORD:
-        if (!lookup(ex, gsasl_property_fast(sctx, GSASL_AUTHID), &c) || c.password == NULL)
-            return GSASL_NO_CALLBACK;
-        return gsasl_property_set(sctx, prop, c.password);
+        return provide_password(ex, sctx);
     case GSASL_SCRAM_ITER:
     case GSASL_SCRAM_SALT:
     case GSASL_SCRAM_STOREDKEY:
     case GSASL_SCRAM_SERVERKEY:
-        if (!lookup(ex, gsasl_property_fast(sctx, GSASL_AUTHID), &c))
-            return GSASL_NO_CALLBACK;
+        scram_credentials(ex, gsasl_property_fast(sctx, GSASL_AUTHID), &c);
         return provide_scram(sctx, prop, &c);
     case GSASL_CB_TLS_EXPORTER:
         return ex->tls_exporter_b64 ? gsasl_property_set(sctx, prop, ex->tls_exporter_b64)
@@ -164,7 +239,16 @@ struct sasl_server *sasl_server_new(sasl_lookup_fn lookup_fn, void *arg)
     gsasl_callback_set(server->ctx, on_property);
     server->lookup = lookup_fn;
     server->lookup_arg = arg;
+    if (RAND_bytes(server->secret, sizeof server->secret) != 1) {
+        sasl_server_free(server);
+        return NULL;
+    }
     return server;
+}
+
+void sasl_server_set_secret(struct sasl_server *server, const unsigned char *secret)
+{
+    memcpy(server->secret, secret, sizeof server->secret);
 }
 
 void sasl_server_free(struct sasl_server *server)
@@ -172,6 +256,7 @@ void sasl_server_free(struct sasl_server *server)
     if (server == NULL)
         return;
     gsasl_done(server->ctx);
+    OPENSSL_cleanse(server->secret, sizeof server->secret);
     free(server);
 }
 

@@ -8,6 +8,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* What odmrctl writes for a new SCRAM-SHA-256 verifier (RFC 7677 4: at least 4096 iterations;
+ * RFC 5802 5.1: a random salt), and so what a user without one is shown (decoys, sasl.c). */
+enum { SASL_SCRAM_ITERATIONS = 4096, SASL_SCRAM_SALT_LEN = 16, SASL_SECRET_LEN = 32 };
+
 struct sasl_credentials {
     const char *password;              /* plaintext-equivalent secret, NULL when none stored */
     unsigned scram_iterations;         /* 0 when no SCRAM-SHA-256 verifier */
@@ -32,8 +36,12 @@ enum sasl_result {
 struct sasl_server;
 struct sasl_exchange;
 
+/* The server starts with a random secret of its own; see sasl_server_set_secret(). */
 struct sasl_server *sasl_server_new(sasl_lookup_fn lookup, void *arg);
 void sasl_server_free(struct sasl_server *server);
+/* The secret (SASL_SECRET_LEN octets) the SCRAM decoys of users without a verifier, unknown
+ * users included, are derived from: the same one across restarts keeps them stable. */
+void sasl_server_set_secret(struct sasl_server *server, const unsigned char *secret);
 /* Is the mechanism implemented by the library (names are upper case)? */
 bool sasl_server_supports(const struct sasl_server *server, const char *mechanism);
 

@@ -200,14 +200,45 @@ int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen)
     return 0;
 }
 
+static bool printable_identity(const unsigned char *text, int len)
+{
+    for (int i = 0; i < len; i++)
+        if (text[i] < 0x20 || text[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* RFC 4422 appendix A (EXTERNAL): the identity comes from the TLS layer, so it must be exactly
+ * what the certificate says. The CN is taken whole (its ASN.1 length, as UTF-8), never as a C
+ * string: "bob-mx\0.mallory.example" is refused, not read as "bob-mx". A subject with more
+ * than one CN is refused (which one would be meant is a guess); so are control characters and
+ * a CN that does not fit out. The subjectAltName is not consulted (docs/odmr.md). */
+int tls_certificate_identity(X509 *cert, char *out, size_t outlen)
+{
+    X509_NAME *name = cert ? X509_get_subject_name(cert) : NULL;
+    int at = name ? X509_NAME_get_index_by_NID(name, NID_commonName, -1) : -1;
+    if (at < 0 || X509_NAME_get_index_by_NID(name, NID_commonName, at) >= 0)
+        return -1;
+    unsigned char *text = NULL;
+    int len = ASN1_STRING_to_UTF8(&text, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, at)));
+    int rc = -1;
+    if (len > 0 && (size_t)len < outlen && memchr(text, '\0', (size_t)len) == NULL &&
+        printable_identity(text, len)) {
+        memcpy(out, text, (size_t)len);
+        out[len] = '\0';
+        rc = 0;
+    }
+    OPENSSL_free(text);
+    return rc;
+}
+
 int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
     X509 *cert = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
     if (cert == NULL || SSL_get_verify_result(ssl) != X509_V_OK)
         return -1;
-    int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, out, (int)outlen);
-    return n > 0 ? 0 : -1;
+    return tls_certificate_identity(cert, out, outlen);
 }
 
 /* After STARTTLS the OpenSSL filter writes into the plain socket bufferevent below it: what

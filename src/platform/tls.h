@@ -27,8 +27,12 @@ struct bufferevent *tls_start_server(struct event_base *base, struct bufferevent
 struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *ctx);
 /* RFC 9266 tls-exporter channel binding of the connection, base64, into out. -1 if none. */
 int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen);
-/* The CN of a client certificate that verified against [tls] ca, into out. -1 if none. */
+/* The EXTERNAL identity of a client certificate that verified against [tls] ca, into out (see
+ * tls_certificate_identity). -1 if none. */
 int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen);
+/* The EXTERNAL identity of cert: its subject's one CN, whole, as UTF-8. -1 when the subject has
+ * no CN or several, or the CN holds a NUL or another control character, or does not fit. */
+int tls_certificate_identity(X509 *cert, char *out, size_t outlen);
 
 /* Frees a connection; a TLS one first sends its close_notify alert (RFC 8446 6.1), which
  * bufferevent_free() alone does not. Plain connections are just freed. */

@@ -19,7 +19,7 @@
 
 /* RFC 5321 4.5.3.1.4 command lines; RFC 4954 4: AUTH lines may be longer (12288 like
  * Postfix's line_length_limit for SASL). */
-enum { COMMAND_LINE_MAX = 512, AUTH_LINE_MAX = 12288, FAILURE_SLOTS = 256 };
+enum { COMMAND_LINE_MAX = 512, AUTH_LINE_MAX = 12288, FAILURE_SLOTS = 4096 };
 
 enum odmr_state {
     ODMR_GREETED,        /* 220 sent; EHLO (or HELO) expected */
@@ -36,10 +36,19 @@ static const char *const odmr_state_names[] = {
     [ODMR_REVERSED] = "reversed",        [ODMR_CLOSING] = "closing",
 };
 
+/* Failed AUTH exchanges of one client address in the window that began at first. */
 struct address_failures {
     char address[64];
     unsigned count;
     time_t first;
+};
+
+/* What a failed or aborted AUTH exchange is answered with, after the delay. */
+struct failure_reply {
+    int code;
+    const char *enhanced;
+    const char *text;
+    const char *reason;    /* for the log */
 };
 
 struct odmr_service {
@@ -70,12 +79,17 @@ struct odmr_session {
     unsigned auth_failures;
     unsigned errors;
     struct sasl_exchange *exchange;
+    const char *mechanism;       /* of the exchange under way */
+    const struct failure_reply *failure;   /* sent when the delay ends */
     bool exchange_sent_final;   /* server's last SASL data sent as 334, awaiting empty line */
     char *user;                  /* authenticated user */
-    struct domain_list leased;   /* domains leased for the push */
+    char **leased;               /* domains leased for the push (malloc) */
+    size_t leased_count;
     struct event *delay;         /* slows down the reply to a failed AUTH */
     struct event *closing;       /* ends a closing session whose last reply cannot leave */
 };
+
+static unsigned record_address_failure(struct odmr_service *service, const char *peer);
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -104,15 +118,26 @@ static void set_timeout(struct odmr_session *s, time_t seconds)
 
 static void release_leases(struct odmr_session *s)
 {
-    for (size_t i = 0; i < s->leased.count; i++)
-        queue_release_domain(s->service->queue, s->leased.names[i]);
-    s->leased.count = 0;
+    for (size_t i = 0; i < s->leased_count; i++) {
+        queue_release_domain(s->service->queue, s->leased[i]);
+        free(s->leased[i]);
+    }
+    free(s->leased);
+    s->leased = NULL;
+    s->leased_count = 0;
 }
 
 static void session_free(struct odmr_session *s)
 {
     struct odmr_service *service = s->service;
     release_leases(s);
+    /* An exchange cut off by EOF, a timeout or an error is a failed one (the table is the
+     * service's, so it is recorded although the session ends). */
+    if (s->exchange != NULL) {
+        unsigned address_failures = record_address_failure(service, s->peer);
+        log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=aborted "
+                 "address_failures=%u", s->id, s->peer, s->mechanism, address_failures);
+    }
     sasl_exchange_free(s->exchange);
     line_reader_free(&s->reader);
     if (s->delay)
@@ -181,32 +206,70 @@ static void count_error(struct odmr_session *s)
 
 /* ---------------------------------------------------------------- failure accounting */
 
-static struct address_failures *failures_of(struct odmr_service *service, const char *peer,
-                                            bool create)
+/* The record of peer, NULL when it has none (a record whose window has passed is free). */
+static struct address_failures *failures_of(struct odmr_service *service, const char *peer)
 {
     time_t now = time(NULL);
-    struct address_failures *oldest = &service->failures[0];
     for (size_t i = 0; i < FAILURE_SLOTS; i++) {
         struct address_failures *f = &service->failures[i];
         if (f->count > 0 && now - f->first > service->settings.failure_window)
             f->count = 0;
         if (f->count > 0 && strcmp(f->address, peer) == 0)
             return f;
-        if (f->count == 0 || f->first < oldest->first)
-            oldest = f;
     }
-    if (!create)
-        return NULL;
-    memset(oldest, 0, sizeof *oldest);
-    snprintf(oldest->address, sizeof oldest->address, "%s", peer);
-    oldest->first = now;
-    return oldest;
+    return NULL;
 }
 
-static bool address_blocked(struct odmr_session *s)
+/* A slot for a new record: a free one, else the record with the fewest failures, the oldest of
+ * those. So addresses sprayed with one failure each never push out a record with more: to
+ * evict its own record an attacker must first give every other slot as many failures, from
+ * other addresses, as the evicted record held, which buys him no more guesses than using those
+ * addresses directly would (docs/odmr.md). */
+static struct address_failures *free_slot(struct odmr_service *service)
 {
-    struct address_failures *f = failures_of(s->service, s->peer, false);
-    return f != NULL && f->count >= s->service->settings.max_address_failures;
+    struct address_failures *best = &service->failures[0];
+    for (size_t i = 0; i < FAILURE_SLOTS && best->count > 0; i++) {
+        struct address_failures *f = &service->failures[i];
+        if (f->count < best->count || (f->count == best->count && f->first < best->first))
+            best = f;
+    }
+    return best;
+}
+
+static unsigned record_address_failure(struct odmr_service *service, const char *peer)
+{
+    struct address_failures *f = failures_of(service, peer);
+    if (f == NULL) {
+        f = free_slot(service);
+        memset(f, 0, sizeof *f);
+        snprintf(f->address, sizeof f->address, "%s", peer);
+        f->first = time(NULL);
+    }
+    return ++f->count;
+}
+
+/* AUTH exchanges under way from peer: each may still fail. */
+static unsigned exchanges_in_flight(const struct odmr_service *service, const char *peer)
+{
+    unsigned n = 0;
+    for (const struct odmr_session *s = service->sessions; s; s = s->next)
+        n += s->exchange != NULL && strcmp(s->peer, peer) == 0;
+    return n;
+}
+
+/* An exchange may start only while the failures of the address plus its exchanges under way
+ * stay below the limit: parallel sessions that all send AUTH at once can never together
+ * exceed it (each one would fail only after the check of the others). */
+static bool address_may_start(struct odmr_session *s)
+{
+    const struct address_failures *f = failures_of(s->service, s->peer);
+    unsigned failures = f ? f->count : 0;
+    unsigned in_flight = exchanges_in_flight(s->service, s->peer);
+    if (failures + in_flight < s->service->settings.max_address_failures)
+        return true;
+    log_warn("odmr.auth_refused", " session=%s peer=%s address_failures=%u in_flight=%u", s->id,
+             s->peer, failures, in_flight);
+    return false;
 }
 
 /* ---------------------------------------------------------------- EHLO / HELO */
@@ -366,29 +429,46 @@ static void auth_succeeded(struct odmr_session *s)
     reply_send(out(s), 235, "2.7.0", "Authentication successful");
 }
 
+/* RFC 4954 6 and 4 (the "*" cancel and the 500 5.5.6 line limit end the exchange too). */
+static const struct failure_reply invalid_credentials = {
+    535, "5.7.8", "Authentication credentials invalid", "failed"};
+static const struct failure_reply cancelled = {
+    501, "5.0.0", "Authentication cancelled", "cancelled"};
+static const struct failure_reply undecodable = {
+    501, "5.5.2", "Cannot decode the response", "bad_input"};
+static const struct failure_reply not_empty = {
+    501, "5.5.2", "Expected an empty response", "bad_input"};
+static const struct failure_reply line_too_long = {
+    500, "5.5.6", "Authentication exchange line is too long", "too_long"};
+
 static void on_delay_done(evutil_socket_t fd, short events, void *arg)
 {
     struct odmr_session *s = arg;
+    if (s->state == ODMR_CLOSING)
+        return;
     bufferevent_enable(s->bev, EV_READ);
     if (s->auth_failures >= s->service->settings.max_auth_failures) {
         reply_send(out(s), 421, "4.7.0", "%s Too many authentication failures", hostname(s));
         close_after_flush(s);
         return;
     }
-    reply_send(out(s), 535, "5.7.8", "Authentication credentials invalid");
+    reply_send(out(s), s->failure->code, s->failure->enhanced, "%s", s->failure->text);
     on_read(s->bev, s);
 }
 
-/* Failed attempts are logged with the address, slowed down (1 s, 2 s, ...), and end the
- * session after max_auth_failures; they also count against the address across sessions. */
-static void auth_failed(struct odmr_session *s, const char *mechanism)
+/* Every exchange that does not succeed (wrong credentials, unknown user, "*", undecodable or
+ * over-long responses) is a failure: logged with the address, answered after a delay (1 s,
+ * 2 s, ...), the session ends after max_auth_failures (RFC 4954 9 allows dropping it after at
+ * least 3), and it counts against the address across sessions. */
+static void auth_failed(struct odmr_session *s, const struct failure_reply *reply)
 {
-    struct address_failures *f = failures_of(s->service, s->peer, true);
-    f->count++;
+    unsigned address_failures = record_address_failure(s->service, s->peer);
     s->auth_failures++;
-    log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=failed session_failures=%u "
-             "address_failures=%u", s->id, s->peer, mechanism, s->auth_failures, f->count);
+    log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=%s session_failures=%u "
+             "address_failures=%u", s->id, s->peer, s->mechanism, reply->reason,
+             s->auth_failures, address_failures);
     end_exchange(s);
+    s->failure = reply;
     struct timeval delay = {s->auth_failures, 0};
     if (s->delay == NULL)
         s->delay = evtimer_new(s->service->base, on_delay_done, s);
@@ -396,7 +476,7 @@ static void auth_failed(struct odmr_session *s, const char *mechanism)
     evtimer_add(s->delay, &delay);
 }
 
-static void auth_step(struct odmr_session *s, const char *input, const char *mechanism)
+static void auth_step(struct odmr_session *s, const char *input)
 {
     char *reply_data = NULL;
     enum sasl_result result = sasl_exchange_step(s->exchange, input, &reply_data);
@@ -415,16 +495,14 @@ static void auth_step(struct odmr_session *s, const char *input, const char *mec
         reply_send(out(s), 334, NULL, "%s", reply_data);
         break;
     case SASL_RESULT_BAD_INPUT:
-        end_exchange(s);
-        reply_send(out(s), 501, "5.5.2", "Cannot decode the response");
-        count_error(s);
+        auth_failed(s, &undecodable);
         break;
     case SASL_RESULT_UNAVAILABLE:
         end_exchange(s);
         reply_send(out(s), 454, "4.7.0", "Temporary authentication failure");
         break;
     case SASL_RESULT_FAILED:
-        auth_failed(s, mechanism);
+        auth_failed(s, &invalid_credentials);
         break;
     }
     free(reply_data);
@@ -438,7 +516,10 @@ static bool auth_allowed_now(struct odmr_session *s)
         /* RFC 4954 3: AUTH is an ESMTP extension; after HELO it is out of sequence. */
         reply_send(out(s), 503, "5.5.1", s->state == ODMR_GREETED ? "Send EHLO first"
                                                                   : "AUTH needs EHLO, not HELO");
-    } else if (address_blocked(s)) {
+    } else if (!address_may_start(s)) {
+        /* RFC 4954 6: 454 4.7.0, a temporary failure: the client should not ask for another
+         * password (the one it has may be right) and the session stays (RFC 4954 9: not
+         * dropped before 3 attempts); each refusal counts as an error. */
         reply_send(out(s), 454, "4.7.0", "Too many failed authentications from your address; try later");
     } else {
         return true;
@@ -478,36 +559,32 @@ static void cmd_auth(struct odmr_session *s, const char *arg)
         reply_send(out(s), 454, "4.7.0", "Temporary authentication failure");
         return;
     }
+    s->mechanism = rule->name;
     enter(s, ODMR_AUTH_EXCHANGE);
     line_reader_set_limit(&s->reader, AUTH_LINE_MAX);
     const char *initial = arg + len;
     while (*initial == ' ')
         initial++;
     /* RFC 4954 4: "=" is an empty initial response; no argument means none was sent. */
-    if (*initial != '\0')
-        auth_step(s, strcmp(initial, "=") == 0 ? "" : initial, rule->name);
-    else
-        auth_step(s, "", rule->name);
+    auth_step(s, strcmp(initial, "=") == 0 ? "" : initial);
 }
 
 static void auth_response_line(struct odmr_session *s, const char *text)
 {
-    /* RFC 4954 4: "*" cancels the exchange. */
+    /* RFC 4954 4: "*" cancels the exchange (501); it still counts as a failed one. */
     if (strcmp(text, "*") == 0) {
-        end_exchange(s);
-        reply_send(out(s), 501, "5.0.0", "Authentication cancelled");
+        auth_failed(s, &cancelled);
         return;
     }
     if (s->exchange_sent_final) {
         if (text[0] != '\0') {
-            end_exchange(s);
-            reply_send(out(s), 501, "5.5.2", "Expected an empty response");
+            auth_failed(s, &not_empty);
             return;
         }
         auth_succeeded(s);
         return;
     }
-    auth_step(s, text, "continued");
+    auth_step(s, text);
 }
 
 /* ---------------------------------------------------------------- ATRN (RFC 2645 5.2.1) */
@@ -528,36 +605,53 @@ static int count_id(const char *id, void *arg)
     return 1;   /* one is enough */
 }
 
-static bool any_mail(struct odmr_session *s, const struct domain_list *domains)
+static bool any_mail(struct odmr_session *s)
 {
-    for (size_t i = 0; i < domains->count; i++) {
+    for (size_t i = 0; i < s->leased_count; i++) {
         size_t found = 0;
-        queue_list_domain(s->service->queue, domains->names[i], count_id, &found);
+        queue_list_domain(s->service->queue, s->leased[i], count_id, &found);
         if (found > 0)
             return true;
     }
     return false;
 }
 
-/* Leases every domain or none. Returns the index of a busy domain, or -1. */
-static long lease_all(struct odmr_session *s, const struct domain_list *domains)
+/* The domains of one ATRN: the argument's (at most DOMAIN_LIST_MAX), or every domain of the
+ * user, however many. names points into parsed or into the users file; lease_all() copies
+ * them before the event loop runs again (a SIGHUP may replace the users file then). */
+struct atrn_domains {
+    struct domain_list parsed;
+    const char *argument[DOMAIN_LIST_MAX];
+    const char *const *names;
+    size_t count;
+};
+
+/* Leases every domain or none: 0, or -1 with *busy naming the domain another session holds
+ * (NULL when out of memory). */
+static int lease_all(struct odmr_session *s, const struct atrn_domains *d, const char **busy)
 {
-    s->leased.count = 0;
-    for (size_t i = 0; i < domains->count; i++) {
-        if (queue_lease_domain(s->service->queue, domains->names[i]) != 0) {
+    *busy = NULL;
+    s->leased = calloc(d->count, sizeof *s->leased);
+    if (s->leased == NULL)
+        return -1;
+    for (size_t i = 0; i < d->count; i++) {
+        char *copy = strdup(d->names[i]);
+        if (copy == NULL || queue_lease_domain(s->service->queue, d->names[i]) != 0) {
+            *busy = copy ? d->names[i] : NULL;
+            free(copy);
             release_leases(s);
-            return (long)i;
+            return -1;
         }
-        memcpy(s->leased.names[s->leased.count++], domains->names[i], sizeof domains->names[i]);
+        s->leased[s->leased_count++] = copy;
     }
-    return -1;
+    return 0;
 }
 
-static bool resolve_domains(struct odmr_session *s, const char *arg, struct domain_list *domains)
+static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn_domains *d)
 {
     const char *why = NULL;
     const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
-    if (domain_list_parse(arg, domains, &why) != 0) {
+    if (domain_list_parse(arg, &d->parsed, &why) != 0) {
         reply_send(out(s), 501, "5.5.4", "Syntax: ATRN [domain[,domain...]]: %s", why);
         count_error(s);
         return false;
@@ -566,23 +660,26 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct doma
         reply_send(out(s), 450, "4.7.1", "ATRN request refused: the user no longer exists");
         return false;
     }
-    /* RFC 2645 5.2.1: no domains means every domain the customer may have. */
-    if (domains->count == 0) {
-        for (size_t i = 0; i < u->domain_count && i < DOMAIN_LIST_MAX; i++)
-            snprintf(domains->names[domains->count++], sizeof domains->names[0], "%s",
-                     u->domains[i]);
+    for (size_t i = 0; i < d->parsed.count; i++)
+        d->argument[i] = d->parsed.names[i];
+    d->names = d->argument;
+    d->count = d->parsed.count;
+    /* RFC 2645 5.2.1: no domains means every domain the customer may have: all of them. */
+    if (d->count == 0) {
+        d->names = (const char *const *)u->domains;
+        d->count = u->domain_count;
     }
-    if (domains->count == 0) {
+    if (d->count == 0) {
         reply_send(out(s), 450, "4.7.1", "ATRN request refused: no domains for this user");
         return false;
     }
     /* RFC 2645 5.2.1: not authorized for one domain -> nothing is sent for any (450). */
-    for (size_t i = 0; i < domains->count; i++) {
-        if (!userdb_user_has_domain(u, domains->names[i])) {
+    for (size_t i = 0; i < d->count; i++) {
+        if (!userdb_user_has_domain(u, d->names[i])) {
             log_warn("odmr.atrn_refused", " session=%s user=%s domain=%s", s->id, s->user,
-                     domains->names[i]);
+                     d->names[i]);
             reply_send(out(s), 450, "4.7.1", "ATRN request refused: not authorized for %s",
-                       domains->names[i]);
+                       d->names[i]);
             return false;
         }
     }
@@ -592,16 +689,13 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct doma
 static void turn_around(struct odmr_session *s)
 {
     const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
-    const char *names[DOMAIN_LIST_MAX];
-    for (size_t i = 0; i < s->leased.count; i++)
-        names[i] = s->leased.names[i];
     struct push_request req = {
         .base = s->service->base,
         .bev = s->bev,
         .tls_active = s->tls_active,
         .queue = s->service->queue,
-        .domains = names,
-        .domain_count = s->leased.count,
+        .domains = (const char *const *)s->leased,
+        .domain_count = s->leased_count,
         .hostname = hostname(s),
         .session_id = s->id,
         .profile = u && u->profile == ODMR_PROFILE_FAST ? PUSH_PROFILE_FAST : PUSH_PROFILE_COMPAT,
@@ -609,7 +703,7 @@ static void turn_around(struct odmr_session *s)
     };
     enter(s, ODMR_REVERSED);
     log_info("odmr.turnaround", " session=%s user=%s domains=%zu profile=%s", s->id, s->user,
-             s->leased.count, req.profile == PUSH_PROFILE_FAST ? "fast" : "compat");
+             s->leased_count, req.profile == PUSH_PROFILE_FAST ? "fast" : "compat");
     bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
     if (push_start(&req, on_push_done, s) != 0) {
         s->bev = NULL;
@@ -619,7 +713,8 @@ static void turn_around(struct odmr_session *s)
 
 static void cmd_atrn(struct odmr_session *s, const char *arg)
 {
-    struct domain_list domains;
+    struct atrn_domains domains;
+    const char *busy;
     if (s->user == NULL) {
         reply_send(out(s), 530, "5.7.0", "Authentication required");
         count_error(s);
@@ -627,13 +722,15 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     }
     if (!resolve_domains(s, arg, &domains))
         return;
-    long busy = lease_all(s, &domains);
-    if (busy >= 0) {
-        reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
-                   "delivered by another session", domains.names[busy]);
+    if (lease_all(s, &domains, &busy) != 0) {
+        if (busy != NULL)
+            reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
+                       "delivered by another session", busy);
+        else
+            reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now");
         return;
     }
-    if (!any_mail(s, &domains)) {
+    if (!any_mail(s)) {
         release_leases(s);
         reply_send(out(s), 453, "4.3.0", "You have no mail");
         return;
@@ -710,12 +807,11 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         if (st == LINE_TOO_LONG) {
             if (s->state == ODMR_AUTH_EXCHANGE) {
-                end_exchange(s);
-                reply_send(out(s), 500, "5.5.6", "Authentication exchange line is too long");
+                auth_failed(s, &line_too_long);
             } else {
                 reply_send(out(s), 500, "5.5.2", "Line too long");
+                count_error(s);
             }
-            count_error(s);
             continue;
         }
         if (s->state == ODMR_AUTH_EXCHANGE)
@@ -757,6 +853,9 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
         free(service);
         return NULL;
     }
+    if (settings->auth_secret != NULL)
+        sasl_server_set_secret(service->sasl, settings->auth_secret);
+    service->settings.auth_secret = NULL;   /* copied; the caller's buffer may go */
     return service;
 }
 

@@ -20,6 +20,7 @@ struct odmr_settings {
     unsigned max_auth_failures;      /* per session, then 421: default 3 */
     unsigned max_address_failures;   /* per client address in failure_window: default 10 */
     time_t failure_window;           /* default 15 min */
+    const unsigned char *auth_secret; /* SASL_SECRET_LEN octets for the SCRAM decoys, or NULL */
     unsigned max_sessions;
     struct push_timeouts push_timeouts;
 };

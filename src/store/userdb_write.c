@@ -22,10 +22,11 @@
 #include <unistd.h>
 
 #include "lib/smtp_grammar.h"
+#include "platform/sasl.h"
 
 /* RFC 7677 section 4: at least 4096 iterations for SCRAM-SHA-256; RFC 5802 section 5.1
  * wants a random salt; 16 octets is plenty. */
-enum { SCRAM_ITERATIONS = 4096, SCRAM_SALT_LEN = 16 };
+enum { SCRAM_ITERATIONS = SASL_SCRAM_ITERATIONS, SCRAM_SALT_LEN = SASL_SCRAM_SALT_LEN };
 
 struct lines {
     char **items;

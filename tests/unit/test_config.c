@@ -48,6 +48,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.push_data_init_timeout, 120);
     assert_int_equal(cfg.push_data_block_timeout, 180);
     assert_int_equal(cfg.push_data_end_timeout, 600);
+    assert_int_equal(cfg.max_auth_failures, 3);
+    assert_int_equal(cfg.max_address_failures, 10);
+    assert_int_equal(cfg.failure_window, 15 * 60);
     assert_string_equal(cfg.smtp_listen[0], "127.0.0.1:2525");
     assert_string_equal(cfg.spool, "./run/spool");
     config_free(&cfg);
@@ -60,7 +63,8 @@ static void test_values(void **state)
     assert_int_equal(load("[server]\nhostname = mx.example\nspool = /var/spool/odmr\n"
                           "[intake]\nsmtp_listen = 127.0.0.1:25, [::1]:25\nmax_message_size = 10M\n"
                           "max_recipients = 100\n[queue]\nmax_hold = 5d\n"
-                          "[odmr]\ncommand_timeout = 30s\npush_data_end_timeout = 20m\n",
+                          "[odmr]\ncommand_timeout = 30s\npush_data_end_timeout = 20m\n"
+                          "max_auth_failures = 5\nmax_address_failures = 4\nfailure_window = 1h\n",
                           &cfg, err, sizeof err),
                      0);
     assert_string_equal(cfg.hostname, "mx.example");
@@ -72,6 +76,9 @@ static void test_values(void **state)
     assert_int_equal(cfg.odmr_command_timeout, 30);
     assert_int_equal(cfg.push_data_end_timeout, 20 * 60);
     assert_int_equal(cfg.push_data_init_timeout, 120);
+    assert_int_equal(cfg.max_auth_failures, 5);
+    assert_int_equal(cfg.max_address_failures, 4);
+    assert_int_equal(cfg.failure_window, 3600);
     config_free(&cfg);
 }
 
@@ -85,6 +92,9 @@ static void test_errors(void **state)
         {"[intake]\nmax_recipients = 99\n", "must be at least 100"},
         {"[intake]\nmax_line_length = 999\n", "must be at least 1000"},
         {"[server]\nlog_level = loud\n", "log_level"},
+        {"[odmr]\nmax_auth_failures = 2\n", "max_auth_failures: must be at least 3"},
+        {"[odmr]\nmax_address_failures = 0\n", ":2: max_address_failures: bad number"},
+        {"[odmr]\nfailure_window = 0s\n", ":2: failure_window: bad duration"},
         {"garbage line\n", ":1: syntax error"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
