@@ -9,6 +9,44 @@
 
 #include "lib/log.h"
 
+/* ---- storage errors: one error line per burst ---- */
+
+enum { STORAGE_REMINDER_SECONDS = 600 };
+
+/* A full or failing disk refuses every message until it recovers; the log gets one error line
+ * with the errno when it starts (or the errno changes), a reminder every 10 minutes while it
+ * lasts, and an info line when a message is stored again -- not a line per message. One state
+ * for the process: SMTP and LMTP intake share the spool, so they share the burst. */
+static struct {
+    unsigned refused;      /* messages refused since the burst began; 0: no burst */
+    int last_errno;
+    time_t logged_at;
+} storage;
+
+static void storage_failed(const char *session, const char *op, int error)
+{
+    time_t now = time(NULL);
+    storage.refused++;
+    if (storage.refused > 1 && error == storage.last_errno &&
+        now - storage.logged_at < STORAGE_REMINDER_SECONDS)
+        return;
+    log_error("queue.storage_error", " session=%s op=%s errno=%d error=\"%s\" refused=%u", session,
+              op, error, strerror(error), storage.refused);
+    storage.last_errno = error;
+    storage.logged_at = now;
+}
+
+static void storage_worked(void)
+{
+    if (storage.refused == 0)
+        return;
+    log_info("queue.storage_recovered", " refused=%u", storage.refused);
+    storage.refused = 0;
+    storage.last_errno = 0;
+}
+
+/* ---- recipients ---- */
+
 static void intake_check_rcpt(void *ctx, struct smtp_session *s,
                               const struct smtp_path_command *rcpt, const char *domain,
                               struct smtp_reply *reply)
@@ -95,8 +133,7 @@ static int intake_data_begin(void *ctx, struct smtp_session *s, struct smtp_repl
     struct queue_writer *w = queue_put(intake->queue, &env);
     free_envelope_rcpts(&env);
     if (w == NULL || write_received(intake, s, w, env.id) != 0) {
-        log_error("queue.put_failed", " session=%s error=\"%s\"", smtp_session_id(s),
-                  strerror(errno));
+        storage_failed(smtp_session_id(s), w == NULL ? "create" : "write", errno);
         if (w)
             queue_abort(w);
         reply_set(reply, 452, "4.3.1", "Insufficient system storage");
@@ -108,7 +145,14 @@ static int intake_data_begin(void *ctx, struct smtp_session *s, struct smtp_repl
 
 static int intake_data_write(void *ctx, struct smtp_session *s, const char *data, size_t len)
 {
-    return queue_write(smtp_session_user(s), data, len);
+    int rc = queue_write(smtp_session_user(s), data, len);
+    if (rc != 0) {
+        int error = errno;
+        /* once per message: the engine writes no more of it after an error */
+        storage_failed(smtp_session_id(s), "write", error);
+        errno = error;
+    }
+    return rc;
 }
 
 static void intake_data_abort(void *ctx, struct smtp_session *s)
@@ -125,14 +169,14 @@ static void on_committed(int status, const char *id, void *arg)
     struct smtp_reply reply;
     if (status == 0) {
         const struct smtp_transaction *t = smtp_session_transaction(s);
+        storage_worked();
         char sender[600];
         log_info("message.accepted", " session=%s id=%s from=<%s> rcpts=%zu", smtp_session_id(s),
                  id, log_quote(sender, sizeof sender, t->sender, strlen(t->sender)),
                  t->rcpt_count);
         reply_set(&reply, 250, "2.0.0", "Ok: queued as %s", id);
     } else {
-        log_error("message.commit_failed", " session=%s error=\"%s\"", smtp_session_id(s),
-                  strerror(status));
+        storage_failed(smtp_session_id(s), "commit", status);
         reply_set(&reply, 452, "4.3.1", "Insufficient system storage");
     }
     smtp_session_data_done(s, &reply);

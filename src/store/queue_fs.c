@@ -998,8 +998,8 @@ static void log_commit(const struct fs_writer *w, int status)
     if (status == 0)
         log_debug("queue.commit", " id=%s size=%" PRIu64 " domains=%zu", w->id, w->body_len,
                   w->domain_count);
-    else
-        log_error("queue.commit_failed", " id=%s error=\"%s\"", w->id, strerror(status));
+    else   /* the caller reports it: intake logs storage errors once per burst */
+        log_debug("queue.commit_failed", " id=%s error=\"%s\"", w->id, strerror(status));
 }
 
 static int fs_commit_sync(struct queue_writer *qw)
@@ -1735,8 +1735,8 @@ static int recover_message(struct fs_queue *fq, const char *name, struct recover
 }
 
 /* Deletes leftover temp files and entries whose message is gone, then empty domain dirs. */
-static int sweep_domain(struct fs_queue *fq, const char *domain, const struct queue_fs_names *messages,
-                        struct recovery_stats *st)
+static int sweep_domain(struct fs_queue *fq, const char *domain,
+                        const struct queue_fs_names *messages, struct recovery_stats *st)
 {
     struct queue_fs_names names;
     int dirfd = open_dir_at(fq->dom_fd, domain);

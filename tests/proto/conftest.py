@@ -1,4 +1,5 @@
 """Fixtures that run the real odmrd on loopback with a private spool and users file."""
+import contextlib
 import os
 import pwd
 import signal
@@ -57,6 +58,7 @@ class Odmrd:
         if os.geteuid() == 0:
             self.extra.setdefault("server.user", "nobody")
         self.run_user = self.extra.get("server.user")
+        self.preexec = None   # run in the child before exec (resource limits in a test)
         self.proc = None
         self.write_config()
         for name, (password, domains, options) in (users or DEFAULT_USERS).items():
@@ -110,7 +112,8 @@ class Odmrd:
         for attempt in range(attempts):
             self.logf = open(self.log_path, "ab")
             self.proc = subprocess.Popen([os.path.join(BIN, "odmrd"), "-c", self.conf],
-                                         stdout=self.logf, stderr=self.logf)
+                                         stdout=self.logf, stderr=self.logf,
+                                         preexec_fn=self.preexec)
             try:
                 for port in (self.smtp_port, self.lmtp_port, self.odmr_port, self.odmrs_port):
                     wait_port(port, proc=self.proc)
@@ -166,6 +169,24 @@ class Odmrd:
                            capture_output=True, timeout=60)
         assert r.returncode == 0, r.stderr
         return r.stdout
+
+
+@contextlib.contextmanager
+def small_tmpfs_spool(d, size="256k"):
+    """Starts d (not yet started) on a small tmpfs mounted on its spool: a real full disk.
+    Mounting needs root: the test is skipped otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    os.makedirs(d.spool, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs",
+                        d.spool], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + r.stderr.strip())
+    try:
+        yield d.start()
+    finally:
+        d.stop()
+        subprocess.run(["umount", d.spool], capture_output=True)
 
 
 DEFAULT_USERS = {

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from conftest import small_tmpfs_spool
 from smtpwire import Wire, greet, transaction
 
 
@@ -395,16 +396,7 @@ def test_unknown_local_part_refused(make_odmrd):
 
 
 def test_disk_full_gives_452_and_leaves_nothing(make_odmrd):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    d = make_odmrd(start=False)
-    os.makedirs(d.spool, exist_ok=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", d.spool],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here: " + r.stderr.strip())
-    try:
-        d.start()
+    with small_tmpfs_spool(make_odmrd(start=False)) as d:
         w = greet(d.smtp_port)
         transaction(w)
         w.expect("DATA", 354)
@@ -419,6 +411,3 @@ def test_disk_full_gives_452_and_leaves_nothing(make_odmrd):
         w.send(b"Subject: small\r\n\r\nsmall\r\n.\r\n")
         assert w.reply().code == 250
         assert len(queued(d)) == 1
-    finally:
-        d.stop()
-        subprocess.run(["umount", d.spool], capture_output=True)
