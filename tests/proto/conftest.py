@@ -143,6 +143,24 @@ class Odmrd:
         with open(self.log_path, "r", errors="replace") as f:
             return f.read()
 
+    def wait_log(self, needle, count=1, timeout=10.0):
+        """True once the log holds needle count times (the log file spans restarts)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.log().count(needle) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def start_fully(self):
+        """start() returns once the ports are open, before recovery ends: this also waits for the
+        'started' line of the new run too."""
+        # A run stopped early may have no "started" line; before the first run, no log at all.
+        starts = self.log().count("event=started") if os.path.exists(self.log_path) else 0
+        self.start()
+        assert self.wait_log("event=started", starts + 1), "odmrd did not finish starting"
+        return self
+
     # ---- the queue, read through odmrctl and the spool ----
     def settle(self, seconds=5):
         """A customer can exit as soon as it has its 250s and the 221, while odmrd still records

@@ -80,7 +80,7 @@ def test_read_only_commands_change_nothing_in_a_damaged_spool(make_odmrd):
         assert r.returncode == 0, (args, r.stderr)
     assert snapshot(d.spool) == before
     # The repair is odmrd's: it still delivers the message after its own recovery.
-    d.start()
+    d.start_fully()
     assert d.queue_ids("example.org") == [qid]
 
 
@@ -99,7 +99,7 @@ def test_read_only_commands_leave_a_corrupt_message_in_place(make_odmrd):
     assert b"failed validation" in r.stderr and b"left in place" in r.stderr
     assert ctl(d, "queue", "list").returncode == 0
     assert snapshot(d.spool) == before
-    d.start()                                         # odmrd quarantines it
+    d.start_fully()                                       # odmrd quarantines it
     assert os.listdir(os.path.join(d.spool, "msg")) == []
     assert qid in os.listdir(os.path.join(d.spool, "corrupt"))
 
@@ -130,7 +130,7 @@ def test_queue_list_before_the_first_start_creates_nothing(make_odmrd):
     r = ctl(d, "queue", "list")
     assert r.returncode == EX_NOINPUT
     assert not os.path.exists(d.spool)
-    d.start()                                          # and odmrd starts normally afterwards
+    d.start_fully()                                    # and odmrd starts normally afterwards
     assert ctl(d, "queue", "list").returncode == 0
 
 
