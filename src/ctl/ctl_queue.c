@@ -1,5 +1,6 @@
-/* odmrctl queue: list, show and delete held messages (docs/queue.md). Opens the queue without
- * an event loop, so it never runs recovery and can work beside a running odmrd. */
+/* odmrctl queue: list, show and delete held messages (docs/queue.md). Opens the existing queue
+ * without an event loop, so it never runs recovery and can work beside a running odmrd; list,
+ * show and cat open it read-only and write nothing (no quarantine, no repair: odmrd's job). */
 #include "ctl/ctl_queue.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl/ctl_spool.h"
 #include "lib/config.h"
 #include "store/queue.h"
 
@@ -95,7 +97,8 @@ struct list_run {
 static int report_open_error(const char *id, int rc)
 {
     if (rc == EBADMSG)
-        fprintf(stderr, "odmrctl: %s: failed validation, moved to corrupt/\n", id);
+        fprintf(stderr, "odmrctl: %s: failed validation (left in place; odmrd moves it to "
+                        "corrupt/ when it next starts or opens it)\n", id);
     else if (rc == ENOENT)
         fprintf(stderr, "odmrctl: %s: no such message\n", id);
     else
@@ -287,13 +290,14 @@ static int delete_message(struct queue *q, int argc, char **argv)
 struct queue_command {
     const char *name;
     int (*run)(struct queue *q, int argc, char **argv);
+    bool read_only;
 };
 
 static const struct queue_command queue_commands[] = {
-    {"list", list_messages},
-    {"show", show_message},
-    {"cat", cat_message},
-    {"delete", delete_message},
+    {"list", list_messages, true},
+    {"show", show_message, true},
+    {"cat", cat_message, true},
+    {"delete", delete_message, false},
 };
 
 int ctl_queue_main(const struct config *cfg, int argc, char **argv)
@@ -306,13 +310,13 @@ int ctl_queue_main(const struct config *cfg, int argc, char **argv)
             command = &queue_commands[i];
     if (command == NULL)
         return usage();
-    char err[512];
-    struct queue *q = queue_open_fs(cfg->spool, NULL, 0, err, sizeof err);
-    if (q == NULL) {
-        fprintf(stderr, "odmrctl: %s\n", err);
-        return EX_IOERR;
-    }
-    int status = command->run(q, argc, argv);
+    int status = ctl_spool_become_owner(cfg->spool);
+    if (status != EX_OK)
+        return status;
+    struct queue *q = ctl_spool_open(cfg->spool, command->read_only, &status);
+    if (q == NULL)
+        return status;
+    status = command->run(q, argc, argv);
     queue_close(q);
     return status;
 }

@@ -29,14 +29,27 @@ static int exit_code(enum userdb_change_status st, const char *err)
     static const int codes[] = {
         [USERDB_CHANGED] = EX_OK,       [USERDB_EXISTS] = EX_DATAERR,
         [USERDB_NO_SUCH_USER] = EX_NOUSER, [USERDB_INVALID] = EX_DATAERR,
-        [USERDB_IO_ERROR] = EX_IOERR,
+        [USERDB_IO_ERROR] = EX_IOERR,   [USERDB_BROKEN] = EX_CONFIG,
     };
     if (st != USERDB_CHANGED)
         fprintf(stderr, "odmrctl: %s\n", err);
     return codes[st];
 }
 
-/* One line from stdin, newline stripped. On a terminal, prompt and switch echo off. */
+/* Strips the line's LF or CRLF; false when what is left has a NUL, which would cut the
+ * password short everywhere it is used as a C string. */
+static bool strip_line_end(char *line, size_t len)
+{
+    if (len > 0 && line[len - 1] == '\n')
+        len--;
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    line[len] = '\0';
+    return strlen(line) == len;
+}
+
+/* One line from stdin, newline stripped. On a terminal, prompt and switch echo off. NULL after
+ * printing the reason: nothing read, or a NUL octet in the password. */
 static char *read_password(void)
 {
     struct termios saved, quiet;
@@ -54,12 +67,14 @@ static char *read_password(void)
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &saved);
         fputc('\n', stderr);
     }
-    if (n <= 0) {
-        free(line);
-        return NULL;
-    }
-    line[strcspn(line, "\r\n")] = '\0';
-    return line;
+    if (n > 0 && strip_line_end(line, (size_t)n))
+        return line;
+    fprintf(stderr, "odmrctl: %s\n", n <= 0 ? "no password on standard input"
+                                             : "the password contains a NUL octet; refused");
+    if (line != NULL)
+        OPENSSL_cleanse(line, cap);
+    free(line);
+    return NULL;
 }
 
 static int wipe_and_free(char *password, int code)
@@ -94,10 +109,8 @@ static int user_add(const struct config *cfg, int argc, char **argv)
     u.name = argv[2];
     u.domains = argv[3];
     char *password = read_password();
-    if (password == NULL) {
-        fprintf(stderr, "odmrctl: no password on standard input\n");
+    if (password == NULL)
         return EX_DATAERR;
-    }
     u.password = password;
     int code = exit_code(userdb_add_user(cfg->users, &u, err, sizeof err), err);
     if (code == EX_OK)
@@ -122,10 +135,8 @@ static int user_passwd(const struct config *cfg, int argc, char **argv)
     if (argc != 3)
         return usage();
     char *password = read_password();
-    if (password == NULL) {
-        fprintf(stderr, "odmrctl: no password on standard input\n");
+    if (password == NULL)
         return EX_DATAERR;
-    }
     int code = exit_code(userdb_set_password(cfg->users, argv[2], password, err, sizeof err), err);
     if (code == EX_OK)
         printf("changed the password of %s\n", argv[2]);

@@ -41,8 +41,9 @@ static int usage(FILE *out)
     for (size_t i = 0; i < COMMAND_COUNT; i++)
         fprintf(out, "  %s\n", commands[i].usage);
     fprintf(out, "Without -c: ./odmrd.conf if it exists, else the embedded defaults.\n"
-                 "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file, 67 no such user,\n"
-                 "74 I/O error, 78 configuration error (docs/odmrctl.md).\n");
+                 "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file or spool, 67 no such\n"
+                 "user, 71 cannot become the spool's owner, 74 I/O error, 78 configuration error\n"
+                 "(docs/odmrctl.md).\n");
     return out == stdout ? EX_OK : EX_USAGE;
 }
 

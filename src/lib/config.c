@@ -12,6 +12,8 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "lib/smtp_grammar.h"
+
 enum value_kind { VALUE_STRING, VALUE_LIST, VALUE_SIZE, VALUE_DURATION, VALUE_COUNT, VALUE_PATH };
 
 struct config_key {
@@ -29,6 +31,7 @@ static const struct config_key config_keys[] = {
     {"server", "users", VALUE_PATH, FIELD(users), 0},
     {"server", "user", VALUE_STRING, FIELD(user), 0},
     {"server", "log_level", VALUE_STRING, FIELD(log_level), 0},
+    {"server", "postmaster", VALUE_STRING, FIELD(postmaster), 0},
     {"intake", "smtp_listen", VALUE_LIST, FIELD(smtp_listen), FIELD(smtp_listen_count)},
     {"intake", "lmtp_listen", VALUE_LIST, FIELD(lmtp_listen), FIELD(lmtp_listen_count)},
     {"intake", "max_message_size", VALUE_SIZE, FIELD(max_message_size), 0},
@@ -265,6 +268,33 @@ static void init_numbers(struct config *cfg)
     cfg->max_hold = 7 * 86400;
 }
 
+/* RFC 5321 4.5.1: RCPT TO:<Postmaster> must be accepted; odmrd stores it as [server]
+ * postmaster, or as postmaster@hostname. Either must be a plain ASCII local@domain (the domain
+ * names a queue directory: no address literal). */
+static int validate_postmaster(const struct config *cfg, char *err, size_t errlen)
+{
+    char text[600];
+    struct smtp_path_command path;
+    const char *why = "";
+    if (cfg->postmaster != NULL)
+        snprintf(text, sizeof text, "TO:<%s>", cfg->postmaster);
+    else
+        snprintf(text, sizeof text, "TO:<postmaster@%s>", cfg->hostname);
+    if (smtp_parse_rcpt_to(text, false, &path, &why) == SMTP_PARSE_OK) {
+        if (path.mailbox.domain[0] != '\0' && !path.mailbox.domain_is_literal)
+            return 0;
+        why = path.mailbox.domain_is_literal ? "an address literal is not a queue domain"
+                                             : "no domain";
+    }
+    if (cfg->postmaster != NULL)
+        snprintf(err, errlen, "[server] postmaster: \"%s\" is not an address local@domain (%s)",
+                 cfg->postmaster, why);
+    else
+        snprintf(err, errlen, "[server] hostname \"%s\" is not a domain name, so "
+                 "RCPT TO:<postmaster> has nowhere to go: set [server] postmaster", cfg->hostname);
+    return -1;
+}
+
 static int validate(const struct config *cfg, char *err, size_t errlen)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
@@ -290,7 +320,7 @@ static int validate(const struct config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "[odmr] max_auth_failures: must be at least 3 (RFC 4954 9)");
         return -1;
     }
-    return 0;
+    return validate_postmaster(cfg, err, errlen);
 }
 
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen)
@@ -342,7 +372,7 @@ static void free_list(char **items, size_t *count)
 void config_free(struct config *cfg)
 {
     char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level,
-                        &cfg->tls_cert, &cfg->tls_key, &cfg->tls_ca, &cfg->path};
+                        &cfg->postmaster, &cfg->tls_cert, &cfg->tls_key, &cfg->tls_ca, &cfg->path};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;

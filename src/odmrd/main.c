@@ -320,7 +320,7 @@ int main(int argc, char **argv)
     if (d.base == NULL)
         fail("cannot create the event loop", NULL);
     load_tls(&d);
-    d.intake = (struct intake){NULL, &d.users, d.cfg.hostname};
+    d.intake = (struct intake){NULL, &d.users, d.cfg.hostname, d.cfg.postmaster};
     d.smtp = make_server(&d, SMTP_SERVER_SMTP);
     d.lmtp = make_server(&d, SMTP_SERVER_LMTP);
     open_listeners(&d, d.cfg.smtp_listen, d.cfg.smtp_listen_count, on_accept, d.smtp);

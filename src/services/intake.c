@@ -8,6 +8,87 @@
 #include <time.h>
 
 #include "lib/log.h"
+#include "lib/smtp_grammar.h"
+
+/* ---- storage errors: one error line per burst ---- */
+
+enum { STORAGE_REMINDER_SECONDS = 600 };
+
+/* A full or failing disk refuses every message until it recovers; the log gets one error line
+ * with the errno when it starts (or the errno changes), a reminder every 10 minutes while it
+ * lasts, and an info line when a message is stored again -- not a line per message. One state
+ * for the process: SMTP and LMTP intake share the spool, so they share the burst. */
+static struct {
+    unsigned refused;      /* messages refused since the burst began; 0: no burst */
+    int last_errno;
+    time_t logged_at;
+} storage;
+
+static void storage_failed(const char *session, const char *op, int error)
+{
+    time_t now = time(NULL);
+    storage.refused++;
+    if (storage.refused > 1 && error == storage.last_errno &&
+        now - storage.logged_at < STORAGE_REMINDER_SECONDS)
+        return;
+    log_error("queue.storage_error", " session=%s op=%s errno=%d error=\"%s\" refused=%u", session,
+              op, error, strerror(error), storage.refused);
+    storage.last_errno = error;
+    storage.logged_at = now;
+}
+
+static void storage_worked(void)
+{
+    if (storage.refused == 0)
+        return;
+    log_info("queue.storage_recovered", " refused=%u", storage.refused);
+    storage.refused = 0;
+    storage.last_errno = 0;
+}
+
+/* ---- RCPT TO:<Postmaster> ---- */
+
+/* RFC 5321 4.5.1: a receiver MUST accept "Postmaster" without a domain (4.1.1.3: in any case;
+ * the grammar hands it over with an empty domain). It is stored as [server] postmaster, else as
+ * postmaster@<hostname>, held for the admin (odmrctl queue list/show) like mail of a domain no
+ * user lists. What was sent stays in the envelope as ORCPT (RFC 3461 4.2) unless the client
+ * gave one. */
+struct postmaster_dest {
+    char address[SMTP_PATH_MAX + 1];
+    char domain[SMTP_DOMAIN_MAX + 1];
+};
+
+static void postmaster_dest(const struct intake *intake, struct postmaster_dest *pm)
+{
+    if (intake->postmaster != NULL)
+        snprintf(pm->address, sizeof pm->address, "%s", intake->postmaster);
+    else
+        snprintf(pm->address, sizeof pm->address, "postmaster@%s", intake->hostname);
+    const char *at = strrchr(pm->address, '@');   /* a quoted local part may hold an @ */
+    snprintf(pm->domain, sizeof pm->domain, "%s", at != NULL ? at + 1 : "");
+    smtp_domain_lower(pm->domain);
+}
+
+static bool is_bare_postmaster(const struct smtp_txn_rcpt *r)
+{
+    return r->domain[0] == '\0';
+}
+
+/* Points the stored recipient at the postmaster address; the ORCPT made here is freed by
+ * free_envelope_rcpts(). 0 or -1 (out of memory). */
+static int store_postmaster(const struct smtp_txn_rcpt *sent, struct queue_rcpt *stored,
+                            struct postmaster_dest *pm)
+{
+    stored->address = pm->address;
+    stored->domain = pm->domain;
+    if (sent->orcpt == NULL && asprintf(&stored->orcpt, "rfc822;%s", sent->address) < 0) {
+        stored->orcpt = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- recipients ---- */
 
 static void intake_check_rcpt(void *ctx, struct smtp_session *s,
                               const struct smtp_path_command *rcpt, const char *domain,
@@ -16,6 +97,11 @@ static void intake_check_rcpt(void *ctx, struct smtp_session *s,
     struct intake *intake = ctx;
     const struct userdb *users = *intake->users;
     char quoted[600];
+    if (rcpt->mailbox.domain[0] == '\0') {
+        log_info("rcpt.postmaster", " session=%s peer=%s", smtp_session_id(s),
+                 smtp_session_peer(s));
+        return;   /* accepted: see "RCPT TO:<Postmaster>" above */
+    }
     /* Never an open relay: only the domains of the users file are accepted. */
     if (rcpt->mailbox.domain_is_literal || !userdb_domain_hosted(users, domain)) {
         log_info("rcpt.refused", " session=%s peer=%s rcpt=%s reason=relay", smtp_session_id(s),
@@ -30,14 +116,20 @@ static void intake_check_rcpt(void *ctx, struct smtp_session *s,
     }
 }
 
-static void free_envelope_rcpts(struct queue_envelope *env)
+static void free_envelope_rcpts(struct smtp_session *s, struct queue_envelope *env)
 {
+    const struct smtp_transaction *t = smtp_session_transaction(s);
+    for (size_t i = 0; env->rcpts != NULL && i < env->rcpt_count; i++)
+        if (env->rcpts[i].orcpt != t->rcpts[i].orcpt)
+            free(env->rcpts[i].orcpt);   /* made by store_postmaster() */
     free(env->rcpts);
     env->rcpts = NULL;
 }
 
-/* The queue copies what it needs; the envelope only borrows the transaction's strings. */
-static int build_envelope(struct smtp_session *s, struct queue_envelope *env)
+/* The queue copies what it needs; the envelope only borrows the transaction's strings (and
+ * pm's, for a bare Postmaster). */
+static int build_envelope(struct smtp_session *s, struct queue_envelope *env,
+                          struct postmaster_dest *pm)
 {
     const struct smtp_transaction *t = smtp_session_transaction(s);
     memset(env, 0, sizeof *env);
@@ -59,6 +151,8 @@ static int build_envelope(struct smtp_session *s, struct queue_envelope *env)
         env->rcpts[i].domain = t->rcpts[i].domain;
         env->rcpts[i].notify = t->rcpts[i].notify;
         env->rcpts[i].orcpt = t->rcpts[i].orcpt;
+        if (is_bare_postmaster(&t->rcpts[i]) && store_postmaster(&t->rcpts[i], &env->rcpts[i], pm))
+            return -1;
     }
     return 0;
 }
@@ -88,15 +182,17 @@ static int intake_data_begin(void *ctx, struct smtp_session *s, struct smtp_repl
 {
     struct intake *intake = ctx;
     struct queue_envelope env;
-    if (build_envelope(s, &env) != 0) {
+    struct postmaster_dest pm;
+    postmaster_dest(intake, &pm);
+    if (build_envelope(s, &env, &pm) != 0) {
+        free_envelope_rcpts(s, &env);
         reply_set(reply, 452, "4.3.1", "Out of memory");
         return -1;
     }
     struct queue_writer *w = queue_put(intake->queue, &env);
-    free_envelope_rcpts(&env);
+    free_envelope_rcpts(s, &env);
     if (w == NULL || write_received(intake, s, w, env.id) != 0) {
-        log_error("queue.put_failed", " session=%s error=\"%s\"", smtp_session_id(s),
-                  strerror(errno));
+        storage_failed(smtp_session_id(s), w == NULL ? "create" : "write", errno);
         if (w)
             queue_abort(w);
         reply_set(reply, 452, "4.3.1", "Insufficient system storage");
@@ -108,7 +204,14 @@ static int intake_data_begin(void *ctx, struct smtp_session *s, struct smtp_repl
 
 static int intake_data_write(void *ctx, struct smtp_session *s, const char *data, size_t len)
 {
-    return queue_write(smtp_session_user(s), data, len);
+    int rc = queue_write(smtp_session_user(s), data, len);
+    if (rc != 0) {
+        int error = errno;
+        /* once per message: the engine writes no more of it after an error */
+        storage_failed(smtp_session_id(s), "write", error);
+        errno = error;
+    }
+    return rc;
 }
 
 static void intake_data_abort(void *ctx, struct smtp_session *s)
@@ -125,14 +228,14 @@ static void on_committed(int status, const char *id, void *arg)
     struct smtp_reply reply;
     if (status == 0) {
         const struct smtp_transaction *t = smtp_session_transaction(s);
+        storage_worked();
         char sender[600];
         log_info("message.accepted", " session=%s id=%s from=<%s> rcpts=%zu", smtp_session_id(s),
                  id, log_quote(sender, sizeof sender, t->sender, strlen(t->sender)),
                  t->rcpt_count);
         reply_set(&reply, 250, "2.0.0", "Ok: queued as %s", id);
     } else {
-        log_error("message.commit_failed", " session=%s error=\"%s\"", smtp_session_id(s),
-                  strerror(status));
+        storage_failed(smtp_session_id(s), "commit", status);
         reply_set(&reply, 452, "4.3.1", "Insufficient system storage");
     }
     smtp_session_data_done(s, &reply);

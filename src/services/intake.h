@@ -1,6 +1,7 @@
 /* Intake: the policy behind the SMTP and LMTP listeners. Accepts recipients of hosted domains
- * only (no open relay), adds the Received trace header, and stores each message in the queue,
- * answering 250 only once the queue says the commit is durable. */
+ * only (no open relay) and the bare "Postmaster" (RFC 5321 4.5.1), adds the Received trace
+ * header, and stores each message in the queue, answering 250 only once the queue says the
+ * commit is durable. */
 #ifndef ODMR_SERVICES_INTAKE_H
 #define ODMR_SERVICES_INTAKE_H
 
@@ -12,6 +13,7 @@ struct intake {
     struct queue *queue;
     struct userdb *const *users;   /* the current users file; swapped on reload */
     const char *hostname;
+    const char *postmaster;        /* [server] postmaster; NULL: postmaster@hostname */
 };
 
 extern const struct smtp_server_hooks intake_hooks;

@@ -63,6 +63,12 @@ struct queue_writer;
  * On failure returns NULL with a message in err. */
 struct queue *queue_open_fs(const char *spool, struct event_base *base, unsigned worker_count,
                             char *err, size_t errlen);
+/* For tools (odmrctl): opens an existing spool and creates nothing -- a missing spool or
+ * subdirectory fails with errno ENOENT. Runs no recovery, takes no lock. read_only: nothing is
+ * ever written: a message that fails validation or a damaged index entry is logged and left in
+ * place for odmrd (queue_message_open still returns EBADMSG; the entry's recipients read as
+ * pending), and every update returns EROFS. NULL on failure with errno set and err filled. */
+struct queue *queue_open_fs_existing(const char *spool, bool read_only, char *err, size_t errlen);
 void queue_close(struct queue *q);   /* waits for in-flight commits */
 
 /* Starts a new message: assigns env->id and env->arrival and returns a writer.

@@ -10,7 +10,6 @@
  * deletes. All paths are resolved relative to directory fds opened once at start. */
 #include "store/queue_fs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -28,6 +27,7 @@
 
 #include "lib/log.h"
 #include "store/queue_backend.h"
+#include "store/queue_fs_spool.h"
 
 struct fs_lease {
     char domain[QUEUE_DOMAIN_MAX];
@@ -58,6 +58,7 @@ struct fs_queue {
     char *spool;
     int spool_fd, tmp_fd, msg_fd, dom_fd, corrupt_fd, lock_fd;
     int spool_lock_fd;                   /* -1 for tools (base == NULL) */
+    bool read_only;                      /* odmrctl's read commands: never write anything */
     struct event_base *evbase;
     /* commit workers */
     pthread_mutex_t mutex;
@@ -147,83 +148,6 @@ static int close_checked(int fd)
 static int open_dir_at(int dirfd, const char *name)
 {
     return openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-}
-
-/* ---- sorted name lists from readdir ---- */
-
-struct name_list {
-    char **names;
-    size_t count, cap;
-};
-
-static void name_list_free(struct name_list *l)
-{
-    for (size_t i = 0; i < l->count; i++)
-        free(l->names[i]);
-    free(l->names);
-    memset(l, 0, sizeof *l);
-}
-
-static int name_list_add(struct name_list *l, const char *name)
-{
-    if (l->count == l->cap) {
-        size_t cap = l->cap != 0 ? l->cap * 2 : 64;
-        char **grown = realloc(l->names, cap * sizeof *grown);
-        if (grown == NULL)
-            return ENOMEM;
-        l->names = grown;
-        l->cap = cap;
-    }
-    l->names[l->count] = strdup(name);
-    if (l->names[l->count] == NULL)
-        return ENOMEM;
-    l->count++;
-    return 0;
-}
-
-static int compare_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static bool name_list_contains(const struct name_list *l, const char *name)
-{
-    return bsearch(&name, l->names, l->count, sizeof *l->names, compare_names) != NULL;
-}
-
-/* Reads every name of directory dirfd/path except "." and "..", sorted. accept may be NULL.
- * ENOENT when the directory does not exist. out is always safe to name_list_free(). */
-static int list_directory(int dirfd, const char *path, bool (*accept)(const char *),
-                          struct name_list *out)
-{
-    memset(out, 0, sizeof *out);
-    int fd = open_dir_at(dirfd, path);
-    if (fd < 0)
-        return errno;
-    DIR *dir = fdopendir(fd);
-    if (dir == NULL) {
-        int rc = errno;
-        close(fd);
-        return rc;
-    }
-    int rc = 0;
-    struct dirent *de;
-    errno = 0;
-    while (rc == 0 && (de = readdir(dir)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (accept == NULL || accept(de->d_name))
-            rc = name_list_add(out, de->d_name);
-        errno = 0;
-    }
-    if (rc == 0 && errno != 0)
-        rc = errno;
-    closedir(dir);
-    if (rc != 0)
-        name_list_free(out);
-    else if (out->count > 1)
-        qsort(out->names, out->count, sizeof *out->names, compare_names);
-    return rc;
 }
 
 static bool accept_id(const char *name)
@@ -373,7 +297,7 @@ static int read_entry(struct fs_queue *fq, const char *domain, const char *id, s
     struct stat st;
     memset(out, 0, sizeof *out);
     entry_path(path, sizeof path, domain, id);
-    int fd = openat(fq->dom_fd, path, O_RDONLY | O_CLOEXEC);
+    int fd = queue_fs_open_file(fq->dom_fd, path, O_RDONLY, 0);
     if (fd < 0)
         return errno;
     if (fstat(fd, &st) != 0) {
@@ -460,7 +384,7 @@ static int write_entry(struct fs_queue *fq, const struct queue_envelope *env, co
         rc = errno;
     snprintf(tmp, sizeof tmp, ".%s.tmp", env->id);
     int fd = -1;
-    if (rc == 0 && (fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0)
+    if (rc == 0 && (fd = queue_fs_open_file(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0)
         rc = errno;
     if (rc == 0)
         rc = write_all(fd, text.data, text.len);
@@ -661,7 +585,7 @@ static int read_envelope(struct fs_queue *fq, const char *id, struct queue_envel
     memset(env, 0, sizeof *env);
     if (!queue_id_valid(id))
         return ENOENT;
-    int fd = openat(fq->msg_fd, id, O_RDONLY | O_CLOEXEC);
+    int fd = queue_fs_open_file(fq->msg_fd, id, O_RDONLY, 0);
     if (fd < 0)
         return errno;
     int rc = 0;
@@ -712,8 +636,8 @@ static int for_each_domain(const struct queue_envelope *env,
  * kept for a human; the message itself is no longer deliverable. */
 static void quarantine_entries(struct fs_queue *fq, const char *id)
 {
-    struct name_list domains;
-    if (list_directory(fq->dom_fd, ".", NULL, &domains) != 0)
+    struct queue_fs_names domains;
+    if (queue_fs_list_dir(fq->dom_fd, ".", NULL, &domains) != 0)
         return;
     for (size_t i = 0; i < domains.count; i++) {
         char from[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2], to[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 16];
@@ -723,7 +647,7 @@ static void quarantine_entries(struct fs_queue *fq, const char *id)
         snprintf(to, sizeof to, "%s.%s.state", id, domains.names[i]);
         renameat(fq->dom_fd, from, fq->corrupt_fd, to);
     }
-    name_list_free(&domains);
+    queue_fs_names_free(&domains);
 }
 
 /* Picks a free name in corrupt/ for name: name, name.1, name.2 ... */
@@ -791,6 +715,12 @@ static int load_domain_state(const char *domain, void *arg)
     }
     if (rc == ENOENT)
         return 0;   /* not yet (re)built: all of the domain's recipients pending */
+    if (rc == EBADMSG && l->fq->read_only) {
+        /* odmrctl shows the recipients as pending and leaves the repair to odmrd. */
+        log_warn("queue.corrupt_entry", " id=%s domain=%s moved=no (read-only)", l->env->id,
+                 domain);
+        return 0;
+    }
     if (rc == EBADMSG)
         return repair_entry(l->fq, domain, l->env->id);
     return rc;
@@ -936,6 +866,10 @@ static struct queue_writer *fs_put(struct queue *q, struct queue_envelope *env)
     struct fs_queue *fq = fs_queue_of(q);
     struct queue_envelope copy = {0};
     char (*normalized)[QUEUE_DOMAIN_MAX] = NULL;
+    if (fq->read_only) {
+        errno = EROFS;
+        return NULL;
+    }
     struct fs_writer *w = writer_new(fq, env->rcpt_count > 0 ? env->rcpt_count : 1);
     int rc = w == NULL ? ENOMEM : 0;
     if (rc == 0)
@@ -1064,8 +998,8 @@ static void log_commit(const struct fs_writer *w, int status)
     if (status == 0)
         log_debug("queue.commit", " id=%s size=%" PRIu64 " domains=%zu", w->id, w->body_len,
                   w->domain_count);
-    else
-        log_error("queue.commit_failed", " id=%s error=\"%s\"", w->id, strerror(status));
+    else   /* the caller reports it: intake logs storage errors once per burst */
+        log_debug("queue.commit_failed", " id=%s error=\"%s\"", w->id, strerror(status));
 }
 
 static int fs_commit_sync(struct queue_writer *qw)
@@ -1241,13 +1175,13 @@ static int fs_list_domain(struct queue *q, const char *domain, queue_id_fn fn, v
 {
     struct fs_queue *fq = fs_queue_of(q);
     char name[QUEUE_DOMAIN_MAX];
-    struct name_list ids;
+    struct queue_fs_names ids;
     if (queue_domain_normalize(domain, name) != 0) {
         errno = EINVAL;
         return -1;
     }
     /* Only this domain's directory is read: ATRN never scans the whole queue. */
-    int rc = list_directory(fq->dom_fd, name, accept_id, &ids);
+    int rc = queue_fs_list_dir(fq->dom_fd, name, accept_id, &ids);
     if (rc == ENOENT)
         return 0;
     if (rc != 0) {
@@ -1262,11 +1196,11 @@ static int fs_list_domain(struct queue *q, const char *domain, queue_id_fn fn, v
         if (fn(ids.names[i], arg) != 0)
             break;
     }
-    name_list_free(&ids);
+    queue_fs_names_free(&ids);
     return count;
 }
 
-static int call_for_names(const struct name_list *names, queue_id_fn fn, void *arg)
+static int call_for_names(const struct queue_fs_names *names, queue_id_fn fn, void *arg)
 {
     int count = 0;
     for (size_t i = 0; i < names->count; i++) {
@@ -1280,14 +1214,14 @@ static int call_for_names(const struct name_list *names, queue_id_fn fn, void *a
 static int fs_list_all(struct queue *q, queue_id_fn fn, void *arg)
 {
     struct fs_queue *fq = fs_queue_of(q);
-    struct name_list ids;
-    int rc = list_directory(fq->msg_fd, ".", accept_id, &ids);
+    struct queue_fs_names ids;
+    int rc = queue_fs_list_dir(fq->msg_fd, ".", accept_id, &ids);
     if (rc != 0) {
         errno = rc;
         return -1;
     }
     int count = call_for_names(&ids, fn, arg);
-    name_list_free(&ids);
+    queue_fs_names_free(&ids);
     return count;
 }
 
@@ -1299,26 +1233,26 @@ static bool accept_domain(const char *name)
 
 static bool domain_dir_has_entries(struct fs_queue *fq, const char *domain)
 {
-    struct name_list ids;
-    if (list_directory(fq->dom_fd, domain, accept_id, &ids) != 0)
+    struct queue_fs_names ids;
+    if (queue_fs_list_dir(fq->dom_fd, domain, accept_id, &ids) != 0)
         return false;
     bool any = ids.count > 0;
-    name_list_free(&ids);
+    queue_fs_names_free(&ids);
     return any;
 }
 
 static int fs_list_domains(struct queue *q, queue_id_fn fn, void *arg)
 {
     struct fs_queue *fq = fs_queue_of(q);
-    struct name_list domains, nonempty = {0};
-    int rc = list_directory(fq->dom_fd, ".", accept_domain, &domains);
+    struct queue_fs_names domains, nonempty = {0};
+    int rc = queue_fs_list_dir(fq->dom_fd, ".", accept_domain, &domains);
     for (size_t i = 0; rc == 0 && i < domains.count; i++) {
         if (domain_dir_has_entries(fq, domains.names[i]))
-            rc = name_list_add(&nonempty, domains.names[i]);
+            rc = queue_fs_names_add(&nonempty, domains.names[i]);
     }
-    name_list_free(&domains);
+    queue_fs_names_free(&domains);
     int count = rc == 0 ? call_for_names(&nonempty, fn, arg) : -1;
-    name_list_free(&nonempty);
+    queue_fs_names_free(&nonempty);
     if (rc != 0)
         errno = rc;
     return count;
@@ -1327,8 +1261,8 @@ static int fs_list_domains(struct queue *q, queue_id_fn fn, void *arg)
 static int fs_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void *arg)
 {
     struct fs_queue *fq = fs_queue_of(q);
-    struct name_list ids;
-    int rc = list_directory(fq->msg_fd, ".", accept_id, &ids);
+    struct queue_fs_names ids;
+    int rc = queue_fs_list_dir(fq->msg_fd, ".", accept_id, &ids);
     if (rc != 0) {
         errno = rc;
         return -1;
@@ -1344,11 +1278,22 @@ static int fs_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void 
         if (fn(ids.names[i], arg) != 0)
             break;
     }
-    name_list_free(&ids);
+    queue_fs_names_free(&ids);
     return count;
 }
 
 /* ---- opening messages, outcomes, removal ---- */
+
+/* A message that fails validation is quarantined; odmrctl's read-only queue only reports it
+ * and leaves the quarantine to odmrd. EBADMSG either way. */
+static int reject_message(struct fs_queue *fq, const char *id, const char *reason)
+{
+    if (fq->read_only)
+        log_warn("queue.corrupt", " file=msg/%s reason=\"%s\" moved=no (read-only)", id, reason);
+    else
+        quarantine_message(fq, id, reason);
+    return EBADMSG;
+}
 
 static int fs_message_open(struct queue *q, const char *id, struct queue_message **out)
 {
@@ -1358,14 +1303,13 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
     *out = NULL;
     if (!queue_id_valid(id))
         return ENOENT;
-    int fd = openat(fq->msg_fd, id, O_RDONLY | O_CLOEXEC);
+    int fd = queue_fs_open_file(fq->msg_fd, id, O_RDONLY, 0);
     if (fd < 0)
-        return errno;
+        return errno == EBADMSG ? reject_message(fq, id, "not a regular file") : errno;
     int rc = validate_message(fd, id, &v, &reason);
     if (rc == EBADMSG) {
         close(fd);
-        quarantine_message(fq, id, reason);
-        return EBADMSG;
+        return reject_message(fq, id, reason);
     }
     if (rc == 0)
         rc = load_states(fq, &v.env);
@@ -1457,6 +1401,8 @@ static int record_outcomes(struct fs_queue *fq, const char *id, const struct que
 {
     struct queue_envelope env;
     *removed = false;
+    if (fq->read_only)
+        return EROFS;
     int rc = read_envelope(fq, id, &env);
     if (rc == 0)
         rc = load_states(fq, &env);
@@ -1515,6 +1461,8 @@ static int unlink_entry_of(const char *domain, void *arg)
  * in between leaves orphan entries, which recovery deletes; never an entry-less message. */
 static int remove_message(struct fs_queue *fq, const char *id, const struct queue_envelope *env)
 {
+    if (fq->read_only)
+        return EROFS;
     if (unlinkat(fq->msg_fd, id, 0) != 0)
         return errno;
     int rc = fsync_fd(fq->msg_fd);
@@ -1522,11 +1470,11 @@ static int remove_message(struct fs_queue *fq, const char *id, const struct queu
     if (env != NULL) {
         for_each_domain(env, unlink_entry_of, arg);
     } else {
-        struct name_list domains;
-        if (list_directory(fq->dom_fd, ".", accept_domain, &domains) == 0) {
+        struct queue_fs_names domains;
+        if (queue_fs_list_dir(fq->dom_fd, ".", accept_domain, &domains) == 0) {
             for (size_t i = 0; i < domains.count; i++)
                 unlink_entry_of(domains.names[i], arg);
-            name_list_free(&domains);
+            queue_fs_names_free(&domains);
         }
     }
     return rc;
@@ -1684,9 +1632,9 @@ static int fs_lease_domain(struct queue *q, const char *domain)
     if (grown == NULL)
         return ENOMEM;
     fq->leases = grown;
-    int fd = openat(fq->lock_fd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = fq->read_only ? -1 : queue_fs_open_file(fq->lock_fd, name, O_RDWR | O_CREAT, 0600);
     if (fd < 0)
-        return errno;
+        return fq->read_only ? EROFS : errno;
     /* The kernel drops the lock when the process dies: a crash leaves no stale lease. */
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int rc = errno == EWOULDBLOCK ? EBUSY : errno;
@@ -1722,15 +1670,15 @@ struct recovery_stats {
 /* tmp/ holds only uncommitted messages: nobody was told 250 for them. */
 static int recover_tmp(struct fs_queue *fq, struct recovery_stats *st)
 {
-    struct name_list names;
-    int rc = list_directory(fq->tmp_fd, ".", NULL, &names);
+    struct queue_fs_names names;
+    int rc = queue_fs_list_dir(fq->tmp_fd, ".", NULL, &names);
     for (size_t i = 0; rc == 0 && i < names.count; i++) {
         if (unlinkat(fq->tmp_fd, names.names[i], 0) == 0)
             st->tmp_removed++;
         else
             rc = errno;
     }
-    name_list_free(&names);
+    queue_fs_names_free(&names);
     return rc;
 }
 
@@ -1762,11 +1710,14 @@ static int recover_message(struct fs_queue *fq, const char *name, struct recover
         st->corrupt++;
         return quarantine_message(fq, name, "not a queue id");
     }
-    int fd = openat(fq->msg_fd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    int fd = queue_fs_open_file(fq->msg_fd, name, O_RDONLY, 0);
+    if (fd < 0 && errno != EBADMSG)
         return errno;
-    int rc = validate_message(fd, name, &v, &reason);
-    close(fd);
+    int rc = fd < 0 ? EBADMSG : validate_message(fd, name, &v, &reason);
+    if (fd < 0)
+        reason = "not a regular file";   /* a FIFO, socket, directory or symlink */
+    else
+        close(fd);
     if (rc == EBADMSG) {
         st->corrupt++;
         return quarantine_message(fq, name, reason);
@@ -1784,19 +1735,19 @@ static int recover_message(struct fs_queue *fq, const char *name, struct recover
 }
 
 /* Deletes leftover temp files and entries whose message is gone, then empty domain dirs. */
-static int sweep_domain(struct fs_queue *fq, const char *domain, const struct name_list *messages,
-                        struct recovery_stats *st)
+static int sweep_domain(struct fs_queue *fq, const char *domain,
+                        const struct queue_fs_names *messages, struct recovery_stats *st)
 {
-    struct name_list names;
+    struct queue_fs_names names;
     int dirfd = open_dir_at(fq->dom_fd, domain);
     if (dirfd < 0)
         return errno == ENOTDIR ? 0 : errno;
-    int rc = list_directory(dirfd, ".", NULL, &names);
+    int rc = queue_fs_list_dir(dirfd, ".", NULL, &names);
     size_t kept = 0;
     for (size_t i = 0; rc == 0 && i < names.count; i++) {
         const char *n = names.names[i];
         bool temp = n[0] == '.';
-        bool orphan = !temp && queue_id_valid(n) && !name_list_contains(messages, n);
+        bool orphan = !temp && queue_id_valid(n) && !queue_fs_names_contains(messages, n);
         if (!temp && !orphan) {
             kept++;
             continue;
@@ -1810,7 +1761,7 @@ static int sweep_domain(struct fs_queue *fq, const char *domain, const struct na
         else
             st->orphans_removed++;
     }
-    name_list_free(&names);
+    queue_fs_names_free(&names);
     close(dirfd);
     if (rc == 0 && kept == 0 && unlinkat(fq->dom_fd, domain, AT_REMOVEDIR) == 0)
         st->domain_dirs_removed++;
@@ -1820,19 +1771,19 @@ static int sweep_domain(struct fs_queue *fq, const char *domain, const struct na
 static int recover(struct fs_queue *fq)
 {
     struct recovery_stats st = {0};
-    struct name_list messages = {0}, domains = {0};
+    struct queue_fs_names messages = {0}, domains = {0};
     int rc = recover_tmp(fq, &st);
     if (rc == 0)
-        rc = list_directory(fq->msg_fd, ".", NULL, &messages);
+        rc = queue_fs_list_dir(fq->msg_fd, ".", NULL, &messages);
     for (size_t i = 0; rc == 0 && i < messages.count; i++)
         rc = recover_message(fq, messages.names[i], &st);
     if (rc == 0) {
         /* Quarantined names are gone from msg/ now: list again for the orphan check. */
-        name_list_free(&messages);
-        rc = list_directory(fq->msg_fd, ".", NULL, &messages);
+        queue_fs_names_free(&messages);
+        rc = queue_fs_list_dir(fq->msg_fd, ".", NULL, &messages);
     }
     if (rc == 0)
-        rc = list_directory(fq->dom_fd, ".", NULL, &domains);
+        rc = queue_fs_list_dir(fq->dom_fd, ".", NULL, &domains);
     for (size_t i = 0; rc == 0 && i < domains.count; i++) {
         if (!accept_domain(domains.names[i])) {
             log_warn("queue.unexpected_file", " file=dom/%s action=kept", domains.names[i]);
@@ -1840,8 +1791,8 @@ static int recover(struct fs_queue *fq)
         }
         rc = sweep_domain(fq, domains.names[i], &messages, &st);
     }
-    name_list_free(&messages);
-    name_list_free(&domains);
+    queue_fs_names_free(&messages);
+    queue_fs_names_free(&domains);
     if (rc != 0)
         return rc;
     log_info("queue.recovered",
@@ -1854,54 +1805,15 @@ static int recover(struct fs_queue *fq)
 
 /* ---- open and close ---- */
 
-/* mkdir -p for the spool path itself (0700). */
-static int make_spool_dir(const char *spool)
+static int open_spool(struct fs_queue *fq, bool create, const char **missing)
 {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", spool) >= (int)sizeof path)
-        return ENAMETOOLONG;
-    for (char *p = path + 1;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char saved = *p;
-        *p = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST)
-            return errno;
-        *p = saved;
-        if (saved == '\0')
-            return 0;
-    }
-}
-
-static int open_subdir(int spool_fd, const char *name, bool *created, int *out)
-{
-    if (mkdirat(spool_fd, name, 0700) == 0)
-        *created = true;
-    else if (errno != EEXIST)
-        return errno;
-    *out = open_dir_at(spool_fd, name);
-    return *out < 0 ? errno : 0;
-}
-
-static int open_spool(struct fs_queue *fq)
-{
-    bool created = false;
-    int rc = make_spool_dir(fq->spool);
-    if (rc == 0 && (fq->spool_fd = open(fq->spool, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-        rc = errno;
-    struct {
-        const char *name;
-        int *fd;
-    } dirs[] = {
-        {QUEUE_FS_TMP_DIR, &fq->tmp_fd},         {QUEUE_FS_MSG_DIR, &fq->msg_fd},
-        {QUEUE_FS_DOM_DIR, &fq->dom_fd},         {QUEUE_FS_CORRUPT_DIR, &fq->corrupt_fd},
-        {QUEUE_FS_LOCK_DIR, &fq->lock_fd},
-    };
-    for (size_t i = 0; rc == 0 && i < sizeof dirs / sizeof dirs[0]; i++)
-        rc = open_subdir(fq->spool_fd, dirs[i].name, &created, dirs[i].fd);
-    /* New subdirectories are entries of the spool directory: make them durable. */
-    if (rc == 0 && created)
-        rc = fsync_fd(fq->spool_fd);
+    int sub[QUEUE_FS_SUB_COUNT] = {-1, -1, -1, -1, -1};
+    int rc = queue_fs_spool_open(fq->spool, create, &fq->spool_fd, sub, missing);
+    fq->tmp_fd = sub[QUEUE_FS_SUB_TMP];
+    fq->msg_fd = sub[QUEUE_FS_SUB_MSG];
+    fq->dom_fd = sub[QUEUE_FS_SUB_DOM];
+    fq->corrupt_fd = sub[QUEUE_FS_SUB_CORRUPT];
+    fq->lock_fd = sub[QUEUE_FS_SUB_LOCK];
     return rc;
 }
 
@@ -1909,8 +1821,8 @@ static int open_spool(struct fs_queue *fq)
  * messages another running daemon is receiving. */
 static int lock_spool(struct fs_queue *fq)
 {
-    fq->spool_lock_fd = openat(fq->lock_fd, QUEUE_FS_SPOOL_LOCK, O_RDWR | O_CREAT | O_CLOEXEC,
-                               0600);
+    fq->spool_lock_fd = queue_fs_open_file(fq->lock_fd, QUEUE_FS_SPOOL_LOCK, O_RDWR | O_CREAT,
+                                           0600);
     if (fq->spool_lock_fd < 0)
         return errno;
     if (flock(fq->spool_lock_fd, LOCK_EX | LOCK_NB) != 0)
@@ -1992,38 +1904,62 @@ static struct fs_queue *fs_queue_new(const char *spool, struct event_base *base)
     return fq;
 }
 
-struct queue *queue_open_fs(const char *spool, struct event_base *base, unsigned worker_count,
-                            char *err, size_t errlen)
+/* Runs what the daemon does on top of opening the spool: the lock, recovery, the workers. */
+static int start_daemon_queue(struct fs_queue *fq, unsigned worker_count, const char **step)
+{
+    *step = "spool is in use by another odmrd (lock/.spool)";
+    int rc = lock_spool(fq);
+    if (rc == 0)
+        *step = "recovery failed";
+    if (rc == 0)
+        rc = recover(fq);
+    if (rc == 0)
+        *step = "cannot start commit workers";
+    if (rc == 0)
+        rc = start_workers(fq, worker_count > 0 ? worker_count : 1);
+    return rc;
+}
+
+static struct queue *open_fs(const char *spool, struct event_base *base, unsigned worker_count,
+                             bool create, bool read_only, char *err, size_t errlen)
 {
     struct fs_queue *fq = fs_queue_new(spool, base);
     if (fq == NULL) {
         snprintf(err, errlen, "out of memory");
+        errno = ENOMEM;
         return NULL;
     }
-    const char *step = "cannot open the spool";
-    int rc = open_spool(fq);
+    fq->read_only = read_only;
+    const char *step = "cannot open the spool", *missing = "";
+    int rc = open_spool(fq, create, &missing);
     /* Only the daemon (with an event loop) owns the spool and recovers it; tools such as
      * odmrctl open it beside a running daemon and must not delete its tmp/ files. */
-    if (rc == 0 && base != NULL) {
-        step = "spool is in use by another odmrd (lock/.spool)";
-        rc = lock_spool(fq);
-        if (rc == 0)
-            step = "recovery failed";
-        if (rc == 0)
-            rc = recover(fq);
-        if (rc == 0)
-            step = "cannot start commit workers";
-        if (rc == 0)
-            rc = start_workers(fq, worker_count > 0 ? worker_count : 1);
-    }
-    if (rc != 0) {
+    if (rc == 0 && base != NULL)
+        rc = start_daemon_queue(fq, worker_count, &step);
+    if (rc == ENOENT && missing[0] != '\0')
+        snprintf(err, errlen, "%s: not an odmrd spool: %s/ is missing (odmrd creates it at its "
+                 "first start)", spool, missing);
+    else if (rc != 0)
         snprintf(err, errlen, "%s: %s: %s", spool, step, strerror(rc));
+    if (rc != 0) {
         fs_close(&fq->base);
+        errno = rc;
         return NULL;
     }
     log_info("queue.opened", " spool=%s workers=%u recovered=%s", spool, fq->thread_count,
              base != NULL ? "yes" : "no");
     return &fq->base;
+}
+
+struct queue *queue_open_fs(const char *spool, struct event_base *base, unsigned worker_count,
+                            char *err, size_t errlen)
+{
+    return open_fs(spool, base, worker_count, true, false, err, errlen);
+}
+
+struct queue *queue_open_fs_existing(const char *spool, bool read_only, char *err, size_t errlen)
+{
+    return open_fs(spool, NULL, 0, false, read_only, err, errlen);
 }
 
 static const struct queue_ops fs_ops = {

@@ -80,7 +80,14 @@ static int read_lines(const char *path, struct lines *l, char *err, size_t errle
     char *line = NULL;
     size_t cap = 0;
     int rc = 0;
-    while (rc == 0 && getline(&line, &cap, f) > 0) {
+    ssize_t n;
+    while (rc == 0 && (n = getline(&line, &cap, f)) > 0) {
+        /* A NUL would cut the line short when written back: refuse, never truncate. */
+        if (strlen(line) != (size_t)n) {
+            snprintf(err, errlen, "%s: NUL octet in a line (nothing changed)", path);
+            rc = -1;
+            break;
+        }
         line[strcspn(line, "\n")] = '\0';
         rc = lines_push(l, strdup(line));
         if (rc != 0)
@@ -147,14 +154,15 @@ static int write_lines(int fd, const struct lines *l)
     return fsync(fd);
 }
 
-/* Run by root, the new file keeps the old one's owner: it belongs to the account odmrd runs
- * as, which must still be able to read it. */
-static int keep_owner(int fd, const char *path)
+/* The new file keeps the old one's mode (0600 or 0400) and, run by root, its owner: it belongs
+ * to the account odmrd runs as, which must still be able to read it. A first file is 0600. */
+static int keep_owner_and_mode(int fd, const struct stat *old)
 {
-    struct stat old;
-    if (geteuid() != 0 || stat(path, &old) != 0)
-        return 0;
-    return fchown(fd, old.st_uid, old.st_gid);
+    if (old == NULL)
+        return fchmod(fd, 0600);
+    if (fchmod(fd, old->st_mode & 07777) != 0)
+        return -1;
+    return geteuid() == 0 ? fchown(fd, old->st_uid, old->st_gid) : 0;
 }
 
 /* "TMP:LINE: reason" from the check load becomes "PATH:LINE: reason". */
@@ -190,7 +198,8 @@ static enum userdb_change_status install_file(const char *path, const char *tmp,
 }
 
 static enum userdb_change_status replace_file(const char *path, const struct lines *l,
-                                              int dir_fd, char *err, size_t errlen)
+                                              const struct stat *old, int dir_fd, char *err,
+                                              size_t errlen)
 {
     char tmp[4096];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.XXXXXX", path) >= sizeof tmp) {
@@ -202,7 +211,7 @@ static enum userdb_change_status replace_file(const char *path, const struct lin
         snprintf(err, errlen, "%s: cannot create a temporary file: %s", path, strerror(errno));
         return USERDB_IO_ERROR;
     }
-    if (fchmod(fd, 0600) != 0 || keep_owner(fd, path) != 0 || write_lines(fd, l) != 0) {
+    if (keep_owner_and_mode(fd, old) != 0 || write_lines(fd, l) != 0) {
         snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
         close(fd);
         unlink(tmp);
@@ -224,6 +233,30 @@ static enum userdb_change_status replace_file(const char *path, const struct lin
 typedef enum userdb_change_status (*line_editor)(struct lines *l, const void *arg, char *err,
                                                  size_t errlen);
 
+/* The file as it is must load as odmrd would load it: a line odmrctl cannot parse (a NUL, an
+ * unknown field ...) would otherwise be rewritten without the part it did not understand.
+ * *exists is false for a missing file (the first "user add" creates it). */
+static enum userdb_change_status check_current(const char *path, struct stat *st, bool *exists,
+                                               char *err, size_t errlen)
+{
+    char why[512];
+    *exists = stat(path, st) == 0;
+    if (!*exists && errno == ENOENT)
+        return USERDB_CHANGED;
+    if (!*exists) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return USERDB_IO_ERROR;
+    }
+    struct userdb *db = userdb_load(path, why, sizeof why);
+    if (db == NULL) {
+        snprintf(err, errlen, "%s; odmrctl changes only a users file that loads: fix it with an "
+                 "editor first (nothing changed)", why);
+        return USERDB_BROKEN;
+    }
+    userdb_free(db);
+    return USERDB_CHANGED;
+}
+
 static enum userdb_change_status change_file(const char *path, line_editor edit,
                                              const void *arg, char *err, size_t errlen)
 {
@@ -235,12 +268,15 @@ static enum userdb_change_status change_file(const char *path, line_editor edit,
         return USERDB_IO_ERROR;
     }
     struct lines l = {0};
-    enum userdb_change_status st = USERDB_IO_ERROR;
-    if (read_lines(path, &l, err, errlen) == 0) {
+    struct stat old;
+    bool exists;
+    enum userdb_change_status st = check_current(path, &old, &exists, err, errlen);
+    if (st == USERDB_CHANGED)
+        st = read_lines(path, &l, err, errlen) == 0 ? USERDB_CHANGED : USERDB_IO_ERROR;
+    if (st == USERDB_CHANGED)
         st = edit(&l, arg, err, errlen);
-        if (st == USERDB_CHANGED)
-            st = replace_file(path, &l, dir_fd, err, errlen);
-    }
+    if (st == USERDB_CHANGED)
+        st = replace_file(path, &l, exists ? &old : NULL, dir_fd, err, errlen);
     lines_free(&l);
     close(dir_fd);                  /* releases the lock */
     return st;

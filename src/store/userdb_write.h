@@ -1,6 +1,8 @@
 /* Changing the users file (odmrctl user ...): every change rewrites the file atomically
- * (temp file 0600 in the same directory, fsync, rename, fsync of the directory) and is checked
- * by loading the result before it replaces the old file. Comments and other lines are kept.
+ * (temp file in the same directory with the old file's mode, and owner when run as root; fsync,
+ * rename, fsync of the directory) and is checked by loading the result before it replaces the
+ * old file. The old file must load too: a line odmrctl cannot parse is never rewritten.
+ * Comments and other lines are kept byte for byte.
  * A change holds an exclusive flock(2) on the directory of the file while it runs. */
 #ifndef ODMR_STORE_USERDB_WRITE_H
 #define ODMR_STORE_USERDB_WRITE_H
@@ -16,6 +18,7 @@ enum userdb_change_status {
     USERDB_NO_SUCH_USER,
     USERDB_INVALID,       /* bad name, domain, password, or the result would not load */
     USERDB_IO_ERROR,
+    USERDB_BROKEN,        /* the file as it is does not load (or has a NUL): nothing changed */
 };
 
 struct userdb_new_user {

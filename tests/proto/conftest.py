@@ -1,4 +1,5 @@
 """Fixtures that run the real odmrd on loopback with a private spool and users file."""
+import contextlib
 import os
 import pwd
 import signal
@@ -57,6 +58,7 @@ class Odmrd:
         if os.geteuid() == 0:
             self.extra.setdefault("server.user", "nobody")
         self.run_user = self.extra.get("server.user")
+        self.preexec = None   # run in the child before exec (resource limits in a test)
         self.proc = None
         self.write_config()
         for name, (password, domains, options) in (users or DEFAULT_USERS).items():
@@ -110,7 +112,8 @@ class Odmrd:
         for attempt in range(attempts):
             self.logf = open(self.log_path, "ab")
             self.proc = subprocess.Popen([os.path.join(BIN, "odmrd"), "-c", self.conf],
-                                         stdout=self.logf, stderr=self.logf)
+                                         stdout=self.logf, stderr=self.logf,
+                                         preexec_fn=self.preexec)
             try:
                 for port in (self.smtp_port, self.lmtp_port, self.odmr_port, self.odmrs_port):
                     wait_port(port, proc=self.proc)
@@ -140,6 +143,24 @@ class Odmrd:
         with open(self.log_path, "r", errors="replace") as f:
             return f.read()
 
+    def wait_log(self, needle, count=1, timeout=10.0):
+        """True once the log holds needle count times (the log file spans restarts)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.log().count(needle) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def start_fully(self):
+        """start() returns once the ports are open, before recovery ends: this also waits for the
+        'started' line of the new run too."""
+        # A run stopped early may have no "started" line; before the first run, no log at all.
+        starts = self.log().count("event=started") if os.path.exists(self.log_path) else 0
+        self.start()
+        assert self.wait_log("event=started", starts + 1), "odmrd did not finish starting"
+        return self
+
     # ---- the queue, read through odmrctl and the spool ----
     def settle(self, seconds=5):
         """A customer can exit as soon as it has its 250s and the 221, while odmrd still records
@@ -166,6 +187,24 @@ class Odmrd:
                            capture_output=True, timeout=60)
         assert r.returncode == 0, r.stderr
         return r.stdout
+
+
+@contextlib.contextmanager
+def small_tmpfs_spool(d, size="256k"):
+    """Starts d (not yet started) on a small tmpfs mounted on its spool: a real full disk.
+    Mounting needs root: the test is skipped otherwise."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    os.makedirs(d.spool, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs",
+                        d.spool], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: " + r.stderr.strip())
+    try:
+        yield d.start()
+    finally:
+        d.stop()
+        subprocess.run(["umount", d.spool], capture_output=True)
 
 
 DEFAULT_USERS = {

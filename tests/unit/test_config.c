@@ -133,12 +133,34 @@ static void test_parsers(void **state)
     assert_int_equal(config_parse_size("99999999999999999999T", &n), -1);
 }
 
+/* RFC 5321 4.5.1: RCPT TO:<Postmaster> needs somewhere to go (issue 9, defect 11c). */
+static void test_postmaster(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(load("[server]\npostmaster = hostmaster@Example.ORG\n", &cfg, err,
+                          sizeof err), 0);
+    assert_string_equal(cfg.postmaster, "hostmaster@Example.ORG");
+    config_free(&cfg);
+    static const char *const bad[] = {"postmaster", "a@[192.0.2.1]", "a b@x.example",
+                                      "@x.example"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[server]\npostmaster = %s\n", bad[i]);
+        assert_int_equal(load(text, &cfg, err, sizeof err), -1);
+        assert_non_null(strstr(err, "[server] postmaster"));
+    }
+    /* Unset, postmaster@hostname must be an address. */
+    assert_int_equal(load("[server]\nhostname = not_a_domain\n", &cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "set [server] postmaster"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),   cmocka_unit_test(test_values),
         cmocka_unit_test(test_errors),     cmocka_unit_test(test_unreadable),
-        cmocka_unit_test(test_parsers),
+        cmocka_unit_test(test_parsers),    cmocka_unit_test(test_postmaster),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -668,6 +668,91 @@ static void test_damaged_entry_is_replaced_by_pending(void **state)
     queue_close(q);
 }
 
+/* odmrctl's queue: an existing spool only, never created (issue 9, defect 9). */
+static void test_tool_open_creates_nothing(void **state)
+{
+    char err[256], missing[128];
+    snprintf(missing, sizeof missing, "%s/typo", spool);
+    errno = 0;
+    assert_null(queue_open_fs_existing(missing, true, err, sizeof err));
+    assert_int_equal(errno, ENOENT);
+    assert_false(exists("typo%s%s", "", ""));
+    assert_null(queue_open_fs_existing(spool, false, err, sizeof err));   /* no subdirectories */
+    assert_int_equal(errno, ENOENT);
+    assert_non_null(strstr(err, "not an odmrd spool"));
+    assert_int_equal(count_files("."), 0);
+}
+
+static void test_read_only_queue_writes_nothing(void **state)
+{
+    struct queue *q = open_tool_queue();
+    char damaged[QUEUE_ID_MAX], corrupt[QUEUE_ID_MAX], rel[128], err[256];
+    store_message(q, one_rcpt, 1, damaged);
+    store_message(q, one_rcpt, 1, corrupt);
+    queue_close(q);
+    snprintf(rel, sizeof rel, "dom/a.example/%s", damaged);
+    write_text(rel, "ODMRD 1\nrcpt 0 done 1 2 -\n");   /* torn: no end line */
+    flip_byte(corrupt, QUEUE_FS_TRAILER_LEN + 3);
+    q = queue_open_fs_existing(spool, true, err, sizeof err);
+    assert_non_null(q);
+    struct queue_message *m;
+    assert_int_equal(queue_message_open(q, damaged, &m), 0);
+    assert_int_equal(m->env.rcpts[0].state, QUEUE_RCPT_PENDING);   /* shown as pending ... */
+    queue_message_close(m);
+    assert_int_equal(queue_message_open(q, corrupt, &m), EBADMSG);
+    assert_int_equal(count_files("corrupt"), 0);                    /* ... and nothing moved */
+    assert_true(exists("msg/%s%s", corrupt, ""));
+    assert_int_equal(list_domain(q, "a.example").count, 2);
+    assert_int_equal(queue_record_outcome(q, damaged, 0, QUEUE_RCPT_DONE, NULL), EROFS);
+    assert_int_equal(queue_remove(q, damaged), EROFS);
+    assert_int_equal(queue_lease_domain(q, "a.example"), EROFS);
+    struct queue_envelope env;
+    struct queue_rcpt rcpts[1];
+    make_envelope(&env, rcpts, one_rcpt, 1);
+    assert_null(queue_put(q, &env));
+    assert_int_equal(errno, EROFS);
+    assert_int_equal(count_files("tmp"), 0);
+    assert_int_equal(count_files("lock"), 0);
+    queue_close(q);
+    FILE *f = fopen(spool_path(rel), "r");   /* the damaged entry is as it was */
+    char text[64] = "";
+    assert_non_null(f);
+    assert_non_null(fgets(text, sizeof text, f));
+    fclose(f);
+    assert_string_equal(text, "ODMRD 1\n");
+}
+
+/* A FIFO or a symlink named like a queue id must neither hang nor be followed (issue 9,
+ * defect 11a): recovery quarantines it, a read-only open reports it. */
+static void test_fifo_and_symlink_in_msg_are_corrupt(void **state)
+{
+    static const char *const fifo_id = "0000000000FIFO01", *const link_id = "0000000000LINK01";
+    char rel[128], err[256], target[256];
+    struct queue *q = open_tool_queue();
+    queue_close(q);
+    snprintf(rel, sizeof rel, "msg/%s", fifo_id);
+    assert_int_equal(mkfifo(spool_path(rel), 0600), 0);
+    snprintf(target, sizeof target, "%s/elsewhere", spool);
+    write_text("elsewhere", "not a message");
+    snprintf(rel, sizeof rel, "msg/%s", link_id);
+    assert_int_equal(symlink(target, spool_path(rel)), 0);
+    alarm(20);   /* the old code blocked in open() forever */
+    q = queue_open_fs_existing(spool, true, err, sizeof err);
+    assert_non_null(q);
+    struct queue_message *m;
+    assert_int_equal(queue_message_open(q, fifo_id, &m), EBADMSG);
+    assert_int_equal(queue_message_open(q, link_id, &m), EBADMSG);
+    queue_close(q);
+    struct event_base *base = event_base_new();
+    q = open_daemon_queue(base, 1);
+    alarm(0);
+    assert_true(exists("corrupt/%s%s", fifo_id, ""));
+    assert_true(exists("corrupt/%s%s", link_id, ""));
+    assert_int_equal(count_files("msg"), 0);
+    queue_close(q);
+    event_base_free(base);
+}
+
 static void test_leases(void **state)
 {
     struct queue *q = open_tool_queue();
@@ -782,6 +867,12 @@ int main(void)
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_recovery_after_a_crash, setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_damaged_entry_is_replaced_by_pending, setup_spool,
+                                        teardown_spool),
+        cmocka_unit_test_setup_teardown(test_tool_open_creates_nothing, setup_spool,
+                                        teardown_spool),
+        cmocka_unit_test_setup_teardown(test_read_only_queue_writes_nothing, setup_spool,
+                                        teardown_spool),
+        cmocka_unit_test_setup_teardown(test_fifo_and_symlink_in_msg_are_corrupt, setup_spool,
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_leases, setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_one_daemon_per_spool, setup_spool, teardown_spool),
