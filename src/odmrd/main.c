@@ -20,6 +20,7 @@
 #include "platform/listen.h"
 #include "platform/tls.h"
 #include "services/intake.h"
+#include "services/notice.h"
 #include "services/odmr_session.h"
 #include "store/queue.h"
 #include "store/userdb.h"
@@ -181,6 +182,13 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
     return service;
 }
 
+/* Phase 1 of delivery status notices (docs/notices.md): no relay sends them out yet. */
+static void warn_notices_held(void)
+{
+    fprintf(stderr, "odmrd: warning: no [bounce] relay is configured (not supported yet): "
+                    "delivery status notices are held in the queue (odmrctl queue list)\n");
+}
+
 /* Least privilege: a session is never served as root. */
 static void drop_privileges(const struct config *cfg)
 {
@@ -302,6 +310,7 @@ int main(int argc, char **argv)
     check_listen_addresses(&d.cfg);
     d.users = load_users(d.cfg.users);
     if (check_only) {
+        warn_notices_held();
         printf("odmrd: configuration ok (%s, %zu users)\n",
                config_path ? config_path : "embedded defaults", userdb_user_count(d.users));
         userdb_free(d.users);
@@ -325,12 +334,14 @@ int main(int argc, char **argv)
     open_queue(&d);
     d.intake.queue = d.queue;
     d.odmr = make_odmr_service(&d);
+    notice_configure(d.cfg.hostname, &d.users);
     for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
         evconnlistener_set_cb(d.listeners[i],
                               i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
                                                                               : on_accept_odmrs,
                               d.odmr);
     install_signals(&d);
+    log_warn("notices.held", " reason=\"no [bounce] relay (not supported yet)\"");
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
     event_base_dispatch(d.base);
