@@ -256,7 +256,7 @@ static void init_numbers(struct config *cfg)
     cfg->push_data_block_timeout = 180;
     cfg->push_data_end_timeout = 600;
     cfg->commit_workers = 16;
-    cfg->max_hold = 7 * 86400;
+    cfg->max_hold = 5 * 86400;   /* Postfix's maximal_queue_lifetime */
 }
 
 static int validate(const struct config *cfg, char *err, size_t errlen)

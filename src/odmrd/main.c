@@ -19,6 +19,7 @@
 #include "lib/log.h"
 #include "platform/listen.h"
 #include "platform/tls.h"
+#include "services/expire.h"
 #include "services/intake.h"
 #include "services/notice.h"
 #include "services/odmr_session.h"
@@ -37,6 +38,7 @@ struct daemon {
     struct smtp_server *smtp;
     struct smtp_server *lmtp;
     struct odmr_service *odmr;
+    struct expire *expire;
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
     struct event *signals[4];
@@ -228,10 +230,11 @@ static void begin_shutdown(struct daemon *d)
                  odmr_service_session_count(d->odmr));
     for (size_t i = 0; i < d->listener_count; i++)
         evconnlistener_disable(d->listeners[i]);
-    d->servers_busy = 3;
+    d->servers_busy = 4;
     smtp_server_shutdown(d->smtp, on_server_idle, d);
     smtp_server_shutdown(d->lmtp, on_server_idle, d);
     odmr_service_shutdown(d->odmr, on_server_idle, d);
+    expire_shutdown(d->expire, on_server_idle, d);
 }
 
 static void reload_users(struct daemon *d)
@@ -275,6 +278,7 @@ static void teardown(struct daemon *d)
     smtp_server_free(d->smtp);
     smtp_server_free(d->lmtp);
     odmr_service_free(d->odmr);
+    expire_free(d->expire);
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
@@ -335,6 +339,9 @@ int main(int argc, char **argv)
     d.intake.queue = d.queue;
     d.odmr = make_odmr_service(&d);
     notice_configure(d.cfg.hostname, &d.users);
+    d.expire = expire_start(d.base, d.queue, d.cfg.max_hold);
+    if (d.expire == NULL)
+        fail("cannot start the expiry scan", NULL);
     for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
         evconnlistener_set_cb(d.listeners[i],
                               i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
