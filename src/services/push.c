@@ -339,10 +339,12 @@ static void record(struct push_session *s, const struct queue_message *m,
         else
             rest[nrest++] = o[i];
     }
-    if (rest == NULL || failed == NULL)
-        record_now(s, m->env.id, o, n);   /* no memory: as before, failed kept, no notice */
-    record_now(s, m->env.id, rest, nrest);
-    notify_failed(s, m, failed, nfailed);
+    if (rest == NULL || failed == NULL) {
+        record_now(s, m->env.id, o, n);   /* no memory: recorded failed, the notice owed */
+    } else {
+        record_now(s, m->env.id, rest, nrest);
+        notify_failed(s, m, failed, nfailed);
+    }
     free(rest);
     free(failed);
 }
