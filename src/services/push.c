@@ -308,10 +308,9 @@ static void on_notice_done(int status, void *arg)
  * queue before they are recorded final (notice.c). Without a notice (no memory, no disk) they
  * stay pending with the reply, to be tried again. */
 static void notify_failed(struct push_session *s, const struct queue_message *m,
-                          const struct notice_failure *f, size_t n)
+                          const struct notice_failure *f, size_t n, const char *remote)
 {
-    struct notice_event ev = {NOTICE_REFUSED, s->remote[0] != '\0' ? s->remote : NULL, 0,
-                              s->session_id};
+    struct notice_event ev = {NOTICE_REFUSED, remote, 0, s->session_id};
     if (n == 0)
         return;
     s->outcome_jobs++;
@@ -326,9 +325,10 @@ static void notify_failed(struct push_session *s, const struct queue_message *m,
     free(o);
 }
 
-/* Records the outcomes of one transaction; the failed ones go through their notice first. */
+/* Records the outcomes of one transaction; the failed ones go through their notice first.
+ * remote: the customer's name when the replies are its own (RFC 3464 2.3.5 Remote-MTA). */
 static void record(struct push_session *s, const struct queue_message *m,
-                   const struct queue_outcome *o, size_t n)
+                   const struct queue_outcome *o, size_t n, const char *remote)
 {
     struct queue_outcome *rest = calloc(n > 0 ? n : 1, sizeof *rest);
     struct notice_failure *failed = calloc(n > 0 ? n : 1, sizeof *failed);
@@ -343,7 +343,7 @@ static void record(struct push_session *s, const struct queue_message *m,
         record_now(s, m->env.id, o, n);   /* no memory: recorded failed, the notice owed */
     } else {
         record_now(s, m->env.id, rest, nrest);
-        notify_failed(s, m, failed, nfailed);
+        notify_failed(s, m, failed, nfailed, remote);
     }
     free(rest);
     free(failed);
@@ -359,7 +359,7 @@ static void fail_message(struct push_session *s, struct push_msg *pm, const char
         count_outcome(s, pm->m->env.id, pm->m->env.rcpts[k].address, QUEUE_RCPT_FAILED, reply);
     }
     if (o != NULL)
-        record(s, pm->m, o, pm->count);
+        record(s, pm->m, o, pm->count, NULL);   /* our refusal: the customer said nothing */
     free(o);
 }
 
@@ -449,7 +449,7 @@ static bool settle(struct push_session *s, struct push_msg *pm)
             count_outcome(s, id, address, QUEUE_RCPT_PENDING, "not attempted");
         }
     }
-    record(s, pm->m, o, n);
+    record(s, pm->m, o, n, s->remote[0] != '\0' ? s->remote : NULL);
     bool again = carried > 0;
     if (again)
         keep_carried(pm, carry);

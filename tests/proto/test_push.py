@@ -505,6 +505,7 @@ def test_8bitmime_message_to_a_customer_without_it_fails_cleanly(prov):
     [n] = for_original(prov, qid)
     r = n.recipient("u@example.org")
     assert r["Status"] == "5.6.3" and "8BITMIME" in r["Diagnostic-Code"], r
+    assert "Remote-MTA" not in r, r   # odmrd's own refusal: the customer never answered
 
 
 DSN_MAIL = " RET=HDRS ENVID=env-42"
