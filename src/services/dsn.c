@@ -268,12 +268,13 @@ static int put_human(struct queue_text *t, const struct dsn_report *r, enum dsn_
         rc = put_human_recipient(t, &r->rcpts[i]);
     if (rc == 0)
         rc = line(t, "", NULL);
-    if (rc == 0)
-        rc = line(t, ret == DSN_RETURN_FULL      ? "Your message is attached."
-                     : ret == DSN_RETURN_HEADERS ? "The headers of your message are attached."
-                                                 : "Your message's headers could not be "
-                                                   "attached (a line too long).", NULL);
-    return rc;
+    const char *attached = ret == DSN_RETURN_FULL ? "Your message is attached."
+                           : ret == DSN_RETURN_NONE
+                               ? "Your message's headers could not be attached (a line too long)."
+                           : r->full_refused ? "Your message was too large to return whole (or "
+                                               "had over-long lines): its headers are attached."
+                                             : "The headers of your message are attached.";
+    return rc != 0 ? rc : line(t, attached, NULL);
 }
 
 /* RFC 3464 2.1: address-type ";" address. RFC 6533 3: "utf-8" for a non-ASCII address. */

@@ -46,6 +46,7 @@ struct dsn_report {
     bool smtputf8;                /* the original was SMTPUTF8: RFC 6533 media types */
     const struct dsn_recipient *rcpts;
     size_t rcpt_count;
+    bool full_refused;            /* RET=FULL was asked for, but only headers could be returned */
 };
 
 struct dsn_notice {

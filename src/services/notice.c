@@ -271,7 +271,8 @@ static int build_notice(const struct queue_message *m, const struct notice_failu
             ret = DSN_RETURN_NONE;
         struct dsn_report r = {DSN_ACTION_FAILED, config.hostname, m->env.id, m->env.sender,
                                m->env.envid, m->env.helo, m->env.client_addr, m->env.arrival,
-                               now, unique, m->env.smtputf8, rcpts, n};
+                               now, unique, m->env.smtputf8, rcpts, n,
+                               m->env.ret != NULL && strcasecmp(m->env.ret, "FULL") == 0};
         rc = dsn_build(&r, ret, original, ret == DSN_RETURN_FULL ? len : headers, out);
     }
     free(original);

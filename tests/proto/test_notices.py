@@ -84,6 +84,18 @@ def test_ret_full_and_hdrs_and_default(prov):
     assert hdrs.endswith("X-Mark: 1\r\n") or hdrs.endswith("X-Mark: 1\n"), repr(hdrs)
 
 
+def test_ret_full_over_1_mib_returns_the_headers_and_says_why(prov):
+    body = b"Subject: big\r\n\r\n" + (b"y" * 76 + b"\r\n") * 15000   # 1.17 MB
+    qid = inject(prov, ["bad@example.org"], body, mail_params=" RET=FULL")
+    push(prov, rcpt=refuse_bad)
+    [n] = for_original(prov, qid)
+    check_failed_notice(n, qid, "s@sender.example", {"bad@example.org": {
+        "status": "5.1.1", "remote": "customer.example", "diagnostic": "smtp; " + REFUSE_BAD}},
+        ret="HDRS", subject="big", body_marker="y" * 76)
+    assert "too large to return whole" in n.human
+    assert len(n.raw) < 10000
+
+
 @pytest.mark.parametrize("notify", ["NEVER", "SUCCESS,DELAY"])
 def test_no_notice_without_notify_failure(prov, notify):
     qid = inject(prov, ["bad@example.org"], rcpt_params=" NOTIFY=" + notify)

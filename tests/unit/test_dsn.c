@@ -127,7 +127,7 @@ static struct dsn_report report(const struct dsn_recipient *rcpts, size_t n)
     return (struct dsn_report){DSN_ACTION_FAILED, "mx.test.example", "8DyGvdsl1000feiC",
                                "alice@sender.example", "E+2B1", "mx.sender.example",
                                "192.0.2.7", 1795925358, 1796280001,
-                               "8DyGvdsl1000feiC.0011223344556677", false, rcpts, n};
+                               "8DyGvdsl1000feiC.0011223344556677", false, rcpts, n, false};
 }
 
 /* RET=HDRS (or none): the headers only; ENVID decoded from xtext (RFC 3461 6.3 a), ORCPT
@@ -179,6 +179,20 @@ static void test_full_without_envid_orcpt_diagnostic(void **state)
     r.envid = NULL;
     r.received_from = NULL;
     build_and_compare(&r, DSN_RETURN_FULL, original, strlen(original), full_notice);
+}
+
+/* RET=FULL that could not be honoured says so in plain English. */
+static void test_full_refused_is_explained(void **state)
+{
+    struct dsn_report r = report(two, 1);
+    struct dsn_notice n;
+    r.full_refused = true;
+    assert_int_equal(dsn_build(&r, DSN_RETURN_HEADERS, original, 36, &n), 0);
+    assert_non_null(strstr(n.text, "\r\n\r\nYour message was too large to return whole (or had "
+                                   "over-long lines): its headers are attached.\r\n\r\n--" B
+                                   "\r\nContent-Type: message/delivery-status\r\n"));
+    assert_null(strstr(n.text, "The headers of your message are attached."));
+    dsn_notice_free(&n);
 }
 
 /* RFC 6522 3: the third part is optional; a header block that cannot be returned is left out. */
@@ -376,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_failed_headers_whole_notice),
         cmocka_unit_test(test_full_without_envid_orcpt_diagnostic),
         cmocka_unit_test(test_nothing_returnable),
+        cmocka_unit_test(test_full_refused_is_explained),
         cmocka_unit_test(test_8bit_original),
         cmocka_unit_test(test_smtputf8_original),
         cmocka_unit_test(test_refused_inputs),
