@@ -56,6 +56,22 @@ def test_550_to_one_of_three_via_odmr_client(prov):
     assert len(re.findall(r"event=notice\.failed .*rcpt=bad@example\.org .*held=admin", log)) == 1
 
 
+def test_lmtp_target_refusing_after_the_data_via_odmr_client(prov):
+    """odmr-client folds its LMTP target's per-recipient 5xx into one reply after the data
+    (docs/client.md): every recipient gets the failed notice, one notice for the message."""
+    qid = inject(prov, ["a@example.org", "b@example.org"])
+    refusal = "550 5.2.2 mailbox full"
+    sink = Sink(lmtp=True, data_replies={"a@example.org": refusal, "b@example.org": refusal})
+    r = run_client(prov, sink.target())
+    assert r.returncode == 0, r.stderr
+    prov.settle()
+    assert qid not in prov.queue_ids()
+    [n] = for_original(prov, qid)
+    check_failed_notice(n, qid, "s@sender.example", {
+        a: {"status": "5.2.2", "remote": "customer.example", "diagnostic": "smtp; " + refusal}
+        for a in ("a@example.org", "b@example.org")})
+
+
 def test_refused_after_the_data_lists_every_recipient_in_one_notice(prov):
     qid = inject(prov, ["a@example.org", "b@example.org", "c@example.org"])
     push(prov, final="554 5.7.1 spam")
