@@ -184,6 +184,8 @@ static const char *state_name(enum queue_rcpt_state state)
         return "done";
     case QUEUE_RCPT_FAILED:
         return "failed";
+    case QUEUE_RCPT_BOUNCED:
+        return "bounced";
     default:
         return "pending";
     }

@@ -265,7 +265,7 @@ static void init_numbers(struct config *cfg)
     cfg->push_data_block_timeout = 180;
     cfg->push_data_end_timeout = 600;
     cfg->commit_workers = 16;
-    cfg->max_hold = 7 * 86400;
+    cfg->max_hold = 5 * 86400;   /* Postfix's maximal_queue_lifetime */
 }
 
 /* RFC 5321 4.5.1: RCPT TO:<Postmaster> must be accepted; odmrd stores it as [server]

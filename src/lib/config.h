@@ -52,7 +52,7 @@ struct config {
     char *tls_key;
     char *tls_ca;              /* CA for client certificates (AUTH EXTERNAL); NULL = none */
     /* [queue] */
-    time_t max_hold;           /* default 7d */
+    time_t max_hold;           /* default 5d */
     /* where the file was */
     char *path;
 };

@@ -20,7 +20,9 @@
 #include "lib/log.h"
 #include "platform/listen.h"
 #include "platform/tls.h"
+#include "services/expire.h"
 #include "services/intake.h"
+#include "services/notice.h"
 #include "services/odmr_session.h"
 #include "store/queue.h"
 #include "store/server_secret.h"
@@ -38,6 +40,7 @@ struct daemon {
     struct smtp_server *smtp;
     struct smtp_server *lmtp;
     struct odmr_service *odmr;
+    struct expire *expire;
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
     struct event *signals[4];
@@ -185,6 +188,13 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
     return service;
 }
 
+/* Phase 1 of delivery status notices (docs/notices.md): no relay sends them out yet. */
+static void warn_notices_held(void)
+{
+    fprintf(stderr, "odmrd: warning: no [bounce] relay is configured (not supported yet): "
+                    "delivery status notices are held in the queue (odmrctl queue list)\n");
+}
+
 /* Least privilege: a session is never served as root. */
 static void drop_privileges(const struct config *cfg)
 {
@@ -226,10 +236,11 @@ static void begin_shutdown(struct daemon *d)
                  odmr_service_session_count(d->odmr));
     for (size_t i = 0; i < d->listener_count; i++)
         evconnlistener_disable(d->listeners[i]);
-    d->servers_busy = 3;
+    d->servers_busy = 4;
     smtp_server_shutdown(d->smtp, on_server_idle, d);
     smtp_server_shutdown(d->lmtp, on_server_idle, d);
     odmr_service_shutdown(d->odmr, on_server_idle, d);
+    expire_shutdown(d->expire, on_server_idle, d);
 }
 
 static void reload_users(struct daemon *d)
@@ -273,6 +284,7 @@ static void teardown(struct daemon *d)
     smtp_server_free(d->smtp);
     smtp_server_free(d->lmtp);
     odmr_service_free(d->odmr);
+    expire_free(d->expire);
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
@@ -309,6 +321,7 @@ int main(int argc, char **argv)
     check_listen_addresses(&d.cfg);
     d.users = load_users(d.cfg.users);
     if (check_only) {
+        warn_notices_held();
         printf("odmrd: configuration ok (%s, %zu users)\n",
                config_path ? config_path : "embedded defaults", userdb_user_count(d.users));
         userdb_free(d.users);
@@ -332,12 +345,17 @@ int main(int argc, char **argv)
     open_queue(&d);
     d.intake.queue = d.queue;
     d.odmr = make_odmr_service(&d);
+    notice_configure(d.cfg.hostname, &d.users);
+    d.expire = expire_start(d.base, d.queue, d.cfg.max_hold);
+    if (d.expire == NULL)
+        fail("cannot start the expiry scan", NULL);
     for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
         evconnlistener_set_cb(d.listeners[i],
                               i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
                                                                               : on_accept_odmrs,
                               d.odmr);
     install_signals(&d);
+    log_warn("notices.held", " reason=\"no [bounce] relay (not supported yet)\"");
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
     event_base_dispatch(d.base);

@@ -17,6 +17,7 @@
 
 #include "engines/smtp_client.h"
 #include "lib/log.h"
+#include "services/notice.h"
 
 enum {
     PUSH_MAX_PASSES = 16,         /* listings per session (mail arriving during the session) */
@@ -57,6 +58,7 @@ struct push_session {
     void *done_arg;
     struct smtp_client *client;
     struct smtp_client_ext ext;
+    char remote[256];             /* the customer's name from its greeting, or "" */
     struct push_result result;
     /* the current pass, and every id taken in this session (sorted) */
     char **ids;
@@ -283,8 +285,8 @@ static void count_outcome(struct push_session *s, const char *id, const char *rc
 }
 
 /* Hands n outcomes to the queue's workers; 5xx/4xx/250 alike. done() waits for them. */
-static void record(struct push_session *s, const char *id, const struct queue_outcome *o,
-                   size_t n)
+static void record_now(struct push_session *s, const char *id, const struct queue_outcome *o,
+                       size_t n)
 {
     bool any_done = false;
     for (size_t i = 0; i < n; i++)
@@ -293,6 +295,58 @@ static void record(struct push_session *s, const char *id, const struct queue_ou
         return;
     s->outcome_jobs++;
     queue_record_outcomes_async(s->queue, id, o, n, any_done, on_outcomes_recorded, s);
+}
+
+static void on_notice_done(int status, void *arg)
+{
+    struct push_session *s = arg;
+    s->outcome_jobs--;
+    maybe_finish(s);
+}
+
+/* RFC 2645 4, RFC 3461 6: the refused recipients get their failed notice, committed to the
+ * queue before they are recorded final (notice.c). Without a notice (no memory, no disk) they
+ * stay pending with the reply, to be tried again. */
+static void notify_failed(struct push_session *s, const struct queue_message *m,
+                          const struct notice_failure *f, size_t n, const char *remote)
+{
+    struct notice_event ev = {NOTICE_REFUSED, remote, 0, s->session_id};
+    if (n == 0)
+        return;
+    s->outcome_jobs++;
+    if (notice_failed(s->queue, m, f, n, &ev, on_notice_done, s) == 0)
+        return;
+    s->outcome_jobs--;
+    struct queue_outcome *o = calloc(n, sizeof *o);
+    for (size_t i = 0; o != NULL && i < n; i++)
+        o[i] = (struct queue_outcome){f[i].rcpt_index, QUEUE_RCPT_PENDING, f[i].reply};
+    if (o != NULL)
+        record_now(s, m->env.id, o, n);
+    free(o);
+}
+
+/* Records the outcomes of one transaction; the failed ones go through their notice first.
+ * remote: the customer's name when the replies are its own (RFC 3464 2.3.5 Remote-MTA). */
+static void record(struct push_session *s, const struct queue_message *m,
+                   const struct queue_outcome *o, size_t n, const char *remote)
+{
+    struct queue_outcome *rest = calloc(n > 0 ? n : 1, sizeof *rest);
+    struct notice_failure *failed = calloc(n > 0 ? n : 1, sizeof *failed);
+    size_t nrest = 0, nfailed = 0;
+    for (size_t i = 0; rest != NULL && failed != NULL && i < n; i++) {
+        if (o[i].state == QUEUE_RCPT_FAILED)
+            failed[nfailed++] = (struct notice_failure){o[i].rcpt_index, o[i].reply};
+        else
+            rest[nrest++] = o[i];
+    }
+    if (rest == NULL || failed == NULL) {
+        record_now(s, m->env.id, o, n);   /* no memory: recorded failed, the notice owed */
+    } else {
+        record_now(s, m->env.id, rest, nrest);
+        notify_failed(s, m, failed, nfailed, remote);
+    }
+    free(rest);
+    free(failed);
 }
 
 /* Marks the recipients of a message the customer cannot take (missing extension). */
@@ -305,7 +359,7 @@ static void fail_message(struct push_session *s, struct push_msg *pm, const char
         count_outcome(s, pm->m->env.id, pm->m->env.rcpts[k].address, QUEUE_RCPT_FAILED, reply);
     }
     if (o != NULL)
-        record(s, pm->m->env.id, o, pm->count);
+        record(s, pm->m, o, pm->count, NULL);   /* our refusal: the customer said nothing */
     free(o);
 }
 
@@ -395,7 +449,7 @@ static bool settle(struct push_session *s, struct push_msg *pm)
             count_outcome(s, id, address, QUEUE_RCPT_PENDING, "not attempted");
         }
     }
-    record(s, id, o, n);
+    record(s, pm->m, o, n, s->remote[0] != '\0' ? s->remote : NULL);
     bool again = carried > 0;
     if (again)
         keep_carried(pm, carry);
@@ -573,12 +627,33 @@ static void fill(struct push_session *s)
 
 /* ---- engine callbacks ---- */
 
+/* RFC 5321 4.2: the greeting is "220 " Domain [SP text]: the customer's name for Remote-MTA
+ * (RFC 3464 2.3.5); kept only when it is a plain name. */
+static void remember_remote(struct push_session *s, const char *greeting)
+{
+    const char *name = strlen(greeting) > 4 ? greeting + 4 : "";
+    size_t len = strcspn(name, " \n");
+    s->remote[0] = '\0';
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' || c == '[' || c == ']' || c == ':';
+        if (!ok)
+            return;
+    }
+    if (len > 0 && len < sizeof s->remote) {
+        memcpy(s->remote, name, len);
+        s->remote[len] = '\0';
+    }
+}
+
 static void on_ready(void *arg, const struct smtp_client_ext *ext,
                      const struct smtp_client_reply *greeting)
 {
     struct push_session *s = arg;
     s->ext = *ext;
     s->ready = true;
+    remember_remote(s, greeting->text);
     /* Our own customer program asks for the fast profile in its EHLO reply (X-ODMR-FAST);
      * fetchmail relays its MTA's reply verbatim and never carries that keyword. */
     if (ext->odmr_fast)

@@ -1,7 +1,8 @@
 /* The reversed session (RFC 2645 5.3): after the provider's 250 to ATRN the customer greets
  * with 220 and odmrd, now the SMTP client, pushes every held message of the ATRN domains.
  * Removes a recipient from the queue only after the customer's 250 for it; a 4xx keeps it
- * queued (attempt counted), a 5xx marks it failed with the reply kept. */
+ * queued (attempt counted), a 5xx gets its failed notice committed to the queue and is then
+ * recorded bounced (docs/notices.md). */
 #ifndef ODMR_SERVICES_PUSH_H
 #define ODMR_SERVICES_PUSH_H
 
@@ -44,7 +45,7 @@ struct push_result {
     unsigned messages;             /* transactions attempted */
     unsigned delivered;            /* recipients answered 250 */
     unsigned deferred;             /* recipients left queued after a 4xx */
-    unsigned failed;               /* recipients marked failed after a 5xx */
+    unsigned failed;               /* recipients refused with 5xx (notified, then bounced) */
     bool clean;                    /* ended with our QUIT and the customer's 221 */
     char reason[200];              /* why it ended early, or "" */
 };

@@ -330,16 +330,17 @@ static const char *const rcpt_state_names[] = {
     [QUEUE_RCPT_PENDING] = "pending",
     [QUEUE_RCPT_DONE] = "done",
     [QUEUE_RCPT_FAILED] = "failed",
+    [QUEUE_RCPT_BOUNCED] = "bounced",
 };
 
 const char *queue_rcpt_state_name(enum queue_rcpt_state state)
 {
-    return (unsigned)state <= QUEUE_RCPT_FAILED ? rcpt_state_names[state] : "unknown";
+    return (unsigned)state <= QUEUE_RCPT_STATE_LAST ? rcpt_state_names[state] : "unknown";
 }
 
 int queue_rcpt_state_parse(const char *name, size_t len, enum queue_rcpt_state *out)
 {
-    for (unsigned i = 0; i <= QUEUE_RCPT_FAILED; i++) {
+    for (unsigned i = 0; i <= QUEUE_RCPT_STATE_LAST; i++) {
         if (strlen(rcpt_state_names[i]) == len && memcmp(rcpt_state_names[i], name, len) == 0) {
             *out = (enum queue_rcpt_state)i;
             return 0;

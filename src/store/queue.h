@@ -22,7 +22,10 @@ enum queue_body_type { QUEUE_BODY_7BIT = 0, QUEUE_BODY_8BITMIME, QUEUE_BODY_BINA
 enum queue_rcpt_state {
     QUEUE_RCPT_PENDING = 0,   /* not yet delivered; may carry attempts and the last 4xx reply */
     QUEUE_RCPT_DONE,          /* customer answered 250: delivered */
-    QUEUE_RCPT_FAILED,        /* permanent failure (5xx): kept, with the reply, for a DSN */
+    QUEUE_RCPT_FAILED,        /* permanent failure (5xx) whose failed notice is still owed */
+    QUEUE_RCPT_BOUNCED,       /* permanent failure (5xx or expiry), its failed notice committed
+                                 to the queue (or none owed): final, like DONE */
+    QUEUE_RCPT_STATE_LAST = QUEUE_RCPT_BOUNCED,
 };
 
 struct queue_rcpt {
@@ -109,11 +112,12 @@ int queue_message_open(struct queue *q, const char *id, struct queue_message **o
 void queue_message_close(struct queue_message *m);
 
 /* Records the outcome for one recipient (index into env.rcpts) durably (fsync before return).
- * reply may be NULL. DONE/FAILED are final; PENDING counts an attempt. */
+ * reply may be NULL. DONE/FAILED/BOUNCED are final (the one move out of a final state is
+ * FAILED -> BOUNCED, once its notice exists); PENDING counts an attempt. */
 int queue_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
                          enum queue_rcpt_state state, const char *reply);
-/* Removes the message when no recipient is pending and none failed without a DSN yet
- * (failed recipients keep the message until a bounce exists); returns 1 if removed. */
+/* Removes the message when every recipient is DONE or BOUNCED (a FAILED one still owes its
+ * notice and keeps the message); returns 1 if removed. */
 int queue_remove_if_finished(struct queue *q, const char *id);
 /* One recipient's outcome, for queue_record_outcomes_async(). reply may be NULL; it is copied. */
 struct queue_outcome {

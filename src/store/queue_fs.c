@@ -1335,11 +1335,12 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
 /* Applies one outcome to the loaded envelope (no I/O). 0, EINVAL, EALREADY or ENOMEM. */
 static int apply_outcome(struct queue_envelope *env, const struct queue_outcome *o, time_t now)
 {
-    if ((unsigned)o->state > QUEUE_RCPT_FAILED || o->rcpt_index >= env->rcpt_count)
+    if ((unsigned)o->state > QUEUE_RCPT_STATE_LAST || o->rcpt_index >= env->rcpt_count)
         return EINVAL;
     struct queue_rcpt *r = &env->rcpts[o->rcpt_index];
-    if (r->state != QUEUE_RCPT_PENDING)
-        return EALREADY;   /* DONE and FAILED are final */
+    bool notified = r->state == QUEUE_RCPT_FAILED && o->state == QUEUE_RCPT_BOUNCED;
+    if (r->state != QUEUE_RCPT_PENDING && !notified)
+        return EALREADY;   /* final; a FAILED one may only become BOUNCED */
     if (o->reply != NULL) {
         char *copy = strdup(o->reply);
         if (copy == NULL)
@@ -1382,10 +1383,11 @@ static void log_outcome(const char *id, const struct queue_outcome *o, int rc, u
 
 static int remove_message(struct fs_queue *fq, const char *id, const struct queue_envelope *env);
 
+/* Every recipient delivered, or failed with its notice committed: nothing left to do. */
 static bool all_delivered(const struct queue_envelope *env)
 {
     for (size_t i = 0; i < env->rcpt_count; i++)
-        if (env->rcpts[i].state != QUEUE_RCPT_DONE)
+        if (env->rcpts[i].state != QUEUE_RCPT_DONE && env->rcpts[i].state != QUEUE_RCPT_BOUNCED)
             return false;
     return true;
 }
@@ -1487,9 +1489,7 @@ static int fs_remove_if_finished(struct queue *q, const char *id)
     int rc = read_envelope(fq, id, &env);
     if (rc == 0)
         rc = load_states(fq, &env);
-    bool finished = true;
-    for (size_t i = 0; rc == 0 && i < env.rcpt_count; i++)
-        finished = finished && env.rcpts[i].state == QUEUE_RCPT_DONE;
+    bool finished = rc == 0 && all_delivered(&env);
     if (rc == 0 && finished)
         rc = remove_message(fq, id, &env);
     if (rc == 0 && finished)

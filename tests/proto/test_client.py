@@ -303,9 +303,10 @@ def test_target_refuses_one_recipient(prov):
     assert r.returncode == 0, r.stderr
     assert [m[1] for m in sink.messages] == [["u@example.org"]]
     ids = prov.queue_ids()
-    assert len(ids) == 1   # kept for the bounce: bad@ failed
+    assert len(ids) == 1   # bad@ failed: the original is gone, its failed notice is held
     show = prov.queue_show(ids[0])
-    assert "failed" in show and "5.1.1" in show
+    assert "sender:     <>" in show and "<s@sender.example>" in show, show
+    assert "Status: 5.1.1" in prov.queue_body(ids[0]).decode()
 
 
 def test_verbose_logs_target_replies_quoted(prov):

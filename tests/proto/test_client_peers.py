@@ -22,6 +22,7 @@ import pytest
 from dovecot import dovecot_instance  # noqa: F401 (a fixture)
 from postfix import postfix_instance  # noqa: F401 (a fixture)
 from test_client import prov, queue_settled, run_client  # noqa: F401 (prov: a fixture)
+from notices import Notice
 from test_push import rcpt_states
 
 SENDER = "s@sender.example"
@@ -218,20 +219,18 @@ def test_postfix_smtp_target_byte_exact(prov, postfix_vmail):
 
 def test_postfix_refuses_one_recipient(prov, postfix_vmail):
     """Postfix refuses an unknown virtual user at RCPT (550 5.1.1): odmr-client returns that
-    reply for that recipient, odmrd records it failed (kept for the bounce), the others are
-    delivered and done."""
+    reply for that recipient, odmrd commits a failed notice for it carrying Postfix's reply, the
+    others are delivered and done, and the original is gone."""
     pf = postfix_vmail
     msg = message("refused")
     inject(prov, ["u@example.org", "nosuch@example.org", "w@example.net"], msg)
     r = run_client(prov, "smtp:127.0.0.1:%d" % pf.port)
     assert r.returncode == 0, r.stderr
-    [qid] = queue_settled(prov, 1)
-    st = rcpt_states(prov, qid)
-    assert st["nosuch@example.org"]["state"] == "failed", st
-    assert re.match(r"550 5\.1\.1 <nosuch@example\.org>: Recipient address rejected: "
-                    r"User unknown in virtual mailbox table",
-                    st["nosuch@example.org"]["last_reply"]), st
-    assert st["u@example.org"]["state"] == "done" and st["w@example.net"]["state"] == "done", st
+    [qid] = queue_settled(prov, 1)   # the notice; the original is gone
+    [r] = Notice(prov, qid).per_recipient
+    assert r["Final-Recipient"] == "rfc822; nosuch@example.org", r
+    assert re.match(r"smtp; 550 5\.1\.1 <nosuch@example\.org>: Recipient address rejected: "
+                    r"User unknown in virtual mailbox table", r["Diagnostic-Code"]), r
     got = wait_postfix_delivered(pf, {"u@example.org": 1, "w@example.net": 1})
     for rcpt, files in got.items():
         assert len(files) == 1

@@ -20,6 +20,7 @@ import threading
 
 import pytest
 
+from notices import check_failed_notice, for_original
 from saslclient import cram_md5_response
 from smtpwire import Wire
 
@@ -431,8 +432,12 @@ def test_implicit_tls_with_odmrd_self_signed_certificate(prov, sink, workdir):
 # ---------------------------------------------------------------- (c) a recipient refused
 
 def test_recipient_refused_with_550(prov, sink, workdir):
-    inject(prov, "s@sender.example", ["good1@example.org", "bad@example.org", "good2@example.net"],
-           b"Subject: partly refused\r\n\r\nbody\r\n")
+    with smtplib.SMTP("127.0.0.1", prov.smtp_port, timeout=30) as s:
+        refused = s.sendmail("s@sender.example",
+                             ["good1@example.org", "bad@example.org", "good2@example.net"],
+                             b"Subject: partly refused\r\n\r\nbody-only-text\r\n",
+                             mail_options=["ENVID=fm+2B42"], rcpt_options=["ORCPT=rfc822;x+2By"])
+        assert not refused, refused
     inject(prov, "s@sender.example", ["good3@example.net"], b"Subject: fine\r\n\r\nbody\r\n")
     ids = held_ids(prov)
     bodies = stored_bodies(prov, ids)
@@ -446,16 +451,19 @@ def test_recipient_refused_with_550(prov, sink, workdir):
         "fine": ("s@sender.example", ["good3@example.net"]),
     }, bodies)
 
-    # The message stays (for the DSN issue) with the refused recipient failed, the reply kept;
-    # the others are done; the message that was fully delivered is gone.
-    assert prov.queue_ids() == [partly]
-    rcpts = recipients(prov.queue_show(partly))
-    assert rcpts["bad@example.org"]["state"] == "failed", rcpts
-    assert rcpts["bad@example.org"]["attempts"] == "1"
-    assert rcpts["bad@example.org"]["last_reply"].startswith("550 5.1.1 <bad@example.org>")
-    assert rcpts["good1@example.org"]["state"] == rcpts["good2@example.net"]["state"] == "done"
+    # The refused recipient's failed notice is committed (held for the admin: sender.example
+    # is not hosted), then the original is gone: its other recipients were delivered.
+    assert held_ids(prov) == set()
+    assert partly not in prov.queue_ids()
+    [n] = for_original(prov, partly)
+    check_failed_notice(n, partly, "s@sender.example", {"bad@example.org": {
+        "status": "5.1.1", "remote": "sink.customer.example", "orcpt": "rfc822; x+y",
+        "diagnostic": "smtp; 550 5.1.1 <bad@example.org>: Recipient address rejected: "
+                      "no such user"}}, envid="fm+42", subject="partly refused",
+        body_marker="body-only-text")
+    assert "event=notice.failed" in prov.log() and "held=admin" in prov.log()
 
-    # A later poll does not retry the failed recipient.
+    # A later poll does not retry the refused recipient.
     before = len(sink.transactions)
     again = run_fetchmail(workdir, prov.odmr_port, sink.port, name="again")
     assert again.returncode == EXIT_ODMR_NOMAIL and "You have no mail" in again.output, again

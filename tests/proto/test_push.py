@@ -14,6 +14,7 @@ import pytest
 
 from saslclient import cram_md5_response
 from conftest import BIN
+from notices import for_original
 from smtpwire import Wire
 
 REPLY_LINE = re.compile(rb"^(\d{3})([ -])(.*)$")
@@ -500,8 +501,11 @@ def test_8bitmime_message_to_a_customer_without_it_fails_cleanly(prov):
                  mail_params=" BODY=8BITMIME")
     cust = push(prov, ext=("SIZE 1000000",))
     assert cust.txns == []
-    st = rcpt_states(prov, qid)["u@example.org"]
-    assert st["state"] == "failed" and "8BITMIME" in st["last_reply"], st
+    assert qid not in prov.queue_ids()   # failed, its notice committed: nothing left
+    [n] = for_original(prov, qid)
+    r = n.recipient("u@example.org")
+    assert r["Status"] == "5.6.3" and "8BITMIME" in r["Diagnostic-Code"], r
+    assert "Remote-MTA" not in r, r   # odmrd's own refusal: the customer never answered
 
 
 DSN_MAIL = " RET=HDRS ENVID=env-42"
@@ -551,7 +555,9 @@ def test_all_rcpts_refused_gets_rset_not_data(prov):
     cust = push(prov, rcpt="550 5.1.1 no such user")
     verbs = [l.split(b" ", 1)[0].upper() for l in cust.commands]
     assert b"DATA" not in verbs and b"RSET" in verbs, cust.commands
-    assert rcpt_states(prov, qid)["u@example.org"]["state"] == "failed"
+    assert qid not in prov.queue_ids()
+    [n] = for_original(prov, qid)
+    assert n.recipient("u@example.org")["Diagnostic-Code"] == "smtp; 550 5.1.1 no such user"
 
 
 # ---------------------------------------------------------------- isolation between users
@@ -622,24 +628,28 @@ def test_rcpt_450_stays_queued_with_attempt_and_reply(prov):
     assert prov.queue_ids() == []
 
 
-def test_rcpt_550_is_failed_and_kept(prov):
-    qid = inject(prov, ["u@example.org"])
-    cust = push(prov, rcpt="550 5.1.1 user unknown")
+def test_rcpt_550_gets_a_notice_and_is_bounced(prov):
+    qid = inject(prov, ["u@example.org", "v@example.org"])
+    cust = push(prov, rcpt=lambda a, t: "550 5.1.1 user unknown" if a.startswith("u@")
+                else "450 4.2.1 later")
     assert cust.ended == "quit"
-    st = rcpt_states(prov, qid)["u@example.org"]
-    assert st["state"] == "failed" and st["last_reply"] == "550 5.1.1 user unknown", st
-    assert st["attempts"] == 1, st
-    assert qid in prov.queue_ids(), "a failed recipient is not dropped silently"
-    # A failed recipient is not offered again.
+    st = rcpt_states(prov, qid)
+    assert st["u@example.org"]["state"] == "bounced", st
+    assert st["u@example.org"]["last_reply"] == "550 5.1.1 user unknown", st
+    assert st["u@example.org"]["attempts"] == 1, st
+    assert st["v@example.org"]["state"] == "pending", st
+    [n] = for_original(prov, qid)   # a failed recipient is never dropped silently
+    assert [r["Final-Recipient"] for r in n.per_recipient] == ["rfc822; u@example.org"]
+    # A bounced recipient is not offered again.
     before = pushes_done(prov)
     c = login(prov)
     code, _ = atrn(c)
-    if code == 250:
-        cust = Customer(c).run()
-        assert cust.txns == []
-        wait_push_done(prov, before + 1)
-    else:
-        assert code == 453
+    assert code == 250
+    cust = Customer(c).run()
+    assert [t.accepted for t in cust.txns] == [["v@example.org"]]
+    wait_push_done(prov, before + 1)
+    assert qid not in prov.queue_ids()
+    assert len(for_original(prov, qid)) == 1
 
 
 def test_452_rest_in_a_further_transaction(prov):
@@ -677,9 +687,12 @@ def test_451_after_final_dot_stays_queued(prov):
 def test_554_after_final_dot_is_failed(prov):
     qid = inject(prov, ["u@example.org", "v@example.org"])
     push(prov, final="554 5.6.0 content rejected")
-    st = rcpt_states(prov, qid)
-    assert {s["state"] for s in st.values()} == {"failed"}
-    assert all("content rejected" in s["last_reply"] for s in st.values())
+    assert qid not in prov.queue_ids()
+    [n] = for_original(prov, qid)   # one notice listing both
+    assert [r["Final-Recipient"] for r in n.per_recipient] == ["rfc822; u@example.org",
+                                                               "rfc822; v@example.org"]
+    assert all(r["Diagnostic-Code"] == "smtp; 554 5.6.0 content rejected"
+               for r in n.per_recipient)
 
 
 def test_ehlo_refused_helo_fallback(prov):
@@ -1005,8 +1018,9 @@ def test_smtputf8_message_to_a_customer_without_it_fails_cleanly(prov):
     other = inject(prov, ["v@example.org"])
     cust = push(prov, ext=BASIC_EXT)
     assert [t.accepted for t in cust.txns] == [["v@example.org"]]
-    st = rcpt_states(prov, qid)["u@example.org"]
-    assert st["state"] == "failed" and st["last_reply"].startswith("554 5.6.7"), st
+    assert qid not in prov.queue_ids()
+    [n] = for_original(prov, qid)
+    assert n.recipient("u@example.org")["Diagnostic-Code"].startswith("smtp; 554 5.6.7")
     assert other not in prov.queue_ids()
 
 

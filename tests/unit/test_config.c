@@ -40,7 +40,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_recipients, 1000);
     assert_int_equal(cfg.max_line_length, 1000);
     assert_int_equal(cfg.command_timeout, 300);
-    assert_int_equal(cfg.max_hold, 7 * 86400);
+    assert_int_equal(cfg.max_hold, 5 * 86400);
     /* RFC 5321 4.5.3.2 client timeouts for the reversed session */
     assert_int_equal(cfg.odmr_command_timeout, 300);
     assert_int_equal(cfg.push_greeting_timeout, 300);

@@ -385,6 +385,29 @@ static void expect_rcpt(struct queue *q, const char *id, size_t i, enum queue_rc
     queue_message_close(m);
 }
 
+static int count_notice(const char *id, void *arg)
+{
+    struct queue_message *m;
+    struct queue *q = ((void **)arg)[0];
+    size_t *n = ((void **)arg)[1];
+    assert_int_equal(queue_message_open(q, id, &m), 0);
+    /* A failed notice: from <>, to the original sender, filed under the sender's domain. */
+    assert_string_equal(m->env.sender, "");
+    assert_int_equal(m->env.rcpt_count, 1);
+    assert_string_equal(m->env.rcpts[0].address, "alice@sender.example");
+    queue_message_close(m);
+    (*n)++;
+    return 0;
+}
+
+static void expect_notices(struct queue *q, size_t expected)
+{
+    size_t n = 0;
+    void *arg[2] = {q, &n};
+    assert_true(queue_list_domain(q, "sender.example", count_notice, arg) >= 0);
+    assert_int_equal(n, expected);
+}
+
 static size_t count_of(const char *hay, const char *needle)
 {
     size_t n = 0;
@@ -499,8 +522,10 @@ static void test_helo_fallback_and_line_per_write(void **state)
     assert_int_equal(run->result.failed, 2);   /* 8BITMIME and SMTPUTF8 */
     assert_int_equal(run->result.delivered, 1);
     assert_int_equal(f.body_count, 1);
-    expect_rcpt(run->q, ids[0], 0, QUEUE_RCPT_FAILED, 1, "8BITMIME");
-    expect_rcpt(run->q, ids[2], 0, QUEUE_RCPT_FAILED, 1, "SMTPUTF8");
+    /* Failed with their notices committed: nothing left of them. */
+    assert_false(queued(run->q, ids[0]));
+    assert_false(queued(run->q, ids[2]));
+    expect_notices(run->q, 2);
     assert_false(queued(run->q, ids[1]));
     run_free(run);
 }
@@ -531,9 +556,10 @@ static void test_outcomes_per_rcpt_and_after_dot(void **state)
     run_push(run, &f, dom_a, 1, PUSH_PROFILE_COMPAT, false, 0);
     expect_rcpt(run->q, id1, 0, QUEUE_RCPT_DONE, 1, "250");
     expect_rcpt(run->q, id1, 1, QUEUE_RCPT_PENDING, 1, "450 4.2.1 busy");
-    expect_rcpt(run->q, id1, 2, QUEUE_RCPT_FAILED, 1, "550 5.1.1 unknown user");
+    expect_rcpt(run->q, id1, 2, QUEUE_RCPT_BOUNCED, 1, "550 5.1.1 unknown user");
     expect_rcpt(run->q, id2, 0, QUEUE_RCPT_PENDING, 1, "451 4.3.0");
-    expect_rcpt(run->q, id3, 0, QUEUE_RCPT_FAILED, 1, "554 5.6.0");
+    assert_false(queued(run->q, id3));   /* 554 after the dot: notified, then removed */
+    expect_notices(run->q, 2);
     assert_int_equal(run->result.delivered, 1);
     assert_int_equal(run->result.deferred, 2);
     assert_int_equal(run->result.failed, 2);
@@ -555,8 +581,9 @@ static void test_all_rcpts_refused_means_rset(void **state)
     run_push(run, &f, dom_a, 1, PUSH_PROFILE_COMPAT, false, 0);
     assert_null(strstr(f.transcript, "DATA"));
     assert_non_null(strstr(f.transcript, "RSET\r\n"));
-    expect_rcpt(run->q, id, 0, QUEUE_RCPT_FAILED, 1, "550");
+    expect_rcpt(run->q, id, 0, QUEUE_RCPT_BOUNCED, 1, "550");
     expect_rcpt(run->q, id, 1, QUEUE_RCPT_PENDING, 1, "450");
+    expect_notices(run->q, 1);
     run_free(run);
 }
 
@@ -642,7 +669,8 @@ static void test_8bitmime_to_customer_without_it_fails(void **state)
     assert_null(strstr(f.transcript, "MAIL"));
     assert_true(run->result.clean);
     assert_int_equal(run->result.failed, 1);
-    expect_rcpt(run->q, id, 0, QUEUE_RCPT_FAILED, 1, "8BITMIME");
+    assert_false(queued(run->q, id));
+    expect_notices(run->q, 1);
     run_free(run);
 }
 

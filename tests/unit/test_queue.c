@@ -402,6 +402,39 @@ static void test_failed_recipient_keeps_the_message(void **state)
     queue_close(q);
 }
 
+/* docs/queue.md "Recipient states": failed -> bounced once the notice exists; bounced is final
+ * and counts as finished, like done. */
+static void test_bounced_recipient_is_final_and_finished(void **state)
+{
+    struct queue *q = open_tool_queue();
+    static const struct test_rcpt rcpts[] = {
+        {"x@a.example", "a.example", NULL, NULL},
+        {"y@a.example", "a.example", NULL, NULL},
+        {"z@b.example", "b.example", NULL, NULL},
+    };
+    char id[QUEUE_ID_MAX];
+    struct queue_message *m;
+    store_message(q, rcpts, 3, id);
+    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_FAILED, "550 5.1.1 no"), 0);
+    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_BOUNCED, "550 5.1.1 no"), 0);
+    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_BOUNCED, NULL), EALREADY);
+    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_PENDING, NULL), EALREADY);
+    assert_int_equal(queue_record_outcome(q, id, 1, QUEUE_RCPT_BOUNCED, "554 5.4.7"), 0);
+    assert_int_equal(queue_record_outcome(q, id, 2, QUEUE_RCPT_DONE, "250 ok"), 0);
+    assert_int_equal(queue_record_outcome(q, id, 2, QUEUE_RCPT_BOUNCED, NULL), EALREADY);
+    assert_int_equal(queue_message_open(q, id, &m), 0);
+    assert_int_equal(m->env.rcpts[0].state, QUEUE_RCPT_BOUNCED);
+    assert_int_equal(m->env.rcpts[0].attempts, 2);
+    assert_int_equal(m->env.rcpts[1].state, QUEUE_RCPT_BOUNCED);
+    assert_string_equal(m->env.rcpts[1].last_reply, "554 5.4.7");
+    queue_message_close(m);
+    assert_int_equal(list_domain(q, "a.example").count, 0);
+    assert_string_equal(queue_rcpt_state_name(QUEUE_RCPT_BOUNCED), "bounced");
+    assert_int_equal(queue_remove_if_finished(q, id), 1);   /* done + bounced: finished */
+    assert_false(exists("msg/%s%s", id, ""));
+    queue_close(q);
+}
+
 struct outcome_reports {
     struct event_base *base;
     int statuses[4], removed[4];
@@ -852,6 +885,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_domain_is_isolated_and_oldest_first,
                                         setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_outcomes_then_removal, setup_spool, teardown_spool),
+        cmocka_unit_test_setup_teardown(test_bounced_recipient_is_final_and_finished,
+                                        setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_failed_recipient_keeps_the_message, setup_spool,
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_async_outcomes_run_on_the_workers, setup_spool,

@@ -1,0 +1,217 @@
+/* Expiry scan (docs/notices.md "Expiry"). Every period: the ids older than max_hold (ids carry
+ * their arrival time, so a young message's file is never opened), one message at a time: open
+ * it, lease the domains of its unfinished recipients (a message a push is sending is skipped
+ * until the next scan), commit the failed notice, record the recipients bounced, release. */
+#include "services/expire.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/log.h"
+#include "services/notice.h"
+
+struct expire {
+    struct event_base *base;
+    struct queue *queue;
+    time_t max_hold;
+    struct event *timer;
+    char (*ids)[QUEUE_ID_MAX];  /* this scan's old ids, oldest first (EXPIRE_BATCH_MAX) */
+    size_t count, next;
+    char **leased;              /* domains leased for the message being expired */
+    size_t leased_count;
+    bool busy, stopping;
+    void (*idle)(void *arg);
+    void *idle_arg;
+};
+
+static void next_message(struct expire *e);
+
+time_t expire_period(time_t max_hold)
+{
+    time_t period = max_hold / 10;
+    if (period > 300)
+        period = 300;
+    return period < 1 ? 1 : period;
+}
+
+static void release_leases(struct expire *e)
+{
+    for (size_t i = 0; i < e->leased_count; i++) {
+        queue_release_domain(e->queue, e->leased[i]);
+        free(e->leased[i]);
+    }
+    free(e->leased);
+    e->leased = NULL;
+    e->leased_count = 0;
+}
+
+/* Leases domain unless this message already holds it. 0, EBUSY (a push holds it) or ENOMEM. */
+static int lease(struct expire *e, const char *domain)
+{
+    for (size_t i = 0; i < e->leased_count; i++)
+        if (strcmp(e->leased[i], domain) == 0)
+            return 0;
+    char **grown = realloc(e->leased, (e->leased_count + 1) * sizeof *grown);
+    if (grown == NULL)
+        return ENOMEM;
+    e->leased = grown;
+    int rc = queue_lease_domain(e->queue, domain);
+    if (rc != 0)
+        return rc;
+    if ((e->leased[e->leased_count] = strdup(domain)) == NULL) {
+        queue_release_domain(e->queue, domain);
+        return ENOMEM;
+    }
+    e->leased_count++;
+    return 0;
+}
+
+static void on_notified(int status, void *arg)
+{
+    struct expire *e = arg;
+    release_leases(e);
+    next_message(e);
+}
+
+/* The recipients of m that expire: every one not yet final (pending), and failed ones whose
+ * notice is still owed. Fills f and returns how many; 0 with *skipped when a push holds one of
+ * their domains (the message waits for the next scan). */
+static size_t expiring(struct expire *e, const struct queue_message *m, struct notice_failure *f,
+                       bool *skipped)
+{
+    size_t n = 0;
+    char quoted[300];
+    int64_t age = (int64_t)(time(NULL) - m->env.arrival);
+    for (size_t i = 0; i < m->env.rcpt_count; i++) {
+        const struct queue_rcpt *r = &m->env.rcpts[i];
+        if (r->state != QUEUE_RCPT_PENDING && r->state != QUEUE_RCPT_FAILED)
+            continue;
+        int rc = lease(e, r->domain);
+        if (rc != 0) {
+            log_debug("expire.skipped", " id=%s domain=%s reason=\"%s\"", m->env.id, r->domain,
+                      rc == EBUSY ? "being delivered" : strerror(rc));
+            release_leases(e);
+            *skipped = true;
+            return 0;
+        }
+        f[n++] = (struct notice_failure){i, NULL};
+    }
+    for (size_t i = 0; i < n; i++)
+        log_info("expire.rcpt", " id=%s rcpt=%s domain=%s age=%lld max_hold=%lld", m->env.id,
+                 log_quote(quoted, sizeof quoted, m->env.rcpts[f[i].rcpt_index].address,
+                           strlen(m->env.rcpts[f[i].rcpt_index].address)),
+                 m->env.rcpts[f[i].rcpt_index].domain, (long long)age,
+                 (long long)e->max_hold);
+    return n;
+}
+
+/* Starts expiring id. true when a notice is under way (on_notified follows). */
+static bool expire_one(struct expire *e, const char *id)
+{
+    struct queue_message *m = NULL;
+    int rc = queue_message_open(e->queue, id, &m);
+    if (rc != 0) {
+        if (rc != ENOENT)   /* gone meanwhile is normal; corrupt ones were logged */
+            log_warn("expire.open_failed", " id=%s error=\"%s\"", id, strerror(rc));
+        return false;
+    }
+    struct notice_failure *f = calloc(m->env.rcpt_count, sizeof *f);
+    bool skipped = f == NULL, started = false;
+    size_t n = f != NULL ? expiring(e, m, f, &skipped) : 0;
+    if (n > 0) {
+        struct notice_event ev = {NOTICE_EXPIRED, NULL, e->max_hold, "expire"};
+        started = notice_failed(e->queue, m, f, n, &ev, on_notified, e) == 0;
+        if (!started)
+            release_leases(e);
+    } else if (!skipped) {
+        queue_remove_if_finished(e->queue, id);   /* nothing left: a removal a crash cut short */
+    }
+    free(f);
+    queue_message_close(m);
+    return started;
+}
+
+static void next_message(struct expire *e)
+{
+    while (e->next < e->count && !e->stopping) {
+        if (expire_one(e, e->ids[e->next++]))
+            return;
+    }
+    e->count = e->next = 0;
+    e->busy = false;
+    if (e->stopping && e->idle != NULL) {
+        void (*idle)(void *) = e->idle;
+        e->idle = NULL;
+        idle(e->idle_arg);
+    }
+}
+
+static int collect(const char *id, void *arg)
+{
+    struct expire *e = arg;
+    snprintf(e->ids[e->count++], QUEUE_ID_MAX, "%s", id);
+    return e->count >= EXPIRE_BATCH_MAX;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct expire *e = arg;
+    if (e->busy || e->stopping)
+        return;
+    if (queue_expire_scan(e->queue, e->max_hold, collect, e) < 0) {
+        log_error("expire.scan_failed", " error=\"%s\"", strerror(errno));
+        e->count = 0;
+        return;
+    }
+    if (e->count == 0)
+        return;
+    log_info("expire.scan", " messages=%zu max_hold=%lld", e->count, (long long)e->max_hold);
+    e->busy = true;
+    next_message(e);
+}
+
+struct expire *expire_start(struct event_base *base, struct queue *q, time_t max_hold)
+{
+    struct expire *e = calloc(1, sizeof *e);
+    if (e == NULL)
+        return NULL;
+    e->base = base;
+    e->queue = q;
+    e->max_hold = max_hold;
+    e->ids = calloc(EXPIRE_BATCH_MAX, sizeof *e->ids);
+    e->timer = event_new(base, -1, EV_PERSIST, on_timer, e);
+    struct timeval period = {expire_period(max_hold), 0};
+    if (e->ids == NULL || e->timer == NULL || event_add(e->timer, &period) != 0) {
+        expire_free(e);
+        return NULL;
+    }
+    log_info("expire.start", " max_hold=%lld period=%lld", (long long)max_hold,
+             (long long)period.tv_sec);
+    return e;
+}
+
+void expire_shutdown(struct expire *e, void (*idle)(void *arg), void *arg)
+{
+    e->stopping = true;
+    if (e->timer != NULL)
+        event_del(e->timer);
+    if (e->busy) {
+        e->idle = idle;
+        e->idle_arg = arg;
+    } else {
+        idle(arg);
+    }
+}
+
+void expire_free(struct expire *e)
+{
+    if (e == NULL)
+        return;
+    if (e->timer != NULL)
+        event_free(e->timer);
+    release_leases(e);
+    free(e->ids);
+    free(e);
+}
