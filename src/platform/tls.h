@@ -3,6 +3,7 @@
 #define ODMR_PLATFORM_TLS_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* When neither cert nor key exists, writes a self-signed certificate for hostname (RSA 2048,
@@ -29,6 +30,10 @@ struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *
 int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen);
 /* The CN of a client certificate that verified against [tls] ca, into out. -1 if none. */
 int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen);
+
+/* True for a plain connection and for a TLS one whose handshake has finished: only then can
+ * what waits in its output still be written. */
+bool tls_can_write(struct bufferevent *bev);
 
 /* Frees a connection; a TLS one first sends its close_notify alert (RFC 8446 6.1), which
  * bufferevent_free() alone does not. Plain connections are just freed. */
