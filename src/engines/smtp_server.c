@@ -79,6 +79,7 @@ struct smtp_session {
     bool tls_active;
     bool peer_gone;          /* the connection failed while a hook worked */
     bool input_ended;        /* the client ended its sending side (FIN, close_notify) */
+    bool ended_in_txn;       /* ... while a mail transaction was open */
     bool quit_received;
     bool closed_by_server;   /* we ended it: limits, timeout, protocol error, a hook's 421 */
     bool close_after_reply;  /* a hook answered 421 (RFC 5321 3.8): close once it is sent */
@@ -1282,6 +1283,7 @@ static bool replies_owed(struct smtp_session *s)
 static void input_ended(struct smtp_session *s)
 {
     s->input_ended = true;
+    s->ended_in_txn = s->txn.active;
     bufferevent_disable(s->bev, EV_READ);
     if (!awaiting_hook(s) && !s->output_blocked)
         close_at_end_of_input(s);
@@ -1483,4 +1485,9 @@ void smtp_session_set_user(struct smtp_session *s, void *user)
 bool smtp_session_closed_by_server(const struct smtp_session *s)
 {
     return s->closed_by_server;
+}
+
+bool smtp_session_left_mid_transaction(const struct smtp_session *s)
+{
+    return s->ended_in_txn && !s->quit_received;
 }
