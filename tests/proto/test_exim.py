@@ -71,3 +71,4 @@ def test_exim_reused_starttls_connection_delivers_every_message_once(make_odmrd,
     deliveries = re.findall(r" => u\d+@example\.org R=odmrd T=to_odmrd .* X=TLS1\.\d", log)
     assert len(deliveries) == COUNT, log
     assert relay.connections == 1, log   # all of them over one reused connection
+    assert d.stop() == 0, d.log()[-3000:]
