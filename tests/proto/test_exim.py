@@ -4,7 +4,7 @@ connection with the last message's dot and a pipelined QUIT, then its TLS close_
 FIN, and only then reads the replies (issue 9, defect 1): odmrd must still answer 250 and
 221, or Exim defers the last message and sends it again (a duplicate at the customer).
 
-Between the two runs a relay (tests/proto/tcprelay.py) hands odmrd what Exim sends back to
+Between Exim and odmrd a relay (tests/proto/tcprelay.py) hands odmrd what Exim sends back to
 back in one piece, as a link with some latency does; on bare loopback odmrd would usually
 read the close_notify only after it answered, and the defect would hide."""
 import collections
@@ -40,7 +40,7 @@ def message_ids(d):
 
 
 @pytest.fixture
-def relay_to(make_odmrd):
+def relay_to():
     made = []
 
     def make(port):
