@@ -331,7 +331,8 @@ static void relay_data_end(void *ctx, struct smtp_session *s)
  * close the session ourselves. */
 static void judge_end(struct relay *r, const struct smtp_session *s)
 {
-    bool in_txn = smtp_session_transaction(s)->rcpt_count > 0;
+    bool in_txn = smtp_session_transaction(s)->rcpt_count > 0 ||
+                  smtp_session_left_mid_transaction(s);
     bool by_us = smtp_session_closed_by_server(s);
     r->stats.clean = !in_txn && !by_us;
     r->stats.end = by_us ? "closed by odmr-client (limit, timeout, protocol error or target lost)"

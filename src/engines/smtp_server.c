@@ -77,7 +77,9 @@ struct smtp_session {
     char helo[SMTP_DOMAIN_MAX + 1];
     bool esmtp;
     bool tls_active;
-    bool peer_gone;
+    bool peer_gone;          /* the connection failed while a hook worked */
+    bool input_ended;        /* the client ended its sending side (FIN, close_notify) */
+    bool ended_in_txn;       /* ... while a mail transaction was open */
     bool quit_received;
     bool closed_by_server;   /* we ended it: limits, timeout, protocol error, a hook's 421 */
     bool close_after_reply;  /* a hook answered 421 (RFC 5321 3.8): close once it is sent */
@@ -657,8 +659,8 @@ static void settle_async_rcpt(struct smtp_session *s, const struct smtp_reply *r
     write_hook_reply(s, reply);
 }
 
-/* The client left while a hook worked (RCPT check, store): nothing to answer any more; the
- * outcome stays in the hook's own log. Returns true when the session is gone. */
+/* The connection failed while a hook worked (RCPT check, store): nothing can be answered
+ * any more; the outcome stays in the hook's own log. Returns true when the session is gone. */
 static bool free_if_peer_gone(struct smtp_session *s)
 {
     if (!s->peer_gone)
@@ -668,6 +670,21 @@ static bool free_if_peer_gone(struct smtp_session *s)
     return true;
 }
 
+/* After a hook's reply: the commands that waited in the input buffer go on, and reading
+ * again unless the client has ended its input (its end is then handled by process_input). */
+static void resume_after_hook(struct smtp_session *s)
+{
+    if (s->server->shutting_down) {
+        reply_send(output(s), 421, "4.3.2", "%s Service shutting down",
+                   s->server->settings.hostname);
+        close_after_flush(s);
+        return;
+    }
+    if (!s->input_ended)
+        bufferevent_enable(s->bev, EV_READ);
+    process_input(s);
+}
+
 void smtp_session_rcpt_done(struct smtp_session *s, const struct smtp_reply *reply)
 {
     if (free_if_peer_gone(s))
@@ -675,14 +692,7 @@ void smtp_session_rcpt_done(struct smtp_session *s, const struct smtp_reply *rep
     settle_async_rcpt(s, reply);
     if (s->state == STATE_CLOSING)
         return;   /* too many errors */
-    if (s->server->shutting_down) {
-        reply_send(output(s), 421, "4.3.2", "%s Service shutting down",
-                   s->server->settings.hostname);
-        close_after_flush(s);
-        return;
-    }
-    bufferevent_enable(s->bev, EV_READ);
-    process_input(s);
+    resume_after_hook(s);
 }
 
 static void cmd_rcpt(struct smtp_session *s, const char *arg)
@@ -860,14 +870,7 @@ void smtp_session_data_done(struct smtp_session *s, const struct smtp_reply *rep
         return;
     send_data_reply(s, reply);
     finish_data_phase(s);
-    if (s->server->shutting_down) {
-        reply_send(output(s), 421, "4.3.2", "%s Service shutting down",
-                   s->server->settings.hostname);
-        close_after_flush(s);
-        return;
-    }
-    bufferevent_enable(s->bev, EV_READ);
-    process_input(s);
+    resume_after_hook(s);
 }
 
 /* One line of message data. RFC 5321 4.1.1.4: the data ends with CRLF "." CRLF; only a "."
@@ -1154,6 +1157,19 @@ static void read_chunk(struct smtp_session *s, struct evbuffer *in)
         end_of_chunk(s);
 }
 
+/* Everything the client sent before ending its input has been processed: the session closes
+ * once the replies have left (the closing timer bounds that), as ended by the client. A
+ * transaction it did not finish is dropped. Nothing to do when a close is already under way. */
+static void close_at_end_of_input(struct smtp_session *s)
+{
+    if (s->state == STATE_CLOSING)
+        return;
+    if (s->state == STATE_DATA || s->state == STATE_CHUNK)
+        log_info("message.aborted", " session=%s peer=%s reason=disconnect", s->id, s->peer);
+    close_after_flush(s);
+    s->closed_by_server = false;
+}
+
 static void process_input(struct smtp_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
@@ -1192,6 +1208,8 @@ static void process_input(struct smtp_session *s)
     }
     if (s->state == STATE_DATA && s->data != NULL)
         flush_stage(s);
+    if (s->input_ended && !awaiting_hook(s) && !s->output_blocked)
+        close_at_end_of_input(s);
 }
 
 /* libevent 2.1 reads at most 4096 octets per read callback (EVBUFFER_MAX_READ; 2.2 makes it
@@ -1248,6 +1266,29 @@ static void on_write(struct bufferevent *bev, void *arg)
     process_input(s);
 }
 
+/* Replies the client has earned and not yet been sent: a hook's answer to come, commands
+ * held back until earlier replies drain, replies still in the output buffer. */
+static bool replies_owed(struct smtp_session *s)
+{
+    return tls_can_write(s->bev) &&
+           (awaiting_hook(s) || s->output_blocked || evbuffer_get_length(output(s)) > 0);
+}
+
+/* The client ended its sending side (a FIN, or a TLS close_notify: either end may close its
+ * writing direction first and still read; docs/architecture.md, "the client half-closes"),
+ * or reading failed. RFC 5321 4.1.1.5: treated as if QUIT had been received, so what it sent
+ * before still gets its replies: a pending hook's answer, then the pipelined commands already
+ * received (4.1.1.10: QUIT gets its 221 before the close), then the session closes after the
+ * flush. A write error (on_event) or the closing timer ends it if the socket takes no more. */
+static void input_ended(struct smtp_session *s)
+{
+    s->input_ended = true;
+    s->ended_in_txn = s->txn.active;
+    bufferevent_disable(s->bev, EV_READ);
+    if (!awaiting_hook(s) && !s->output_blocked)
+        close_at_end_of_input(s);
+}
+
 static void on_event(struct bufferevent *bev, short events, void *arg)
 {
     struct smtp_session *s = arg;
@@ -1262,16 +1303,20 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
         close_after_flush(s);
         return;
     }
-    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-        if (s->state == STATE_DATA)
-            log_info("message.aborted", " session=%s peer=%s reason=disconnect", s->id, s->peer);
-        abort_message(s);
-        if (awaiting_hook(s)) {
-            s->peer_gone = true;
-            return;
-        }
-        session_free(s);
+    if (!(events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    if (!(events & BEV_EVENT_WRITING) && replies_owed(s)) {
+        input_ended(s);
+        return;
     }
+    if (s->state == STATE_DATA)
+        log_info("message.aborted", " session=%s peer=%s reason=disconnect", s->id, s->peer);
+    abort_message(s);
+    if (awaiting_hook(s)) {
+        s->peer_gone = true;
+        return;
+    }
+    session_free(s);
 }
 
 /* ---- server ---- */
@@ -1440,4 +1485,9 @@ void smtp_session_set_user(struct smtp_session *s, void *user)
 bool smtp_session_closed_by_server(const struct smtp_session *s)
 {
     return s->closed_by_server;
+}
+
+bool smtp_session_left_mid_transaction(const struct smtp_session *s)
+{
+    return s->ended_in_txn && !s->quit_received;
 }

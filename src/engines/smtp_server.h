@@ -124,6 +124,9 @@ void smtp_session_set_user(struct smtp_session *s, void *user);
  * shutdown, a hook's 421), false after QUIT or when the client closed the connection; for
  * session_closed hooks. */
 bool smtp_session_closed_by_server(const struct smtp_session *s);
+/* True when the client ended its input while a mail transaction was open and sent no QUIT:
+ * the transaction's last reply is still written, but may never have reached it. */
+bool smtp_session_left_mid_transaction(const struct smtp_session *s);
 /* The outcome of data_end: reply is sent (once per recipient in LMTP). */
 void smtp_session_data_done(struct smtp_session *s, const struct smtp_reply *reply);
 /* Does the next command already buffered start with DATA or BDAT (a peek, nothing is taken)?

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -241,6 +242,12 @@ int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen)
     return tls_certificate_identity(cert, out, outlen);
 }
 
+bool tls_can_write(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    return ssl == NULL || SSL_is_init_finished(ssl);
+}
+
 /* After STARTTLS the OpenSSL filter writes into the plain socket bufferevent below it: what
  * waits there (the last reply, the close_notify) would be freed with it, unsent. Writes it now,
  * as far as the socket takes it without blocking. A socket bufferevent keeps its output frozen
@@ -257,13 +264,29 @@ static void flush_underlying_output(struct bufferevent *bev)
         continue;
 }
 
+/* Reads and drops what the peer sent and nobody read (a close_notify and FIN after a pipelined
+ * QUIT, say): close() on a socket with unread input sends a reset instead of a FIN, and a reset
+ * throws away the last reply still on its way (docs/architecture.md, "the client
+ * half-closes"). Bounded: a peer that keeps sending is not waited for. */
+static void discard_unread_input(struct bufferevent *bev)
+{
+    struct bufferevent *below = bufferevent_get_underlying(bev);
+    evutil_socket_t fd = bufferevent_getfd(below != NULL ? below : bev);
+    char sink[4096];
+    for (int i = 0; fd >= 0 && i < 64; i++)
+        if (recv(fd, sink, sizeof sink, MSG_DONTWAIT) <= 0)
+            break;
+}
+
 void tls_bufferevent_close(struct bufferevent *bev)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
     /* Best effort on a non-blocking socket: the alert is small and goes out at once; a
-     * peer that already left gets nothing, which is fine. */
+     * peer that already left gets nothing, which is fine. Our close_notify is sent even
+     * when the peer's has come (a half-close): OpenSSL writes until we send our own. */
     if (ssl != NULL && SSL_is_init_finished(ssl))
         SSL_shutdown(ssl);
     flush_underlying_output(bev);
+    discard_unread_input(bev);
     bufferevent_free(bev);
 }

@@ -3,6 +3,7 @@
 #define ODMR_PLATFORM_TLS_H
 
 #include <openssl/ssl.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* When neither cert nor key exists, writes a self-signed certificate for hostname (RSA 2048,
@@ -33,6 +34,10 @@ int tls_peer_subject(struct bufferevent *bev, char *out, size_t outlen);
 /* The EXTERNAL identity of cert: its subject's one CN, whole, as UTF-8. -1 when the subject has
  * no CN or several, or the CN holds a NUL or another control character, or does not fit. */
 int tls_certificate_identity(X509 *cert, char *out, size_t outlen);
+
+/* True for a plain connection and for a TLS one whose handshake has finished: only then can
+ * what waits in its output still be written. */
+bool tls_can_write(struct bufferevent *bev);
 
 /* Frees a connection; a TLS one first sends its close_notify alert (RFC 8446 6.1), which
  * bufferevent_free() alone does not. Plain connections are just freed. */

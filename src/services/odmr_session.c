@@ -76,6 +76,7 @@ struct odmr_session {
     char peer[64];
     bool esmtp;
     bool tls_active;
+    bool input_ended;            /* the customer ended its sending side (FIN, close_notify) */
     unsigned auth_failures;
     unsigned errors;
     struct sasl_exchange *exchange;
@@ -446,7 +447,8 @@ static void on_delay_done(evutil_socket_t fd, short events, void *arg)
     struct odmr_session *s = arg;
     if (s->state == ODMR_CLOSING)
         return;
-    bufferevent_enable(s->bev, EV_READ);
+    if (!s->input_ended)
+        bufferevent_enable(s->bev, EV_READ);
     if (s->auth_failures >= s->service->settings.max_auth_failures) {
         reply_send(out(s), 421, "4.7.0", "%s Too many authentication failures", hostname(s));
         close_after_flush(s);
@@ -795,16 +797,29 @@ static void command_line(struct odmr_session *s, const struct line *line)
     count_error(s);
 }
 
+static bool auth_delay_pending(const struct odmr_session *s)
+{
+    return s->delay != NULL && evtimer_pending(s->delay, NULL);
+}
+
+/* Every command received before the customer ended its input has been answered: close once
+ * the replies have left (as in the SMTP engine, docs/architecture.md). */
+static void close_if_input_done(struct odmr_session *s)
+{
+    if (s->input_ended && s->state != ODMR_CLOSING && s->state != ODMR_REVERSED &&
+        !auth_delay_pending(s))
+        close_after_flush(s);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct odmr_session *s = arg;
     struct evbuffer *in = bufferevent_get_input(s->bev);
     struct line line;
-    while (s->state != ODMR_CLOSING && s->state != ODMR_REVERSED &&
-           (s->delay == NULL || !evtimer_pending(s->delay, NULL))) {
+    while (s->state != ODMR_CLOSING && s->state != ODMR_REVERSED && !auth_delay_pending(s)) {
         enum line_status st = line_reader_next(&s->reader, in, &line);
         if (st == LINE_AGAIN)
-            return;
+            break;
         if (st == LINE_TOO_LONG) {
             if (s->state == ODMR_AUTH_EXCHANGE) {
                 auth_failed(s, &line_too_long);
@@ -819,6 +834,14 @@ static void on_read(struct bufferevent *bev, void *arg)
         else
             command_line(s, &line);
     }
+    close_if_input_done(s);
+}
+
+/* Replies not sent yet that still can be: the one after an AUTH failure's delay, or output
+ * waiting on a connection that can be written (a TLS handshake that never finished cannot). */
+static bool replies_owed(struct odmr_session *s)
+{
+    return tls_can_write(s->bev) && (auth_delay_pending(s) || evbuffer_get_length(out(s)) > 0);
 }
 
 static void on_event(struct bufferevent *bev, short events, void *arg)
@@ -829,6 +852,16 @@ static void on_event(struct bufferevent *bev, short events, void *arg)
                  odmr_state_names[s->state]);
         reply_send(out(s), 421, "4.4.2", "%s Timeout, closing", hostname(s));
         close_after_flush(s);
+        return;
+    }
+    /* The customer ended its sending side (FIN, TLS close_notify) or reading failed: the
+     * replies it earned still go out, those owed after an AUTH failure's delay included, then
+     * the session closes (docs/architecture.md, "the client half-closes"). */
+    if ((events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && !(events & BEV_EVENT_WRITING) &&
+        replies_owed(s)) {
+        s->input_ended = true;
+        bufferevent_disable(s->bev, EV_READ);
+        close_if_input_done(s);
         return;
     }
     if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
