@@ -22,6 +22,11 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
+# The version is written in one place, the VERSION file; only version.o sees it.
+VERSION := $(shell cat VERSION)
+$(BUILD)/src/lib/version.o: CFLAGS += -DODMR_VERSION='"$(VERSION)"'
+$(BUILD)/src/lib/version.o: VERSION
+
 odmrd_OBJ       := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/odmrd/*.c))
 odmrctl_OBJ     := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ctl/*.c))
 odmr-client_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/client/*.c))

@@ -17,6 +17,7 @@
 #include "engines/smtp_server.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/version.h"
 #include "platform/listen.h"
 #include "platform/tls.h"
 #include "services/intake.h"
@@ -46,11 +47,13 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: odmrd [-c FILE] [-t]\n"
-            "  -c FILE  configuration file (default: embedded defaults, paths under ./run)\n"
-            "  -t       check the configuration and the users file, then exit\n"
-            "  -h       this help\n"
-            "odmrd runs in the foreground and logs to stderr. SIGTERM stops it gracefully,\n"
-            "SIGHUP reloads the users file.\n");
+            "  -c, --config FILE  configuration file (default: embedded defaults, paths under\n"
+            "                     ./run)\n"
+            "  -t, --check        check the configuration and the users file, then exit\n"
+            "  -h, --help         this help\n"
+            "  -V, --version      the version\n"
+            "odmrd runs in the foreground and logs to stderr.\n"
+            "SIGTERM stops it gracefully, SIGHUP reloads the users file.\n");
 }
 
 static void fail(const char *what, const char *detail)
@@ -280,12 +283,18 @@ int main(int argc, char **argv)
     const char *config_path = NULL;
     bool check_only = false;
     char err[512];
+    static const struct option longs[] = {
+        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
     int opt;
-    while ((opt = getopt(argc, argv, "c:th")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:thV", longs, NULL)) != -1) {
         switch (opt) {
         case 'c': config_path = optarg; break;
         case 't': check_only = true; break;
         case 'h': usage(stdout); return 0;
+        case 'V': version_print("odmrd"); return 0;
         default: usage(stderr); return 64;
         }
     }
