@@ -14,6 +14,7 @@
 #include "ctl/ctl_user.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/paths.h"
 #include "lib/version.h"
 #include "store/userdb.h"
 
@@ -43,9 +44,10 @@ static int usage(FILE *out)
                  "       odmrctl -h|--help | -V|--version\ncommands:\n");
     for (size_t i = 0; i < COMMAND_COUNT; i++)
         fprintf(out, "  %s\n", commands[i].usage);
-    fprintf(out, "Without -c: ./odmrd.conf if it exists, else the embedded defaults.\n"
-                 "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file, 67 no such user,\n"
-                 "74 I/O error, 78 configuration error (docs/odmrctl.md).\n");
+    fprintf(out, "Without -c: %s if it exists, else the embedded defaults.\n",
+            paths_default_config() ? paths_default_config() : "./odmrd.conf");
+    fprintf(out, "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file, 67 no such user,\n"
+                 "74 I/O error, 78 configuration error (odmrctl(8), docs/odmrctl.md).\n");
     return out == stdout ? EX_OK : EX_USAGE;
 }
 
@@ -100,8 +102,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "odmrctl: unknown command \"%s\"\n", argv[optind]);
         return usage(stderr);
     }
-    if (config_path == NULL && access("odmrd.conf", F_OK) == 0)
-        config_path = "odmrd.conf";
+    const char *fallback = paths_default_config() ? paths_default_config() : "odmrd.conf";
+    if (config_path == NULL && access(fallback, F_OK) == 0)
+        config_path = fallback;
     struct config cfg;
     if (config_load(&cfg, config_path, err, sizeof err) != 0) {
         fprintf(stderr, "odmrctl: %s\n", err);

@@ -1,5 +1,6 @@
 /* odmrd.conf loader: a table of known keys, each with a parser; anything else is an error. */
 #include "lib/config.h"
+#include "lib/paths.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -217,17 +218,17 @@ static void apply_defaults(struct config *cfg, const char *base_dir)
 {
     char host[256] = "localhost";
     char path[PATH_MAX];
-    const char *base = base_dir ? base_dir : ".";
 
     gethostname(host, sizeof host - 1);
     set_default_string(&cfg->hostname, host);
-    snprintf(path, sizeof path, "%s/run/spool", base);
+    /* lib/paths: ./run in-tree, FHS paths when installed */
+    paths_default(DEFAULT_SPOOL, base_dir, path, sizeof path);
     set_default_string(&cfg->spool, path);
-    snprintf(path, sizeof path, "%s/run/users", base);
+    paths_default(DEFAULT_USERS, base_dir, path, sizeof path);
     set_default_string(&cfg->users, path);
-    snprintf(path, sizeof path, "%s/run/tls/cert.pem", base);
+    paths_default(DEFAULT_TLS_CERT, base_dir, path, sizeof path);
     set_default_string(&cfg->tls_cert, path);
-    snprintf(path, sizeof path, "%s/run/tls/key.pem", base);
+    paths_default(DEFAULT_TLS_KEY, base_dir, path, sizeof path);
     set_default_string(&cfg->tls_key, path);
     set_default_string(&cfg->log_level, "info");
     if (cfg->smtp_listen_count == 0 && cfg->lmtp_listen_count == 0) {

@@ -17,6 +17,7 @@
 #include "engines/smtp_server.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/paths.h"
 #include "lib/version.h"
 #include "platform/listen.h"
 #include "platform/tls.h"
@@ -47,13 +48,14 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: odmrd [-c FILE] [-t]\n"
-            "  -c, --config FILE  configuration file (default: embedded defaults, paths under\n"
-            "                     ./run)\n"
+            "  -c, --config FILE  configuration file (default: %s)\n"
             "  -t, --check        check the configuration and the users file, then exit\n"
             "  -h, --help         this help\n"
             "  -V, --version      the version\n"
             "odmrd runs in the foreground and logs to stderr.\n"
-            "SIGTERM stops it gracefully, SIGHUP reloads the users file.\n");
+            "SIGTERM stops it gracefully, SIGHUP reloads the users file. See odmrd(8).\n",
+            paths_default_config() ? paths_default_config()
+                                   : "none: embedded defaults, paths under ./run");
 }
 
 static void fail(const char *what, const char *detail)
@@ -302,6 +304,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 64;
     }
+    /* Installed: /etc/odmrd/odmrd.conf when it exists, else the embedded (FHS) defaults. */
+    if (config_path == NULL && paths_default_config() != NULL &&
+        access(paths_default_config(), F_OK) == 0)
+        config_path = paths_default_config();
     if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
         fail("configuration error", err);
     log_init("odmrd", parse_level(d.cfg.log_level));

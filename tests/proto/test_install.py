@@ -40,3 +40,90 @@ def test_unknown_option_is_a_usage_error():
         r = run(os.path.join(BIN, program), "--no-such-option")
         assert r.returncode == 64, (program, r.returncode)
         assert r.stdout == ""
+
+
+# ---- make install, FHS defaults, the configuration example ----
+
+EXAMPLE = os.path.join(ROOT, "contrib", "odmrd.conf.example")
+
+
+def config_keys():
+    """(section, key) of every key in src/lib/config.c's table."""
+    with open(os.path.join(ROOT, "src", "lib", "config.c")) as f:
+        return re.findall(r'\{"(\w+)", "(\w+)", VALUE_', f.read())
+
+
+def example_keys():
+    keys, section = [], None
+    with open(EXAMPLE) as f:
+        for line in f:
+            m = re.match(r"\[(\w+)\]", line)
+            if m:
+                section = m.group(1)
+            m = re.match(r";(\w+) = ", line)
+            if m:
+                keys.append((section, m.group(1)))
+    return keys
+
+
+def test_example_shows_every_key_once():
+    assert sorted(example_keys()) == sorted(config_keys())
+
+
+def test_example_with_every_key_set_is_valid(workdir):
+    """Every commented default, uncommented, is accepted (paths moved into workdir)."""
+    users = os.path.join(workdir, "users")
+    conf = os.path.join(workdir, "odmrd.conf")
+    with open(EXAMPLE) as f:
+        text = re.sub(r"^;(\w+ = )", r"\1", f.read(), flags=re.M)
+    text = re.sub(r"^users = .*$", "users = " + users, text, flags=re.M)
+    with open(conf, "w") as f:
+        f.write(text)
+    r = subprocess.run([os.path.join(BIN, "odmrctl"), "-c", conf, "user", "add", "alice",
+                        "example.org"], input="pw\n", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    r = run(os.path.join(BIN, "odmrd"), "-c", conf, "-t")
+    assert r.returncode == 0, r.stderr
+
+
+def tree(root):
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            mode = os.lstat(path).st_mode
+            out.append((os.path.relpath(path, root), oct(mode & 0o7777)))
+    return dict(out)
+
+
+def test_make_install_tree_and_fhs_defaults(workdir):
+    dest = os.path.join(workdir, "dest")
+    r = subprocess.run(["make", "-s", "-j2", "install", "DESTDIR=" + dest], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = tree(dest)
+    print("\n".join("%s %s" % (mode, path) for path, mode in sorted(files.items())))
+    expected = {
+        "usr/local/sbin/odmrd": "0o755", "usr/local/sbin/odmrctl": "0o755",
+        "usr/local/bin/odmr-client": "0o755",
+        "usr/local/share/doc/odmrd/LICENSE": "0o644",
+        "usr/local/share/doc/odmrd/README.md": "0o644",
+        "usr/local/share/doc/odmrd/examples/odmrd.conf.example": "0o644",
+        "usr/local/lib/systemd/system/odmr-client.service": "0o644",
+        "etc/odmrd/odmrd.conf": "0o644", "etc/odmrd/tls": "0o700",
+        "var/spool/odmrd": "0o700",
+    }
+    for path, mode in expected.items():
+        assert files.get(path) == mode, (path, files.get(path))
+    sbin = os.path.join(dest, "usr", "local", "sbin")
+    unit = open(os.path.join(dest, "usr/local/lib/systemd/system/odmr-client.service")).read()
+    assert "ExecStart=/usr/local/bin/odmr-client " in unit
+    # The installed programs use FHS paths, wherever the configuration file is.
+    r = run(os.path.join(sbin, "odmrd"), "-h")
+    assert "(default: /etc/odmrd/odmrd.conf)" in r.stdout
+    r = run(os.path.join(sbin, "odmrd"), "-t", "-c", os.path.join(dest, "etc/odmrd/odmrd.conf"))
+    if not os.path.exists("/etc/odmrd/users"):
+        assert r.returncode == 78 and "/etc/odmrd/users:" in r.stderr, r.stderr
+    # The in-tree build keeps ./run next to the configuration file.
+    r = run(os.path.join(BIN, "odmrd"), "-t", "-c", os.path.join(dest, "etc/odmrd/odmrd.conf"))
+    assert os.path.join(dest, "etc/odmrd/run/users") in r.stderr, r.stderr
