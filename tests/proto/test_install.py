@@ -112,6 +112,10 @@ def test_make_install_tree_and_fhs_defaults(workdir):
         "usr/local/lib/systemd/system/odmr-client.service": "0o644",
         "etc/odmrd/odmrd.conf": "0o644", "etc/odmrd/tls": "0o700",
         "var/spool/odmrd": "0o700",
+        "usr/local/share/man/man8/odmrd.8": "0o644",
+        "usr/local/share/man/man8/odmrctl.8": "0o644",
+        "usr/local/share/man/man1/odmr-client.1": "0o644",
+        "usr/local/share/man/man5/odmrd.conf.5": "0o644",
     }
     for path, mode in expected.items():
         assert files.get(path) == mode, (path, files.get(path))
@@ -127,3 +131,31 @@ def test_make_install_tree_and_fhs_defaults(workdir):
     # The in-tree build keeps ./run next to the configuration file.
     r = run(os.path.join(BIN, "odmrd"), "-t", "-c", os.path.join(dest, "etc/odmrd/odmrd.conf"))
     assert os.path.join(dest, "etc/odmrd/run/users") in r.stderr, r.stderr
+
+
+# ---- man pages ----
+
+MAN_PAGES = ("odmrd.8", "odmrctl.8", "odmr-client.1", "odmrd.conf.5")
+
+
+def test_man_pages_are_clean():
+    for page in MAN_PAGES:
+        path = os.path.join(ROOT, "man", page)
+        r = subprocess.run(["groff", "-wall", "-man", "-z", path], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0 and r.stderr == "", (page, r.stderr)
+        r = subprocess.run(["man", "--warnings", "-l", path], capture_output=True, text=True,
+                           timeout=30, env=dict(os.environ, MANWIDTH="80", MAN_KEEP_STDERR="1"))
+        assert r.returncode == 0 and r.stderr == "", (page, r.stderr)
+        name, section = page.rsplit(".", 1)
+        th = open(path).readline().split('"')
+        assert th[0] == ".TH %s %s " % (name.upper(), section), th
+        assert th[3] == "odmrd %s" % version_file(), (page, th[3])
+
+
+def test_odmrd_conf_5_documents_every_key():
+    with open(os.path.join(ROOT, "man", "odmrd.conf.5")) as f:
+        text = f.read().replace("\\\n", "")
+    for section, key in config_keys():
+        assert '.SH "SECTION [%s]"' % section in text, section
+        assert re.search(r"^\.BR? .*\b%s\b" % key, text, re.M), (section, key)
