@@ -20,6 +20,7 @@
 #include "lib/paths.h"
 #include "lib/version.h"
 #include "platform/listen.h"
+#include "platform/sd_notify.h"
 #include "platform/tls.h"
 #include "services/intake.h"
 #include "services/odmr_session.h"
@@ -211,6 +212,13 @@ static void open_queue(struct daemon *d)
         fail("cannot open the queue", err);
 }
 
+/* Under systemd (odmrd.service, Type=notify): READY, RELOADING, STOPPING. */
+static void notify_systemd(int sent, const char *state)
+{
+    if (sent != 0)
+        log_warn("notify.failed", " state=%s error=\"%s\"", state, strerror(errno));
+}
+
 static void on_server_idle(void *arg)
 {
     struct daemon *d = arg;
@@ -220,6 +228,7 @@ static void on_server_idle(void *arg)
 
 static void begin_shutdown(struct daemon *d)
 {
+    notify_systemd(service_notify("STOPPING=1"), "STOPPING");
     log_info("shutdown", " sessions=%zu",
              smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp) +
                  odmr_service_session_count(d->odmr));
@@ -247,10 +256,13 @@ static void reload_users(struct daemon *d)
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
     struct daemon *d = arg;
-    if (sig == SIGHUP)
+    if (sig == SIGHUP) {
+        notify_systemd(service_notify_reloading(), "RELOADING");
         reload_users(d);
-    else
+        notify_systemd(service_notify("READY=1"), "READY");
+    } else {
         begin_shutdown(d);
+    }
 }
 
 static void install_signals(struct daemon *d)
@@ -348,6 +360,7 @@ int main(int argc, char **argv)
     install_signals(&d);
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
+    notify_systemd(service_notify("READY=1"), "READY");
     event_base_dispatch(d.base);
     log_info("stopped", "%s", "");
     teardown(&d);

@@ -110,6 +110,7 @@ def test_make_install_tree_and_fhs_defaults(workdir):
         "usr/local/share/doc/odmrd/README.md": "0o644",
         "usr/local/share/doc/odmrd/examples/odmrd.conf.example": "0o644",
         "usr/local/lib/systemd/system/odmr-client.service": "0o644",
+        "usr/local/lib/systemd/system/odmrd.service": "0o644",
         "etc/odmrd/odmrd.conf": "0o644", "etc/odmrd/tls": "0o700",
         "var/spool/odmrd": "0o700",
         "usr/local/share/man/man8/odmrd.8": "0o644",
@@ -122,6 +123,8 @@ def test_make_install_tree_and_fhs_defaults(workdir):
     sbin = os.path.join(dest, "usr", "local", "sbin")
     unit = open(os.path.join(dest, "usr/local/lib/systemd/system/odmr-client.service")).read()
     assert "ExecStart=/usr/local/bin/odmr-client " in unit
+    unit = open(os.path.join(dest, "usr/local/lib/systemd/system/odmrd.service")).read()
+    assert "ExecStart=/usr/local/sbin/odmrd -c /etc/odmrd/odmrd.conf\n" in unit
     # The installed programs use FHS paths, wherever the configuration file is.
     r = run(os.path.join(sbin, "odmrd"), "-h")
     assert "(default: /etc/odmrd/odmrd.conf)" in r.stdout
