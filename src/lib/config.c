@@ -30,6 +30,7 @@ static const struct config_key config_keys[] = {
     {"server", "users", VALUE_PATH, FIELD(users), 0},
     {"server", "user", VALUE_STRING, FIELD(user), 0},
     {"server", "log_level", VALUE_STRING, FIELD(log_level), 0},
+    {"server", "log", VALUE_STRING, FIELD(log), 0},
     {"intake", "smtp_listen", VALUE_LIST, FIELD(smtp_listen), FIELD(smtp_listen_count)},
     {"intake", "lmtp_listen", VALUE_LIST, FIELD(lmtp_listen), FIELD(lmtp_listen_count)},
     {"intake", "max_message_size", VALUE_SIZE, FIELD(max_message_size), 0},
@@ -231,6 +232,7 @@ static void apply_defaults(struct config *cfg, const char *base_dir)
     paths_default(DEFAULT_TLS_KEY, base_dir, path, sizeof path);
     set_default_string(&cfg->tls_key, path);
     set_default_string(&cfg->log_level, "info");
+    set_default_string(&cfg->log, "stderr");
     if (cfg->smtp_listen_count == 0 && cfg->lmtp_listen_count == 0) {
         cfg->smtp_listen[cfg->smtp_listen_count++] = strdup("127.0.0.1:2525");
         cfg->lmtp_listen[cfg->lmtp_listen_count++] = strdup("127.0.0.1:2424");
@@ -269,6 +271,10 @@ static int validate(const struct config *cfg, char *err, size_t errlen)
     if (!level_ok) {
         snprintf(err, errlen, "[server] log_level: \"%s\" is not debug, info, warn or error",
                  cfg->log_level);
+        return -1;
+    }
+    if (strcmp(cfg->log, "stderr") != 0 && strcmp(cfg->log, "syslog") != 0) {
+        snprintf(err, errlen, "[server] log: \"%s\" is not stderr or syslog", cfg->log);
         return -1;
     }
     /* RFC 5321 4.5.3.1.6 and 4.5.3.1.8: receivers must take 1000-octet lines, 100 recipients */
@@ -331,7 +337,7 @@ static void free_list(char **items, size_t *count)
 
 void config_free(struct config *cfg)
 {
-    char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level,
+    char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level, &cfg->log,
                         &cfg->tls_cert, &cfg->tls_key, &cfg->tls_ca, &cfg->path};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);

@@ -17,6 +17,7 @@ struct config {
     char *users;               /* default: ./run/users */
     char *user;                /* account to switch to when started as root; NULL = none */
     char *log_level;           /* debug|info|warn|error */
+    char *log;                 /* stderr (the journal's form when stderr is the journal) | syslog */
     /* [intake] */
     char *smtp_listen[CONFIG_LISTEN_MAX];   /* host:port, [v6]:port */
     size_t smtp_listen_count;

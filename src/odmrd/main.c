@@ -61,7 +61,8 @@ static void usage(FILE *out)
 
 static void fail(const char *what, const char *detail)
 {
-    fprintf(stderr, "odmrd: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    fprintf(stderr, "%sodmrd: %s%s%s\n", log_current_sink() == LOG_SINK_JOURNAL ? "<3>" : "",
+            what, detail ? ": " : "", detail ? detail : "");
     exit(EXIT_CONFIG);
 }
 
@@ -297,6 +298,7 @@ int main(int argc, char **argv)
     const char *config_path = NULL;
     bool check_only = false;
     char err[512];
+    log_init("odmrd", LOG_LEVEL_INFO);     /* fail()'s form until the configuration is read */
     static const struct option longs[] = {
         {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
@@ -323,6 +325,8 @@ int main(int argc, char **argv)
     if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
         fail("configuration error", err);
     log_init("odmrd", parse_level(d.cfg.log_level));
+    if (strcmp(d.cfg.log, "syslog") == 0 && !check_only)
+        log_use_syslog();
     if (geteuid() == 0 && d.cfg.user == NULL && !check_only)
         fail("started as root without an account to run as",
              "set [server] user = ACCOUNT (an unprivileged user) in the configuration");

@@ -28,6 +28,15 @@ def notify_socket(workdir, abstract):
     return sock, name
 
 
+def stop_when_started(d, timeout=10):
+    """SIGTERM once odmrd handles it: it logs event=started after installing its handlers,
+    and its ports open before that."""
+    deadline = time.time() + timeout
+    while "event=started" not in d.log() and time.time() < deadline:
+        time.sleep(0.05)
+    return d.stop()
+
+
 def receive(sock):
     return sock.recv(4096).decode()
 
@@ -66,14 +75,14 @@ def test_ready_reloading_stopping(make_odmrd, workdir, monkeypatch, abstract):
 def test_without_notify_socket_nothing_is_sent(make_odmrd, monkeypatch):
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     d = make_odmrd()
-    assert d.stop() == 0
+    assert stop_when_started(d) == 0
     assert "notify.failed" not in d.log()
 
 
 def test_bad_notify_socket_is_logged_not_fatal(make_odmrd, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", "relative/not/allowed")
     d = make_odmrd()
-    assert d.stop() == 0
+    assert stop_when_started(d) == 0
     assert "event=notify.failed state=READY" in d.log()
 
 
