@@ -12,6 +12,7 @@ import pytest
 
 import conftest
 from conftest import BIN
+from lifecycle import stop_when_started
 from smtpwire import greet
 
 PRIORITY = {"debug": 7, "info": 6, "warn": 4, "error": 3}
@@ -22,15 +23,6 @@ def journal_stream_of(path):
     open(path, "ab").close()
     st = os.stat(path)
     return "%d:%d" % (st.st_dev, st.st_ino)
-
-
-def stop_when_started(d, timeout=10):
-    """SIGTERM once odmrd handles it: it logs event=started after installing its handlers,
-    and its ports open before that."""
-    deadline = time.time() + timeout
-    while "event=started" not in d.log() and time.time() < deadline:
-        time.sleep(0.05)
-    return d.stop()
 
 
 def some_traffic(d):

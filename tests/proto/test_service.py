@@ -13,6 +13,7 @@ import time
 import pytest
 
 from conftest import BIN, ROOT
+from lifecycle import stop_when_started
 
 
 def notify_socket(workdir, abstract):
@@ -26,15 +27,6 @@ def notify_socket(workdir, abstract):
         os.chmod(name, 0o777)   # odmrd, started as root, sends after switching to nobody
     sock.settimeout(10)
     return sock, name
-
-
-def stop_when_started(d, timeout=10):
-    """SIGTERM once odmrd handles it: it logs event=started after installing its handlers,
-    and its ports open before that."""
-    deadline = time.time() + timeout
-    while "event=started" not in d.log() and time.time() < deadline:
-        time.sleep(0.05)
-    return d.stop()
 
 
 def receive(sock):
