@@ -19,6 +19,7 @@
 #include "lib/log.h"
 #include "lib/paths.h"
 #include "lib/version.h"
+#include "odmrd/user_access.h"
 #include "platform/listen.h"
 #include "platform/sd_notify.h"
 #include "platform/tls.h"
@@ -332,6 +333,8 @@ int main(int argc, char **argv)
              "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
     check_listen_addresses(&d.cfg);
     d.users = load_users(d.cfg.users);
+    if (check_only && user_access_check(&d.cfg, err, sizeof err) != 0)
+        fail("configuration error", err);
     if (check_only) {
         printf("odmrd: configuration ok (%s, %zu users)\n",
                config_path ? config_path : "embedded defaults", userdb_user_count(d.users));

@@ -1,5 +1,6 @@
 """Installability (issue 11): --version/--help, the version in one place."""
 import os
+import pwd
 import re
 import subprocess
 
@@ -77,11 +78,15 @@ def test_example_with_every_key_set_is_valid(workdir):
     with open(EXAMPLE) as f:
         text = re.sub(r"^;(\w+ = )", r"\1", f.read(), flags=re.M)
     text = re.sub(r"^users = .*$", "users = " + users, text, flags=re.M)
+    text = re.sub(r"^spool = .*$", "spool = " + os.path.join(workdir, "spool"), text, flags=re.M)
+    text = re.sub(r"^user = .*$", "user = nobody", text, flags=re.M)   # odmrd -t checks it
     with open(conf, "w") as f:
         f.write(text)
     r = subprocess.run([os.path.join(BIN, "odmrctl"), "-c", conf, "user", "add", "alice",
                         "example.org"], input="pw\n", capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
+    nobody = pwd.getpwnam("nobody")
+    os.chown(users, nobody.pw_uid, nobody.pw_gid)
     r = run(os.path.join(BIN, "odmrd"), "-c", conf, "-t")
     assert r.returncode == 0, r.stderr
 
