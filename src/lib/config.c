@@ -348,3 +348,81 @@ void config_free(struct config *cfg)
     free_list(cfg->odmr_listen, &cfg->odmr_listen_count);
     free_list(cfg->odmr_tls_listen, &cfg->odmr_tls_listen_count);
 }
+
+/* ---- odmrd -n: the settings that differ from the defaults ---- */
+
+/* A size or a duration in the largest unit that divides it exactly, as config files write it. */
+static void format_scaled(char *out, size_t outlen, unsigned long long value,
+                          const unsigned long long *units, const char *suffixes)
+{
+    for (size_t i = 0; suffixes[i] != '\0'; i++)
+        if (value != 0 && value % units[i] == 0) {
+            snprintf(out, outlen, "%llu%c", value / units[i], suffixes[i]);
+            return;
+        }
+    snprintf(out, outlen, "%llu", value);
+}
+
+static void format_value(const struct config *cfg, const struct config_key *key, char *out,
+                         size_t outlen)
+{
+    static const unsigned long long sizes[] = {1ull << 40, 1ull << 30, 1ull << 20, 1ull << 10};
+    static const unsigned long long times[] = {604800, 86400, 3600, 60, 1};
+    const char *field = (const char *)cfg + key->offset;
+    out[0] = '\0';
+    switch (key->kind) {
+    case VALUE_STRING:
+    case VALUE_PATH:
+        snprintf(out, outlen, "%s", *(char *const *)field ? *(char *const *)field : "");
+        return;
+    case VALUE_LIST: {
+        size_t count = *(const size_t *)((const char *)cfg + key->count_offset);
+        for (size_t i = 0, o = 0; i < count && o < outlen; i++)
+            o += (size_t)snprintf(out + o, outlen - o, "%s%s", i ? " " : "",
+                                  ((char *const *)field)[i]);
+        return;
+    }
+    case VALUE_SIZE:
+        format_scaled(out, outlen, *(const uint64_t *)field, sizes, "TGMk");
+        return;
+    case VALUE_DURATION:
+        format_scaled(out, outlen, (unsigned long long)*(const time_t *)field, times, "wdhms");
+        return;
+    case VALUE_COUNT:
+        snprintf(out, outlen, "%u", *(const unsigned *)field);
+        return;
+    }
+}
+
+/* The defaults as config_load() would apply them to a file in cfg->path's directory. */
+static void load_defaults(struct config *def, const struct config *cfg)
+{
+    char *base_dir = cfg->path ? strdup(cfg->path) : NULL;
+    char *slash = base_dir ? strrchr(base_dir, '/') : NULL;
+    if (slash)
+        *(slash == base_dir ? slash + 1 : slash) = '\0';
+    memset(def, 0, sizeof *def);
+    init_numbers(def);
+    apply_defaults(def, base_dir);
+    free(base_dir);
+}
+
+void config_print_changed(const struct config *cfg, FILE *out)
+{
+    char value[2048], fallback[2048];
+    const char *section = NULL;
+    struct config def;
+    load_defaults(&def, cfg);
+    for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++) {
+        const struct config_key *key = &config_keys[i];
+        format_value(cfg, key, value, sizeof value);
+        format_value(&def, key, fallback, sizeof fallback);
+        if (strcmp(value, fallback) == 0)
+            continue;
+        if (section == NULL || strcmp(section, key->section) != 0)
+            fprintf(out, "[%s]\n", key->section);
+        section = key->section;
+        fprintf(out, "%s = %s\n", key->name, value);
+    }
+    config_free(&def);
+}

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 enum { CONFIG_LISTEN_MAX = 8 };
@@ -57,6 +58,11 @@ struct config {
 /* Loads path (NULL = defaults only). On error returns -1 with "FILE:LINE: message" in err. */
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/* odmrd -n (postconf -n): the keys whose effective value differs from the default, as INI
+ * ("[section]" then "key = value"; paths resolved, sizes and durations in their largest
+ * exact unit). */
+void config_print_changed(const struct config *cfg, FILE *out);
 
 /* "30s", "5m", "2h", "7d", plain seconds. -1 on error. */
 int config_parse_duration(const char *text, time_t *out);

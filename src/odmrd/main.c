@@ -49,12 +49,13 @@ struct daemon {
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: odmrd [-c FILE] [-t]\n"
+            "usage: odmrd [-c FILE] [-t | -n]\n"
             "  -c, --config FILE  configuration file (default: %s)\n"
             "  -t, --check        check the configuration and the users file, then exit\n"
+            "  -n, --changed      print the settings that differ from the defaults, then exit\n"
             "  -h, --help         this help\n"
             "  -V, --version      the version\n"
-            "odmrd runs in the foreground and logs to stderr.\n"
+            "odmrd runs in the foreground and logs to stderr (or syslog: [server] log).\n"
             "SIGTERM stops it gracefully, SIGHUP reloads the users file. See odmrd(8).\n",
             paths_default_config() ? paths_default_config()
                                    : "none: embedded defaults, paths under ./run");
@@ -302,14 +303,16 @@ int main(int argc, char **argv)
     log_init("odmrd", LOG_LEVEL_INFO);     /* fail()'s form until the configuration is read */
     static const struct option longs[] = {
         {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
-        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
+        {"changed", no_argument, NULL, 'n'},      {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
     };
+    bool show_changed = false;
     int opt;
-    while ((opt = getopt_long(argc, argv, "c:thV", longs, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tnhV", longs, NULL)) != -1) {
         switch (opt) {
         case 'c': config_path = optarg; break;
         case 't': check_only = true; break;
+        case 'n': show_changed = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': version_print("odmrd"); return 0;
         default: usage(stderr); return 64;
@@ -325,6 +328,11 @@ int main(int argc, char **argv)
         config_path = paths_default_config();
     if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
         fail("configuration error", err);
+    if (show_changed) {
+        config_print_changed(&d.cfg, stdout);
+        config_free(&d.cfg);
+        return 0;
+    }
     log_init("odmrd", parse_level(d.cfg.log_level));
     if (strcmp(d.cfg.log, "syslog") == 0 && !check_only)
         log_use_syslog();

@@ -167,3 +167,25 @@ def test_odmrd_conf_5_documents_every_key():
     for section, key in config_keys():
         assert '.SH "SECTION [%s]"' % section in text, section
         assert re.search(r"^\.BR? .*\b%s\b" % key, text, re.M), (section, key)
+
+
+# ---- odmrd -n: what differs from the defaults ----
+
+def test_odmrd_n_prints_only_changed_settings_as_ini(workdir):
+    conf = os.path.join(workdir, "odmrd.conf")
+    with open(conf, "w") as f:
+        f.write("[server]\nuser = nobody\nspool = queue\nlog_level = info\n"
+                "[intake]\nmax_message_size = 100M\ncommand_timeout = 600\nmax_errors = 20\n"
+                "[odmr]\nlisten = 0.0.0.0:366 [::1]:366\n[queue]\nmax_hold = 36h\n")
+    r = run(os.path.join(BIN, "odmrd"), "-c", conf, "-n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (
+        "[server]\nspool = %s/queue\nuser = nobody\n"
+        "[intake]\nmax_message_size = 100M\ncommand_timeout = 10m\n"
+        "[odmr]\nlisten = 0.0.0.0:366 [::1]:366\n"
+        "[queue]\nmax_hold = 36h\n" % os.path.realpath(workdir)), r.stdout
+    again = os.path.join(workdir, "again.conf")
+    with open(again, "w") as f:
+        f.write(r.stdout)
+    assert run(os.path.join(BIN, "odmrd"), "-c", again, "-n").stdout == r.stdout
+    assert run(os.path.join(BIN, "odmrd"), "--changed").stdout == ""
