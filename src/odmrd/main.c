@@ -23,6 +23,8 @@
 #include "platform/listen.h"
 #include "platform/sd_notify.h"
 #include "platform/tls.h"
+#include "platform/tls_pin.h"
+#include "platform/tls_reload.h"
 #include "services/intake.h"
 #include "services/odmr_session.h"
 #include "store/queue.h"
@@ -44,6 +46,7 @@ struct daemon {
     size_t listener_count;
     struct event *signals[4];
     size_t servers_busy;
+    bool tls_unseen_told;     /* SIGHUP: "cannot see the TLS files" logged once */
 };
 
 static void usage(FILE *out)
@@ -56,7 +59,8 @@ static void usage(FILE *out)
             "  -h, --help         this help\n"
             "  -V, --version      the version\n"
             "odmrd runs in the foreground and logs to stderr (or syslog: [server] log).\n"
-            "SIGTERM stops it gracefully, SIGHUP reloads the users file. See odmrd(8).\n",
+            "SIGTERM stops it gracefully, SIGHUP reloads the users file and the TLS\n"
+            "certificate and key. See odmrd(8).\n",
             paths_default_config() ? paths_default_config()
                                    : "none: embedded defaults, paths under ./run");
 }
@@ -112,6 +116,7 @@ static void load_tls(struct daemon *d)
     d->tls = tls_server_context(d->cfg.tls_cert, d->cfg.tls_key, d->cfg.tls_ca, err, sizeof err);
     if (d->tls == NULL)
         fail("TLS", err);
+    tls_reload_install(d->tls, d->cfg.tls_cert, d->cfg.tls_key);
 }
 
 static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
@@ -256,12 +261,35 @@ static void reload_users(struct daemon *d)
     log_info("users.reloaded", " users=%zu", userdb_user_count(fresh));
 }
 
+/* New sessions get the new pair; running ones keep theirs. After the switch to [server] user
+ * the files must be visible and readable to that account; otherwise the old pair stays. */
+static void reload_tls(struct daemon *d)
+{
+    char err[512], pin[TLS_PIN_TEXT_MAX];
+    switch (tls_reload(d->cfg.tls_cert, d->cfg.tls_key, pin, sizeof pin, err, sizeof err)) {
+    case TLS_RELOAD_DONE:
+        log_info("tls.reloaded", " cert=%s pin=%s", d->cfg.tls_cert, pin);
+        break;
+    case TLS_RELOAD_UNCHANGED:
+        break;
+    case TLS_RELOAD_UNSEEN:     /* said once: the layout will not change by itself */
+        log_event(d->tls_unseen_told ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN, "tls.not_reloaded",
+                  " error=\"%s\" keeping=old", err);
+        d->tls_unseen_told = true;
+        break;
+    case TLS_RELOAD_FAILED:
+        log_error("tls.reload_failed", " error=\"%s\" keeping=old", err);
+        break;
+    }
+}
+
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
     struct daemon *d = arg;
     if (sig == SIGHUP) {
         notify_systemd(service_notify_reloading(), "RELOADING");
         reload_users(d);
+        reload_tls(d);
         notify_systemd(service_notify("READY=1"), "READY");
     } else {
         begin_shutdown(d);
@@ -290,6 +318,7 @@ static void teardown(struct daemon *d)
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
+    tls_reload_free();
     event_base_free(d->base);
     config_free(&d->cfg);
 }

@@ -214,6 +214,8 @@ def served_as_odmrd(proc, pkg, workdir, ports, log_path):
     assert (spool.st_uid, spool.st_gid, oct(spool.st_mode & 0o777)) == (uid, gid, "0o700")
     users = os.stat(os.path.join(workdir, "etc", "odmrd", "users"))
     assert (users.st_uid, oct(users.st_mode & 0o777)) == (uid, "0o600")
+    tls = os.stat(os.path.join(workdir, "etc", "odmrd", "tls"))
+    assert (tls.st_uid, tls.st_gid, oct(tls.st_mode & 0o777)) == (0, gid, "0o750")
     key = os.stat(os.path.join(workdir, "etc", "odmrd", "tls", "key.pem"))
     assert key.st_uid == 0 and key.st_mode & 0o077 == 0     # made by odmrd, still root
     w = greet(ports["SMTP"])
