@@ -426,3 +426,23 @@ void config_print_changed(const struct config *cfg, FILE *out)
     }
     config_free(&def);
 }
+
+size_t config_changed_keys(const struct config *a, const struct config *b, char *out,
+                           size_t outlen)
+{
+    char va[2048], vb[2048];
+    size_t changed = 0, o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++) {
+        const struct config_key *key = &config_keys[i];
+        format_value(a, key, va, sizeof va);
+        format_value(b, key, vb, sizeof vb);
+        if (strcmp(va, vb) == 0)
+            continue;
+        changed++;
+        if (o < outlen)
+            o += (size_t)snprintf(out + o, outlen - o, "%s%s.%s", o ? "," : "", key->section,
+                                  key->name);
+    }
+    return changed;
+}

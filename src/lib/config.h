@@ -64,6 +64,11 @@ void config_free(struct config *cfg);
  * exact unit). */
 void config_print_changed(const struct config *cfg, FILE *out);
 
+/* The keys whose values differ between a and b, as "section.key,section.key" in out (cut at
+ * outlen). Returns how many. */
+size_t config_changed_keys(const struct config *a, const struct config *b, char *out,
+                           size_t outlen);
+
 /* "30s", "5m", "2h", "7d", plain seconds. -1 on error. */
 int config_parse_duration(const char *text, time_t *out);
 /* "1024", "10k", "50M", "1G" (binary multiples). -1 on error. */

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 static const char *log_program = "odmr";
-static enum log_level log_min_level = LOG_LEVEL_INFO;
+static _Atomic enum log_level log_min_level = LOG_LEVEL_INFO;   /* set on reload, read by all */
 static enum log_sink log_sink = LOG_SINK_STDERR;
 
 /* sd-daemon(3) prefixes and syslog(3) priorities: the same numbers */
@@ -58,6 +58,11 @@ void log_use_syslog(void)
 {
     openlog(log_program, LOG_PID | LOG_NDELAY, LOG_MAIL);
     log_sink = LOG_SINK_SYSLOG;
+}
+
+void log_set_level(enum log_level min_level)
+{
+    log_min_level = min_level;
 }
 
 enum log_sink log_current_sink(void)

@@ -19,6 +19,8 @@ void log_init(const char *program, enum log_level min_level);
 /* From now on to syslog(3): LOG_MAIL, ident = the program, with the pid. */
 void log_use_syslog(void);
 enum log_sink log_current_sink(void);
+/* A new minimum level (a reloaded configuration). */
+void log_set_level(enum log_level min_level);
 /* fmt continues the line after "event=NAME"; it should be " key=value" pairs. */
 void log_event(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

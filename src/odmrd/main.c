@@ -59,8 +59,8 @@ static void usage(FILE *out)
             "  -h, --help         this help\n"
             "  -V, --version      the version\n"
             "odmrd runs in the foreground and logs to stderr (or syslog: [server] log).\n"
-            "SIGTERM stops it gracefully, SIGHUP reloads the users file and the TLS\n"
-            "certificate and key. See odmrd(8).\n",
+            "SIGTERM stops it gracefully; SIGHUP re-reads the configuration, the users file\n"
+            "and a renewed TLS certificate. See odmrd(8).\n",
             paths_default_config() ? paths_default_config()
                                    : "none: embedded defaults, paths under ./run");
 }
@@ -261,6 +261,46 @@ static void reload_users(struct daemon *d)
     log_info("users.reloaded", " users=%zu", userdb_user_count(fresh));
 }
 
+static bool differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+/* SIGHUP: the configuration file again. Applied at once: log_level, [server] users and
+ * [tls] cert/key (read by the reloads that follow); any other change needs a restart and is
+ * logged as such. A file that does not load is refused; the running configuration stays. */
+static void reload_config(struct daemon *d)
+{
+    char err[512], keys[512];
+    struct config fresh;
+    if (d->cfg.path == NULL)
+        return;
+    if (config_load(&fresh, d->cfg.path, err, sizeof err) != 0) {
+        log_error("config.reload_failed", " error=\"%s\" keeping=old", err);
+        return;
+    }
+    char **running[] = {&d->cfg.log_level, &d->cfg.users, &d->cfg.tls_cert, &d->cfg.tls_key};
+    char **loaded[] = {&fresh.log_level, &fresh.users, &fresh.tls_cert, &fresh.tls_key};
+    char *incoming[4];
+    bool applied = false;
+    for (size_t i = 0; i < 4; i++) {      /* compare the rest with these aliased to the old */
+        incoming[i] = *loaded[i];
+        *loaded[i] = *running[i];
+    }
+    size_t restart = config_changed_keys(&d->cfg, &fresh, keys, sizeof keys);
+    for (size_t i = 0; i < 4; i++) {      /* take the new values, leave the old to be freed */
+        applied |= differs(*running[i], incoming[i]);
+        *loaded[i] = *running[i];
+        *running[i] = incoming[i];
+    }
+    config_free(&fresh);
+    log_set_level(parse_level(d->cfg.log_level));
+    log_info("config.reloaded", " applied=%s restart_needed=%zu", applied ? "yes" : "no",
+             restart);
+    if (restart > 0)
+        log_warn("config.restart_needed", " keys=%s", keys);
+}
+
 /* New sessions get the new pair; running ones keep theirs. After the switch to [server] user
  * the files must be visible and readable to that account; otherwise the old pair stays. */
 static void reload_tls(struct daemon *d)
@@ -288,6 +328,7 @@ static void on_signal(evutil_socket_t sig, short events, void *arg)
     struct daemon *d = arg;
     if (sig == SIGHUP) {
         notify_systemd(service_notify_reloading(), "RELOADING");
+        reload_config(d);
         reload_users(d);
         reload_tls(d);
         notify_systemd(service_notify("READY=1"), "READY");
