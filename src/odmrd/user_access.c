@@ -31,7 +31,7 @@ static void probe(const struct config *cfg, char *msg, size_t msglen)
 }
 
 /* As root: odmrd hands the spool itself to the account at start, not what is in it; a
- * subdirectory made by root (odmrctl run as root before odmrd's first start) stays root's. */
+ * subdirectory made by root (a restored backup, a copy, a tool run as root) stays root's. */
 static int check_spool_owner(const struct config *cfg, uid_t uid, char *err, size_t errlen)
 {
     char path[PATH_MAX];

@@ -49,9 +49,8 @@ def test_users_file_the_account_cannot_read(workdir):
 def test_spool_made_by_root(workdir):
     conf = make_config(workdir)
     chown_nobody(os.path.join(workdir, "users"))
-    r = subprocess.run([os.path.join(BIN, "odmrctl"), "-c", conf, "queue", "list"],
-                       capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr          # odmrctl as root made the spool's directories
+    for sub in ("msg", "tmp"):                  # as root restoring a backup, or an old odmrctl
+        os.makedirs(os.path.join(workdir, "spool", sub), mode=0o700)
     r = check(conf)
     assert r.returncode == 78
     assert "[server] user nobody does not own spool directory %s/spool/" % workdir in r.stderr
