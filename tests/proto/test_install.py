@@ -189,3 +189,25 @@ def test_odmrd_n_prints_only_changed_settings_as_ini(workdir):
         f.write(r.stdout)
     assert run(os.path.join(BIN, "odmrd"), "-c", again, "-n").stdout == r.stdout
     assert run(os.path.join(BIN, "odmrd"), "--changed").stdout == ""
+
+
+def test_example_shows_the_real_defaults(workdir):
+    """Every commented value of the example, uncommented, is the default (odmrd -n prints
+    nothing for it), except the keys whose example is not a default: those with no default
+    (user, tls_listen, ca), the host name, and the installed paths (this is the in-tree build)."""
+    conf = os.path.join(workdir, "odmrd.conf")
+    with open(EXAMPLE) as f:
+        text = re.sub(r"^;(\w+ = )", r"\1", f.read(), flags=re.M)
+    with open(conf, "w") as f:
+        f.write(text)
+    r = run(os.path.join(BIN, "odmrd"), "-c", conf, "-n")
+    assert r.returncode == 0, r.stderr
+    shown, section = set(), None
+    for line in r.stdout.splitlines():
+        if line.startswith("["):
+            section = line.strip("[]")
+        else:
+            shown.add("%s.%s" % (section, line.split(" = ")[0]))
+    not_defaults = {"server.hostname", "server.user", "odmr.tls_listen", "tls.ca",
+                    "server.spool", "server.users", "tls.cert", "tls.key"}
+    assert shown <= not_defaults, r.stdout
