@@ -35,7 +35,8 @@ SYSCONFDIR ?= /etc/odmrd
 SPOOLDIR   ?= /var/spool/odmrd
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 DESTDIR    ?=
-$(BUILD)/src/lib/paths.o: CFLAGS += $(if $(FHS),-DODMR_SYSCONFDIR='"$(SYSCONFDIR)"' -DODMR_SPOOLDIR='"$(SPOOLDIR)"')
+PATH_DEFS  := -DODMR_SYSCONFDIR='"$(SYSCONFDIR)"' -DODMR_SPOOLDIR='"$(SPOOLDIR)"'
+$(BUILD)/src/lib/paths.o: CFLAGS += $(if $(FHS),$(PATH_DEFS))
 $(BUILD)/src/lib/paths.o: $(BUILD)/paths.stamp
 $(BUILD)/paths.stamp: FORCE
 	@mkdir -p $(@D); s="fhs=$(FHS) $(SYSCONFDIR) $(SPOOLDIR)"; \
@@ -46,7 +47,8 @@ odmrd_OBJ       := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/odmrd/*.c))
 odmrctl_OBJ     := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ctl/*.c))
 odmr-client_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/client/*.c))
 
-.PHONY: all asan unit check check-all check-unit check-proto fuzz clean deps run install install-build FORCE
+.PHONY: all asan unit check check-all check-unit check-proto fuzz clean deps run \
+        install install-build FORCE
 all: $(BINS)
 
 $(BUILD)/%.o: %.c

@@ -337,8 +337,8 @@ static void free_list(char **items, size_t *count)
 
 void config_free(struct config *cfg)
 {
-    char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level, &cfg->log,
-                        &cfg->tls_cert, &cfg->tls_key, &cfg->tls_ca, &cfg->path};
+    char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level,
+                        &cfg->log, &cfg->tls_cert, &cfg->tls_key, &cfg->tls_ca, &cfg->path};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;
