@@ -424,6 +424,9 @@ int main(int argc, char **argv)
     d.base = event_base_new();
     if (d.base == NULL)
         fail("cannot create the event loop", NULL);
+    /* Before any port opens: a SIGTERM from then on (systemctl stop while starting) is a
+     * graceful stop once the loop runs, never the default action. */
+    install_signals(&d);
     load_tls(&d);
     d.intake = (struct intake){NULL, &d.users, d.cfg.hostname};
     d.smtp = make_server(&d, SMTP_SERVER_SMTP);
@@ -442,7 +445,6 @@ int main(int argc, char **argv)
                               i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
                                                                               : on_accept_odmrs,
                               d.odmr);
-    install_signals(&d);
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
     notify_systemd(service_notify("READY=1"), "READY");

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from conftest import BIN, ROOT
+import conftest
+from conftest import BIN, ROOT, wait_port
 from lifecycle import stop_when_started
 
 
@@ -118,3 +119,17 @@ def test_odmrd_service_exposure():
     assert m, r.stdout + r.stderr
     print("odmrd.service exposure: %s %s" % (m.group(1), m.group(2)))
     assert float(m.group(1)) <= 3.0, r.stdout
+
+
+def test_sigterm_while_starting_is_a_graceful_stop(make_odmrd):
+    """systemctl stop right after start: the handlers are in place before the first port
+    opens, so SIGTERM as soon as a port answers ends odmrd with 0, not by the signal."""
+    d = make_odmrd(start=False)
+    for _ in range(5):
+        d.logf = open(d.log_path, "ab")
+        d.proc = subprocess.Popen([os.path.join(conftest.BIN, "odmrd"), "-c", d.conf],
+                                  stdout=d.logf, stderr=d.logf)
+        wait_port(d.smtp_port, proc=d.proc)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=30) == 0, d.log()
+        d.stop()
