@@ -22,16 +22,38 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
+# The version is written in one place, the VERSION file; only version.o sees it.
+VERSION := $(shell cat VERSION)
+$(BUILD)/src/lib/version.o: CFLAGS += -DODMR_VERSION='"$(VERSION)"'
+$(BUILD)/src/lib/version.o: VERSION
+
+# Default paths (lib/paths.c): in the tree ./run (the quick start); FHS=1 (`make install`, the
+# .deb) compiles in SYSCONFDIR and SPOOLDIR. A stamp rebuilds paths.o when they change.
+FHS        ?=
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc/odmrd
+SPOOLDIR   ?= /var/spool/odmrd
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DESTDIR    ?=
+PATH_DEFS  := -DODMR_SYSCONFDIR='"$(SYSCONFDIR)"' -DODMR_SPOOLDIR='"$(SPOOLDIR)"'
+$(BUILD)/src/lib/paths.o: CFLAGS += $(if $(FHS),$(PATH_DEFS))
+$(BUILD)/src/lib/paths.o: $(BUILD)/paths.stamp
+$(BUILD)/paths.stamp: FORCE
+	@mkdir -p $(@D); s="fhs=$(FHS) $(SYSCONFDIR) $(SPOOLDIR)"; \
+	  [ "$$(cat $@ 2>/dev/null)" = "$$s" ] || echo "$$s" > $@
+FORCE:
+
 odmrd_OBJ       := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/odmrd/*.c))
 odmrctl_OBJ     := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ctl/*.c))
 odmr-client_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/client/*.c))
 
-.PHONY: all asan unit check check-all check-unit check-proto fuzz clean deps run
+.PHONY: all asan unit check check-all check-unit check-proto fuzz clean deps run \
+        install install-build FORCE
 all: $(BINS)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
@@ -92,7 +114,35 @@ run:
 	$(MAKE) all
 	scripts/quickstart
 
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: builds the programs with FHS defaults into
+# build-install/ (the in-tree bin/ keeps ./run), then installs them, the man pages, the docs,
+# the examples and the systemd units. It creates SYSCONFDIR (with tls/, 0700) and SPOOLDIR
+# (0700) and writes SYSCONFDIR/odmrd.conf from the example only when there is none.
+INSTALL_BUILD := build-install
+DOCDIR := $(PREFIX)/share/doc/odmrd
+MANDIR := $(PREFIX)/share/man
+install-build:
+	$(MAKE) BUILD=$(INSTALL_BUILD) BINDIR=$(INSTALL_BUILD)/bin FHS=1 all
+
+install: install-build
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DOCDIR)/examples \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 0755 $(INSTALL_BUILD)/bin/odmrd $(INSTALL_BUILD)/bin/odmrctl $(DESTDIR)$(PREFIX)/sbin/
+	install -m 0755 $(INSTALL_BUILD)/bin/odmr-client $(DESTDIR)$(PREFIX)/bin/
+	for m in $(wildcard man/*.[158]); do \
+	  install -m 0644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/ || exit 1; done
+	install -m 0644 README.md NEWS LICENSE docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 contrib/*.example $(DESTDIR)$(DOCDIR)/examples/
+	for u in contrib/*.service contrib/*.timer; do \
+	  sed -e 's|/usr/sbin/|$(PREFIX)/sbin/|g' -e 's|/usr/bin/odmr|$(PREFIX)/bin/odmr|g' \
+	      -e 's|/usr/share/doc/odmrd|$(DOCDIR)|g' $$u > $(DESTDIR)$(UNITDIR)/$${u##*/} || exit 1; \
+	  chmod 0644 $(DESTDIR)$(UNITDIR)/$${u##*/}; done
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)
+	install -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/tls $(DESTDIR)$(SPOOLDIR)
+	[ -e $(DESTDIR)$(SYSCONFDIR)/odmrd.conf ] || \
+	  install -m 0644 contrib/odmrd.conf.example $(DESTDIR)$(SYSCONFDIR)/odmrd.conf
+
 clean:
-	rm -rf build build-asan build-fuzz bin
+	rm -rf build build-asan build-fuzz build-install bin
 
 -include $(LIB_OBJ:.o=.d) $(odmrd_OBJ:.o=.d) $(odmrctl_OBJ:.o=.d) $(odmr-client_OBJ:.o=.d) $(UNIT_BIN:=.d)

@@ -18,6 +18,7 @@
 #include "client/settings.h"
 #include "client/target.h"
 #include "lib/log.h"
+#include "lib/version.h"
 
 enum {
     DEFAULT_MAX_SIZE = 50 << 20,
@@ -26,6 +27,7 @@ enum {
 
 static const char usage_text[] =
     "usage: odmr-client [-c FILE] --server HOST[:PORT] --user NAME --password-file FILE\n"
+    "       odmr-client -h|--help | -V|--version\n"
     "                   --deliver TARGET [--tls starttls|implicit|none] [--ca FILE]\n"
     "                   [--pin sha256:BASE64] [--tls-name NAME] [--domains a,b] [--mech MECH]\n"
     "                   [--helo NAME] [--every DURATION] [--timeout FACTOR]\n"
@@ -66,6 +68,7 @@ static const char usage_text[] =
     "  --server-command-timeout D  after the turnaround: the provider's next command (5m)\n"
     "  --server-data-timeout D     after the turnaround: each block of its data (3m)\n"
     "  -v, --verbose          log every step\n"
+    "  -V, --version          the version (alone on the command line)\n"
     "\n"
     "exit codes:\n"
     "  0  mail delivered (the session turned around and ended cleanly)\n"
@@ -239,6 +242,10 @@ int main(int argc, char **argv)
 {
     struct client_options o;
     char err[512];
+    if (argc == 2 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0)) {
+        version_print("odmr-client");
+        return 0;
+    }
     settings_init(&o);
     enum settings_result parsed = settings_from_command_line(&o, argc, argv, err, sizeof err);
     if (parsed == SETTINGS_HELP)

@@ -3,6 +3,7 @@
  * Usage: odmrctl [-c CONFIG] COMMAND ...
  * One table maps each command to its handler and its usage text; the handler gets the loaded
  * configuration and argv starting at the command name. Exit codes come from <sysexits.h>. */
+#include <getopt.h>
 #include <stdio.h>
 #include <string.h>
 #include <sysexits.h>
@@ -13,6 +14,8 @@
 #include "ctl/ctl_user.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/paths.h"
+#include "lib/version.h"
 #include "store/userdb.h"
 
 static int check_config(const struct config *cfg, int argc, char **argv);
@@ -37,13 +40,15 @@ enum { COMMAND_COUNT = sizeof commands / sizeof commands[0] };
 
 static int usage(FILE *out)
 {
-    fprintf(out, "usage: odmrctl [-c CONFIG] COMMAND ...\ncommands:\n");
+    fprintf(out, "usage: odmrctl [-c CONFIG] COMMAND ...\n"
+                 "       odmrctl -h|--help | -V|--version\ncommands:\n");
     for (size_t i = 0; i < COMMAND_COUNT; i++)
         fprintf(out, "  %s\n", commands[i].usage);
-    fprintf(out, "Without -c: ./odmrd.conf if it exists, else the embedded defaults.\n"
-                 "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file or spool, 67 no such\n"
+    fprintf(out, "Without -c: %s if it exists, else the embedded defaults.\n",
+            paths_default_config() ? paths_default_config() : "./odmrd.conf");
+    fprintf(out, "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file or spool, 67 no such\n"
                  "user, 71 cannot become the spool's owner, 74 I/O error, 78 configuration error\n"
-                 "(docs/odmrctl.md).\n");
+                 "(odmrctl(8), docs/odmrctl.md).\n");
     return out == stdout ? EX_OK : EX_USAGE;
 }
 
@@ -76,12 +81,20 @@ int main(int argc, char **argv)
     const char *config_path = NULL;
     char err[512];
     log_init("odmrctl", LOG_LEVEL_WARN);
+    static const struct option longs[] = {
+        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+    };
     int opt;
-    while ((opt = getopt(argc, argv, "+c:h")) != -1) {
-        if (opt == 'c')
+    while ((opt = getopt_long(argc, argv, "+c:hV", longs, NULL)) != -1) {
+        if (opt == 'c') {
             config_path = optarg;
-        else
+        } else if (opt == 'V') {
+            version_print("odmrctl");
+            return EX_OK;
+        } else {
             return usage(opt == 'h' ? stdout : stderr);
+        }
     }
     if (optind >= argc)
         return usage(stderr);
@@ -90,8 +103,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "odmrctl: unknown command \"%s\"\n", argv[optind]);
         return usage(stderr);
     }
-    if (config_path == NULL && access("odmrd.conf", F_OK) == 0)
-        config_path = "odmrd.conf";
+    const char *fallback = paths_default_config() ? paths_default_config() : "odmrd.conf";
+    if (config_path == NULL && access(fallback, F_OK) == 0)
+        config_path = fallback;
     struct config cfg;
     if (config_load(&cfg, config_path, err, sizeof err) != 0) {
         fprintf(stderr, "odmrctl: %s\n", err);

@@ -1,5 +1,6 @@
 /* odmrd.conf loader: a table of known keys, each with a parser; anything else is an error. */
 #include "lib/config.h"
+#include "lib/paths.h"
 
 #include <errno.h>
 #include <ini.h>
@@ -32,6 +33,7 @@ static const struct config_key config_keys[] = {
     {"server", "user", VALUE_STRING, FIELD(user), 0},
     {"server", "log_level", VALUE_STRING, FIELD(log_level), 0},
     {"server", "postmaster", VALUE_STRING, FIELD(postmaster), 0},
+    {"server", "log", VALUE_STRING, FIELD(log), 0},
     {"intake", "smtp_listen", VALUE_LIST, FIELD(smtp_listen), FIELD(smtp_listen_count)},
     {"intake", "lmtp_listen", VALUE_LIST, FIELD(lmtp_listen), FIELD(lmtp_listen_count)},
     {"intake", "max_message_size", VALUE_SIZE, FIELD(max_message_size), 0},
@@ -223,19 +225,20 @@ static void apply_defaults(struct config *cfg, const char *base_dir)
 {
     char host[256] = "localhost";
     char path[PATH_MAX];
-    const char *base = base_dir ? base_dir : ".";
 
     gethostname(host, sizeof host - 1);
     set_default_string(&cfg->hostname, host);
-    snprintf(path, sizeof path, "%s/run/spool", base);
+    /* lib/paths: ./run in-tree, FHS paths when installed */
+    paths_default(DEFAULT_SPOOL, base_dir, path, sizeof path);
     set_default_string(&cfg->spool, path);
-    snprintf(path, sizeof path, "%s/run/users", base);
+    paths_default(DEFAULT_USERS, base_dir, path, sizeof path);
     set_default_string(&cfg->users, path);
-    snprintf(path, sizeof path, "%s/run/tls/cert.pem", base);
+    paths_default(DEFAULT_TLS_CERT, base_dir, path, sizeof path);
     set_default_string(&cfg->tls_cert, path);
-    snprintf(path, sizeof path, "%s/run/tls/key.pem", base);
+    paths_default(DEFAULT_TLS_KEY, base_dir, path, sizeof path);
     set_default_string(&cfg->tls_key, path);
     set_default_string(&cfg->log_level, "info");
+    set_default_string(&cfg->log, "stderr");
     if (cfg->smtp_listen_count == 0 && cfg->lmtp_listen_count == 0) {
         cfg->smtp_listen[cfg->smtp_listen_count++] = strdup("127.0.0.1:2525");
         cfg->lmtp_listen[cfg->lmtp_listen_count++] = strdup("127.0.0.1:2424");
@@ -306,6 +309,10 @@ static int validate(const struct config *cfg, char *err, size_t errlen)
                  cfg->log_level);
         return -1;
     }
+    if (strcmp(cfg->log, "stderr") != 0 && strcmp(cfg->log, "syslog") != 0) {
+        snprintf(err, errlen, "[server] log: \"%s\" is not stderr or syslog", cfg->log);
+        return -1;
+    }
     /* RFC 5321 4.5.3.1.6 and 4.5.3.1.8: receivers must take 1000-octet lines, 100 recipients */
     if (cfg->max_line_length < 1000) {
         snprintf(err, errlen, "[intake] max_line_length: must be at least 1000 (RFC 5321 4.5.3.1.6)");
@@ -372,7 +379,8 @@ static void free_list(char **items, size_t *count)
 void config_free(struct config *cfg)
 {
     char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level,
-                        &cfg->postmaster, &cfg->tls_cert, &cfg->tls_key, &cfg->tls_ca, &cfg->path};
+                        &cfg->postmaster, &cfg->log, &cfg->tls_cert, &cfg->tls_key,
+                        &cfg->tls_ca, &cfg->path};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;
@@ -381,4 +389,102 @@ void config_free(struct config *cfg)
     free_list(cfg->lmtp_listen, &cfg->lmtp_listen_count);
     free_list(cfg->odmr_listen, &cfg->odmr_listen_count);
     free_list(cfg->odmr_tls_listen, &cfg->odmr_tls_listen_count);
+}
+
+/* ---- odmrd -n: the settings that differ from the defaults ---- */
+
+/* A size or a duration in the largest unit that divides it exactly, as config files write it. */
+static void format_scaled(char *out, size_t outlen, unsigned long long value,
+                          const unsigned long long *units, const char *suffixes)
+{
+    for (size_t i = 0; suffixes[i] != '\0'; i++)
+        if (value != 0 && value % units[i] == 0) {
+            snprintf(out, outlen, "%llu%c", value / units[i], suffixes[i]);
+            return;
+        }
+    snprintf(out, outlen, "%llu", value);
+}
+
+static void format_value(const struct config *cfg, const struct config_key *key, char *out,
+                         size_t outlen)
+{
+    static const unsigned long long sizes[] = {1ull << 40, 1ull << 30, 1ull << 20, 1ull << 10};
+    static const unsigned long long times[] = {604800, 86400, 3600, 60, 1};
+    const char *field = (const char *)cfg + key->offset;
+    out[0] = '\0';
+    switch (key->kind) {
+    case VALUE_STRING:
+    case VALUE_PATH:
+        snprintf(out, outlen, "%s", *(char *const *)field ? *(char *const *)field : "");
+        return;
+    case VALUE_LIST: {
+        size_t count = *(const size_t *)((const char *)cfg + key->count_offset);
+        for (size_t i = 0, o = 0; i < count && o < outlen; i++)
+            o += (size_t)snprintf(out + o, outlen - o, "%s%s", i ? " " : "",
+                                  ((char *const *)field)[i]);
+        return;
+    }
+    case VALUE_SIZE:
+        format_scaled(out, outlen, *(const uint64_t *)field, sizes, "TGMk");
+        return;
+    case VALUE_DURATION:
+        format_scaled(out, outlen, (unsigned long long)*(const time_t *)field, times, "wdhms");
+        return;
+    case VALUE_COUNT:
+        snprintf(out, outlen, "%u", *(const unsigned *)field);
+        return;
+    }
+}
+
+/* The defaults as config_load() would apply them to a file in cfg->path's directory. */
+static void load_defaults(struct config *def, const struct config *cfg)
+{
+    char *base_dir = cfg->path ? strdup(cfg->path) : NULL;
+    char *slash = base_dir ? strrchr(base_dir, '/') : NULL;
+    if (slash)
+        *(slash == base_dir ? slash + 1 : slash) = '\0';
+    memset(def, 0, sizeof *def);
+    init_numbers(def);
+    apply_defaults(def, base_dir);
+    free(base_dir);
+}
+
+void config_print_changed(const struct config *cfg, FILE *out)
+{
+    char value[2048], fallback[2048];
+    const char *section = NULL;
+    struct config def;
+    load_defaults(&def, cfg);
+    for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++) {
+        const struct config_key *key = &config_keys[i];
+        format_value(cfg, key, value, sizeof value);
+        format_value(&def, key, fallback, sizeof fallback);
+        if (strcmp(value, fallback) == 0)
+            continue;
+        if (section == NULL || strcmp(section, key->section) != 0)
+            fprintf(out, "[%s]\n", key->section);
+        section = key->section;
+        fprintf(out, "%s = %s\n", key->name, value);
+    }
+    config_free(&def);
+}
+
+size_t config_changed_keys(const struct config *a, const struct config *b, char *out,
+                           size_t outlen)
+{
+    char va[2048], vb[2048];
+    size_t changed = 0, o = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++) {
+        const struct config_key *key = &config_keys[i];
+        format_value(a, key, va, sizeof va);
+        format_value(b, key, vb, sizeof vb);
+        if (strcmp(va, vb) == 0)
+            continue;
+        changed++;
+        if (o < outlen)
+            o += (size_t)snprintf(out + o, outlen - o, "%s%s.%s", o ? "," : "", key->section,
+                                  key->name);
+    }
+    return changed;
 }

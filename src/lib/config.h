@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 enum { CONFIG_LISTEN_MAX = 8 };
@@ -18,6 +19,7 @@ struct config {
     char *user;                /* account to switch to when started as root; NULL = none */
     char *log_level;           /* debug|info|warn|error */
     char *postmaster;          /* where RCPT TO:<Postmaster> goes; NULL: postmaster@hostname */
+    char *log;                 /* stderr (the journal's form when stderr is the journal) | syslog */
     /* [intake] */
     char *smtp_listen[CONFIG_LISTEN_MAX];   /* host:port, [v6]:port */
     size_t smtp_listen_count;
@@ -60,6 +62,16 @@ struct config {
 /* Loads path (NULL = defaults only). On error returns -1 with "FILE:LINE: message" in err. */
 int config_load(struct config *cfg, const char *path, char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/* odmrd -n (postconf -n): the keys whose effective value differs from the default, as INI
+ * ("[section]" then "key = value"; paths resolved, sizes and durations in their largest
+ * exact unit). */
+void config_print_changed(const struct config *cfg, FILE *out);
+
+/* The keys whose values differ between a and b, as "section.key,section.key" in out (cut at
+ * outlen). Returns how many. */
+size_t config_changed_keys(const struct config *a, const struct config *b, char *out,
+                           size_t outlen);
 
 /* "30s", "5m", "2h", "7d", plain seconds. -1 on error. */
 int config_parse_duration(const char *text, time_t *out);

@@ -1,16 +1,30 @@
 /* Event log: one line per event, key=value, on stderr (odmrd runs in the foreground; the
- * supervisor or a pipe to logger(1) takes it from there). */
+ * supervisor or a pipe to logger(1) takes it from there), in the journal's form when stderr
+ * is the journal, or to syslog(3). */
 #include "lib/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static const char *log_program = "odmr";
-static enum log_level log_min_level = LOG_LEVEL_INFO;
+static _Atomic enum log_level log_min_level = LOG_LEVEL_INFO;   /* set on reload, read by all */
+static enum log_sink log_sink = LOG_SINK_STDERR;
+
+/* sd-daemon(3) prefixes and syslog(3) priorities: the same numbers */
+static const int level_priority[] = {
+    [LOG_LEVEL_DEBUG] = LOG_DEBUG,
+    [LOG_LEVEL_INFO] = LOG_INFO,
+    [LOG_LEVEL_WARN] = LOG_WARNING,
+    [LOG_LEVEL_ERROR] = LOG_ERR,
+};
 
 static const char *const level_names[] = {
     [LOG_LEVEL_DEBUG] = "debug",
@@ -19,10 +33,41 @@ static const char *const level_names[] = {
     [LOG_LEVEL_ERROR] = "error",
 };
 
+/* systemd sets JOURNAL_STREAM=DEV:INODE for a stderr connected to the journal; a stderr
+ * redirected elsewhere (a file, a pipe) does not match it. */
+static bool stderr_is_journal(void)
+{
+    const char *stream = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    char tail;
+    if (stream == NULL || sscanf(stream, "%llu:%llu%c", &dev, &ino, &tail) != 2)
+        return false;
+    return fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+           (unsigned long long)st.st_ino == ino;
+}
+
 void log_init(const char *program, enum log_level min_level)
 {
     log_program = program;
     log_min_level = min_level;
+    log_sink = stderr_is_journal() ? LOG_SINK_JOURNAL : LOG_SINK_STDERR;
+}
+
+void log_use_syslog(void)
+{
+    openlog(log_program, LOG_PID | LOG_NDELAY, LOG_MAIL);
+    log_sink = LOG_SINK_SYSLOG;
+}
+
+void log_set_level(enum log_level min_level)
+{
+    log_min_level = min_level;
+}
+
+enum log_sink log_current_sink(void)
+{
+    return log_sink;
 }
 
 static void format_timestamp(char *out, size_t outlen)
@@ -36,17 +81,35 @@ static void format_timestamp(char *out, size_t outlen)
     snprintf(out + n, outlen - n, ".%03ldZ", (long)(now.tv_usec / 1000));
 }
 
+/* What comes before "level=": a timestamp and PROG[PID] on a plain stderr, the priority for
+ * the journal (which stamps and names the line itself), nothing for syslog. */
+static int format_prefix(char *out, size_t outlen, enum log_level level)
+{
+    char stamp[40];
+    switch (log_sink) {
+    case LOG_SINK_JOURNAL:
+        return snprintf(out, outlen, "<%d>", level_priority[level]);
+    case LOG_SINK_SYSLOG:
+        out[0] = '\0';
+        return 0;
+    case LOG_SINK_STDERR:
+        break;
+    }
+    format_timestamp(stamp, sizeof stamp);
+    return snprintf(out, outlen, "%s %s[%d]: ", stamp, log_program, (int)getpid());
+}
+
 void log_event(enum log_level level, const char *event, const char *fmt, ...)
 {
     char line[2048];
-    char stamp[40];
     va_list ap;
 
     if (level < log_min_level)
         return;
-    format_timestamp(stamp, sizeof stamp);
-    int n = snprintf(line, sizeof line, "%s %s[%d]: level=%s event=%s", stamp, log_program,
-                     (int)getpid(), level_names[level], event);
+    int n = format_prefix(line, sizeof line, level);
+    if (n >= 0 && (size_t)n < sizeof line)
+        n += snprintf(line + n, sizeof line - (size_t)n, "level=%s event=%s",
+                      level_names[level], event);
     if (n < 0)
         return;
     if ((size_t)n < sizeof line) {
@@ -58,6 +121,11 @@ void log_event(enum log_level level, const char *event, const char *fmt, ...)
     }
     if ((size_t)n >= sizeof line - 1)
         n = (int)sizeof line - 2;
+    if (log_sink == LOG_SINK_SYSLOG) {
+        line[n] = '\0';
+        syslog(level_priority[level], "%s", line);
+        return;
+    }
     line[n++] = '\n';
     /* One write per line keeps lines whole when several threads log. */
     ssize_t ignored = write(STDERR_FILENO, line, (size_t)n);

@@ -1,4 +1,5 @@
-/* One line per event on stderr: "TIME PROG[PID]: level=L event=NAME key=value ...".
+/* One line per event on stderr: "TIME PROG[PID]: level=L event=NAME key=value ..." (see
+ * enum log_sink for the journal and syslog).
  * Values supplied by a peer must go through log_quote() so a line stays one line. */
 #ifndef ODMR_LIB_LOG_H
 #define ODMR_LIB_LOG_H
@@ -7,7 +8,19 @@
 
 enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR };
 
+/* Where lines go: stderr as "TIME PROG[PID]: level=..."; stderr as "<N>level=..." when stderr
+ * is the systemd journal (JOURNAL_STREAM matches it: the journal stamps and names lines
+ * itself, <N> is the sd-daemon(3) priority: <7> debug, <6> info, <4> warn, <3> error);
+ * syslog(3) with LOG_MAIL, "level=..." at the matching priority. */
+enum log_sink { LOG_SINK_STDERR, LOG_SINK_JOURNAL, LOG_SINK_SYSLOG };
+
+/* Chooses stderr or the journal by JOURNAL_STREAM. */
 void log_init(const char *program, enum log_level min_level);
+/* From now on to syslog(3): LOG_MAIL, ident = the program, with the pid. */
+void log_use_syslog(void);
+enum log_sink log_current_sink(void);
+/* A new minimum level (a reloaded configuration). */
+void log_set_level(enum log_level min_level);
 /* fmt continues the line after "event=NAME"; it should be " key=value" pairs. */
 void log_event(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -18,9 +18,15 @@
 #include "engines/smtp_server.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/paths.h"
+#include "lib/version.h"
+#include "odmrd/user_access.h"
 #include "platform/listen.h"
+#include "platform/sd_notify.h"
 #include "platform/tls.h"
 #include "services/expire.h"
+#include "platform/tls_pin.h"
+#include "platform/tls_reload.h"
 #include "services/intake.h"
 #include "services/notice.h"
 #include "services/odmr_session.h"
@@ -46,22 +52,29 @@ struct daemon {
     struct event *signals[4];
     size_t servers_busy;
     unsigned char secret[SERVER_SECRET_LEN];
+    bool tls_unseen_told;     /* SIGHUP: "cannot see the TLS files" logged once */
 };
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: odmrd [-c FILE] [-t]\n"
-            "  -c FILE  configuration file (default: embedded defaults, paths under ./run)\n"
-            "  -t       check the configuration and the users file, then exit\n"
-            "  -h       this help\n"
-            "odmrd runs in the foreground and logs to stderr. SIGTERM stops it gracefully,\n"
-            "SIGHUP reloads the users file.\n");
+            "usage: odmrd [-c FILE] [-t | -n]\n"
+            "  -c, --config FILE  configuration file (default: %s)\n"
+            "  -t, --check        check the configuration and the users file, then exit\n"
+            "  -n, --changed      print the settings that differ from the defaults, then exit\n"
+            "  -h, --help         this help\n"
+            "  -V, --version      the version\n"
+            "odmrd runs in the foreground and logs to stderr (or syslog: [server] log).\n"
+            "SIGTERM stops it gracefully; SIGHUP re-reads the configuration, the users file\n"
+            "and a renewed TLS certificate. See odmrd(8).\n",
+            paths_default_config() ? paths_default_config()
+                                   : "none: embedded defaults, paths under ./run");
 }
 
 static void fail(const char *what, const char *detail)
 {
-    fprintf(stderr, "odmrd: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    fprintf(stderr, "%sodmrd: %s%s%s\n", log_current_sink() == LOG_SINK_JOURNAL ? "<3>" : "",
+            what, detail ? ": " : "", detail ? detail : "");
     exit(EXIT_CONFIG);
 }
 
@@ -109,6 +122,7 @@ static void load_tls(struct daemon *d)
     d->tls = tls_server_context(d->cfg.tls_cert, d->cfg.tls_key, d->cfg.tls_ca, err, sizeof err);
     if (d->tls == NULL)
         fail("TLS", err);
+    tls_reload_install(d->tls, d->cfg.tls_cert, d->cfg.tls_key);
 }
 
 static void on_accept(struct evconnlistener *listener, evutil_socket_t fd, struct sockaddr *addr,
@@ -222,6 +236,13 @@ static void open_queue(struct daemon *d)
         fail("server secret", err);
 }
 
+/* Under systemd (odmrd.service, Type=notify): READY, RELOADING, STOPPING. */
+static void notify_systemd(int sent, const char *state)
+{
+    if (sent != 0)
+        log_warn("notify.failed", " state=%s error=\"%s\"", state, strerror(errno));
+}
+
 static void on_server_idle(void *arg)
 {
     struct daemon *d = arg;
@@ -231,6 +252,7 @@ static void on_server_idle(void *arg)
 
 static void begin_shutdown(struct daemon *d)
 {
+    notify_systemd(service_notify("STOPPING=1"), "STOPPING");
     log_info("shutdown", " sessions=%zu",
              smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp) +
                  odmr_service_session_count(d->odmr));
@@ -256,13 +278,80 @@ static void reload_users(struct daemon *d)
     log_info("users.reloaded", " users=%zu", userdb_user_count(fresh));
 }
 
+static bool differs(const char *a, const char *b)
+{
+    return (a == NULL) != (b == NULL) || (a != NULL && strcmp(a, b) != 0);
+}
+
+/* SIGHUP: the configuration file again. Applied at once: log_level, [server] users and
+ * [tls] cert/key (read by the reloads that follow); any other change needs a restart and is
+ * logged as such. A file that does not load is refused; the running configuration stays. */
+static void reload_config(struct daemon *d)
+{
+    char err[512], keys[512];
+    struct config fresh;
+    if (d->cfg.path == NULL)
+        return;
+    if (config_load(&fresh, d->cfg.path, err, sizeof err) != 0) {
+        log_error("config.reload_failed", " error=\"%s\" keeping=old", err);
+        return;
+    }
+    char **running[] = {&d->cfg.log_level, &d->cfg.users, &d->cfg.tls_cert, &d->cfg.tls_key};
+    char **loaded[] = {&fresh.log_level, &fresh.users, &fresh.tls_cert, &fresh.tls_key};
+    char *incoming[4];
+    bool applied = false;
+    for (size_t i = 0; i < 4; i++) {      /* compare the rest with these aliased to the old */
+        incoming[i] = *loaded[i];
+        *loaded[i] = *running[i];
+    }
+    size_t restart = config_changed_keys(&d->cfg, &fresh, keys, sizeof keys);
+    for (size_t i = 0; i < 4; i++) {      /* take the new values, leave the old to be freed */
+        applied |= differs(*running[i], incoming[i]);
+        *loaded[i] = *running[i];
+        *running[i] = incoming[i];
+    }
+    config_free(&fresh);
+    log_set_level(parse_level(d->cfg.log_level));
+    log_info("config.reloaded", " applied=%s restart_needed=%zu", applied ? "yes" : "no",
+             restart);
+    if (restart > 0)
+        log_warn("config.restart_needed", " keys=%s", keys);
+}
+
+/* New sessions get the new pair; running ones keep theirs. After the switch to [server] user
+ * the files must be visible and readable to that account; otherwise the old pair stays. */
+static void reload_tls(struct daemon *d)
+{
+    char err[512], pin[TLS_PIN_TEXT_MAX];
+    switch (tls_reload(d->cfg.tls_cert, d->cfg.tls_key, pin, sizeof pin, err, sizeof err)) {
+    case TLS_RELOAD_DONE:
+        log_info("tls.reloaded", " cert=%s pin=%s", d->cfg.tls_cert, pin);
+        break;
+    case TLS_RELOAD_UNCHANGED:
+        break;
+    case TLS_RELOAD_UNSEEN:     /* said once: the layout will not change by itself */
+        log_event(d->tls_unseen_told ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARN, "tls.not_reloaded",
+                  " error=\"%s\" keeping=old", err);
+        d->tls_unseen_told = true;
+        break;
+    case TLS_RELOAD_FAILED:
+        log_error("tls.reload_failed", " error=\"%s\" keeping=old", err);
+        break;
+    }
+}
+
 static void on_signal(evutil_socket_t sig, short events, void *arg)
 {
     struct daemon *d = arg;
-    if (sig == SIGHUP)
+    if (sig == SIGHUP) {
+        notify_systemd(service_notify_reloading(), "RELOADING");
+        reload_config(d);
         reload_users(d);
-    else
+        reload_tls(d);
+        notify_systemd(service_notify("READY=1"), "READY");
+    } else {
         begin_shutdown(d);
+    }
 }
 
 static void install_signals(struct daemon *d)
@@ -289,6 +378,7 @@ static void teardown(struct daemon *d)
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
     OPENSSL_cleanse(d->secret, sizeof d->secret);
+    tls_reload_free();
     event_base_free(d->base);
     config_free(&d->cfg);
 }
@@ -299,12 +389,21 @@ int main(int argc, char **argv)
     const char *config_path = NULL;
     bool check_only = false;
     char err[512];
+    log_init("odmrd", LOG_LEVEL_INFO);     /* fail()'s form until the configuration is read */
+    static const struct option longs[] = {
+        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
+        {"changed", no_argument, NULL, 'n'},      {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+    };
+    bool show_changed = false;
     int opt;
-    while ((opt = getopt(argc, argv, "c:th")) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:tnhV", longs, NULL)) != -1) {
         switch (opt) {
         case 'c': config_path = optarg; break;
         case 't': check_only = true; break;
+        case 'n': show_changed = true; break;
         case 'h': usage(stdout); return 0;
+        case 'V': version_print("odmrd"); return 0;
         default: usage(stderr); return 64;
         }
     }
@@ -312,14 +411,27 @@ int main(int argc, char **argv)
         usage(stderr);
         return 64;
     }
+    /* Installed: /etc/odmrd/odmrd.conf when it exists, else the embedded (FHS) defaults. */
+    if (config_path == NULL && paths_default_config() != NULL &&
+        access(paths_default_config(), F_OK) == 0)
+        config_path = paths_default_config();
     if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
         fail("configuration error", err);
+    if (show_changed) {
+        config_print_changed(&d.cfg, stdout);
+        config_free(&d.cfg);
+        return 0;
+    }
     log_init("odmrd", parse_level(d.cfg.log_level));
+    if (strcmp(d.cfg.log, "syslog") == 0 && !check_only)
+        log_use_syslog();
     if (geteuid() == 0 && d.cfg.user == NULL && !check_only)
         fail("started as root without an account to run as",
              "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
     check_listen_addresses(&d.cfg);
     d.users = load_users(d.cfg.users);
+    if (check_only && user_access_check(&d.cfg, err, sizeof err) != 0)
+        fail("configuration error", err);
     if (check_only) {
         warn_notices_held();
         printf("odmrd: configuration ok (%s, %zu users)\n",
@@ -332,6 +444,9 @@ int main(int argc, char **argv)
     d.base = event_base_new();
     if (d.base == NULL)
         fail("cannot create the event loop", NULL);
+    /* Before any port opens: a SIGTERM from then on (systemctl stop while starting) is a
+     * graceful stop once the loop runs, never the default action. */
+    install_signals(&d);
     load_tls(&d);
     d.intake = (struct intake){NULL, &d.users, d.cfg.hostname, d.cfg.postmaster};
     d.smtp = make_server(&d, SMTP_SERVER_SMTP);
@@ -354,10 +469,10 @@ int main(int argc, char **argv)
                               i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
                                                                               : on_accept_odmrs,
                               d.odmr);
-    install_signals(&d);
     log_warn("notices.held", " reason=\"no [bounce] relay (not supported yet)\"");
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
+    notify_systemd(service_notify("READY=1"), "READY");
     event_base_dispatch(d.base);
     log_info("stopped", "%s", "");
     teardown(&d);

@@ -1,0 +1,249 @@
+"""The Debian package (issue 11): built by dpkg-buildpackage from a clean copy of the tree
+(never in the repository), listed with dpkg-deb -c, extracted into a throwaway root with
+dpkg -x, checked by lintian; then its postinst and the installed odmrd run against the FHS
+paths inside a private mount namespace (copies of /etc and /var/spool), serving a message
+end to end as the odmrd user."""
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import ROOT, free_port, wait_port
+from smtpwire import greet, transaction
+
+VERSION = open(os.path.join(ROOT, "VERSION")).read().strip()
+TOOLS = ("dpkg-buildpackage", "dh", "dpkg-deb", "lintian")
+MISSING = [t for t in TOOLS if shutil.which(t) is None]
+needs_tools = pytest.mark.skipif(
+    bool(MISSING), reason="cannot build the .deb: %s not installed (scripts/install-deps "
+    "installs debhelper, dpkg-dev, lintian and fakeroot)" % ", ".join(MISSING))
+
+
+
+def test_debian_changelog_carries_the_version():
+    with open(os.path.join(ROOT, "debian", "changelog")) as f:
+        first = f.readline()
+    m = re.match(r"odmrd \(([^)]+)\) ", first)
+    assert m and m.group(1) == VERSION, (first, VERSION)
+
+
+def copy_tree(dest):
+    """The tracked and the untracked-but-not-ignored files: what a clean clone would hold plus
+    the change being tested, never build products."""
+    files = subprocess.run(["git", "-C", ROOT, "ls-files", "-co", "--exclude-standard", "-z"],
+                           capture_output=True, check=True, timeout=60).stdout
+    for rel in files.decode().split("\0"):
+        if rel and os.path.isfile(os.path.join(ROOT, rel)):
+            os.makedirs(os.path.join(dest, os.path.dirname(rel)), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, rel), os.path.join(dest, rel))
+
+
+@pytest.fixture(scope="module")
+def package():
+    # make check runs the protocol tests twice, the second time against the ASan binaries
+    # (ODMR_BIN); the package does not use them, so it is built and checked once.
+    if "ODMR_BIN" in os.environ:
+        pytest.skip("the package is built and checked in the run against bin/")
+    with tempfile.TemporaryDirectory(prefix="odmrd-deb-") as tmp:
+        src = os.path.join(tmp, "odmrd-" + VERSION)
+        copy_tree(src)
+        r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b", "-j2"], cwd=src,
+                           capture_output=True, text=True, timeout=1800)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+        deb = os.path.join(tmp, "odmrd_%s_%s.deb" % (VERSION, arch()))
+        root = os.path.join(tmp, "root")
+        subprocess.run(["dpkg", "-x", deb, root], check=True, timeout=120)
+        control = os.path.join(tmp, "control")
+        subprocess.run(["dpkg-deb", "-e", deb, control], check=True, timeout=120)
+        yield {"dir": tmp, "src": src, "deb": deb, "root": root, "control": control,
+               "changes": glob.glob(os.path.join(tmp, "*.changes"))[0]}
+
+
+def arch():
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def listing(deb):
+    """path -> (mode string, owner) from dpkg-deb -c."""
+    out = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True, check=True,
+                         timeout=60).stdout
+    print(out)
+    entries = {}
+    for line in out.splitlines():
+        mode, owner, _size, _date, _time, path = line.split(None, 5)
+        entries[path.split(" -> ")[0].lstrip(".").rstrip("/") or "/"] = (mode, owner)
+    return entries
+
+
+@needs_tools
+def test_package_files_owners_and_modes(package):
+    entries = listing(package["deb"])
+    expected = {
+        "/usr/sbin/odmrd": "-rwxr-xr-x", "/usr/sbin/odmrctl": "-rwxr-xr-x",
+        "/usr/bin/odmr-client": "-rwxr-xr-x",
+        "/etc/odmrd/odmrd.conf": "-rw-r--r--", "/etc/odmrd/tls": "drwx------",
+        "/var/spool/odmrd": "drwx------",
+        "/lib/systemd/system/odmrd.service": "-rw-r--r--",
+        "/lib/systemd/system/odmr-client.service": "-rw-r--r--",
+        "/lib/systemd/system/odmr-client@.service": "-rw-r--r--",
+        "/lib/systemd/system/odmr-client.timer": "-rw-r--r--",
+        "/usr/share/man/man8/odmrd.8.gz": "-rw-r--r--",
+        "/usr/share/man/man8/odmrctl.8.gz": "-rw-r--r--",
+        "/usr/share/man/man1/odmr-client.1.gz": "-rw-r--r--",
+        "/usr/share/man/man5/odmrd.conf.5.gz": "-rw-r--r--",
+        "/usr/share/doc/odmrd/copyright": "-rw-r--r--",
+        "/usr/share/doc/odmrd/README.md": "-rw-r--r--",
+        "/usr/share/doc/odmrd/examples/odmrd.conf.example": "-rw-r--r--",
+    }
+    for path, mode in expected.items():
+        assert entries.get(path, (None,))[0] == mode, (path, entries.get(path))
+    assert {owner for _mode, owner in entries.values()} == {"root/root"}
+    with open(os.path.join(package["control"], "conffiles")) as f:
+        assert f.read().split() == ["/etc/odmrd/odmrd.conf"]
+    with open(os.path.join(package["root"], "etc/odmrd/odmrd.conf")) as f:
+        assert re.search(r"^user = odmrd$", f.read(), re.M)
+
+
+@needs_tools
+def test_extracted_programs_use_fhs_paths(package):
+    sbin = os.path.join(package["root"], "usr", "sbin")
+    r = subprocess.run([os.path.join(sbin, "odmrd"), "--version"], capture_output=True,
+                       text=True, timeout=30)
+    assert r.stdout.startswith("odmrd (odmrd) %s\n" % VERSION)
+    r = subprocess.run([os.path.join(sbin, "odmrd"), "--help"], capture_output=True,
+                       text=True, timeout=30)
+    assert "(default: /etc/odmrd/odmrd.conf)" in r.stdout
+
+
+@needs_tools
+def test_lintian_reports_no_errors(package):
+    r = subprocess.run(["lintian", "--display-info", "--tag-display-limit", "0",
+                        package["changes"]], capture_output=True, text=True, timeout=600)
+    tags = [line for line in r.stdout.splitlines() if re.match(r"[EWIPX]: ", line)]
+    print("lintian:\n" + "\n".join(tags or ["(no tags)"]))
+    assert not [t for t in tags if t.startswith("E: ")], tags
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- the installed package, run: postinst and odmrd on the FHS paths ----
+
+def can_unshare():
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None or os.geteuid() != 0:
+        return False
+    return subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode == 0
+
+
+NAMESPACE_SETUP = r"""
+set -eu
+cp -a /etc "$T/etc"; mount --bind "$T/etc" /etc
+mkdir "$T/spool"; mount --bind "$T/spool" /var/spool
+cp -a "$PKG/etc/odmrd" /etc/odmrd
+cp -a "$PKG/var/spool/odmrd" /var/spool/odmrd
+sh -e "$POSTINST" configure
+cat >> /etc/odmrd/odmrd.conf <<CONF
+[server]
+hostname = mx.test.example
+[intake]
+smtp_listen = 127.0.0.1:$SMTP
+lmtp_listen = 127.0.0.1:$LMTP
+[odmr]
+listen = 127.0.0.1:$ODMR
+CONF
+printf 'alice-secret\n' | "$PKG/usr/sbin/odmrctl" user add alice example.org
+"$PKG/usr/sbin/odmrd" -t
+exec "$PKG/usr/sbin/odmrd"
+"""
+
+
+def in_namespace(pid, *argv):
+    return subprocess.run(["nsenter", "--mount=/proc/%d/ns/mnt" % pid, *argv],
+                          capture_output=True, text=True, timeout=60)
+
+
+def uid_of(passwd, name):
+    with open(passwd) as f:
+        for line in f:
+            fields = line.split(":")
+            if fields[0] == name:
+                return int(fields[2]), int(fields[3])
+    raise AssertionError("no account %s in %s" % (name, passwd))
+
+
+@needs_tools
+@pytest.mark.skipif(not can_unshare(), reason="needs root, unshare(1) and nsenter(1)")
+def test_installed_package_serves_a_message_as_odmrd(package, workdir):
+    """The source postinst (the debhelper parts only talk to systemd) runs against copies of
+    /etc and /var/spool mounted over the real ones in a mount namespace of odmrd's own; then
+    the extracted odmrd starts without -c, as systemd would start it, from /etc/odmrd."""
+    ports = {name: free_port() for name in ("SMTP", "LMTP", "ODMR")}
+    env = dict(os.environ, T=workdir, PKG=package["root"],
+               POSTINST=os.path.join(package["src"], "debian", "odmrd.postinst"),
+               **{k: str(v) for k, v in ports.items()})
+    log_path = os.path.join(workdir, "odmrd.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", NAMESPACE_SETUP], env=env,
+                                stdout=log, stderr=log)
+    try:
+        for port in ports.values():
+            wait_port(port, timeout=60, proc=proc)
+        served_as_odmrd(proc, package["root"], workdir, ports, log_path)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+        print(open(log_path).read())
+    assert rc == 0
+
+
+def served_as_odmrd(proc, pkg, workdir, ports, log_path):
+    uid, gid = uid_of(os.path.join(workdir, "etc", "passwd"), "odmrd")
+    deadline = time.time() + 10
+    while "event=started" not in open(log_path).read() and time.time() < deadline:
+        time.sleep(0.05)
+    with open("/proc/%d/status" % proc.pid) as f:
+        status = f.read()
+    assert re.search(r"^Uid:\s+%d\s+%d" % (uid, uid), status, re.M), status
+    spool = os.stat(os.path.join(workdir, "spool", "odmrd"))
+    assert (spool.st_uid, spool.st_gid, oct(spool.st_mode & 0o777)) == (uid, gid, "0o700")
+    users = os.stat(os.path.join(workdir, "etc", "odmrd", "users"))
+    assert (users.st_uid, oct(users.st_mode & 0o777)) == (uid, "0o600")
+    tls = os.stat(os.path.join(workdir, "etc", "odmrd", "tls"))
+    assert (tls.st_uid, tls.st_gid, oct(tls.st_mode & 0o777)) == (0, gid, "0o750")
+    key = os.stat(os.path.join(workdir, "etc", "odmrd", "tls", "key.pem"))
+    assert key.st_uid == 0 and key.st_mode & 0o077 == 0     # made by odmrd, still root
+    w = greet(ports["SMTP"])
+    transaction(w, rcpts=("<bob@example.org>",))
+    w.expect("DATA", 354)
+    w.send("Subject: from the package\r\n\r\nhello\r\n.\r\n")
+    assert w.reply().code == 250
+    w.expect("QUIT", 221)
+    odmrctl = os.path.join(pkg, "usr", "sbin", "odmrctl")
+    assert len(in_namespace(proc.pid, odmrctl, "queue", "list", "--ids").stdout.split()) == 1
+    pin = in_namespace(proc.pid, odmrctl, "tls", "pin").stdout.strip()
+    assert pin.startswith("sha256:"), pin
+    password = os.path.join(workdir, "alice.pw")
+    with open(password, "w") as f:
+        f.write("alice-secret\n")
+    os.chmod(password, 0o600)
+    mail = os.path.join(workdir, "mail")
+    r = subprocess.run([os.path.join(pkg, "usr", "bin", "odmr-client"),
+                        "--server", "127.0.0.1:%d" % ports["ODMR"], "--user", "alice",
+                        "--password-file", password, "--pin", pin,
+                        "--deliver", "maildir:%s/%%u" % mail], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    delivered = glob.glob(os.path.join(mail, "bob", "new", "*"))
+    assert len(delivered) == 1
+    assert open(delivered[0], "rb").read().endswith(b"Subject: from the package\n\nhello\n")
+    deadline = time.time() + 10
+    while in_namespace(proc.pid, odmrctl, "queue", "list", "--ids").stdout.split() and \
+            time.time() < deadline:
+        time.sleep(0.1)
+    assert in_namespace(proc.pid, odmrctl, "queue", "list", "--ids").stdout.split() == []
