@@ -11,12 +11,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "engines/smtp_server.h"
 #include "lib/config.h"
 #include "lib/log.h"
+#include "lib/peer_count.h"
+#include "odmrd/nofile.h"
+#include "platform/accept_guard.h"
 #include "platform/listen.h"
 #include "platform/tls.h"
 #include "services/intake.h"
@@ -36,8 +40,10 @@ struct daemon {
     struct smtp_server *smtp;
     struct smtp_server *lmtp;
     struct odmr_service *odmr;
+    struct accept_guard *guard;      /* owns the listeners */
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
+    struct peer_count *intake_peers; /* SMTP and LMTP sessions per address */
     struct event *signals[4];
     size_t servers_busy;
 };
@@ -128,13 +134,32 @@ static void open_listeners(struct daemon *d, char *const *specs, size_t count,
 {
     char err[300];
     for (size_t i = 0; i < count; i++) {
-        struct evconnlistener *l = listen_open(d->base, specs[i], on_conn, service, err,
-                                               sizeof err);
+        struct evconnlistener *l = accept_guard_listen(d->guard, specs[i], on_conn, service, err,
+                                                       sizeof err);
         if (l == NULL)
             fail("listen", err);
         d->listeners[d->listener_count++] = l;
         log_info("listen", " address=%s", specs[i]);
     }
+}
+
+/* The listeners' guard against running out of descriptors (platform/accept_guard.h), with a
+ * pause of one second, and the per-address counter of the intake servers (SMTP and LMTP
+ * together, every address holding a live session). */
+static void start_guard(struct daemon *d)
+{
+    char err[300];
+    struct timeval pause = {1, 0};
+    struct rlimit lim = {0, 0};
+    d->guard = accept_guard_new(d->base, &pause, err, sizeof err);
+    if (d->guard == NULL)
+        fail("listen", err);
+    d->intake_peers = peer_count_new(2 * (size_t)d->cfg.max_sessions);
+    if (d->intake_peers == NULL)
+        fail("out of memory", NULL);
+    getrlimit(RLIMIT_NOFILE, &lim);
+    log_info("limits", " open_files=%llu needed=%lu", (unsigned long long)lim.rlim_cur,
+             nofile_needed(&d->cfg));
 }
 
 static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode mode)
@@ -146,10 +171,13 @@ static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode m
         .role = mode == SMTP_SERVER_LMTP ? "lmtp" : "smtp",
         .tls = mode == SMTP_SERVER_SMTP ? d->tls : NULL,
         .limits = {c->max_message_size, c->max_recipients, c->max_line_length, c->max_errors,
-                   c->max_junk_commands, c->command_timeout, c->data_timeout},
+                   c->max_junk_commands, c->command_timeout, c->data_timeout, c->min_data_rate,
+                   c->tls_handshake_timeout},
         .hooks = &intake_hooks,
         .hooks_ctx = &d->intake,
         .max_sessions = c->max_sessions,
+        .peers = d->intake_peers,   /* unix-socket peers have no address: not counted */
+        .max_sessions_per_address = c->max_sessions_per_address,
     };
     struct smtp_server *server = smtp_server_new(d->base, &settings);
     if (server == NULL)
@@ -174,6 +202,9 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
         .max_address_failures = 10,
         .failure_window = 15 * 60,
         .max_sessions = d->cfg.max_sessions,
+        .max_sessions_per_address = d->cfg.odmr_max_sessions_per_address,
+        .max_unauthenticated_per_address = d->cfg.odmr_max_unauthenticated_per_address,
+        .tls_handshake_timeout = d->cfg.tls_handshake_timeout,
     };
     struct odmr_service *service = odmr_service_new(d->base, d->queue, &d->users, &settings);
     if (service == NULL)
@@ -218,8 +249,7 @@ static void begin_shutdown(struct daemon *d)
     log_info("shutdown", " sessions=%zu",
              smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp) +
                  odmr_service_session_count(d->odmr));
-    for (size_t i = 0; i < d->listener_count; i++)
-        evconnlistener_disable(d->listeners[i]);
+    accept_guard_stop(d->guard);
     d->servers_busy = 3;
     smtp_server_shutdown(d->smtp, on_server_idle, d);
     smtp_server_shutdown(d->lmtp, on_server_idle, d);
@@ -260,12 +290,12 @@ static void install_signals(struct daemon *d)
 
 static void teardown(struct daemon *d)
 {
-    for (size_t i = 0; i < d->listener_count; i++)
-        evconnlistener_free(d->listeners[i]);
+    accept_guard_free(d->guard);
     for (size_t i = 0; i < 3; i++)
         event_free(d->signals[i]);
     smtp_server_free(d->smtp);
     smtp_server_free(d->lmtp);
+    peer_count_free(d->intake_peers);
     odmr_service_free(d->odmr);
     queue_close(d->queue);
     userdb_free(d->users);
@@ -300,6 +330,8 @@ int main(int argc, char **argv)
         fail("started as root without an account to run as",
              "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
     check_listen_addresses(&d.cfg);
+    if (nofile_ensure(&d.cfg, err, sizeof err) != 0)
+        fail("open files", err);
     d.users = load_users(d.cfg.users);
     if (check_only) {
         printf("odmrd: configuration ok (%s, %zu users)\n",
@@ -313,6 +345,7 @@ int main(int argc, char **argv)
     if (d.base == NULL)
         fail("cannot create the event loop", NULL);
     load_tls(&d);
+    start_guard(&d);
     d.intake = (struct intake){NULL, &d.users, d.cfg.hostname};
     d.smtp = make_server(&d, SMTP_SERVER_SMTP);
     d.lmtp = make_server(&d, SMTP_SERVER_LMTP);
@@ -326,10 +359,10 @@ int main(int argc, char **argv)
     d.intake.queue = d.queue;
     d.odmr = make_odmr_service(&d);
     for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
-        evconnlistener_set_cb(d.listeners[i],
-                              i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
-                                                                              : on_accept_odmrs,
-                              d.odmr);
+        accept_guard_set_target(d.guard, d.listeners[i],
+                                i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
+                                                                                : on_accept_odmrs,
+                                d.odmr);
     install_signals(&d);
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));

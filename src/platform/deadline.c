@@ -83,6 +83,15 @@ enum deadline_kind deadline_kind(const struct deadline *d)
     return d->kind;
 }
 
+const char *deadline_kind_name(enum deadline_kind kind)
+{
+    static const char *const names[] = {
+        [DEADLINE_NONE] = "none",   [DEADLINE_COMMAND] = "command",  [DEADLINE_MESSAGE] = "message",
+        [DEADLINE_HANDSHAKE] = "tls_handshake", [DEADLINE_CLOSE] = "close",
+    };
+    return names[kind];
+}
+
 void deadline_free(struct deadline *d)
 {
     if (d->timer != NULL)

@@ -14,6 +14,7 @@ enum deadline_kind {
     DEADLINE_COMMAND,     /* a whole command line, from when the server was ready for it */
     DEADLINE_MESSAGE,     /* a whole message (DATA or every BDAT chunk), extended by its octets */
     DEADLINE_HANDSHAKE,   /* a TLS handshake (STARTTLS or implicit TLS) */
+    DEADLINE_CLOSE,       /* the last reply of a closing session (it may never leave) */
 };
 
 struct deadline {
@@ -38,6 +39,8 @@ void deadline_start(struct deadline *d, enum deadline_kind kind, time_t seconds,
 void deadline_add_octets(struct deadline *d, uint64_t octets);
 void deadline_stop(struct deadline *d);
 enum deadline_kind deadline_kind(const struct deadline *d);
+/* "command", "message", "tls_handshake", "close" (for logs). */
+const char *deadline_kind_name(enum deadline_kind kind);
 void deadline_free(struct deadline *d);
 
 #endif

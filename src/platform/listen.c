@@ -151,6 +151,15 @@ void listen_peer_key(const struct sockaddr *addr, int len, char *out, size_t out
     }
 }
 
+void listen_refuse(evutil_socket_t fd, const char *reply)
+{
+    if (reply != NULL) {
+        ssize_t ignored = send(fd, reply, strlen(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)ignored;
+    }
+    evutil_closesocket(fd);
+}
+
 void listen_set_nodelay(evutil_socket_t fd)
 {
     int on = 1;

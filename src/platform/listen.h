@@ -22,6 +22,10 @@ void listen_peer_text(const struct sockaddr *addr, int len, char *out, size_t ou
  * IPv4-mapped IPv6 address as IPv4; "" for unix-socket peers (local, exempt). */
 void listen_peer_key(const struct sockaddr *addr, int len, char *out, size_t outlen);
 
+/* Refuses a just-accepted connection: writes reply (a whole "421 ...\r\n" line) if the socket
+ * takes it at once, never waiting, then closes fd. reply NULL: just closes. */
+void listen_refuse(evutil_socket_t fd, const char *reply);
+
 /* TCP_NODELAY on an accepted TCP socket: SMTP is request/response, and a reply or the last
  * piece of a message must not wait for the peer's delayed ACK (Nagle). No-op on unix sockets. */
 void listen_set_nodelay(evutil_socket_t fd);

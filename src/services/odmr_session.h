@@ -20,7 +20,10 @@ struct odmr_settings {
     unsigned max_auth_failures;      /* per session, then 421: default 3 */
     unsigned max_address_failures;   /* per client address in failure_window: default 10 */
     time_t failure_window;           /* default 15 min */
-    unsigned max_sessions;
+    unsigned max_sessions;               /* over it: 421 4.3.2 */
+    unsigned max_sessions_per_address;   /* listen_peer_key(); over it: 421 4.7.0 */
+    unsigned max_unauthenticated_per_address;   /* sessions not yet through AUTH: 421 4.7.0 */
+    time_t tls_handshake_timeout;        /* STARTTLS and the implicit-TLS port */
     struct push_timeouts push_timeouts;
 };
 
