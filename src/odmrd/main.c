@@ -162,6 +162,13 @@ static void start_guard(struct daemon *d)
              nofile_needed(&d->cfg));
 }
 
+/* A TLS handshake gets [tls] handshake_timeout, never longer than the service's command
+ * timeout: it is no more work for the client than a command. */
+static time_t shorter(time_t a, time_t b)
+{
+    return a < b ? a : b;
+}
+
 static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode mode)
 {
     const struct config *c = &d->cfg;
@@ -172,7 +179,7 @@ static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode m
         .tls = mode == SMTP_SERVER_SMTP ? d->tls : NULL,
         .limits = {c->max_message_size, c->max_recipients, c->max_line_length, c->max_errors,
                    c->max_junk_commands, c->command_timeout, c->data_timeout, c->min_data_rate,
-                   c->tls_handshake_timeout},
+                   shorter(c->tls_handshake_timeout, c->command_timeout)},
         .hooks = &intake_hooks,
         .hooks_ctx = &d->intake,
         .max_sessions = c->max_sessions,
@@ -204,7 +211,8 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
         .max_sessions = d->cfg.max_sessions,
         .max_sessions_per_address = d->cfg.odmr_max_sessions_per_address,
         .max_unauthenticated_per_address = d->cfg.odmr_max_unauthenticated_per_address,
-        .tls_handshake_timeout = d->cfg.tls_handshake_timeout,
+        .tls_handshake_timeout = shorter(d->cfg.tls_handshake_timeout,
+                                         d->cfg.odmr_command_timeout),
     };
     struct odmr_service *service = odmr_service_new(d->base, d->queue, &d->users, &settings);
     if (service == NULL)
