@@ -189,8 +189,7 @@ static void session_free(struct smtp_session *s)
     free_rcpt(&s->pending_rcpt);
     line_reader_free(&s->reader);
     deadline_free(&s->deadline);
-    if (server->settings.peers != NULL)
-        peer_count_release(server->settings.peers, s->peer_key);
+    peer_count_release(server->settings.peers, s->peer_key);
     if (s->bev)
         tls_bufferevent_close(s->bev);
     if (s->prev)
@@ -940,22 +939,20 @@ static void cmd_help(struct smtp_session *s, const char *arg)
 
 /* RFC 5321 4.5.3.2: server timeouts are per command, not per octet. A command line must come
  * whole within command_timeout from when the server was ready for it (line_taken: the last one
- * was just taken); a message (DATA, or BDAT chunks and the lines between them) within
- * data_timeout + octets/min_data_rate s; data_timeout also stays the per-block inactivity
- * timeout (4.5.3.2.6) on the bufferevent. No deadline runs while a hook works. */
+ * was just taken); a message (DATA, or BDAT chunks and the lines between) within data_timeout +
+ * octets/min_data_rate s, data_timeout staying the per-block timeout (4.5.3.2.6) as well. */
 static void update_deadline(struct smtp_session *s, bool line_taken)
 {
     const struct smtp_limits *l = limits(s);
     enum deadline_kind kind = deadline_kind(&s->deadline);
     if (s->state == STATE_CLOSING)
         return;   /* the close deadline runs */
-    if (awaiting_hook(s))
+    if (awaiting_hook(s))   /* a hook works: the server is not ready */
         deadline_stop(&s->deadline);
     else if (s->data != NULL || s->state == STATE_DATA || s->state == STATE_CHUNK) {
-        if (kind != DEADLINE_MESSAGE && l->min_data_rate > 0)
-            deadline_start(&s->deadline, DEADLINE_MESSAGE, l->data_timeout, l->min_data_rate);
-        else if (kind != DEADLINE_MESSAGE)
-            deadline_stop(&s->deadline);
+        if (kind != DEADLINE_MESSAGE)   /* min_data_rate 0: none, only the per-block timeout */
+            deadline_start(&s->deadline, l->min_data_rate ? DEADLINE_MESSAGE : DEADLINE_NONE,
+                           l->data_timeout, l->min_data_rate);
     } else if (kind == DEADLINE_HANDSHAKE && !tls_handshake_done(s->bev)) {
         return;   /* STARTTLS: the handshake deadline runs until the handshake is done */
     } else if (line_taken || kind != DEADLINE_COMMAND) {
@@ -993,6 +990,7 @@ static void start_reading(struct smtp_session *s)
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
     set_read_timeout(s, limits(s)->command_timeout);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    update_deadline(s, true);
 }
 
 /* RFC 3207 4.2: after 220 the server forgets everything from before, and input sent before
@@ -1383,8 +1381,7 @@ void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
     listen_set_nodelay(fd);
     struct smtp_session *s = session_new(server, fd);
     if (s == NULL) {
-        if (server->settings.peers != NULL)
-            peer_count_release(server->settings.peers, key);
+        peer_count_release(server->settings.peers, key);
         evutil_closesocket(fd);
         return;
     }

@@ -111,7 +111,7 @@ static void remove_slot(struct peer_count *pc, size_t hole)
 
 void peer_count_release(struct peer_count *pc, const char *key)
 {
-    if (key[0] == '\0' || strlen(key) >= PEER_KEY_MAX)
+    if (pc == NULL || key[0] == '\0' || strlen(key) >= PEER_KEY_MAX)
         return;
     size_t i = find_slot(pc, key);
     struct peer_entry *e = &pc->slots[i];

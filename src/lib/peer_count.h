@@ -20,7 +20,8 @@ void peer_count_free(struct peer_count *pc);
  * is full. Returns true when counted. An empty key (unix-socket peers) is never counted and
  * always taken. */
 bool peer_count_take(struct peer_count *pc, const char *key, unsigned limit);
-/* Gives one back; the entry goes when its count reaches 0. Unknown keys are ignored. */
+/* Gives one back; the entry goes when its count reaches 0. Unknown keys (and pc NULL) are
+ * ignored. */
 void peer_count_release(struct peer_count *pc, const char *key);
 /* The current count for key (0 when absent). */
 unsigned peer_count_get(const struct peer_count *pc, const char *key);
