@@ -26,6 +26,24 @@ USERS = {
 OTHER = "127.0.0.2"     # a second loopback address: a legitimate customer (Linux routes 127/8)
 
 
+@pytest.fixture
+def make_odmrd(make_odmrd):
+    """conftest's, and every daemon that was started must stop cleanly: exit 0 after SIGTERM,
+    no sanitizer report (ODMR_BIN=build-asan/bin)."""
+    made = []
+
+    def make(**kw):
+        d = make_odmrd(**kw)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        if d.proc is not None:
+            rc = d.stop()
+            assert rc == 0 and "Sanitizer" not in d.log(), (rc, d.log()[-3000:])
+
+
 def connect(port, source=None, timeout=10):
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
                                     source_address=(source, 0) if source else None)
