@@ -312,17 +312,14 @@ static void teardown(struct daemon *d)
     config_free(&d->cfg);
 }
 
-int main(int argc, char **argv)
+/* -1 to go on, else the exit code. */
+static int parse_options(int argc, char **argv, const char **config_path, bool *check_only)
 {
-    struct daemon d = {0};
-    const char *config_path = NULL;
-    bool check_only = false;
-    char err[512];
     int opt;
     while ((opt = getopt(argc, argv, "c:th")) != -1) {
         switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 't': check_only = true; break;
+        case 'c': *config_path = optarg; break;
+        case 't': *check_only = true; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 64;
         }
@@ -331,6 +328,18 @@ int main(int argc, char **argv)
         usage(stderr);
         return 64;
     }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d = {0};
+    const char *config_path = NULL;
+    bool check_only = false;
+    char err[512];
+    int rc = parse_options(argc, argv, &config_path, &check_only);
+    if (rc >= 0)
+        return rc;
     if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
         fail("configuration error", err);
     log_init("odmrd", parse_level(d.cfg.log_level));
