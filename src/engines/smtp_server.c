@@ -130,10 +130,12 @@ static void enter_state(struct smtp_session *s, enum session_state next)
     s->state = next;
 }
 
-static void set_read_timeout(struct smtp_session *s, time_t seconds)
+/* The bufferevent's read timeout is data_timeout only, the per-block inactivity timeout inside
+ * DATA/BDAT; commands have their deadline (update_deadline), which octets do not restart. */
+static void set_io_timeouts(struct smtp_session *s, bool data)
 {
-    struct timeval tv = {seconds, 0};
-    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    struct timeval tv = {data ? limits(s)->data_timeout : limits(s)->command_timeout, 0};
+    bufferevent_set_timeouts(s->bev, data ? &tv : NULL, &tv);
 }
 
 static void transaction_clear(struct smtp_transaction *t)
@@ -751,7 +753,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
     }
     enter_state(s, STATE_DATA);
     line_reader_set_limit(&s->reader, limits(s)->max_line_length);
-    set_read_timeout(s, limits(s)->data_timeout);
+    set_io_timeouts(s, true);
     reply_send(output(s), 354, NULL, "End data with <CR><LF>.<CR><LF>");
 }
 
@@ -818,7 +820,7 @@ static void finish_data_phase(struct smtp_session *s)
 {
     transaction_clear(&s->txn);
     line_reader_set_limit(&s->reader, COMMAND_LINE_MAX);
-    set_read_timeout(s, limits(s)->command_timeout);
+    set_io_timeouts(s, false);
     enter_state(s, STATE_READY);
 }
 
@@ -974,10 +976,8 @@ static void on_deadline(void *arg, enum deadline_kind kind)
         session_free(s);   /* nothing can be said without TLS up, or it cannot leave */
         return;
     }
-    if (s->state == STATE_DATA || s->state == STATE_CHUNK)
-        log_info("message.aborted", " session=%s peer=%s reason=deadline", s->id, s->peer);
     reply_send(output(s), 421, "4.4.2", "%s Timeout, closing", s->server->settings.hostname);
-    close_after_flush(s);
+    close_after_flush(s);   /* a message under way is dropped (state=data above) */
 }
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -988,7 +988,7 @@ static void start_reading(struct smtp_session *s)
 {
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
-    set_read_timeout(s, limits(s)->command_timeout);
+    set_io_timeouts(s, false);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     update_deadline(s, true);
 }
@@ -1137,7 +1137,7 @@ static void cmd_bdat(struct smtp_session *s, const char *arg)
     d->chunk_left = size;
     d->chunk_last = last;
     enter_state(s, STATE_CHUNK);
-    set_read_timeout(s, limits(s)->data_timeout);
+    set_io_timeouts(s, true);
 }
 
 static void end_of_chunk(struct smtp_session *s)
@@ -1154,7 +1154,7 @@ static void end_of_chunk(struct smtp_session *s)
         enter_state(s, s->txn.rcpt_count > 0 ? STATE_RCPT
                        : s->txn.active         ? STATE_MAIL
                                                : (s->helo[0] ? STATE_READY : STATE_GREETING));
-        set_read_timeout(s, limits(s)->command_timeout);
+        set_io_timeouts(s, false);
         write_hook_reply(s, &refusal);
         if (!s->close_after_reply)
             count_error(s);
@@ -1166,7 +1166,7 @@ static void end_of_chunk(struct smtp_session *s)
         return;
     }
     enter_state(s, STATE_RCPT);
-    set_read_timeout(s, limits(s)->command_timeout);
+    set_io_timeouts(s, false);
     reply_send(output(s), 250, "2.0.0", "%llu octets received",
                (unsigned long long)d->octets);
 }

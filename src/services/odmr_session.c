@@ -103,10 +103,12 @@ static void enter(struct odmr_session *s, enum odmr_state next)
     s->state = next;
 }
 
+/* Writes only: reading has the session's deadline (next_command_deadline), which octets
+ * trickling in do not restart. */
 static void set_timeout(struct odmr_session *s, time_t seconds)
 {
     struct timeval tv = {seconds, 0};
-    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    bufferevent_set_timeouts(s->bev, NULL, &tv);
 }
 
 static void release_leases(struct odmr_session *s)
