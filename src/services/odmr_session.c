@@ -908,6 +908,13 @@ void odmr_service_shutdown(struct odmr_service *service, void (*on_idle)(void *)
         next = s->next;
         if (s->state == ODMR_REVERSED || s->state == ODMR_CLOSING)
             continue;
+        if (deadline_kind(&s->deadline) == DEADLINE_HANDSHAKE && !tls_handshake_done(s->bev)) {
+            /* No 421 can reach it before its handshake: ended in a second, not after the
+             * closing flush's 30 s (freed from the timer: on_idle must run once, below). */
+            enter(s, ODMR_CLOSING);
+            deadline_start(&s->deadline, DEADLINE_CLOSE, 1, 0);
+            continue;
+        }
         reply_send(out(s), 421, "4.3.2", "%s Service shutting down", hostname(s));
         close_after_flush(s);
     }
