@@ -12,6 +12,9 @@
 
 #include "lib/linereader.h"
 #include "lib/log.h"
+#include "lib/peer_count.h"
+#include "platform/admission.h"
+#include "platform/deadline.h"
 #include "platform/listen.h"
 #include "platform/tls.h"
 
@@ -84,7 +87,8 @@ struct smtp_session {
     bool closed_by_server;   /* we ended it: limits, timeout, protocol error, a hook's 421 */
     bool close_after_reply;  /* a hook answered 421 (RFC 5321 3.8): close once it is sent */
     bool output_blocked;     /* input waits until the replies have drained */
-    struct event *closing;   /* ends a closing session whose last reply cannot leave */
+    struct deadline deadline;   /* per command, message, TLS handshake; the closing flush */
+    char peer_key[PEER_KEY_MAX];   /* counted in settings.peers; "" = not counted */
     unsigned errors;
     unsigned junk_commands;
     struct smtp_transaction txn;
@@ -128,10 +132,12 @@ static void enter_state(struct smtp_session *s, enum session_state next)
     s->state = next;
 }
 
-static void set_read_timeout(struct smtp_session *s, time_t seconds)
+/* The bufferevent's read timeout is data_timeout only, the per-block inactivity timeout inside
+ * DATA/BDAT; commands have their deadline (update_deadline), which octets do not restart. */
+static void set_io_timeouts(struct smtp_session *s, bool data)
 {
-    struct timeval tv = {seconds, 0};
-    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    struct timeval tv = {data ? limits(s)->data_timeout : limits(s)->command_timeout, 0};
+    bufferevent_set_timeouts(s->bev, data ? &tv : NULL, &tv);
 }
 
 static void transaction_clear(struct smtp_transaction *t)
@@ -186,8 +192,8 @@ static void session_free(struct smtp_session *s)
     transaction_clear(&s->txn);
     free_rcpt(&s->pending_rcpt);
     line_reader_free(&s->reader);
-    if (s->closing)
-        event_free(s->closing);
+    deadline_free(&s->deadline);
+    peer_count_release(server->settings.peers, s->peer_key);
     if (s->bev)
         tls_bufferevent_close(s->bev);
     if (s->prev)
@@ -204,24 +210,6 @@ static void session_free(struct smtp_session *s)
 }
 
 static void on_event(struct bufferevent *bev, short events, void *arg);
-
-static void on_closing_timeout(evutil_socket_t fd, short events, void *arg)
-{
-    struct smtp_session *s = arg;
-    log_info("session.timeout", " session=%s peer=%s state=closing", s->id, s->peer);
-    session_free(s);
-}
-
-static void arm_closing_timer(struct smtp_session *s)
-{
-    time_t seconds = limits(s)->command_timeout < CLOSE_FLUSH_MAX ? limits(s)->command_timeout
-                                                                  : CLOSE_FLUSH_MAX;
-    struct timeval tv = {seconds, 0};
-    if (s->closing == NULL)
-        s->closing = evtimer_new(s->server->base, on_closing_timeout, s);
-    if (s->closing != NULL)
-        evtimer_add(s->closing, &tv);
-}
 
 static void on_flushed_then_close(struct bufferevent *bev, void *arg)
 {
@@ -250,7 +238,8 @@ static void close_after_flush(struct smtp_session *s)
     bufferevent_setcb(s->bev, NULL, on_flushed_then_close, on_event, s);
     bufferevent_set_timeouts(s->bev, NULL, NULL);
     bufferevent_enable(s->bev, EV_WRITE);
-    arm_closing_timer(s);
+    deadline_start(&s->deadline, DEADLINE_CLOSE, limits(s)->command_timeout < CLOSE_FLUSH_MAX
+                   ? limits(s)->command_timeout : CLOSE_FLUSH_MAX, 0);
     /* Freed from the (deferred) write callback, never from inside this call: the caller
      * (process_input) still uses s, and a TLS bufferevent may have flushed the reply already. */
     bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
@@ -774,7 +763,7 @@ static void cmd_data(struct smtp_session *s, const char *arg)
     }
     enter_state(s, STATE_DATA);
     line_reader_set_limit(&s->reader, limits(s)->max_line_length);
-    set_read_timeout(s, limits(s)->data_timeout);
+    set_io_timeouts(s, true);
     reply_send(output(s), 354, NULL, "End data with <CR><LF>.<CR><LF>");
 }
 
@@ -793,6 +782,7 @@ static void stage_octets(struct smtp_session *s, const char *data, size_t len)
 {
     struct data_state *d = s->data;
     d->octets += len;
+    deadline_add_octets(&s->deadline, len);
     if (d->octets > limits(s)->max_message_size)
         d->too_big = true;
     if (d->too_big || d->storage_errno != 0)
@@ -840,7 +830,7 @@ static void finish_data_phase(struct smtp_session *s)
 {
     transaction_clear(&s->txn);
     line_reader_set_limit(&s->reader, COMMAND_LINE_MAX);
-    set_read_timeout(s, limits(s)->command_timeout);
+    set_io_timeouts(s, false);
     enter_state(s, STATE_READY);
 }
 
@@ -952,6 +942,47 @@ static void cmd_help(struct smtp_session *s, const char *arg)
                    is_lmtp(s) ? "LHLO" : "EHLO HELO", s->server->settings.tls ? " STARTTLS" : "");
 }
 
+/* RFC 5321 4.5.3.2: server timeouts are per command, not per octet. A command line must come
+ * whole within command_timeout from when the server was ready for it (line_taken: the last one
+ * was just taken); a message (DATA, or BDAT chunks and the lines between) within data_timeout +
+ * octets/min_data_rate s, data_timeout staying the per-block timeout (4.5.3.2.6) as well. */
+static void update_deadline(struct smtp_session *s, bool line_taken)
+{
+    const struct smtp_limits *l = limits(s);
+    enum deadline_kind kind = deadline_kind(&s->deadline);
+    if (s->state == STATE_CLOSING)
+        return;   /* the close deadline runs */
+    if (awaiting_hook(s))   /* a hook works: the server is not ready */
+        deadline_stop(&s->deadline);
+    else if (s->data != NULL || s->state == STATE_DATA || s->state == STATE_CHUNK) {
+        if (kind != DEADLINE_MESSAGE)   /* min_data_rate 0: none, only the per-block timeout */
+            deadline_start(&s->deadline, l->min_data_rate ? DEADLINE_MESSAGE : DEADLINE_NONE,
+                           l->data_timeout, l->min_data_rate);
+    } else if (kind == DEADLINE_HANDSHAKE && !tls_handshake_done(s->bev)) {
+        return;   /* STARTTLS: the handshake deadline runs until the handshake is done */
+    } else if (line_taken || kind != DEADLINE_COMMAND) {
+        deadline_start(&s->deadline, DEADLINE_COMMAND, l->command_timeout, 0);
+    }
+}
+
+static void on_deadline(void *arg, enum deadline_kind kind)
+{
+    struct smtp_session *s = arg;
+    if (kind == DEADLINE_HANDSHAKE && tls_handshake_done(s->bev)) {
+        update_deadline(s, true);   /* EHLO is due within command_timeout from now */
+        return;
+    }
+    log_info("session.timeout", " session=%s peer=%s state=%s deadline=%s", s->id, s->peer,
+             state_names[s->state], deadline_kind_name(kind));
+    s->closed_by_server = s->closed_by_server || kind != DEADLINE_CLOSE;
+    if (kind == DEADLINE_HANDSHAKE || kind == DEADLINE_CLOSE) {
+        session_free(s);   /* nothing can be said without TLS up, or it cannot leave */
+        return;
+    }
+    reply_send(output(s), 421, "4.4.2", "%s Timeout, closing", s->server->settings.hostname);
+    close_after_flush(s);   /* a message under way is dropped (state=data above) */
+}
+
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_write(struct bufferevent *bev, void *arg);
 
@@ -960,8 +991,9 @@ static void start_reading(struct smtp_session *s)
 {
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
-    set_read_timeout(s, limits(s)->command_timeout);
+    set_io_timeouts(s, false);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    update_deadline(s, true);
 }
 
 /* RFC 3207 4.2: after 220 the server forgets everything from before, and input sent before
@@ -999,6 +1031,8 @@ static void cmd_starttls(struct smtp_session *s, const char *arg)
     s->esmtp = false;
     s->tls_active = true;
     enter_state(s, STATE_GREETING);
+    deadline_start(&s->deadline, DEADLINE_HANDSHAKE, limits(s)->tls_handshake_timeout
+                   ? limits(s)->tls_handshake_timeout : limits(s)->command_timeout, 0);
 }
 
 typedef void (*command_handler)(struct smtp_session *s, const char *arg);
@@ -1106,7 +1140,7 @@ static void cmd_bdat(struct smtp_session *s, const char *arg)
     d->chunk_left = size;
     d->chunk_last = last;
     enter_state(s, STATE_CHUNK);
-    set_read_timeout(s, limits(s)->data_timeout);
+    set_io_timeouts(s, true);
 }
 
 static void end_of_chunk(struct smtp_session *s)
@@ -1123,7 +1157,7 @@ static void end_of_chunk(struct smtp_session *s)
         enter_state(s, s->txn.rcpt_count > 0 ? STATE_RCPT
                        : s->txn.active         ? STATE_MAIL
                                                : (s->helo[0] ? STATE_READY : STATE_GREETING));
-        set_read_timeout(s, limits(s)->command_timeout);
+        set_io_timeouts(s, false);
         write_hook_reply(s, &refusal);
         if (!s->close_after_reply)
             count_error(s);
@@ -1135,7 +1169,7 @@ static void end_of_chunk(struct smtp_session *s)
         return;
     }
     enter_state(s, STATE_RCPT);
-    set_read_timeout(s, limits(s)->command_timeout);
+    set_io_timeouts(s, false);
     reply_send(output(s), 250, "2.0.0", "%llu octets received",
                (unsigned long long)d->octets);
 }
@@ -1174,6 +1208,7 @@ static void process_input(struct smtp_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     struct line line;
+    update_deadline(s, false);
     while (s->state != STATE_COMMITTING && s->state != STATE_CLOSING &&
            s->state != STATE_RCPT_WAIT) {
         if (s->close_after_reply) {
@@ -1186,6 +1221,7 @@ static void process_input(struct smtp_session *s)
         }
         if (s->state == STATE_CHUNK) {
             read_chunk(s, in);
+            update_deadline(s, false);
             if (s->state == STATE_CHUNK)
                 break;
             continue;
@@ -1199,12 +1235,14 @@ static void process_input(struct smtp_session *s)
                 s->data->previous_line_crlf = !line.bare_lf;
             } else
                 reply_error(s, 500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.4: 512 octets)");
+            update_deadline(s, true);
             continue;
         }
         if (s->state == STATE_DATA)
             data_line(s, &line);
         else
             command_line(s, &line);
+        update_deadline(s, true);
     }
     if (s->state == STATE_DATA && s->data != NULL)
         flush_stage(s);
@@ -1343,6 +1381,11 @@ static struct smtp_session *session_new(struct smtp_server *server, evutil_socke
         return NULL;
     }
     s->server = server;
+    if (deadline_init(&s->deadline, server->base, on_deadline, s) != 0) {
+        bufferevent_free(s->bev);
+        free(s);
+        return NULL;
+    }
     snprintf(s->id, sizeof s->id, "%c%lx", server->settings.mode == SMTP_SERVER_LMTP ? 'L' : 'S',
              ++server->next_id);
     line_reader_init(&s->reader, COMMAND_LINE_MAX);
@@ -1354,26 +1397,40 @@ static struct smtp_session *session_new(struct smtp_server *server, evutil_socke
     return s;
 }
 
+/* RFC 5321 3.8: over max_sessions (421 4.3.2) or the address's share (421 4.7.0), refused. */
+static bool admit(struct smtp_server *server, evutil_socket_t fd, const char *peer_text,
+                  const char *key)
+{
+    const struct smtp_server_settings *c = &server->settings;
+    const struct admission_rule rules[] = {
+        {server->shutting_down || server->session_count >= c->max_sessions, NULL, 0,
+         "max_sessions", "421 4.3.2 Too many sessions, try again later\r\n"},
+        {false, c->peers, c->max_sessions_per_address, "max_sessions_per_address",
+         "421 4.7.0 Too many connections from your address, try again later\r\n"},
+    };
+    const char *reason = admission_check(fd, key, rules, 2, true);
+    if (reason != NULL)
+        log_warn("session.refused", " peer=%s role=%s reason=%s", peer_text, c->role, reason);
+    return reason == NULL;
+}
+
 void smtp_server_accept(struct smtp_server *server, evutil_socket_t fd,
                         const struct sockaddr *peer, int peer_len)
 {
-    char peer_text[64];
+    char peer_text[64], key[PEER_KEY_MAX];
     listen_peer_text(peer, peer_len, peer_text, sizeof peer_text);
-    if (server->shutting_down || server->session_count >= server->settings.max_sessions) {
-        static const char busy[] = "421 4.3.2 Too many sessions, try again later\r\n";
-        ssize_t ignored = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)ignored;
-        evutil_closesocket(fd);
-        log_warn("session.refused", " peer=%s reason=max_sessions", peer_text);
+    listen_peer_key(peer, peer_len, key, sizeof key);
+    if (!admit(server, fd, peer_text, key))
         return;
-    }
     evutil_make_socket_nonblocking(fd);
     listen_set_nodelay(fd);
     struct smtp_session *s = session_new(server, fd);
     if (s == NULL) {
+        peer_count_release(server->settings.peers, key);
         evutil_closesocket(fd);
         return;
     }
+    snprintf(s->peer_key, sizeof s->peer_key, "%s", key);
     snprintf(s->peer, sizeof s->peer, "%s", peer_text);
     log_info("session.start", " session=%s role=%s peer=%s", s->id, server->settings.role,
              s->peer);

@@ -17,6 +17,7 @@
 
 struct smtp_session;
 struct bufferevent;
+struct peer_count;
 
 enum smtp_server_mode { SMTP_SERVER_SMTP, SMTP_SERVER_LMTP };
 enum smtp_body_type { SMTP_BODY_7BIT, SMTP_BODY_8BITMIME };
@@ -27,8 +28,11 @@ struct smtp_limits {
     unsigned max_line_length;   /* DATA text line including CRLF */
     unsigned max_errors;
     unsigned max_junk_commands;
-    time_t command_timeout;
-    time_t data_timeout;
+    time_t command_timeout;     /* a whole command line (RFC 5321 4.5.3.2.7), not per octet */
+    time_t data_timeout;        /* DATA/BDAT: per block of data (inactivity) ... */
+    unsigned min_data_rate;     /* ... and the whole message within data_timeout + octets /
+                                 * min_data_rate seconds; 0: no whole-message deadline */
+    time_t tls_handshake_timeout;   /* STARTTLS handshake; 0: command_timeout */
 };
 
 struct smtp_txn_rcpt {
@@ -84,6 +88,10 @@ struct smtp_server_settings {
     const struct smtp_server_hooks *hooks;
     void *hooks_ctx;
     unsigned max_sessions;
+    /* Optional: sessions per client address (platform/listen.h listen_peer_key), shared with
+     * other servers; over max_sessions_per_address a new connection gets 421 4.7.0. */
+    struct peer_count *peers;
+    unsigned max_sessions_per_address;
     /* Optional NULL-terminated list of extra EHLO keywords (e.g. "X-ODMR-FAST"), at most
      * SMTP_SERVER_EHLO_EXTRA_MAX of them. */
     const char *const *ehlo_extra;

@@ -42,6 +42,8 @@ static const struct config_key config_keys[] = {
     {"intake", "max_errors", VALUE_COUNT, FIELD(max_errors), 0},
     {"intake", "max_junk_commands", VALUE_COUNT, FIELD(max_junk_commands), 0},
     {"intake", "max_sessions", VALUE_COUNT, FIELD(max_sessions), 0},
+    {"intake", "max_sessions_per_address", VALUE_COUNT, FIELD(max_sessions_per_address), 0},
+    {"intake", "min_data_rate", VALUE_COUNT, FIELD(min_data_rate), 0},
     {"intake", "command_timeout", VALUE_DURATION, FIELD(command_timeout), 0},
     {"intake", "data_timeout", VALUE_DURATION, FIELD(data_timeout), 0},
     {"intake", "commit_workers", VALUE_COUNT, FIELD(commit_workers), 0},
@@ -51,6 +53,9 @@ static const struct config_key config_keys[] = {
     {"odmr", "max_auth_failures", VALUE_COUNT, FIELD(max_auth_failures), 0},
     {"odmr", "max_address_failures", VALUE_COUNT, FIELD(max_address_failures), 0},
     {"odmr", "failure_window", VALUE_DURATION, FIELD(failure_window), 0},
+    {"odmr", "max_sessions_per_address", VALUE_COUNT, FIELD(odmr_max_sessions_per_address), 0},
+    {"odmr", "max_unauthenticated_per_address", VALUE_COUNT,
+     FIELD(odmr_max_unauthenticated_per_address), 0},
     {"odmr", "push_greeting_timeout", VALUE_DURATION, FIELD(push_greeting_timeout), 0},
     {"odmr", "push_command_timeout", VALUE_DURATION, FIELD(push_command_timeout), 0},
     {"odmr", "push_data_init_timeout", VALUE_DURATION, FIELD(push_data_init_timeout), 0},
@@ -59,6 +64,7 @@ static const struct config_key config_keys[] = {
     {"tls", "cert", VALUE_PATH, FIELD(tls_cert), 0},
     {"tls", "key", VALUE_PATH, FIELD(tls_key), 0},
     {"tls", "ca", VALUE_PATH, FIELD(tls_ca), 0},
+    {"tls", "handshake_timeout", VALUE_DURATION, FIELD(tls_handshake_timeout), 0},
     {"queue", "max_hold", VALUE_DURATION, FIELD(max_hold), 0},
 };
 #undef FIELD
@@ -255,6 +261,13 @@ static void init_numbers(struct config *cfg)
     cfg->max_errors = 20;
     cfg->max_junk_commands = 100;
     cfg->max_sessions = 1000;
+    /* Postfix's smtpd_client_connection_count_limit is 50; a front MTA's parallel
+     * deliveries stay well below it. ODMR customers poll with one or two sessions. */
+    cfg->max_sessions_per_address = 50;
+    cfg->odmr_max_sessions_per_address = 20;
+    cfg->odmr_max_unauthenticated_per_address = 10;
+    cfg->min_data_rate = 500;          /* Postfix's smtpd_min_data_rate */
+    cfg->tls_handshake_timeout = 30;
     cfg->command_timeout = 300;
     cfg->data_timeout = 180;
     cfg->odmr_command_timeout = 300;

@@ -30,9 +30,11 @@ struct config {
     unsigned max_line_length;  /* DATA text line incl. CRLF; default 1000 (RFC 5321 4.5.3.1.6) */
     unsigned max_errors;       /* errors (bad commands, refused RCPT) before closing; default 20 */
     unsigned max_junk_commands; /* NOOP, VRFY, HELP, RSET ... per session; default 100 */
-    unsigned max_sessions;     /* concurrent intake sessions; default 1000 */
+    unsigned max_sessions;     /* concurrent sessions per listener kind; default 1000 */
+    unsigned max_sessions_per_address; /* SMTP+LMTP over TCP from one address; default 50 */
     time_t command_timeout;    /* RFC 5321 4.5.3.2.7 server timeout, default 5m */
     time_t data_timeout;       /* per data block, default 3m */
+    unsigned min_data_rate;    /* octets/s that extend a message's deadline; default 500 */
     unsigned commit_workers;   /* fsync worker threads; default 16 */
     /* [odmr] */
     char *odmr_listen[CONFIG_LISTEN_MAX];
@@ -43,6 +45,8 @@ struct config {
     unsigned max_auth_failures;      /* failed AUTH per session, then 421; default 3 (>= 3) */
     unsigned max_address_failures;   /* failed AUTH per client address in failure_window: 10 */
     time_t failure_window;           /* default 15m */
+    unsigned odmr_max_sessions_per_address;  /* default 20 */
+    unsigned odmr_max_unauthenticated_per_address;   /* not yet AUTHed; default 10 */
     /* the reversed session, odmrd as SMTP client: RFC 5321 4.5.3.2 defaults */
     time_t push_greeting_timeout;    /* customer's 220 after ATRN's 250: 5m */
     time_t push_command_timeout;     /* EHLO, MAIL, RCPT, QUIT: 5m */
@@ -53,6 +57,7 @@ struct config {
     char *tls_cert;            /* default: SPOOL/../tls/cert.pem, made self-signed on first run */
     char *tls_key;
     char *tls_ca;              /* CA for client certificates (AUTH EXTERNAL); NULL = none */
+    time_t tls_handshake_timeout;   /* STARTTLS and implicit TLS handshakes; default 30s */
     /* [queue] */
     time_t max_hold;           /* default 5d */
     /* where the file was */

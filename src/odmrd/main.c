@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,8 +20,11 @@
 #include "lib/config.h"
 #include "lib/log.h"
 #include "lib/paths.h"
+#include "lib/peer_count.h"
 #include "lib/version.h"
+#include "odmrd/nofile.h"
 #include "odmrd/user_access.h"
+#include "platform/accept_guard.h"
 #include "platform/listen.h"
 #include "platform/sd_notify.h"
 #include "platform/tls.h"
@@ -47,8 +51,10 @@ struct daemon {
     struct smtp_server *lmtp;
     struct odmr_service *odmr;
     struct expire *expire;
+    struct accept_guard *guard;      /* owns the listeners */
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
+    struct peer_count *intake_peers; /* SMTP and LMTP sessions per address */
     struct event *signals[4];
     size_t servers_busy;
     unsigned char secret[SERVER_SECRET_LEN];
@@ -148,13 +154,39 @@ static void open_listeners(struct daemon *d, char *const *specs, size_t count,
 {
     char err[300];
     for (size_t i = 0; i < count; i++) {
-        struct evconnlistener *l = listen_open(d->base, specs[i], on_conn, service, err,
-                                               sizeof err);
+        struct evconnlistener *l = accept_guard_listen(d->guard, specs[i], on_conn, service, err,
+                                                       sizeof err);
         if (l == NULL)
             fail("listen", err);
         d->listeners[d->listener_count++] = l;
         log_info("listen", " address=%s", specs[i]);
     }
+}
+
+/* The listeners' guard against running out of descriptors (platform/accept_guard.h), with a
+ * pause of one second, and the per-address counter of the intake servers (SMTP and LMTP
+ * together, every address holding a live session). */
+static void start_guard(struct daemon *d)
+{
+    char err[300];
+    struct timeval pause = {1, 0};
+    struct rlimit lim = {0, 0};
+    d->guard = accept_guard_new(d->base, &pause, err, sizeof err);
+    if (d->guard == NULL)
+        fail("listen", err);
+    d->intake_peers = peer_count_new(2 * (size_t)d->cfg.max_sessions);
+    if (d->intake_peers == NULL)
+        fail("out of memory", NULL);
+    getrlimit(RLIMIT_NOFILE, &lim);
+    log_info("limits", " open_files=%llu needed=%lu", (unsigned long long)lim.rlim_cur,
+             nofile_needed(&d->cfg));
+}
+
+/* A TLS handshake gets [tls] handshake_timeout, never longer than the service's command
+ * timeout: it is no more work for the client than a command. */
+static time_t shorter(time_t a, time_t b)
+{
+    return a < b ? a : b;
 }
 
 static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode mode)
@@ -166,10 +198,13 @@ static struct smtp_server *make_server(struct daemon *d, enum smtp_server_mode m
         .role = mode == SMTP_SERVER_LMTP ? "lmtp" : "smtp",
         .tls = mode == SMTP_SERVER_SMTP ? d->tls : NULL,
         .limits = {c->max_message_size, c->max_recipients, c->max_line_length, c->max_errors,
-                   c->max_junk_commands, c->command_timeout, c->data_timeout},
+                   c->max_junk_commands, c->command_timeout, c->data_timeout, c->min_data_rate,
+                   shorter(c->tls_handshake_timeout, c->command_timeout)},
         .hooks = &intake_hooks,
         .hooks_ctx = &d->intake,
         .max_sessions = c->max_sessions,
+        .peers = d->intake_peers,   /* unix-socket peers have no address: not counted */
+        .max_sessions_per_address = c->max_sessions_per_address,
     };
     struct smtp_server *server = smtp_server_new(d->base, &settings);
     if (server == NULL)
@@ -195,6 +230,10 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
         .failure_window = d->cfg.failure_window,
         .auth_secret = d->secret,
         .max_sessions = d->cfg.max_sessions,
+        .max_sessions_per_address = d->cfg.odmr_max_sessions_per_address,
+        .max_unauthenticated_per_address = d->cfg.odmr_max_unauthenticated_per_address,
+        .tls_handshake_timeout = shorter(d->cfg.tls_handshake_timeout,
+                                         d->cfg.odmr_command_timeout),
     };
     struct odmr_service *service = odmr_service_new(d->base, d->queue, &d->users, &settings);
     if (service == NULL)
@@ -256,8 +295,7 @@ static void begin_shutdown(struct daemon *d)
     log_info("shutdown", " sessions=%zu",
              smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp) +
                  odmr_service_session_count(d->odmr));
-    for (size_t i = 0; i < d->listener_count; i++)
-        evconnlistener_disable(d->listeners[i]);
+    accept_guard_stop(d->guard);
     d->servers_busy = 4;
     smtp_server_shutdown(d->smtp, on_server_idle, d);
     smtp_server_shutdown(d->lmtp, on_server_idle, d);
@@ -366,12 +404,12 @@ static void install_signals(struct daemon *d)
 
 static void teardown(struct daemon *d)
 {
-    for (size_t i = 0; i < d->listener_count; i++)
-        evconnlistener_free(d->listeners[i]);
+    accept_guard_free(d->guard);
     for (size_t i = 0; i < 3; i++)
         event_free(d->signals[i]);
     smtp_server_free(d->smtp);
     smtp_server_free(d->lmtp);
+    peer_count_free(d->intake_peers);
     odmr_service_free(d->odmr);
     expire_free(d->expire);
     queue_close(d->queue);
@@ -383,25 +421,26 @@ static void teardown(struct daemon *d)
     config_free(&d->cfg);
 }
 
-int main(int argc, char **argv)
+struct options {
+    const char *config_path;
+    bool check_only;
+    bool show_changed;
+};
+
+/* -1 to go on, else the exit code. */
+static int parse_options(int argc, char **argv, struct options *o)
 {
-    struct daemon d = {0};
-    const char *config_path = NULL;
-    bool check_only = false;
-    char err[512];
-    log_init("odmrd", LOG_LEVEL_INFO);     /* fail()'s form until the configuration is read */
     static const struct option longs[] = {
         {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
         {"changed", no_argument, NULL, 'n'},      {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
     };
-    bool show_changed = false;
     int opt;
     while ((opt = getopt_long(argc, argv, "c:tnhV", longs, NULL)) != -1) {
         switch (opt) {
-        case 'c': config_path = optarg; break;
-        case 't': check_only = true; break;
-        case 'n': show_changed = true; break;
+        case 'c': o->config_path = optarg; break;
+        case 't': o->check_only = true; break;
+        case 'n': o->show_changed = true; break;
         case 'h': usage(stdout); return 0;
         case 'V': version_print("odmrd"); return 0;
         default: usage(stderr); return 64;
@@ -412,12 +451,26 @@ int main(int argc, char **argv)
         return 64;
     }
     /* Installed: /etc/odmrd/odmrd.conf when it exists, else the embedded (FHS) defaults. */
-    if (config_path == NULL && paths_default_config() != NULL &&
+    if (o->config_path == NULL && paths_default_config() != NULL &&
         access(paths_default_config(), F_OK) == 0)
-        config_path = paths_default_config();
+        o->config_path = paths_default_config();
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct daemon d = {0};
+    struct options o = {0};
+    char err[512];
+    log_init("odmrd", LOG_LEVEL_INFO);     /* fail()'s form until the configuration is read */
+    int rc = parse_options(argc, argv, &o);
+    if (rc >= 0)
+        return rc;
+    const char *config_path = o.config_path;
+    bool check_only = o.check_only;
     if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
         fail("configuration error", err);
-    if (show_changed) {
+    if (o.show_changed) {
         config_print_changed(&d.cfg, stdout);
         config_free(&d.cfg);
         return 0;
@@ -429,6 +482,8 @@ int main(int argc, char **argv)
         fail("started as root without an account to run as",
              "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
     check_listen_addresses(&d.cfg);
+    if (nofile_ensure(&d.cfg, err, sizeof err) != 0)
+        fail("open files", err);
     d.users = load_users(d.cfg.users);
     if (check_only && user_access_check(&d.cfg, err, sizeof err) != 0)
         fail("configuration error", err);
@@ -448,6 +503,7 @@ int main(int argc, char **argv)
      * graceful stop once the loop runs, never the default action. */
     install_signals(&d);
     load_tls(&d);
+    start_guard(&d);
     d.intake = (struct intake){NULL, &d.users, d.cfg.hostname, d.cfg.postmaster};
     d.smtp = make_server(&d, SMTP_SERVER_SMTP);
     d.lmtp = make_server(&d, SMTP_SERVER_LMTP);
@@ -465,10 +521,10 @@ int main(int argc, char **argv)
     if (d.expire == NULL)
         fail("cannot start the expiry scan", NULL);
     for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
-        evconnlistener_set_cb(d.listeners[i],
-                              i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
-                                                                              : on_accept_odmrs,
-                              d.odmr);
+        accept_guard_set_target(d.guard, d.listeners[i],
+                                i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
+                                                                                : on_accept_odmrs,
+                                d.odmr);
     log_warn("notices.held", " reason=\"no [bounce] relay (not supported yet)\"");
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));

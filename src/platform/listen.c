@@ -130,6 +130,36 @@ void listen_peer_text(const struct sockaddr *addr, int len, char *out, size_t ou
         snprintf(out, outlen, "unix");
 }
 
+void listen_peer_key(const struct sockaddr *addr, int len, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s", "");
+    if (addr == NULL || len <= 0)
+        return;
+    if (addr->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, out, (socklen_t)outlen);
+    } else if (addr->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)addr)->sin6_addr;
+        char text[INET6_ADDRSTRLEN];
+        if (IN6_IS_ADDR_V4MAPPED(a)) {
+            inet_ntop(AF_INET, &a->s6_addr[12], out, (socklen_t)outlen);
+            return;
+        }
+        struct in6_addr prefix = {0};
+        memcpy(prefix.s6_addr, a->s6_addr, 8);
+        inet_ntop(AF_INET6, &prefix, text, sizeof text);
+        snprintf(out, outlen, "%s/64", text);
+    }
+}
+
+void listen_refuse(evutil_socket_t fd, const char *reply)
+{
+    if (reply != NULL) {
+        ssize_t ignored = send(fd, reply, strlen(reply), MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)ignored;
+    }
+    evutil_closesocket(fd);
+}
+
 void listen_set_nodelay(evutil_socket_t fd)
 {
     int on = 1;

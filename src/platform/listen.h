@@ -16,6 +16,16 @@ int listen_check(const char *spec, char *err, size_t errlen);
 /* Formats a peer address as text ("127.0.0.1", "::1", "unix"). */
 void listen_peer_text(const struct sockaddr *addr, int len, char *out, size_t outlen);
 
+/* The key a peer is counted under for the per-address session limits: the IPv4 address;
+ * an IPv6 address's /64 prefix ("2001:db8:1:2::/64": one customer network usually gets a
+ * whole /64, so counting single IPv6 addresses would let one host take every slot); an
+ * IPv4-mapped IPv6 address as IPv4; "" for unix-socket peers (local, exempt). */
+void listen_peer_key(const struct sockaddr *addr, int len, char *out, size_t outlen);
+
+/* Refuses a just-accepted connection: writes reply (a whole "421 ...\r\n" line) if the socket
+ * takes it at once, never waiting, then closes fd. reply NULL: just closes. */
+void listen_refuse(evutil_socket_t fd, const char *reply);
+
 /* TCP_NODELAY on an accepted TCP socket: SMTP is request/response, and a reply or the last
  * piece of a message must not wait for the peer's delayed ACK (Nagle). No-op on unix sockets. */
 void listen_set_nodelay(evutil_socket_t fd);

@@ -188,6 +188,12 @@ struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *
     return tls;
 }
 
+bool tls_handshake_done(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    return ssl != NULL && SSL_is_init_finished(ssl);
+}
+
 int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen)
 {
     static const char label[] = "EXPORTER-Channel-Binding";

@@ -26,6 +26,8 @@ struct bufferevent *tls_start_server(struct event_base *base, struct bufferevent
                                      SSL_CTX *ctx);
 /* A server-side TLS bufferevent on a fresh socket (implicit TLS). NULL on error. */
 struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *ctx);
+/* True once the TLS handshake of a TLS bufferevent has completed. */
+bool tls_handshake_done(struct bufferevent *bev);
 /* RFC 9266 tls-exporter channel binding of the connection, base64, into out. -1 if none. */
 int tls_channel_binding(struct bufferevent *bev, char *out, size_t outlen);
 /* The EXTERNAL identity of a client certificate that verified against [tls] ca, into out (see

@@ -12,7 +12,10 @@
 #include "lib/domain_list.h"
 #include "lib/linereader.h"
 #include "lib/log.h"
+#include "lib/peer_count.h"
 #include "lib/reply.h"
+#include "platform/admission.h"
+#include "platform/deadline.h"
 #include "platform/listen.h"
 #include "platform/sasl.h"
 #include "platform/tls.h"
@@ -57,6 +60,8 @@ struct odmr_service {
     struct userdb *const *users;
     struct odmr_settings settings;
     struct sasl_server *sasl;
+    struct peer_count *peers;           /* sessions per address */
+    struct peer_count *unauthenticated; /* sessions per address not yet through AUTH */
     struct odmr_session *sessions;
     size_t session_count;
     unsigned long next_id;
@@ -87,7 +92,9 @@ struct odmr_session {
     char **leased;               /* domains leased for the push (malloc) */
     size_t leased_count;
     struct event *delay;         /* slows down the reply to a failed AUTH */
-    struct event *closing;       /* ends a closing session whose last reply cannot leave */
+    struct deadline deadline;    /* per command, TLS handshake; the closing flush */
+    char peer_key[PEER_KEY_MAX]; /* counted in service->peers (listen_peer_key) */
+    bool unauthenticated;        /* still counted in service->unauthenticated */
 };
 
 static unsigned record_address_failure(struct odmr_service *service, const char *peer);
@@ -111,10 +118,12 @@ static void enter(struct odmr_session *s, enum odmr_state next)
     s->state = next;
 }
 
+/* Writes only: reading has the session's deadline (next_command_deadline), which octets
+ * trickling in do not restart. */
 static void set_timeout(struct odmr_session *s, time_t seconds)
 {
     struct timeval tv = {seconds, 0};
-    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    bufferevent_set_timeouts(s->bev, NULL, &tv);
 }
 
 static void release_leases(struct odmr_session *s)
@@ -126,6 +135,15 @@ static void release_leases(struct odmr_session *s)
     free(s->leased);
     s->leased = NULL;
     s->leased_count = 0;
+}
+
+/* The session no longer counts toward max_unauthenticated_per_address (AUTH succeeded, or
+ * it ends). */
+static void peer_authenticated(struct odmr_session *s)
+{
+    if (s->unauthenticated)
+        peer_count_release(s->service->unauthenticated, s->peer_key);
+    s->unauthenticated = false;
 }
 
 static void session_free(struct odmr_session *s)
@@ -143,8 +161,9 @@ static void session_free(struct odmr_session *s)
     line_reader_free(&s->reader);
     if (s->delay)
         event_free(s->delay);
-    if (s->closing)
-        event_free(s->closing);
+    deadline_free(&s->deadline);
+    peer_authenticated(s);
+    peer_count_release(service->peers, s->peer_key);
     if (s->bev)
         tls_bufferevent_close(s->bev);
     if (s->prev)
@@ -169,11 +188,6 @@ static void on_drained_close(struct bufferevent *bev, void *arg)
 
 static void on_event(struct bufferevent *bev, short events, void *arg);
 
-static void on_closing_timeout(evutil_socket_t fd, short events, void *arg)
-{
-    session_free(arg);
-}
-
 /* The last reply gets 30 s (the command timeout if shorter) to leave, on a timer of our own: a
  * peer that is gone or never reads again (a TLS peer that never did its handshake cannot be
  * written to at all, and a bufferevent's own timeouts do not run then) no longer keeps the
@@ -181,16 +195,12 @@ static void on_closing_timeout(evutil_socket_t fd, short events, void *arg)
 static void close_after_flush(struct odmr_session *s)
 {
     time_t command = s->service->settings.command_timeout;
-    struct timeval tv = {command < 30 ? command : 30, 0};
     enter(s, ODMR_CLOSING);
     bufferevent_disable(s->bev, EV_READ);
     bufferevent_setcb(s->bev, NULL, on_drained_close, on_event, s);
     bufferevent_set_timeouts(s->bev, NULL, NULL);
     bufferevent_enable(s->bev, EV_WRITE);
-    if (s->closing == NULL)
-        s->closing = evtimer_new(s->service->base, on_closing_timeout, s);
-    if (s->closing != NULL)
-        evtimer_add(s->closing, &tv);
+    deadline_start(&s->deadline, DEADLINE_CLOSE, command < 30 ? command : 30, 0);
     /* As in the SMTP engine: a TLS bufferevent may have written the last reply already,
      * inside reply_send(), so no write callback would come; this one runs on the next turn
      * of the loop (not here: the caller still holds s). */
@@ -376,6 +386,8 @@ static void cmd_starttls(struct odmr_session *s, const char *arg)
     s->tls_active = true;
     s->esmtp = false;
     enter(s, ODMR_GREETED);
+    deadline_start(&s->deadline, DEADLINE_HANDSHAKE, s->service->settings.tls_handshake_timeout,
+                   0);
 }
 
 /* ---------------------------------------------------------------- AUTH (RFC 4954) */
@@ -424,6 +436,7 @@ static void end_exchange(struct odmr_session *s)
 
 static void auth_succeeded(struct odmr_session *s)
 {
+    peer_authenticated(s);
     s->user = strdup(sasl_exchange_user(s->exchange));
     log_info("odmr.auth", " session=%s peer=%s user=%s result=ok", s->id, s->peer, s->user);
     end_exchange(s);
@@ -811,11 +824,25 @@ static void close_if_input_done(struct odmr_session *s)
         close_after_flush(s);
 }
 
+/* RFC 5321 4.5.3.2.7: a whole command line (or AUTH response) within command_timeout from when
+ * the server was ready for it; octets trickling in do not extend it. A TLS handshake under way
+ * keeps its own deadline; after the turnaround the push has its timeouts. */
+static void next_command_deadline(struct odmr_session *s)
+{
+    if (s->state == ODMR_REVERSED)
+        deadline_stop(&s->deadline);
+    else if (s->state != ODMR_CLOSING &&
+             (deadline_kind(&s->deadline) != DEADLINE_HANDSHAKE || tls_handshake_done(s->bev)))
+        deadline_start(&s->deadline, DEADLINE_COMMAND, s->service->settings.command_timeout, 0);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct odmr_session *s = arg;
     struct evbuffer *in = bufferevent_get_input(s->bev);
     struct line line;
+    if (deadline_kind(&s->deadline) == DEADLINE_NONE)
+        next_command_deadline(s);   /* ready again after a failed AUTH's delay */
     while (s->state != ODMR_CLOSING && s->state != ODMR_REVERSED && !auth_delay_pending(s)) {
         enum line_status st = line_reader_next(&s->reader, in, &line);
         if (st == LINE_AGAIN)
@@ -827,13 +854,17 @@ static void on_read(struct bufferevent *bev, void *arg)
                 reply_send(out(s), 500, "5.5.2", "Line too long");
                 count_error(s);
             }
+            next_command_deadline(s);
             continue;
         }
         if (s->state == ODMR_AUTH_EXCHANGE)
             auth_response_line(s, line.text);
         else
             command_line(s, &line);
+        next_command_deadline(s);
     }
+    if (auth_delay_pending(s))
+        deadline_stop(&s->deadline);   /* not ready while a failed AUTH's reply is held back */
     close_if_input_done(s);
 }
 
@@ -842,6 +873,25 @@ static void on_read(struct bufferevent *bev, void *arg)
 static bool replies_owed(struct odmr_session *s)
 {
     return tls_can_write(s->bev) && (auth_delay_pending(s) || evbuffer_get_length(out(s)) > 0);
+}
+
+static void on_deadline(void *arg, enum deadline_kind kind)
+{
+    struct odmr_session *s = arg;
+    if (s->state == ODMR_REVERSED)
+        return;
+    if (kind == DEADLINE_HANDSHAKE && tls_handshake_done(s->bev)) {
+        next_command_deadline(s);   /* EHLO is due within command_timeout from now */
+        return;
+    }
+    log_info("odmr.timeout", " session=%s peer=%s state=%s deadline=%s", s->id, s->peer,
+             odmr_state_names[s->state], deadline_kind_name(kind));
+    if (kind == DEADLINE_HANDSHAKE || kind == DEADLINE_CLOSE) {
+        session_free(s);   /* nothing can be said without TLS up, or it cannot leave */
+        return;
+    }
+    reply_send(out(s), 421, "4.4.2", "%s Timeout, closing", hostname(s));
+    close_after_flush(s);
 }
 
 static void on_event(struct bufferevent *bev, short events, void *arg)
@@ -882,8 +932,11 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
     service->users = users;
     service->settings = *settings;
     service->sasl = sasl_server_new(lookup_credentials, service);
-    if (service->sasl == NULL) {
-        free(service);
+    /* every counted address holds at least one live session */
+    service->peers = peer_count_new(settings->max_sessions);
+    service->unauthenticated = peer_count_new(settings->max_sessions);
+    if (service->sasl == NULL || service->peers == NULL || service->unauthenticated == NULL) {
+        odmr_service_free(service);
         return NULL;
     }
     if (settings->auth_secret != NULL)
@@ -900,6 +953,10 @@ static struct odmr_session *session_new(struct odmr_service *service, struct buf
         return NULL;
     s->service = service;
     s->bev = bev;
+    if (deadline_init(&s->deadline, service->base, on_deadline, s) != 0) {
+        free(s);
+        return NULL;
+    }
     snprintf(s->id, sizeof s->id, "O%lx", ++service->next_id);
     snprintf(s->peer, sizeof s->peer, "%s", peer);
     line_reader_init(&s->reader, COMMAND_LINE_MAX);
@@ -911,17 +968,37 @@ static struct odmr_session *session_new(struct odmr_service *service, struct buf
     return s;
 }
 
+/* RFC 5321 3.8: a refused client gets 421 and the close (on the implicit-TLS port just the
+ * close: nothing can be said before a handshake that a refused client is not worth). The
+ * addresses stay counted in the session (peer_key, unauthenticated). */
+static bool admit(struct odmr_service *service, evutil_socket_t fd, const char *peer_text,
+                  const char *key, bool implicit_tls)
+{
+    const struct odmr_settings *c = &service->settings;
+    const struct admission_rule rules[] = {
+        {service->shutting_down || service->session_count >= c->max_sessions ||
+             (implicit_tls && c->tls == NULL), NULL, 0, "max_sessions",
+         "421 4.3.2 Too many sessions, try again later\r\n"},
+        {false, service->peers, c->max_sessions_per_address, "max_sessions_per_address",
+         "421 4.7.0 Too many connections from your address, try again later\r\n"},
+        {false, service->unauthenticated, c->max_unauthenticated_per_address,
+         "max_unauthenticated_per_address",
+         "421 4.7.0 Too many unauthenticated connections from your address, try again later\r\n"},
+    };
+    const char *reason = admission_check(fd, key, rules, 3, !implicit_tls);
+    if (reason != NULL)
+        log_warn("odmr.refused", " peer=%s reason=%s", peer_text, reason);
+    return reason == NULL;
+}
+
 void odmr_service_accept(struct odmr_service *service, evutil_socket_t fd,
                          const struct sockaddr *peer, int peer_len, bool implicit_tls)
 {
-    char peer_text[64];
+    char peer_text[64], key[PEER_KEY_MAX];
     listen_peer_text(peer, peer_len, peer_text, sizeof peer_text);
-    if (service->shutting_down || service->session_count >= service->settings.max_sessions ||
-        (implicit_tls && service->settings.tls == NULL)) {
-        evutil_closesocket(fd);
-        log_warn("odmr.refused", " peer=%s", peer_text);
+    listen_peer_key(peer, peer_len, key, sizeof key);
+    if (!admit(service, fd, peer_text, key, implicit_tls))
         return;
-    }
     evutil_make_socket_nonblocking(fd);
     listen_set_nodelay(fd);
     struct bufferevent *bev = implicit_tls
@@ -929,18 +1006,27 @@ void odmr_service_accept(struct odmr_service *service, evutil_socket_t fd,
         : bufferevent_socket_new(service->base, fd, BEV_OPT_CLOSE_ON_FREE);
     struct odmr_session *s = bev ? session_new(service, bev, peer_text) : NULL;
     if (s == NULL) {
+        peer_count_release(service->peers, key);
+        peer_count_release(service->unauthenticated, key);
         if (bev)
             bufferevent_free(bev);
         else
             evutil_closesocket(fd);
         return;
     }
+    snprintf(s->peer_key, sizeof s->peer_key, "%s", key);
+    s->unauthenticated = true;
     s->tls_active = implicit_tls;
     log_info("odmr.start", " session=%s peer=%s tls=%s", s->id, s->peer,
              implicit_tls ? "implicit" : "none");
     bufferevent_setcb(bev, on_read, NULL, on_event, s);
     set_timeout(s, service->settings.command_timeout);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
+    if (implicit_tls)
+        deadline_start(&s->deadline, DEADLINE_HANDSHAKE, service->settings.tls_handshake_timeout,
+                       0);
+    else
+        deadline_start(&s->deadline, DEADLINE_COMMAND, service->settings.command_timeout, 0);
     reply_send(out(s), 220, NULL, "%s ESMTP odmrd ODMR service ready", hostname(s));
 }
 
@@ -954,6 +1040,13 @@ void odmr_service_shutdown(struct odmr_service *service, void (*on_idle)(void *)
         next = s->next;
         if (s->state == ODMR_REVERSED || s->state == ODMR_CLOSING)
             continue;
+        if (deadline_kind(&s->deadline) == DEADLINE_HANDSHAKE && !tls_handshake_done(s->bev)) {
+            /* No 421 can reach it before its handshake: ended in a second, not after the
+             * closing flush's 30 s (freed from the timer: on_idle must run once, below). */
+            enter(s, ODMR_CLOSING);
+            deadline_start(&s->deadline, DEADLINE_CLOSE, 1, 0);
+            continue;
+        }
         reply_send(out(s), 421, "4.3.2", "%s Service shutting down", hostname(s));
         close_after_flush(s);
     }
@@ -972,5 +1065,7 @@ void odmr_service_free(struct odmr_service *service)
     while (service->sessions)
         session_free(service->sessions);
     sasl_server_free(service->sasl);
+    peer_count_free(service->peers);
+    peer_count_free(service->unauthenticated);
     free(service);
 }

@@ -21,7 +21,10 @@ struct odmr_settings {
     unsigned max_address_failures;   /* per client address in failure_window: default 10 */
     time_t failure_window;           /* default 15 min */
     const unsigned char *auth_secret; /* SASL_SECRET_LEN octets for the SCRAM decoys, or NULL */
-    unsigned max_sessions;
+    unsigned max_sessions;               /* over it: 421 4.3.2 */
+    unsigned max_sessions_per_address;   /* listen_peer_key(); over it: 421 4.7.0 */
+    unsigned max_unauthenticated_per_address;   /* sessions not yet through AUTH: 421 4.7.0 */
+    time_t tls_handshake_timeout;        /* STARTTLS and the implicit-TLS port */
     struct push_timeouts push_timeouts;
 };
 

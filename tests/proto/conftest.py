@@ -2,6 +2,7 @@
 import contextlib
 import os
 import pwd
+import resource
 import signal
 import socket
 import subprocess
@@ -42,10 +43,29 @@ def wait_port(port, timeout=10.0, proc=None):
     raise RuntimeError("port %d did not open" % port)
 
 
+def nofile_limits(nofile):
+    """(soft, hard) from `nofile` or the environment's ODMR_TEST_NOFILE ("SOFT:HARD" or "N"):
+    the RLIMIT_NOFILE odmrd is started under; None: inherited."""
+    text = nofile or os.environ.get("ODMR_TEST_NOFILE")
+    if not text:
+        return None
+    soft, _, hard = str(text).partition(":")
+    return int(soft), int(hard or soft)
+
+
+def open_files_limit(pid):
+    """(soft, hard) RLIMIT_NOFILE of a running process, from /proc."""
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3]), int(line.split()[4])
+    raise AssertionError("no open-files line for %d" % pid)
+
+
 class Odmrd:
     """One odmrd instance: config, users, spool, log, and helpers to read its queue."""
 
-    def __init__(self, workdir, extra=None, users=None):
+    def __init__(self, workdir, extra=None, users=None, nofile=None):
         self.dir = workdir
         self.spool = os.path.join(workdir, "spool")
         self.users = os.path.join(workdir, "users")
@@ -54,6 +74,11 @@ class Odmrd:
         self.pick_ports()
         self.lmtp_socket = os.path.join(workdir, "lmtp.sock")
         self.extra = dict(extra or {})
+        self.nofile = nofile_limits(nofile)
+        if self.nofile and self.nofile[1] < 8192:
+            # The default max_sessions (1000 per listener kind) needs more than a small hard
+            # limit allows, and odmrd refuses to start then: configure what fits.
+            self.extra.setdefault("intake.max_sessions", "40")
         # As root (CI), odmrd must be told which account to run as; tests use nobody.
         if os.geteuid() == 0:
             self.extra.setdefault("server.user", "nobody")
@@ -113,10 +138,12 @@ class Odmrd:
             self.logf = open(self.log_path, "ab")
             self.proc = subprocess.Popen([os.path.join(BIN, "odmrd"), "-c", self.conf],
                                          stdout=self.logf, stderr=self.logf,
-                                         preexec_fn=self.preexec)
+                                         preexec_fn=self.run_preexec)
             try:
                 for port in (self.smtp_port, self.lmtp_port, self.odmr_port, self.odmrs_port):
                     wait_port(port, proc=self.proc)
+                if self.nofile:
+                    assert open_files_limit(self.proc.pid)[1] == self.nofile[1]
                 return self
             except RuntimeError:
                 self.stop()
@@ -124,6 +151,16 @@ class Odmrd:
                     raise
                 self.pick_ports()
                 self.write_config()
+
+    def limit_files(self):
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
+
+    def run_preexec(self):
+        """In the child before exec: the descriptor limit, then a test's own hook."""
+        if self.nofile:
+            self.limit_files()
+        if self.preexec:
+            self.preexec()
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
         if self.proc is None:
@@ -231,10 +268,10 @@ def odmrd(workdir):
 def make_odmrd(workdir):
     made = []
 
-    def make(extra=None, users=None, start=True, subdir=None):
+    def make(extra=None, users=None, start=True, subdir=None, nofile=None):
         d = os.path.join(workdir, subdir or "d%d" % len(made))
         os.makedirs(d)
-        daemon = Odmrd(d, extra=extra, users=users)
+        daemon = Odmrd(d, extra=extra, users=users, nofile=nofile)
         made.append(daemon)
         return daemon.start() if start else daemon
 

@@ -53,7 +53,33 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.failure_window, 15 * 60);
     assert_string_equal(cfg.smtp_listen[0], "127.0.0.1:2525");
     assert_string_equal(cfg.spool, "./run/spool");
+    /* the connection limits and deadlines (docs/intake.md) */
+    assert_int_equal(cfg.max_sessions_per_address, 50);
+    assert_int_equal(cfg.min_data_rate, 500);
+    assert_int_equal(cfg.odmr_max_sessions_per_address, 20);
+    assert_int_equal(cfg.odmr_max_unauthenticated_per_address, 10);
+    assert_int_equal(cfg.tls_handshake_timeout, 30);
     config_free(&cfg);
+}
+
+static void test_limit_keys(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(load("[intake]\nmax_sessions_per_address = 3\nmin_data_rate = 1k\n"
+                          "[odmr]\nmax_sessions_per_address = 4\n"
+                          "max_unauthenticated_per_address = 2\n[tls]\nhandshake_timeout = 10s\n",
+                          &cfg, err, sizeof err),
+                     0);
+    assert_int_equal(cfg.max_sessions_per_address, 3);
+    assert_int_equal(cfg.min_data_rate, 1024);
+    assert_int_equal(cfg.odmr_max_sessions_per_address, 4);
+    assert_int_equal(cfg.odmr_max_unauthenticated_per_address, 2);
+    assert_int_equal(cfg.tls_handshake_timeout, 10);
+    config_free(&cfg);
+    assert_int_equal(load("[odmr]\nmax_unauthenticated_per_address = 0\n", &cfg, err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "max_unauthenticated_per_address: bad number"));
 }
 
 static void test_values(void **state)
@@ -158,7 +184,8 @@ static void test_postmaster(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_values),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_limit_keys),   cmocka_unit_test(test_values),
         cmocka_unit_test(test_errors),     cmocka_unit_test(test_unreadable),
         cmocka_unit_test(test_parsers),    cmocka_unit_test(test_postmaster),
     };
