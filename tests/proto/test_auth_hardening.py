@@ -22,7 +22,11 @@ PARALLEL = 40
 
 @pytest.fixture
 def prov(make_odmrd):
-    return make_odmrd(users=USERS)
+    # The per-address session limits (test_limits.py) would refuse most of the PARALLEL
+    # sessions at connect; raised here so that the AUTH accounting itself is what is tested.
+    return make_odmrd(users=USERS, extra={"odmr.max_sessions_per_address": "100",
+                                          "odmr.max_unauthenticated_per_address": "100",
+                                          "intake.max_sessions": "200"})
 
 
 def connect(d, source="127.0.0.1"):
