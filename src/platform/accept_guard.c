@@ -25,7 +25,7 @@ struct accept_guard {
     struct event_base *base;
     struct timeval pause;
     struct event *timer;
-    int reserve;                /* /dev/null, given up to accept one connection */
+    int reserve;                /* "/" opened, given up to accept one connection */
     bool paused, burst, stopped;
     unsigned long burst_refused, burst_pauses, refused;
     struct guarded listeners[GUARD_MAX_LISTENERS];
@@ -60,6 +60,13 @@ static void on_timer(evutil_socket_t fd, short events, void *arg)
     }
 }
 
+/* Any descriptor will do; the root directory exists in every mount namespace (a sandbox with
+ * a private /dev may have no /dev/null). */
+static int open_reserve(void)
+{
+    return open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
 /* One pending connection is taken with the reserve descriptor and refused, so the client
  * learns why at once (RFC 5321 3.8: 421 and close) instead of waiting in the backlog. */
 static void shed_one(struct accept_guard *g, evutil_socket_t listen_fd)
@@ -72,7 +79,7 @@ static void shed_one(struct accept_guard *g, evutil_socket_t listen_fd)
         g->burst_refused++;
         g->refused++;
     }
-    g->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    g->reserve = open_reserve();
 }
 
 static void on_error(struct evconnlistener *listener, void *arg)
@@ -111,7 +118,7 @@ struct accept_guard *accept_guard_new(struct event_base *base, const struct time
     }
     g->base = base;
     g->pause = *pause;
-    g->reserve = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    g->reserve = open_reserve();
     g->timer = evtimer_new(base, on_timer, g);
     if (g->reserve < 0 || g->timer == NULL) {
         snprintf(err, errlen, "cannot keep a reserve descriptor: %s", strerror(errno));

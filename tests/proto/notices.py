@@ -139,3 +139,21 @@ def check_failed_notice(n, original_id, sender, failed, envid=None, ret="HDRS",
     if body_marker is not None:
         raw = third.as_string()
         assert (body_marker in raw) == (ret == "FULL"), raw
+
+
+def single_failed_notice(d, rcpt, diagnostic, status):
+    """The queue holds exactly one message, the failed notice for `rcpt` alone (the original is
+    gone): checks its envelope, Action, Status and that Diagnostic-Code starts with
+    "smtp; " + diagnostic. Returns the Notice."""
+    deadline = time.time() + 10
+    while time.time() < deadline and (len(d.queue_ids()) != 1 or len(notice_ids(d)) != 1):
+        time.sleep(0.05)
+    ids = d.queue_ids()
+    assert len(ids) == 1 and notice_ids(d) == ids, [d.queue_show(i) for i in ids]
+    n = Notice(d, ids[0])
+    assert n.envelope_sender == "<>", n.show
+    [r] = n.per_recipient
+    assert r["Final-Recipient"] == "rfc822; " + rcpt, r
+    assert r["Action"] == "failed" and r["Status"] == status, r
+    assert r["Diagnostic-Code"].startswith("smtp; " + diagnostic), r
+    return n

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from notices import single_failed_notice
 from test_client import BODY, CLIENT, Sink, password_file, prov, run_client  # noqa: F401
 from test_odmr import inject
 
@@ -132,8 +133,7 @@ def test_maildir_dotted_local_part_refused(prov):
     assert r.returncode == 0, r.stderr
     assert list(maildir_files(root)) == [root + "/ok"]
     assert "x" not in os.listdir(prov.dir)
-    ids = queue_settles(prov, 1)
-    assert len(ids) == 1 and "5.1.3" in prov.queue_show(ids[0])
+    single_failed_notice(prov, '"../x"@example.org', "553 5.1.3", "5.1.3")
 
 
 # ---------------------------------------------------------------- mda:
@@ -199,9 +199,8 @@ def test_mda_failure_fails_recipient(prov):
     script, out = mda_script(prov, "mda-1", exit_code=1)
     r = run_client(prov, "mda:%s %%r" % script)
     assert r.returncode == 0, r.stderr
-    ids = prov.queue_ids()
-    # the recipient failed permanently: odmrd keeps the message only to bounce it
-    assert all("5.3.0" in prov.queue_show(i) for i in ids)
+    # the recipient failed permanently: odmrd replaces it by a failed notice
+    single_failed_notice(prov, "u@example.org", "554 5.3.0", "5.3.0")
     assert "failed=1" in r.stderr
 
 
