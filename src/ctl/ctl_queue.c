@@ -16,12 +16,14 @@
 #include "lib/config.h"
 #include "services/notice.h"
 #include "store/queue_backend.h"
+#include "store/userdb.h"
 
 static int usage(void)
 {
     fprintf(stderr, "usage: odmrctl queue list [--ids|--json] [DOMAIN]\n"
                     "       odmrctl queue show ID\n"
                     "       odmrctl queue cat ID      (the stored message octets)\n"
+                    "       odmrctl queue summary     (per domain and per user)\n"
                     "       odmrctl queue hold|release ID...|--domain DOMAIN|-\n"
                     "       odmrctl queue requeue|bounce ID...|-\n"
                     "       odmrctl queue delete ID...|--domain DOMAIN|--older-than DURATION|-\n"
@@ -53,7 +55,7 @@ static void print_safe(const char *s)
     fputs(safe_text(buf, sizeof buf, s), stdout);
 }
 
-static void format_age(time_t seconds, char *out, size_t outlen)
+void ctl_format_age(time_t seconds, char *out, size_t outlen)
 {
     if (seconds < 0)
         seconds = 0;
@@ -117,7 +119,7 @@ static int list_one(const char *id, void *arg)
         return 0;
     }
     char age[32], sender[512];
-    format_age(run->now - m->env.arrival, age, sizeof age);
+    ctl_format_age(run->now - m->env.arrival, age, sizeof age);
     snprintf(sender, sizeof sender, "<%s>", m->env.sender);
     char sender_text[2048];
     printf("%-16s  ", id);
@@ -227,7 +229,7 @@ static int show_message(struct queue *q, int argc, char **argv)
     const struct queue_envelope *env = &m->env;
     char arrival[40], age[32], sender[512];
     format_time(env->arrival, arrival, sizeof arrival);
-    format_age(time(NULL) - env->arrival, age, sizeof age);
+    ctl_format_age(time(NULL) - env->arrival, age, sizeof age);
     snprintf(sender, sizeof sender, "<%s>", env->sender);
     printf("%-12s%s\n%-12s%s (%s ago)\n", "id:", env->id, "arrival:", arrival, age);
     show_field("sender:", sender);
@@ -273,6 +275,20 @@ static int cat_message(struct queue *q, int argc, char **argv)
     return status;
 }
 
+/* What queue summary needs besides the queue: the users (read before odmrctl becomes the
+ * spool's owner, like the configuration) and the spool path (last ATRN times). */
+static struct {
+    struct userdb *users;
+    const char *spool;
+} summary_input;
+
+static int summary(struct queue *q, int argc, char **argv)
+{
+    if (argc != 2)
+        return usage();
+    return ctl_queue_summary_run(q, summary_input.users, summary_input.spool);
+}
+
 struct queue_command {
     const char *name;
     int (*run)(struct queue *q, int argc, char **argv);
@@ -283,12 +299,25 @@ static const struct queue_command queue_commands[] = {
     {"list", list_messages, true},
     {"show", show_message, true},
     {"cat", cat_message, true},
+    {"summary", summary, true},
     {"hold", ctl_queue_hold, false},
     {"release", ctl_queue_release, false},
     {"requeue", ctl_queue_requeue, false},
     {"bounce", ctl_queue_bounce, false},
     {"delete", ctl_queue_delete, false},
 };
+
+/* A users file that does not load: the queue part is still shown, the exit code says 78. */
+static int load_summary_users(const struct config *cfg)
+{
+    char err[512];
+    summary_input.spool = cfg->spool;
+    summary_input.users = userdb_load(cfg->users, err, sizeof err);
+    if (summary_input.users != NULL)
+        return EX_OK;
+    fprintf(stderr, "odmrctl: %s (users not shown)\n", err);
+    return EX_CONFIG;
+}
 
 int ctl_queue_main(const struct config *cfg, int argc, char **argv)
 {
@@ -301,6 +330,7 @@ int ctl_queue_main(const struct config *cfg, int argc, char **argv)
     if (command == NULL)
         return usage();
     notice_configure(cfg->hostname, NULL);   /* queue bounce: the notices' Reporting-MTA */
+    int users_status = command->run == summary ? load_summary_users(cfg) : EX_OK;
     int status = ctl_spool_become_owner(cfg->spool);
     if (status != EX_OK)
         return status;
@@ -309,5 +339,6 @@ int ctl_queue_main(const struct config *cfg, int argc, char **argv)
         return status;
     status = command->run(q, argc, argv);
     queue_close(q);
-    return status;
+    userdb_free(summary_input.users);
+    return status != EX_OK ? status : users_status;
 }

@@ -28,7 +28,7 @@ static const struct ctl_command {
      "  user passwd NAME  (password on stdin)\n"
      "  user list"},
     {"queue", ctl_queue_main,
-     "queue list [--ids|--json] [DOMAIN] | queue show ID | queue cat ID\n"
+     "queue list [--ids|--json] [DOMAIN] | queue show ID | queue cat ID | queue summary\n"
      "  queue hold|release ID...|--domain DOMAIN|-\n"
      "  queue requeue|bounce ID...|-\n"
      "  queue delete ID...|--domain DOMAIN|--older-than DURATION|-  (-: ids on stdin)"},

@@ -53,6 +53,9 @@ struct config {
     char *tls_ca;              /* CA for client certificates (AUTH EXTERNAL); NULL = none */
     /* [queue] */
     time_t max_hold;           /* default 5d */
+    uint64_t domain_max_messages;   /* per hosted domain; 0 (default): no limit */
+    uint64_t domain_max_bytes;      /* per hosted domain, queue file octets; 0: no limit */
+    uint64_t min_free;              /* octets free on the spool's filesystem; 0: not checked */
     /* where the file was */
     char *path;
 };

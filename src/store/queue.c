@@ -160,9 +160,9 @@ int queue_requeue(struct queue *q, const char *id, size_t *count)
     return q->ops->requeue(q, id, count);
 }
 
-int queue_domain_usage(struct queue *q, const char *domain, uint64_t *count, uint64_t *bytes)
+int queue_domain_usage(struct queue *q, const char *domain, bool sizes, struct queue_usage *out)
 {
-    return q->ops->domain_usage(q, domain, count, bytes);
+    return q->ops->domain_usage(q, domain, sizes, out);
 }
 
 void queue_envelope_clear(struct queue_envelope *env)

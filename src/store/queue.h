@@ -162,9 +162,14 @@ int queue_list_domain_with_held(struct queue *q, const char *domain, queue_id_fn
 /* Every FAILED recipient of the message back to PENDING (its notice no longer owed; attempts
  * and last reply kept). *count: how many. 0, ENOENT, EROFS or an errno. */
 int queue_requeue(struct queue *q, const char *id, size_t *count);
-/* What the queue holds for domain: messages with an index entry there, and the size of their
- * queue files in octets. bytes may be NULL (then no file is looked at). 0 or an errno. */
-int queue_domain_usage(struct queue *q, const char *domain, uint64_t *count, uint64_t *bytes);
+/* What the queue holds for domain: messages with an index entry there, the size of their queue
+ * files in octets (only with sizes: else no file is looked at, bytes is 0) and the arrival of
+ * the oldest (from its id; 0 when none). 0 or an errno (EINVAL: not a domain name). */
+struct queue_usage {
+    uint64_t messages, bytes;
+    time_t oldest;
+};
+int queue_domain_usage(struct queue *q, const char *domain, bool sizes, struct queue_usage *out);
 
 void queue_envelope_clear(struct queue_envelope *env);   /* frees the strings inside */
 

@@ -39,7 +39,7 @@ struct queue_ops {
     int (*hold)(struct queue *q, const char *id, bool held);
     bool (*is_held)(struct queue *q, const char *id);
     int (*requeue)(struct queue *q, const char *id, size_t *count);
-    int (*domain_usage)(struct queue *q, const char *domain, uint64_t *count, uint64_t *bytes);
+    int (*domain_usage)(struct queue *q, const char *domain, bool sizes, struct queue_usage *out);
 };
 
 struct queue {

@@ -17,6 +17,7 @@ int queue_fs_dir_fd(struct queue *q, enum queue_fs_subdir sub, bool *read_only);
 
 int queue_fs_hold(struct queue *q, const char *id, bool held);
 bool queue_fs_is_held(struct queue *q, const char *id);
-int queue_fs_domain_usage(struct queue *q, const char *domain, uint64_t *count, uint64_t *bytes);
+int queue_fs_domain_usage(struct queue *q, const char *domain, bool sizes,
+                          struct queue_usage *out);
 
 #endif
