@@ -1394,10 +1394,12 @@ static bool all_delivered(const struct queue_envelope *env)
 }
 
 /* Reads the envelope and states of id for a rewrite, with a "touched" flag per recipient
- * (all false). 0, EROFS (nothing read) or an errno (env is then safe to clear). */
-static int load_for_update(struct fs_queue *fq, const char *id, struct queue_envelope *env,
-                           bool **touched)
+ * (all false). 0, EROFS (nothing read) or an errno (env is then safe to clear). Also used by
+ * queue_fs_admin.c (requeue). */
+int queue_fs_load_for_update(struct queue *q, const char *id, struct queue_envelope *env,
+                             bool **touched)
 {
+    struct fs_queue *fq = fs_queue_of(q);
     if (fq->read_only)
         return EROFS;
     int rc = read_envelope(fq, id, env);
@@ -1419,7 +1421,7 @@ static int record_outcomes(struct fs_queue *fq, const char *id, const struct que
     struct queue_envelope env;
     bool *touched = NULL;
     *removed = false;
-    int rc = load_for_update(fq, id, &env, &touched);
+    int rc = queue_fs_load_for_update(&fq->base, id, &env, &touched);
     if (rc == EROFS)
         return rc;
     int first = 0;
@@ -1531,28 +1533,10 @@ static int fs_remove(struct queue *q, const char *id)
     return rc;
 }
 
-/* odmrctl queue requeue: FAILED -> PENDING, the one move back out of a final state. */
-static int fs_requeue(struct queue *q, const char *id, size_t *count)
+/* For queue_fs_admin.c (requeue): rewrites the entries of the touched recipients. */
+int queue_fs_write_touched(struct queue *q, const struct queue_envelope *env, const bool *touched)
 {
-    struct fs_queue *fq = fs_queue_of(q);
-    struct queue_envelope env;
-    bool *touched = NULL;
-    *count = 0;
-    int rc = load_for_update(fq, id, &env, &touched);
-    if (rc == EROFS)
-        return rc;
-    for (size_t i = 0; rc == 0 && i < env.rcpt_count; i++) {
-        touched[i] = env.rcpts[i].state == QUEUE_RCPT_FAILED;
-        env.rcpts[i].state = touched[i] ? QUEUE_RCPT_PENDING : env.rcpts[i].state;
-        *count += touched[i] ? 1 : 0;
-    }
-    if (rc == 0 && *count > 0)
-        rc = write_touched_entries(fq, &env, touched);
-    if (rc == 0 && *count > 0)
-        log_info("queue.requeued", " id=%s rcpts=%zu", id, *count);
-    free(touched);
-    queue_envelope_clear(&env);
-    return rc;
+    return write_touched_entries(fs_queue_of(q), env, touched);
 }
 
 /* ---- asynchronous outcomes ---- */
@@ -2029,6 +2013,6 @@ static const struct queue_ops fs_ops = {
     .expire_scan = fs_expire_scan,
     .hold = queue_fs_hold,
     .is_held = queue_fs_is_held,
-    .requeue = fs_requeue,
+    .requeue = queue_fs_requeue,
     .domain_usage = queue_fs_domain_usage,
 };

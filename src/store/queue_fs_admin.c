@@ -1,4 +1,5 @@
-/* Operator marks and usage counts of the filesystem queue (docs/queue.md "Hold", "Quotas").
+/* Operator marks, requeue and usage counts of the filesystem queue (docs/queue.md "Hold",
+ * "Requeue", "Quotas and free space").
  *
  * A hold is a file, hold/<id>, not a change of the message or its index entries: odmrctl can
  * set it beside a running odmrd (under the domain leases), and odmrd looks for it every time it
@@ -10,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,6 +86,30 @@ bool queue_fs_is_held(struct queue *q, const char *id)
         return false;
     snprintf(path, sizeof path, "%s/%s", QUEUE_FS_HOLD_DIR, id);
     return faccessat(spool_fd, path, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* odmrctl queue requeue: FAILED -> PENDING (attempts and last reply kept), the one move back
+ * out of a final state; the entries are rewritten as an outcome's are. */
+int queue_fs_requeue(struct queue *q, const char *id, size_t *count)
+{
+    struct queue_envelope env;
+    bool *touched = NULL;
+    *count = 0;
+    int rc = queue_fs_load_for_update(q, id, &env, &touched);
+    if (rc == EROFS)
+        return rc;
+    for (size_t i = 0; rc == 0 && i < env.rcpt_count; i++) {
+        touched[i] = env.rcpts[i].state == QUEUE_RCPT_FAILED;
+        env.rcpts[i].state = touched[i] ? QUEUE_RCPT_PENDING : env.rcpts[i].state;
+        *count += touched[i] ? 1 : 0;
+    }
+    if (rc == 0 && *count > 0)
+        rc = queue_fs_write_touched(q, &env, touched);
+    if (rc == 0 && *count > 0)
+        log_info("queue.requeued", " id=%s rcpts=%zu", id, *count);
+    free(touched);
+    queue_envelope_clear(&env);
+    return rc;
 }
 
 /* Counts dom/<domain>/ entries; with sizes, adds the size of each msg/<id> (fstatat: no file
