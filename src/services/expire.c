@@ -98,6 +98,14 @@ static size_t expiring(struct expire *e, const struct queue_message *m, struct n
         }
         f[n++] = (struct notice_failure){i, NULL};
     }
+    /* Held (odmrctl queue hold) after the scan listed it: checked under the leases, which
+     * odmrctl holds while it sets the mark. */
+    if (n > 0 && queue_is_held(e->queue, m->env.id)) {
+        log_debug("expire.skipped", " id=%s reason=held", m->env.id);
+        release_leases(e);
+        *skipped = true;
+        return 0;
+    }
     for (size_t i = 0; i < n; i++)
         log_info("expire.rcpt", " id=%s rcpt=%s domain=%s age=%lld max_hold=%lld", m->env.id,
                  log_quote(quoted, sizeof quoted, m->env.rcpts[f[i].rcpt_index].address,
@@ -120,13 +128,6 @@ static bool expire_one(struct expire *e, const char *id)
     struct notice_failure *f = calloc(m->env.rcpt_count, sizeof *f);
     bool skipped = f == NULL, started = false;
     size_t n = f != NULL ? expiring(e, m, f, &skipped) : 0;
-    /* Held (odmrctl queue hold) after the scan listed it: checked under the leases, which
-     * odmrctl holds while it sets the mark. */
-    if (n > 0 && queue_is_held(e->queue, id)) {
-        release_leases(e);
-        n = 0;
-        skipped = true;
-    }
     if (n > 0) {
         struct notice_event ev = {NOTICE_EXPIRED, NULL, e->max_hold, "expire"};
         started = notice_failed(e->queue, m, f, n, &ev, on_notified, e) == 0;
