@@ -11,16 +11,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ctl/ctl_queue_ops.h"
 #include "ctl/ctl_spool.h"
 #include "lib/config.h"
-#include "store/queue.h"
+#include "services/notice.h"
+#include "store/queue_backend.h"
+#include "store/userdb.h"
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: odmrctl queue list [--ids] [DOMAIN]\n"
+    fprintf(stderr, "usage: odmrctl queue list [--ids|--json] [DOMAIN]\n"
                     "       odmrctl queue show ID\n"
                     "       odmrctl queue cat ID      (the stored message octets)\n"
-                    "       odmrctl queue delete ID\n");
+                    "       odmrctl queue summary     (per domain and per user)\n"
+                    "       odmrctl queue hold|release ID...|--domain DOMAIN|-\n"
+                    "       odmrctl queue requeue|bounce ID...|-\n"
+                    "       odmrctl queue delete ID...|--domain DOMAIN|--older-than DURATION|-\n"
+                    "(- reads ids from standard input, one per line)\n");
     return EX_USAGE;
 }
 
@@ -48,7 +55,7 @@ static void print_safe(const char *s)
     fputs(safe_text(buf, sizeof buf, s), stdout);
 }
 
-static void format_age(time_t seconds, char *out, size_t outlen)
+void ctl_format_age(time_t seconds, char *out, size_t outlen)
 {
     if (seconds < 0)
         seconds = 0;
@@ -94,18 +101,6 @@ struct list_run {
     bool ids_only;
 };
 
-static int report_open_error(const char *id, int rc)
-{
-    if (rc == EBADMSG)
-        fprintf(stderr, "odmrctl: %s: failed validation (left in place; odmrd moves it to "
-                        "corrupt/ when it next starts or opens it)\n", id);
-    else if (rc == ENOENT)
-        fprintf(stderr, "odmrctl: %s: no such message\n", id);
-    else
-        fprintf(stderr, "odmrctl: %s: %s\n", id, strerror(rc));
-    return rc == EBADMSG || rc == ENOENT ? EX_DATAERR : EX_IOERR;
-}
-
 static int list_one(const char *id, void *arg)
 {
     struct list_run *run = arg;
@@ -119,12 +114,12 @@ static int list_one(const char *id, void *arg)
     if (rc == ENOENT)
         return 0;   /* delivered or removed while we listed */
     if (rc != 0) {
-        if (report_open_error(id, rc) == EX_IOERR)
+        if (ctl_queue_open_error(id, rc) == EX_IOERR)
             run->status = EX_IOERR;
         return 0;
     }
     char age[32], sender[512];
-    format_age(run->now - m->env.arrival, age, sizeof age);
+    ctl_format_age(run->now - m->env.arrival, age, sizeof age);
     snprintf(sender, sizeof sender, "<%s>", m->env.sender);
     char sender_text[2048];
     printf("%-16s  ", id);
@@ -139,24 +134,31 @@ static int list_one(const char *id, void *arg)
 static int list_messages(struct queue *q, int argc, char **argv)
 {
     struct list_run run = {.q = q, .now = time(NULL)};
-    if (argc > 2 && strcmp(argv[2], "--ids") == 0) {
-        run.ids_only = true;
-        argc--;
-        argv++;
+    bool json = false;
+    const char *domain = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--ids") == 0 && !run.ids_only && !json)
+            run.ids_only = true;
+        else if (strcmp(argv[i], "--json") == 0 && !run.ids_only && !json)
+            json = true;
+        else if (argv[i][0] == '-' || domain != NULL)   /* never an option as a domain */
+            return usage();
+        else
+            domain = argv[i];
     }
-    if (argc > 3)
-        return usage();
-    const char *domain = argc == 3 ? argv[2] : NULL;
+    char normalized[QUEUE_DOMAIN_MAX];
+    if (domain != NULL && queue_domain_normalize(domain, normalized) != 0) {
+        fprintf(stderr, "odmrctl: %s: not a valid domain name\n", domain);
+        return EX_USAGE;
+    }
+    if (json)
+        return ctl_queue_list_json(q, domain);
     if (!run.ids_only)
         printf("%-16s  %-24s  %-32s  %5s  %10s  %5s\n", "ID", "DOMAINS", "SENDER", "RCPTS",
                "SIZE", "AGE");
-    int n = domain != NULL ? queue_list_domain(q, domain, list_one, &run)
+    int n = domain != NULL ? queue_list_domain_with_held(q, domain, list_one, &run)
                            : queue_list_all(q, list_one, &run);
     if (n < 0) {
-        if (errno == EINVAL) {
-            fprintf(stderr, "odmrctl: %s: not a valid domain name\n", domain);
-            return EX_USAGE;
-        }
         fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(errno));
         return EX_IOERR;
     }
@@ -223,11 +225,11 @@ static int show_message(struct queue *q, int argc, char **argv)
     struct queue_message *m;
     int rc = queue_message_open(q, id, &m);
     if (rc != 0)
-        return report_open_error(id, rc);
+        return ctl_queue_open_error(id, rc);
     const struct queue_envelope *env = &m->env;
     char arrival[40], age[32], sender[512];
     format_time(env->arrival, arrival, sizeof arrival);
-    format_age(time(NULL) - env->arrival, age, sizeof age);
+    ctl_format_age(time(NULL) - env->arrival, age, sizeof age);
     snprintf(sender, sizeof sender, "<%s>", env->sender);
     printf("%-12s%s\n%-12s%s (%s ago)\n", "id:", env->id, "arrival:", arrival, age);
     show_field("sender:", sender);
@@ -239,6 +241,8 @@ static int show_message(struct queue *q, int argc, char **argv)
     show_field("protocol:", env->protocol);
     show_field("dsn ret:", env->ret);
     show_field("dsn envid:", env->envid);
+    if (queue_is_held(q, id))
+        printf("%-12s%s\n", "held:", "yes (odmrctl queue release ID)");
     printf("recipients: %zu\n", env->rcpt_count);
     for (size_t i = 0; i < env->rcpt_count; i++)
         show_recipient(i, &env->rcpts[i]);
@@ -254,7 +258,7 @@ static int cat_message(struct queue *q, int argc, char **argv)
     struct queue_message *m;
     int rc = queue_message_open(q, argv[2], &m);
     if (rc != 0)
-        return report_open_error(argv[2], rc);
+        return ctl_queue_open_error(argv[2], rc);
     char buf[65536];
     uint64_t left = m->env.body_size;
     int status = 0;
@@ -271,22 +275,18 @@ static int cat_message(struct queue *q, int argc, char **argv)
     return status;
 }
 
-static int delete_message(struct queue *q, int argc, char **argv)
+/* What queue summary needs besides the queue: the users (read before odmrctl becomes the
+ * spool's owner, like the configuration) and the spool path (last ATRN times). */
+static struct {
+    struct userdb *users;
+    const char *spool;
+} summary_input;
+
+static int summary(struct queue *q, int argc, char **argv)
 {
-    if (argc != 3)
+    if (argc != 2)
         return usage();
-    const char *id = argv[2];
-    int rc = queue_remove(q, id);
-    if (rc == ENOENT) {
-        fprintf(stderr, "odmrctl: %s: no such message\n", id);
-        return EX_DATAERR;
-    }
-    if (rc != 0) {
-        fprintf(stderr, "odmrctl: %s: cannot delete: %s\n", id, strerror(rc));
-        return EX_IOERR;
-    }
-    printf("deleted %s\n", id);
-    return 0;
+    return ctl_queue_summary_run(q, summary_input.users, summary_input.spool);
 }
 
 struct queue_command {
@@ -299,8 +299,25 @@ static const struct queue_command queue_commands[] = {
     {"list", list_messages, true},
     {"show", show_message, true},
     {"cat", cat_message, true},
-    {"delete", delete_message, false},
+    {"summary", summary, true},
+    {"hold", ctl_queue_hold, false},
+    {"release", ctl_queue_release, false},
+    {"requeue", ctl_queue_requeue, false},
+    {"bounce", ctl_queue_bounce, false},
+    {"delete", ctl_queue_delete, false},
 };
+
+/* A users file that does not load: the queue part is still shown, the exit code says 78. */
+static int load_summary_users(const struct config *cfg)
+{
+    char err[512];
+    summary_input.spool = cfg->spool;
+    summary_input.users = userdb_load(cfg->users, err, sizeof err);
+    if (summary_input.users != NULL)
+        return EX_OK;
+    fprintf(stderr, "odmrctl: %s (users not shown)\n", err);
+    return EX_CONFIG;
+}
 
 int ctl_queue_main(const struct config *cfg, int argc, char **argv)
 {
@@ -312,6 +329,8 @@ int ctl_queue_main(const struct config *cfg, int argc, char **argv)
             command = &queue_commands[i];
     if (command == NULL)
         return usage();
+    notice_configure(cfg->hostname, NULL);   /* queue bounce: the notices' Reporting-MTA */
+    int users_status = command->run == summary ? load_summary_users(cfg) : EX_OK;
     int status = ctl_spool_become_owner(cfg->spool);
     if (status != EX_OK)
         return status;
@@ -320,5 +339,6 @@ int ctl_queue_main(const struct config *cfg, int argc, char **argv)
         return status;
     status = command->run(q, argc, argv);
     queue_close(q);
-    return status;
+    userdb_free(summary_input.users);
+    return status != EX_OK ? status : users_status;
 }

@@ -30,8 +30,11 @@ static const struct ctl_command {
      "  user del NAME\n"
      "  user passwd NAME  (password on stdin)\n"
      "  user list"},
-    {"queue", ctl_queue_main, "queue list [--ids] [DOMAIN] | queue show ID | queue cat ID | "
-                              "queue delete ID"},
+    {"queue", ctl_queue_main,
+     "queue list [--ids|--json] [DOMAIN] | queue show ID | queue cat ID | queue summary\n"
+     "  queue hold|release ID...|--domain DOMAIN|-\n"
+     "  queue requeue|bounce ID...|-\n"
+     "  queue delete ID...|--domain DOMAIN|--older-than DURATION|-  (-: ids on stdin)"},
     {"tls", ctl_tls_main, "tls pin [CERT-FILE]  (the pin customers give odmr-client --pin; "
                           "default: [tls] cert)"},
     {"check-config", check_config, "check-config  (like odmrd -t: configuration and users file)"},
@@ -47,8 +50,8 @@ static int usage(FILE *out)
     fprintf(out, "Without -c: %s if it exists, else the embedded defaults.\n",
             paths_default_config() ? paths_default_config() : "./odmrd.conf");
     fprintf(out, "Exit codes: 0 ok, 64 usage, 65 bad data, 66 no input file or spool, 67 no such\n"
-                 "user, 71 cannot become the spool's owner, 74 I/O error, 78 configuration error\n"
-                 "(odmrctl(8), docs/odmrctl.md).\n");
+                 "user, 71 cannot become the spool's owner, 74 I/O error, 75 domain being\n"
+                 "delivered (try again), 78 configuration error (odmrctl(8), docs/odmrctl.md).\n");
     return out == stdout ? EX_OK : EX_USAGE;
 }
 

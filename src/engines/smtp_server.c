@@ -494,6 +494,19 @@ static char *mailbox_text(const struct smtp_mailbox *m)
     return text;
 }
 
+/* The check_mail hook (intake: disk space). true when it refused MAIL (the reply is sent). */
+static bool mail_refused_by_hook(struct smtp_session *s)
+{
+    struct smtp_reply verdict = {0};
+    if (hooks(s)->check_mail == NULL)
+        return false;
+    hooks(s)->check_mail(hooks_ctx(s), s, &verdict);
+    if (verdict.code == 0 || reply_class(verdict.code) == 2)
+        return false;
+    write_hook_reply(s, &verdict);
+    return true;
+}
+
 static void cmd_mail(struct smtp_session *s, const char *arg)
 {
     struct smtp_path_command cmd;
@@ -518,6 +531,10 @@ static void cmd_mail(struct smtp_session *s, const char *arg)
     if (!cmd.null_path && cmd.mailbox.needs_smtputf8 && !s->txn.smtputf8) {
         transaction_clear(&s->txn);
         reply_error(s, 553, "5.6.7", "Non-ASCII sender address needs SMTPUTF8");
+        return;
+    }
+    if (mail_refused_by_hook(s)) {
+        transaction_clear(&s->txn);
         return;
     }
     s->txn.sender = cmd.null_path ? strdup("") : mailbox_text(&cmd.mailbox);

@@ -74,6 +74,9 @@ struct smtp_server_hooks {
      * else refuses it (odmr-client relays RCPT to its local MTA and answers with its reply). */
     void (*check_rcpt_async)(void *ctx, struct smtp_session *s,
                              const struct smtp_path_command *rcpt, const char *domain_lower);
+    /* Optional: the service's word on MAIL, after its parameters were taken (the transaction
+     * holds SIZE). Leave reply->code 0 (or 2xx) to accept; anything else refuses MAIL. */
+    void (*check_mail)(void *ctx, struct smtp_session *s, struct smtp_reply *reply);
     /* Optional: the session is about to be freed (QUIT, EOF, timeout, error). A reply of 421
      * from any hook (RFC 5321 3.8) closes the session once it has been sent. */
     void (*session_closed)(void *ctx, struct smtp_session *s);

@@ -66,6 +66,9 @@ static const struct config_key config_keys[] = {
     {"tls", "ca", VALUE_PATH, FIELD(tls_ca), 0},
     {"tls", "handshake_timeout", VALUE_DURATION, FIELD(tls_handshake_timeout), 0},
     {"queue", "max_hold", VALUE_DURATION, FIELD(max_hold), 0},
+    {"queue", "domain_max_messages", VALUE_SIZE, FIELD(domain_max_messages), 0},
+    {"queue", "domain_max_bytes", VALUE_SIZE, FIELD(domain_max_bytes), 0},
+    {"queue", "min_free", VALUE_SIZE, FIELD(min_free), 0},
 };
 #undef FIELD
 

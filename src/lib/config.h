@@ -60,6 +60,9 @@ struct config {
     time_t tls_handshake_timeout;   /* STARTTLS and implicit TLS handshakes; default 30s */
     /* [queue] */
     time_t max_hold;           /* default 5d */
+    uint64_t domain_max_messages;   /* per hosted domain; 0 (default): no limit */
+    uint64_t domain_max_bytes;      /* per hosted domain, queue file octets; 0: no limit */
+    uint64_t min_free;              /* octets free on the spool's filesystem; 0: not checked */
     /* where the file was */
     char *path;
 };

@@ -36,6 +36,7 @@
 #include "services/odmr_session.h"
 #include "store/queue.h"
 #include "store/server_secret.h"
+#include "store/last_atrn.h"
 #include "store/userdb.h"
 
 enum { MAX_LISTENERS = 3 * CONFIG_LISTEN_MAX, EXIT_CONFIG = 78 };
@@ -405,6 +406,7 @@ static void install_signals(struct daemon *d)
 static void teardown(struct daemon *d)
 {
     accept_guard_free(d->guard);
+    last_atrn_close();
     for (size_t i = 0; i < 3; i++)
         event_free(d->signals[i]);
     smtp_server_free(d->smtp);
@@ -504,7 +506,9 @@ int main(int argc, char **argv)
     install_signals(&d);
     load_tls(&d);
     start_guard(&d);
-    d.intake = (struct intake){NULL, &d.users, d.cfg.hostname, d.cfg.postmaster};
+    d.intake = (struct intake){NULL, &d.users, d.cfg.hostname, d.cfg.postmaster, d.cfg.spool,
+                               d.cfg.domain_max_messages, d.cfg.domain_max_bytes,
+                               d.cfg.min_free};
     d.smtp = make_server(&d, SMTP_SERVER_SMTP);
     d.lmtp = make_server(&d, SMTP_SERVER_LMTP);
     open_listeners(&d, d.cfg.smtp_listen, d.cfg.smtp_listen_count, on_accept, d.smtp);
@@ -514,6 +518,10 @@ int main(int argc, char **argv)
     open_listeners(&d, d.cfg.odmr_tls_listen, d.cfg.odmr_tls_listen_count, on_accept_odmrs, NULL);
     drop_privileges(&d.cfg);
     open_queue(&d);
+    int atrn_rc = last_atrn_open(d.cfg.spool);   /* after the switch: owned by [server] user */
+    if (atrn_rc != 0)
+        log_warn("atrn.record_unavailable", " dir=%s/%s error=\"%s\"", d.cfg.spool,
+                 LAST_ATRN_DIR, strerror(atrn_rc));
     d.intake.queue = d.queue;
     d.odmr = make_odmr_service(&d);
     notice_configure(d.cfg.hostname, &d.users);

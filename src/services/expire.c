@@ -98,6 +98,14 @@ static size_t expiring(struct expire *e, const struct queue_message *m, struct n
         }
         f[n++] = (struct notice_failure){i, NULL};
     }
+    /* Held (odmrctl queue hold) after the scan listed it: checked under the leases, which
+     * odmrctl holds while it sets the mark. */
+    if (n > 0 && queue_is_held(e->queue, m->env.id)) {
+        log_debug("expire.skipped", " id=%s reason=held", m->env.id);
+        release_leases(e);
+        *skipped = true;
+        return 0;
+    }
     for (size_t i = 0; i < n; i++)
         log_info("expire.rcpt", " id=%s rcpt=%s domain=%s age=%lld max_hold=%lld", m->env.id,
                  log_quote(quoted, sizeof quoted, m->env.rcpts[f[i].rcpt_index].address,

@@ -114,6 +114,13 @@ static void intake_check_rcpt(void *ctx, struct smtp_session *s,
         reply_set(reply, 550, "5.1.1", "No such user here");
         return;
     }
+    if (!intake_over_quota(intake, s, domain, reply))
+        intake_low_on_space(intake, s, reply);
+}
+
+static void intake_check_mail(void *ctx, struct smtp_session *s, struct smtp_reply *reply)
+{
+    intake_low_on_space(ctx, s, reply);
 }
 
 static void free_envelope_rcpts(struct smtp_session *s, struct queue_envelope *env)
@@ -250,6 +257,7 @@ static void intake_data_end(void *ctx, struct smtp_session *s)
 
 const struct smtp_server_hooks intake_hooks = {
     .check_rcpt = intake_check_rcpt,
+    .check_mail = intake_check_mail,
     .data_begin = intake_data_begin,
     .data_write = intake_data_write,
     .data_abort = intake_data_abort,

@@ -14,7 +14,17 @@ struct intake {
     struct userdb *const *users;   /* the current users file; swapped on reload */
     const char *hostname;
     const char *postmaster;        /* [server] postmaster; NULL: postmaster@hostname */
+    /* [queue] quotas and disk guard (services/intake_limits.c); 0: none */
+    const char *spool;             /* for statvfs */
+    uint64_t domain_max_messages, domain_max_bytes, min_free;
 };
+
+/* Quotas and the disk guard (intake_limits.c). Each returns true and sets reply (452) when
+ * the message or recipient must wait, and logs it. */
+bool intake_low_on_space(const struct intake *intake, struct smtp_session *s,
+                         struct smtp_reply *reply);
+bool intake_over_quota(const struct intake *intake, struct smtp_session *s, const char *domain,
+                       struct smtp_reply *reply);
 
 extern const struct smtp_server_hooks intake_hooks;
 

@@ -223,6 +223,15 @@ static void describe(const struct queue_rcpt *r, const struct notice_failure *f,
         out->last_attempt = ev->cause == NOTICE_REFUSED ? now : r->last_attempt;
         return;
     }
+    if (ev->cause == NOTICE_ADMIN) {
+        /* RFC 3463 3.1: X.0.0, no code says "returned by the administrator". */
+        snprintf(tx->status, sizeof tx->status, "5.0.0");
+        snprintf(tx->explanation, sizeof tx->explanation, "returned by the administrator");
+        out->diagnostic_type = "X-odmrd";
+        out->diagnostic = tx->explanation;
+        out->last_attempt = r->last_attempt;
+        return;
+    }
     /* RFC 3463 3.5: 5.4.7 "delivery time expired". */
     notice_format_duration(ev->held_for, held, sizeof held);
     snprintf(tx->status, sizeof tx->status, "5.4.7");
@@ -313,8 +322,10 @@ int notice_failed(struct queue *q, const struct queue_message *m,
     char reason[NOTICE_TEXT_MAX], held[64];
     notice_format_duration(event->held_for, held, sizeof held);
     snprintf(reason, sizeof reason, "554 5.4.7 held for %s, not collected", held);
+    if (event->cause == NOTICE_ADMIN)
+        snprintf(reason, sizeof reason, "554 5.0.0 returned by the administrator");
     struct notice_job *j = job_new(q, m, failures, n, event->session_id,
-                                   event->cause == NOTICE_EXPIRED ? reason : "554 5.0.0 refused");
+                                   event->cause != NOTICE_REFUSED ? reason : "554 5.0.0 refused");
     if (j == NULL)
         return ENOMEM;
     j->done = done;

@@ -21,6 +21,7 @@ void notice_configure(const char *hostname, struct userdb *const *users);
 enum notice_cause {
     NOTICE_REFUSED,   /* the customer's MTA answered 5xx (RCPT, or after the data) */
     NOTICE_EXPIRED,   /* held longer than [queue] max_hold */
+    NOTICE_ADMIN,     /* returned by the administrator (odmrctl queue bounce) */
 };
 
 struct notice_failure {

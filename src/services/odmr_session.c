@@ -19,6 +19,7 @@
 #include "platform/listen.h"
 #include "platform/sasl.h"
 #include "platform/tls.h"
+#include "store/last_atrn.h"
 
 /* RFC 5321 4.5.3.1.4 command lines; RFC 4954 4: AUTH lines may be longer (12288 like
  * Postfix's line_length_limit for SASL). */
@@ -747,6 +748,7 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     }
     if (!any_mail(s)) {
         release_leases(s);
+        last_atrn_record(s->user);   /* odmrctl queue summary: when the customer last polled */
         reply_send(out(s), 453, "4.3.0", "You have no mail");
         return;
     }
@@ -759,6 +761,7 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
         close_after_flush(s);
         return;
     }
+    last_atrn_record(s->user);
     reply_send(out(s), 250, "2.0.0", "OK, now reversing the connection");
     turn_around(s);
 }

@@ -46,7 +46,33 @@ int queue_commit_sync(struct queue_writer *w)
     return w->queue->ops->commit_sync(w);
 }
 
+/* Held messages (odmrctl queue hold) are skipped by the listings that lead to a push or an
+ * expiry; the callers check again once they hold the domain leases. */
+struct unheld_filter {
+    struct queue *q;
+    queue_id_fn fn;
+    void *arg;
+    int skipped;
+};
+
+static int call_if_unheld(const char *id, void *arg)
+{
+    struct unheld_filter *f = arg;
+    if (f->q->ops->is_held(f->q, id)) {
+        f->skipped++;
+        return 0;
+    }
+    return f->fn(id, f->arg);
+}
+
 int queue_list_domain(struct queue *q, const char *domain, queue_id_fn fn, void *arg)
+{
+    struct unheld_filter f = {q, fn, arg, 0};
+    int n = q->ops->list_domain(q, domain, call_if_unheld, &f);
+    return n < 0 ? n : n - f.skipped;
+}
+
+int queue_list_domain_with_held(struct queue *q, const char *domain, queue_id_fn fn, void *arg)
 {
     return q->ops->list_domain(q, domain, fn, arg);
 }
@@ -96,7 +122,10 @@ void queue_record_outcomes_async(struct queue *q, const char *id,
 
 int queue_remove(struct queue *q, const char *id)
 {
-    return q->ops->remove(q, id);
+    int rc = q->ops->remove(q, id);
+    if (rc == 0)
+        q->ops->hold(q, id, false);   /* a mark of a gone message is stale */
+    return rc;
 }
 
 int queue_lease_domain(struct queue *q, const char *domain)
@@ -111,7 +140,29 @@ void queue_release_domain(struct queue *q, const char *domain)
 
 int queue_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void *arg)
 {
-    return q->ops->expire_scan(q, max_age, fn, arg);
+    struct unheld_filter f = {q, fn, arg, 0};
+    int n = q->ops->expire_scan(q, max_age, call_if_unheld, &f);
+    return n < 0 ? n : n - f.skipped;
+}
+
+int queue_hold(struct queue *q, const char *id, bool held)
+{
+    return q->ops->hold(q, id, held);
+}
+
+bool queue_is_held(struct queue *q, const char *id)
+{
+    return q->ops->is_held(q, id);
+}
+
+int queue_requeue(struct queue *q, const char *id, size_t *count)
+{
+    return q->ops->requeue(q, id, count);
+}
+
+int queue_domain_usage(struct queue *q, const char *domain, bool sizes, struct queue_usage *out)
+{
+    return q->ops->domain_usage(q, domain, sizes, out);
 }
 
 void queue_envelope_clear(struct queue_envelope *env)

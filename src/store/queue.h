@@ -147,6 +147,30 @@ void queue_release_domain(struct queue *q, const char *domain);
 /* Calls fn for every message older than max_age seconds (for expiry and bounces). */
 int queue_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void *arg);
 
+/* ---- operator control (odmrctl queue hold/release/requeue; docs/queue.md "Hold") ---- */
+
+/* Puts a message on hold (held = true) or releases it. A held message is not listed for a
+ * push (queue_list_domain) nor for expiry (queue_expire_scan), and every later step checks
+ * queue_is_held() again after taking its domain leases. The mark is a file hold/<id>, created
+ * or removed and then made durable (fsync of hold/) before this returns. 0, ENOENT (no such
+ * message; a release of a gone message still removes a stale mark), EALREADY (already in that
+ * state), EROFS or an errno. */
+int queue_hold(struct queue *q, const char *id, bool held);
+bool queue_is_held(struct queue *q, const char *id);
+/* Like queue_list_domain, held messages included (odmrctl). */
+int queue_list_domain_with_held(struct queue *q, const char *domain, queue_id_fn fn, void *arg);
+/* Every FAILED recipient of the message back to PENDING (its notice no longer owed; attempts
+ * and last reply kept). *count: how many. 0, ENOENT, EROFS or an errno. */
+int queue_requeue(struct queue *q, const char *id, size_t *count);
+/* What the queue holds for domain: messages with an index entry there, the size of their queue
+ * files in octets (only with sizes: else no file is looked at, bytes is 0) and the arrival of
+ * the oldest (from its id; 0 when none). 0 or an errno (EINVAL: not a domain name). */
+struct queue_usage {
+    uint64_t messages, bytes;
+    time_t oldest;
+};
+int queue_domain_usage(struct queue *q, const char *domain, bool sizes, struct queue_usage *out);
+
 void queue_envelope_clear(struct queue_envelope *env);   /* frees the strings inside */
 
 #endif

@@ -36,6 +36,10 @@ struct queue_ops {
     int (*lease_domain)(struct queue *q, const char *domain);
     void (*release_domain)(struct queue *q, const char *domain);
     int (*expire_scan)(struct queue *q, time_t max_age, queue_id_fn fn, void *arg);
+    int (*hold)(struct queue *q, const char *id, bool held);
+    bool (*is_held)(struct queue *q, const char *id);
+    int (*requeue)(struct queue *q, const char *id, size_t *count);
+    int (*domain_usage)(struct queue *q, const char *domain, bool sizes, struct queue_usage *out);
 };
 
 struct queue {

@@ -27,6 +27,7 @@
 
 #include "lib/log.h"
 #include "store/queue_backend.h"
+#include "store/queue_fs_admin.h"
 #include "store/queue_fs_spool.h"
 
 struct fs_lease {
@@ -1392,6 +1393,22 @@ static bool all_delivered(const struct queue_envelope *env)
     return true;
 }
 
+/* Reads the envelope and states of id for a rewrite, with a "touched" flag per recipient
+ * (all false). 0, EROFS (nothing read) or an errno (env is then safe to clear). Also used by
+ * queue_fs_admin.c (requeue). */
+int queue_fs_load_for_update(struct queue *q, const char *id, struct queue_envelope *env,
+                             bool **touched)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    if (fq->read_only)
+        return EROFS;
+    int rc = read_envelope(fq, id, env);
+    if (rc == 0)
+        rc = load_states(fq, env);
+    *touched = rc == 0 ? calloc(env->rcpt_count, sizeof **touched) : NULL;
+    return rc == 0 && *touched == NULL ? ENOMEM : rc;
+}
+
 /* Records n outcomes of one message with one rewrite (F4, F5) per touched domain entry. An
  * outcome that cannot apply (EALREADY, EINVAL) is skipped and its error returned; the others
  * are still recorded. With remove_if_finished, a message whose every recipient is now DONE is
@@ -1402,15 +1419,11 @@ static int record_outcomes(struct fs_queue *fq, const char *id, const struct que
                            size_t n, bool remove_if_finished, bool *removed)
 {
     struct queue_envelope env;
+    bool *touched = NULL;
     *removed = false;
-    if (fq->read_only)
-        return EROFS;
-    int rc = read_envelope(fq, id, &env);
-    if (rc == 0)
-        rc = load_states(fq, &env);
-    bool *touched = rc == 0 ? calloc(env.rcpt_count, sizeof *touched) : NULL;
-    if (rc == 0 && touched == NULL)
-        rc = ENOMEM;
+    int rc = queue_fs_load_for_update(&fq->base, id, &env, &touched);
+    if (rc == EROFS)
+        return rc;
     int first = 0;
     time_t now = time(NULL);
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -1518,6 +1531,12 @@ static int fs_remove(struct queue *q, const char *id)
     if (rc == 0)
         log_info("queue.removed", " id=%s reason=admin", id);
     return rc;
+}
+
+/* For queue_fs_admin.c (requeue): rewrites the entries of the touched recipients. */
+int queue_fs_write_touched(struct queue *q, const struct queue_envelope *env, const bool *touched)
+{
+    return write_touched_entries(fs_queue_of(q), env, touched);
 }
 
 /* ---- asynchronous outcomes ---- */
@@ -1803,6 +1822,17 @@ static int recover(struct fs_queue *fq)
     return 0;
 }
 
+/* For queue_fs_admin.c (holds, usage): a directory of the spool; QUEUE_FS_SUB_COUNT names
+ * the spool directory itself. */
+int queue_fs_dir_fd(struct queue *q, enum queue_fs_subdir sub, bool *read_only)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    int fds[QUEUE_FS_SUB_COUNT + 1] = {fq->tmp_fd, fq->msg_fd, fq->dom_fd, fq->corrupt_fd,
+                                       fq->lock_fd, fq->spool_fd};
+    *read_only = fq->read_only;
+    return fds[sub];
+}
+
 /* ---- open and close ---- */
 
 static int open_spool(struct fs_queue *fq, bool create, const char **missing)
@@ -1981,4 +2011,8 @@ static const struct queue_ops fs_ops = {
     .lease_domain = fs_lease_domain,
     .release_domain = fs_release_domain,
     .expire_scan = fs_expire_scan,
+    .hold = queue_fs_hold,
+    .is_held = queue_fs_is_held,
+    .requeue = queue_fs_requeue,
+    .domain_usage = queue_fs_domain_usage,
 };
