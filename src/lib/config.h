@@ -53,6 +53,11 @@ struct config {
     char *tls_ca;              /* CA for client certificates (AUTH EXTERNAL); NULL = none */
     /* [queue] */
     time_t max_hold;           /* default 5d */
+    /* [bounce]: sending notices out (docs/notices.md) */
+    char *bounce_relay;        /* HOST:PORT (SMTP), or NULL: notices stay held for the admin */
+    char *bounce_postmaster;   /* where a notice the relay refuses (5xx) goes; NULL: dropped */
+    time_t bounce_retry_min;   /* first retry after a failed attempt; default 5m */
+    time_t bounce_retry_max;   /* back-off ceiling; default 1h */
     /* where the file was */
     char *path;
 };

@@ -23,6 +23,7 @@
 #include "services/expire.h"
 #include "services/intake.h"
 #include "services/notice.h"
+#include "services/notice_relay.h"
 #include "services/odmr_session.h"
 #include "store/queue.h"
 #include "store/server_secret.h"
@@ -41,6 +42,7 @@ struct daemon {
     struct smtp_server *lmtp;
     struct odmr_service *odmr;
     struct expire *expire;
+    struct notice_relay *relay;
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
     struct event *signals[4];
@@ -188,11 +190,33 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
     return service;
 }
 
-/* Phase 1 of delivery status notices (docs/notices.md): no relay sends them out yet. */
-static void warn_notices_held(void)
+/* docs/notices.md: without [bounce] relay, notices for domains no customer hosts stay in the
+ * queue for the admin; with one, its address must resolve now. */
+static void check_relay(const struct config *cfg)
 {
-    fprintf(stderr, "odmrd: warning: no [bounce] relay is configured (not supported yet): "
-                    "delivery status notices are held in the queue (odmrctl queue list)\n");
+    char err[300];
+    struct sockaddr_storage addr;
+    socklen_t len;
+    if (cfg->bounce_relay == NULL)
+        fprintf(stderr, "odmrd: warning: no [bounce] relay is configured: delivery status "
+                        "notices are held in the queue (odmrctl queue list)\n");
+    else if (notice_relay_resolve(cfg->bounce_relay, &addr, &len, err, sizeof err) != 0)
+        fail("configuration error", err);
+}
+
+static void start_relay(struct daemon *d)
+{
+    char err[300] = "out of memory";
+    if (d->cfg.bounce_relay == NULL) {
+        log_warn("notices.held", " reason=\"no [bounce] relay\"");
+        return;
+    }
+    struct notice_relay_settings set = {d->cfg.bounce_relay, d->cfg.bounce_postmaster,
+                                        d->cfg.hostname, d->cfg.bounce_retry_min,
+                                        d->cfg.bounce_retry_max, &d->users};
+    d->relay = notice_relay_start(d->base, d->queue, &set, err, sizeof err);
+    if (d->relay == NULL)
+        fail("cannot start the notice relay", err);
 }
 
 /* Least privilege: a session is never served as root. */
@@ -236,11 +260,12 @@ static void begin_shutdown(struct daemon *d)
                  odmr_service_session_count(d->odmr));
     for (size_t i = 0; i < d->listener_count; i++)
         evconnlistener_disable(d->listeners[i]);
-    d->servers_busy = 4;
+    d->servers_busy = 5;
     smtp_server_shutdown(d->smtp, on_server_idle, d);
     smtp_server_shutdown(d->lmtp, on_server_idle, d);
     odmr_service_shutdown(d->odmr, on_server_idle, d);
     expire_shutdown(d->expire, on_server_idle, d);
+    notice_relay_shutdown(d->relay, on_server_idle, d);
 }
 
 static void reload_users(struct daemon *d)
@@ -285,6 +310,7 @@ static void teardown(struct daemon *d)
     smtp_server_free(d->lmtp);
     odmr_service_free(d->odmr);
     expire_free(d->expire);
+    notice_relay_free(d->relay);
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
@@ -321,7 +347,7 @@ int main(int argc, char **argv)
     check_listen_addresses(&d.cfg);
     d.users = load_users(d.cfg.users);
     if (check_only) {
-        warn_notices_held();
+        check_relay(&d.cfg);
         printf("odmrd: configuration ok (%s, %zu users)\n",
                config_path ? config_path : "embedded defaults", userdb_user_count(d.users));
         userdb_free(d.users);
@@ -355,7 +381,7 @@ int main(int argc, char **argv)
                                                                               : on_accept_odmrs,
                               d.odmr);
     install_signals(&d);
-    log_warn("notices.held", " reason=\"no [bounce] relay (not supported yet)\"");
+    start_relay(&d);
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
     event_base_dispatch(d.base);

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "services/lease_set.h"
 #include "services/notice.h"
 
 struct expire {
@@ -19,8 +20,7 @@ struct expire {
     struct event *timer;
     char (*ids)[QUEUE_ID_MAX];  /* this scan's old ids, oldest first (EXPIRE_BATCH_MAX) */
     size_t count, next;
-    char **leased;              /* domains leased for the message being expired */
-    size_t leased_count;
+    struct lease_set leased;    /* domains leased for the message being expired */
     bool busy, stopping;
     void (*idle)(void *arg);
     void *idle_arg;
@@ -38,34 +38,7 @@ time_t expire_period(time_t max_hold)
 
 static void release_leases(struct expire *e)
 {
-    for (size_t i = 0; i < e->leased_count; i++) {
-        queue_release_domain(e->queue, e->leased[i]);
-        free(e->leased[i]);
-    }
-    free(e->leased);
-    e->leased = NULL;
-    e->leased_count = 0;
-}
-
-/* Leases domain unless this message already holds it. 0, EBUSY (a push holds it) or ENOMEM. */
-static int lease(struct expire *e, const char *domain)
-{
-    for (size_t i = 0; i < e->leased_count; i++)
-        if (strcmp(e->leased[i], domain) == 0)
-            return 0;
-    char **grown = realloc(e->leased, (e->leased_count + 1) * sizeof *grown);
-    if (grown == NULL)
-        return ENOMEM;
-    e->leased = grown;
-    int rc = queue_lease_domain(e->queue, domain);
-    if (rc != 0)
-        return rc;
-    if ((e->leased[e->leased_count] = strdup(domain)) == NULL) {
-        queue_release_domain(e->queue, domain);
-        return ENOMEM;
-    }
-    e->leased_count++;
-    return 0;
+    lease_set_release(e->queue, &e->leased);
 }
 
 static void on_notified(int status, void *arg)
@@ -88,7 +61,7 @@ static size_t expiring(struct expire *e, const struct queue_message *m, struct n
         const struct queue_rcpt *r = &m->env.rcpts[i];
         if (r->state != QUEUE_RCPT_PENDING && r->state != QUEUE_RCPT_FAILED)
             continue;
-        int rc = lease(e, r->domain);
+        int rc = lease_set_take(e->queue, &e->leased, r->domain);
         if (rc != 0) {
             log_debug("expire.skipped", " id=%s domain=%s reason=\"%s\"", m->env.id, r->domain,
                       rc == EBUSY ? "being delivered" : strerror(rc));
