@@ -21,6 +21,9 @@ void notice_configure(const char *hostname, struct userdb *const *users);
 enum notice_cause {
     NOTICE_REFUSED,   /* the customer's MTA answered 5xx (RCPT, or after the data) */
     NOTICE_EXPIRED,   /* held longer than [queue] max_hold */
+    NOTICE_RELAYED,   /* the customer's MTA took it (2xx) without advertising DSN, and the
+                         recipient asked for NOTIFY=SUCCESS (RFC 3461 5.2.2 b): a relayed
+                         notice, then the recipient is recorded DONE */
 };
 
 struct notice_failure {
@@ -40,7 +43,7 @@ struct notice_event {
 typedef void (*notice_done_fn)(int status, void *arg);
 
 /* Commits one failed notice for the n recipients of m (those the RFC 3461 rules let have one),
- * then records all n BOUNCED, removing m when every recipient is final. m is only read during
+ * then records all n BOUNCED (NOTICE_RELAYED: one relayed notice, then all n DONE), removing m when every recipient is final. m is only read during
  * this call. Returns 0 when done will run (later, on the event loop; inline when the queue has
  * no event base), or an errno (nothing was committed or recorded; done is not called). */
 int notice_failed(struct queue *q, const struct queue_message *m,

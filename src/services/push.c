@@ -17,6 +17,7 @@
 
 #include "engines/smtp_client.h"
 #include "lib/log.h"
+#include "services/dsn.h"
 #include "services/notice.h"
 #include "services/txn_build.h"
 
@@ -276,12 +277,13 @@ static void on_notice_done(int status, void *arg)
 }
 
 /* RFC 2645 4, RFC 3461 6: the refused recipients get their failed notice, committed to the
- * queue before they are recorded final (notice.c). Without a notice (no memory, no disk) they
- * stay pending with the reply, to be tried again. */
-static void notify_failed(struct push_session *s, const struct queue_message *m,
-                          const struct notice_failure *f, size_t n, const char *remote)
+ * queue before they are recorded final (notice.c); so do the relayed ones (NOTICE_RELAYED).
+ * Without a notice (no memory, no disk) they stay pending with the reply, to be tried again. */
+static void notify(struct push_session *s, const struct queue_message *m,
+                   const struct notice_failure *f, size_t n, const char *remote,
+                   enum notice_cause cause)
 {
-    struct notice_event ev = {NOTICE_REFUSED, remote, 0, s->session_id};
+    struct notice_event ev = {cause, remote, 0, s->session_id};
     if (n == 0)
         return;
     s->outcome_jobs++;
@@ -296,28 +298,43 @@ static void notify_failed(struct push_session *s, const struct queue_message *m,
     free(o);
 }
 
-/* Records the outcomes of one transaction; the failed ones go through their notice first.
- * remote: the customer's name when the replies are its own (RFC 3464 2.3.5 Remote-MTA). */
+/* RFC 3461 5.2.2 (b): a customer without DSN cannot send the success notice a NOTIFY=SUCCESS
+ * recipient asked for, so odmrd writes a relayed one when the customer took it. */
+static bool owes_relayed(const struct push_session *s, const struct queue_message *m,
+                         const struct queue_outcome *o)
+{
+    return o->state == QUEUE_RCPT_DONE && !s->ext.dsn &&
+           dsn_wanted(m->env.sender, m->env.rcpts[o->rcpt_index].notify, DSN_ACTION_RELAYED);
+}
+
+/* Records the outcomes of one transaction; the failed ones go through their notice first, and
+ * so do the relayed ones. remote: the customer's name when the replies are its own (RFC 3464
+ * 2.3.5 Remote-MTA). */
 static void record(struct push_session *s, const struct queue_message *m,
                    const struct queue_outcome *o, size_t n, const char *remote)
 {
     struct queue_outcome *rest = calloc(n > 0 ? n : 1, sizeof *rest);
     struct notice_failure *failed = calloc(n > 0 ? n : 1, sizeof *failed);
-    size_t nrest = 0, nfailed = 0;
-    for (size_t i = 0; rest != NULL && failed != NULL && i < n; i++) {
+    struct notice_failure *relayed = calloc(n > 0 ? n : 1, sizeof *relayed);
+    size_t nrest = 0, nfailed = 0, nrelayed = 0;
+    for (size_t i = 0; rest != NULL && failed != NULL && relayed != NULL && i < n; i++) {
         if (o[i].state == QUEUE_RCPT_FAILED)
             failed[nfailed++] = (struct notice_failure){o[i].rcpt_index, o[i].reply};
+        else if (owes_relayed(s, m, &o[i]))
+            relayed[nrelayed++] = (struct notice_failure){o[i].rcpt_index, o[i].reply};
         else
             rest[nrest++] = o[i];
     }
-    if (rest == NULL || failed == NULL) {
+    if (rest == NULL || failed == NULL || relayed == NULL) {
         record_now(s, m->env.id, o, n);   /* no memory: recorded failed, the notice owed */
     } else {
         record_now(s, m->env.id, rest, nrest);
-        notify_failed(s, m, failed, nfailed, remote);
+        notify(s, m, failed, nfailed, remote, NOTICE_REFUSED);
+        notify(s, m, relayed, nrelayed, remote, NOTICE_RELAYED);
     }
     free(rest);
     free(failed);
+    free(relayed);
 }
 
 /* Marks the recipients of a message the customer cannot take (missing extension). */
