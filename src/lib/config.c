@@ -14,7 +14,10 @@
 
 #include "lib/smtp_grammar.h"
 
-enum value_kind { VALUE_STRING, VALUE_LIST, VALUE_SIZE, VALUE_DURATION, VALUE_COUNT, VALUE_PATH };
+enum value_kind {
+    VALUE_STRING, VALUE_LIST, VALUE_SIZE, VALUE_DURATION, VALUE_COUNT, VALUE_PATH,
+    VALUE_DURATION_OR_OFF,   /* a duration, or 0 = off */
+};
 
 struct config_key {
     const char *section;
@@ -58,6 +61,7 @@ static const struct config_key config_keys[] = {
     {"tls", "key", VALUE_PATH, FIELD(tls_key), 0},
     {"tls", "ca", VALUE_PATH, FIELD(tls_ca), 0},
     {"queue", "max_hold", VALUE_DURATION, FIELD(max_hold), 0},
+    {"queue", "delay_warning", VALUE_DURATION_OR_OFF, FIELD(delay_warning), 0},
     {"bounce", "relay", VALUE_STRING, FIELD(bounce_relay), 0},
     {"bounce", "postmaster", VALUE_STRING, FIELD(bounce_postmaster), 0},
     {"bounce", "retry_min", VALUE_DURATION, FIELD(bounce_retry_min), 0},
@@ -191,7 +195,9 @@ static int store_value(struct load_context *ctx, const struct config_key *key,
                              key->name, value);
         return 1;
     case VALUE_DURATION:
-        if (config_parse_duration(value, field) != 0 || *(time_t *)field == 0)
+    case VALUE_DURATION_OR_OFF:
+        if (config_parse_duration(value, field) != 0 ||
+            (*(time_t *)field == 0 && key->kind == VALUE_DURATION))
             return set_error(ctx, "%s: bad duration \"%s\" (at least 1s; examples: 30s, 5m, 7d)",
                              key->name, value);
         return 1;

@@ -53,6 +53,7 @@ struct config {
     char *tls_ca;              /* CA for client certificates (AUTH EXTERNAL); NULL = none */
     /* [queue] */
     time_t max_hold;           /* default 5d */
+    time_t delay_warning;      /* delayed notice after this long; 0 (default) = none */
     /* [bounce]: sending notices out (docs/notices.md) */
     char *bounce_relay;        /* HOST:PORT (SMTP), or NULL: notices stay held for the admin */
     char *bounce_postmaster;   /* where a notice the relay refuses (5xx) goes; NULL: dropped */

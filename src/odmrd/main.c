@@ -372,7 +372,7 @@ int main(int argc, char **argv)
     d.intake.queue = d.queue;
     d.odmr = make_odmr_service(&d);
     notice_configure(d.cfg.hostname, &d.users);
-    d.expire = expire_start(d.base, d.queue, d.cfg.max_hold);
+    d.expire = expire_start(d.base, d.queue, d.cfg.max_hold, d.cfg.delay_warning);
     if (d.expire == NULL)
         fail("cannot start the expiry scan", NULL);
     for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "services/delay_warn.h"
 #include "services/lease_set.h"
 #include "services/notice.h"
 
@@ -21,6 +22,7 @@ struct expire {
     char (*ids)[QUEUE_ID_MAX];  /* this scan's old ids, oldest first (EXPIRE_BATCH_MAX) */
     size_t count, next;
     struct lease_set leased;    /* domains leased for the message being expired */
+    struct delay_warn *warn;    /* [queue] delay_warning, or NULL */
     bool busy, stopping;
     void (*idle)(void *arg);
     void *idle_arg;
@@ -106,6 +108,17 @@ static bool expire_one(struct expire *e, const char *id)
     return started;
 }
 
+/* The scan (expiry, then warnings) is over. */
+static void scan_over(struct expire *e)
+{
+    e->busy = false;
+    if (e->stopping && e->idle != NULL) {
+        void (*idle)(void *) = e->idle;
+        e->idle = NULL;
+        idle(e->idle_arg);
+    }
+}
+
 static void next_message(struct expire *e)
 {
     while (e->next < e->count && !e->stopping) {
@@ -113,12 +126,12 @@ static void next_message(struct expire *e)
             return;
     }
     e->count = e->next = 0;
-    e->busy = false;
-    if (e->stopping && e->idle != NULL) {
-        void (*idle)(void *) = e->idle;
-        e->idle = NULL;
-        idle(e->idle_arg);
-    }
+    scan_over(e);
+}
+
+static void scan_over_cb(void *arg)
+{
+    scan_over(arg);
 }
 
 static int collect(const char *id, void *arg)
@@ -138,14 +151,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         e->count = 0;
         return;
     }
-    if (e->count == 0)
+    if (e->count == 0) {
+        /* Nothing to expire: the delay warnings' turn. */
+        e->busy = true;
+        if (e->warn == NULL || !delay_warn_start(e->warn, scan_over_cb, e))
+            e->busy = false;
         return;
+    }
     log_info("expire.scan", " messages=%zu max_hold=%lld", e->count, (long long)e->max_hold);
     e->busy = true;
     next_message(e);
 }
 
-struct expire *expire_start(struct event_base *base, struct queue *q, time_t max_hold)
+struct expire *expire_start(struct event_base *base, struct queue *q, time_t max_hold,
+                            time_t delay_warning)
 {
     struct expire *e = calloc(1, sizeof *e);
     if (e == NULL)
@@ -156,12 +175,16 @@ struct expire *expire_start(struct event_base *base, struct queue *q, time_t max
     e->ids = calloc(EXPIRE_BATCH_MAX, sizeof *e->ids);
     e->timer = event_new(base, -1, EV_PERSIST, on_timer, e);
     struct timeval period = {expire_period(max_hold), 0};
-    if (e->ids == NULL || e->timer == NULL || event_add(e->timer, &period) != 0) {
+    if (delay_warning > 0 && expire_period(delay_warning) < period.tv_sec)
+        period.tv_sec = expire_period(delay_warning);
+    e->warn = delay_warning > 0 ? delay_warn_new(q, delay_warning, max_hold) : NULL;
+    if (e->ids == NULL || e->timer == NULL || (delay_warning > 0 && e->warn == NULL) ||
+        event_add(e->timer, &period) != 0) {
         expire_free(e);
         return NULL;
     }
-    log_info("expire.start", " max_hold=%lld period=%lld", (long long)max_hold,
-             (long long)period.tv_sec);
+    log_info("expire.start", " max_hold=%lld period=%lld delay_warning=%lld",
+             (long long)max_hold, (long long)period.tv_sec, (long long)delay_warning);
     return e;
 }
 
@@ -170,6 +193,8 @@ void expire_shutdown(struct expire *e, void (*idle)(void *arg), void *arg)
     e->stopping = true;
     if (e->timer != NULL)
         event_del(e->timer);
+    if (e->warn != NULL)
+        delay_warn_stop(e->warn);
     if (e->busy) {
         e->idle = idle;
         e->idle_arg = arg;
@@ -185,6 +210,7 @@ void expire_free(struct expire *e)
     if (e->timer != NULL)
         event_free(e->timer);
     release_leases(e);
+    delay_warn_free(e->warn);
     free(e->ids);
     free(e);
 }

@@ -95,8 +95,11 @@ static void log_recipients(const struct notice_job *j)
     log_quote(qsender, sizeof qsender, j->sender, strlen(j->sender));
     for (size_t i = 0; i < j->count; i++) {
         log_quote(qrcpt, sizeof qrcpt, j->addresses[i], strlen(j->addresses[i]));
+        static const char *const events[] = {[DSN_ACTION_FAILED] = "notice.failed",
+                                             [DSN_ACTION_DELAYED] = "notice.delayed",
+                                             [DSN_ACTION_RELAYED] = "notice.relayed"};
         if (j->notified[i])
-            log_info(j->action == DSN_ACTION_RELAYED ? "notice.relayed" : "notice.failed",
+            log_info(events[j->action],
                      " session=%s id=%s rcpt=%s notice=%s to=%s domain=%s held=%s",
                      j->session_id, j->id, qrcpt, j->notice_id, qsender, j->domain,
                      held_for(j->domain));
@@ -145,8 +148,10 @@ static struct notice_job *job_new(struct queue *q, const struct queue_message *m
                                   const char *session_id, const char *reason,
                                   enum dsn_action action)
 {
-    enum queue_rcpt_state final =
-        action == DSN_ACTION_RELAYED ? QUEUE_RCPT_DONE : QUEUE_RCPT_BOUNCED;
+    static const enum queue_rcpt_state finals[] = {[DSN_ACTION_FAILED] = QUEUE_RCPT_BOUNCED,
+                                                   [DSN_ACTION_DELAYED] = QUEUE_OUTCOME_WARNED,
+                                                   [DSN_ACTION_RELAYED] = QUEUE_RCPT_DONE};
+    enum queue_rcpt_state final = finals[action];
     struct notice_job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return NULL;
@@ -211,6 +216,27 @@ struct notice_texts {
     char explanation[NOTICE_TEXT_MAX];
     char diagnostic[NOTICE_TEXT_MAX];
 };
+
+/* RFC 3463 3.5: 4.4.7 "delivery time expired" (not yet: a persistent transient failure);
+ * RFC 3464 2.3.9 Will-Retry-Until: when max_hold ends it. */
+static void describe_delayed(const struct queue_rcpt *r, const struct notice_event *ev,
+                             time_t arrival, struct dsn_recipient *out, struct notice_texts *tx)
+{
+    char held[64], until[40];
+    notice_format_duration(ev->held_for, held, sizeof held);
+    dsn_format_date(arrival + ev->held_for, until);
+    snprintf(tx->status, sizeof tx->status, "4.4.7");
+    snprintf(tx->explanation, sizeof tx->explanation,
+             "not yet collected by the customer's server; kept and offered to it for up to %s "
+             "after arrival (until %s)", held, until);
+    snprintf(tx->diagnostic, sizeof tx->diagnostic,
+             "not yet collected by the customer's server");
+    *out = (struct dsn_recipient){.address = r->address, .orcpt = r->orcpt,
+                                  .status = tx->status, .explanation = tx->explanation,
+                                  .diagnostic_type = "X-odmrd", .diagnostic = tx->diagnostic,
+                                  .last_attempt = r->last_attempt,
+                                  .will_retry_until = arrival + ev->held_for};
+}
 
 static void describe(const struct queue_rcpt *r, const struct notice_failure *f,
                      const struct notice_event *ev, time_t now, struct dsn_recipient *out,
@@ -278,8 +304,11 @@ static int build_notice(const struct queue_message *m, const struct notice_failu
                                                     : NULL;
     int rc = original != NULL ? 0 : ENOMEM;
     for (size_t i = 0; rc == 0 && i < j->count; i++) {
-        if (j->notified[i])
-            describe(&m->env.rcpts[f[i].rcpt_index], &f[i], ev, now, &rcpts[n++], &texts[i]);
+        const struct queue_rcpt *r = &m->env.rcpts[f[i].rcpt_index];
+        if (j->notified[i] && ev->cause == NOTICE_DELAYED)
+            describe_delayed(r, ev, m->env.arrival, &rcpts[n++], &texts[i]);
+        else if (j->notified[i])
+            describe(r, &f[i], ev, now, &rcpts[n++], &texts[i]);
     }
     if (rc == 0) {
         unique_token(m->env.id, unique, sizeof unique);
@@ -334,7 +363,9 @@ int notice_failed(struct queue *q, const struct queue_message *m,
     notice_format_duration(event->held_for, held, sizeof held);
     snprintf(reason, sizeof reason, "554 5.4.7 held for %s, not collected", held);
     enum dsn_action action =
-        event->cause == NOTICE_RELAYED ? DSN_ACTION_RELAYED : DSN_ACTION_FAILED;
+        event->cause == NOTICE_RELAYED   ? DSN_ACTION_RELAYED
+        : event->cause == NOTICE_DELAYED ? DSN_ACTION_DELAYED
+                                         : DSN_ACTION_FAILED;
     struct notice_job *j = job_new(q, m, failures, n, event->session_id,
                                    event->cause == NOTICE_EXPIRED ? reason : "554 5.0.0 refused",
                                    action);

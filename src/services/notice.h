@@ -24,6 +24,8 @@ enum notice_cause {
     NOTICE_RELAYED,   /* the customer's MTA took it (2xx) without advertising DSN, and the
                          recipient asked for NOTIFY=SUCCESS (RFC 3461 5.2.2 b): a relayed
                          notice, then the recipient is recorded DONE */
+    NOTICE_DELAYED,   /* not collected after [queue] delay_warning (RFC 3461 4.1 DELAY): a
+                         delayed notice, then the recipient is marked warned (still pending) */
 };
 
 struct notice_failure {
@@ -34,7 +36,7 @@ struct notice_failure {
 struct notice_event {
     enum notice_cause cause;
     const char *remote_mta;   /* the customer's name when it answered, or NULL */
-    time_t held_for;          /* expired: [queue] max_hold in seconds */
+    time_t held_for;          /* expired and delayed: [queue] max_hold in seconds */
     const char *session_id;   /* for the logs, or NULL */
 };
 
