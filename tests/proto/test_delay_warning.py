@@ -57,6 +57,7 @@ def test_delay_warning_once_per_recipient(make_odmrd):
     # delivered later as usual
     push(d, rcpt="250 2.1.5 OK")
     assert qid not in d.queue_ids()
+    assert d.stop() == 0, d.log()[-3000:]
 
 
 def check_delayed(n, original_id, rcpts, envid=None):

@@ -108,6 +108,7 @@ def test_relay_down_then_back_delivers_the_notice_byte_exact(make_odmrd, relay_e
     assert re.search(r"event=notice_relay\.rcpt id=%s rcpt=s@sender\.example outcome=sent" % nid,
                      d.log())
     assert re.search(r"from=<>.*\n(.*\n)*.*to=<s@sender\.example>.*status=sent", pf.log())
+    assert d.stop() == 0, d.log()[-3000:]   # clean exit (no leak under ASan)
 
 
 def rejecting_postfix(make_pf):
@@ -153,6 +154,7 @@ def test_relay_5xx_with_postmaster_readdresses_the_notice(make_odmrd, relay_env)
     assert re.search(r"event=notice_relay\.readdressed id=%s copy=\w+" % nid, d.log())
     assert until(lambda: d.queue_ids() == [], timeout=10), d.queue_ids()
     assert d.log().count("event=notice.committed") == 1
+    assert d.stop() == 0, d.log()[-3000:]
 
 
 def test_notice_for_a_hosted_sender_stays_held_for_the_customer(make_odmrd, relay_env):
@@ -178,3 +180,27 @@ def test_odmrd_t_with_a_relay(make_odmrd):
     r = subprocess.run([os.path.join(BIN, "odmrd"), "-c", d.conf, "-t"], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 78 and "[bounce] relay" in r.stderr, r.stderr
+
+
+def test_shutdown_while_the_relay_says_nothing(make_odmrd):
+    """A relay that accepts the connection and never greets: SIGTERM ends the connection, the
+    notice counts an attempt and stays queued, odmrd exits cleanly at once."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        d = make_odmrd(users=USERS, extra={
+            "bounce.relay": "127.0.0.1:%d" % silent.getsockname()[1], "bounce.retry_min": "1s"})
+        refused_notice(d)
+        [nid] = notice_ids(d)
+        assert d.wait_log("event=notice_relay.connect", timeout=10), d.log()[-2000:]
+        started = time.time()
+        assert d.stop() == 0, d.log()[-3000:]
+        assert time.time() - started < 10
+        assert re.search(r"event=notice_relay\.rcpt id=%s .*outcome=deferred .*aborted" % nid,
+                         d.log()), d.log()[-2000:]
+        d.start_fully()
+        assert nid in d.queue_ids()
+    finally:
+        silent.close()

@@ -58,6 +58,7 @@ def test_success_toward_a_customer_without_dsn_gives_a_relayed_notice(prov):
     # the notice was committed before the original was recorded delivered
     log = prov.log()
     assert log.index("event=notice.committed") < log.index("event=queue.removed id=%s" % qid)
+    assert prov.stop() == 0, prov.log()[-3000:]
 
 
 @pytest.mark.parametrize("notify", [None, "FAILURE", "NEVER", "DELAY,FAILURE"])
