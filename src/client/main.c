@@ -124,7 +124,8 @@ static void on_turnaround(void *arg, struct bufferevent *bev, bool tls_active)
     const struct target_caps *caps = odmr_target_caps(r->odmr);
     r->target = target_new(r->base, &r->spec, r->opts, r->helo);
     r->relay = r->target ? relay_new(r->base, r->opts, r->target, r->helo,
-                                     caps->size ? caps->size : DEFAULT_MAX_SIZE, on_relay_end, r)
+                                     caps->size ? caps->size : DEFAULT_MAX_SIZE, caps->dsn,
+                                     on_relay_end, r)
                          : NULL;
     if (r->relay == NULL || relay_start(r->relay, bev, r->opts->host, tls_active) != 0) {
         bufferevent_free(bev);

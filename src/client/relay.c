@@ -365,7 +365,7 @@ static const char *const relay_ehlo_extra[] = {"X-ODMR-FAST", NULL};
 
 struct relay *relay_new(struct event_base *base, const struct client_options *o,
                         struct target *t, const char *hostname, uint64_t max_size,
-                        void (*on_end)(void *arg), void *arg)
+                        bool target_dsn, void (*on_end)(void *arg), void *arg)
 {
     struct relay *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -394,6 +394,10 @@ struct relay *relay_new(struct event_base *base, const struct client_options *o,
         .max_sessions = 1,
         .ehlo_extra = relay_ehlo_extra,
         .chunking = true,   /* RFC 3030: with PIPELINING, many messages per round trip */
+        /* RFC 3461 5.2.2: advertising DSN claims the notices of the hops after us; a target
+         * without DSN cannot give them, so the provider must see a hop without DSN and write
+         * the relayed notices itself (docs/client.md). */
+        .no_dsn = !target_dsn,
     };
     r->server = smtp_server_new(base, &settings);
     if (r->server == NULL) {

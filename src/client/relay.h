@@ -25,9 +25,10 @@ struct relay_stats {
     const char *end;        /* how it ended, for the log */
 };
 
+/* target_dsn: the target's probe found DSN; only then is DSN advertised to the provider. */
 struct relay *relay_new(struct event_base *base, const struct client_options *o,
                         struct target *t, const char *hostname, uint64_t max_size,
-                        void (*on_end)(void *arg), void *arg);
+                        bool target_dsn, void (*on_end)(void *arg), void *arg);
 /* Takes the connection just turned around and greets the provider with 220. -1 on error. */
 int relay_start(struct relay *r, struct bufferevent *bev, const char *peer, bool tls_active);
 const struct relay_stats *relay_stats(const struct relay *r);

@@ -1,7 +1,7 @@
 /* The SMTP / LMTP client engine (RFC 5321, RFC 2033), asynchronous over a libevent bufferevent.
  * It knows nothing about the queue: the caller hands it transactions (MAIL FROM + params, RCPTs +
  * params, a body source) and gets every reply back. Used by the reversed ODMR session (push),
- * later by the bounce sender and by odmr-client's hand-off to the local MTA.
+ * the notice relay (services/notice_relay.c), later odmr-client's hand-off to the local MTA.
  *
  * Life cycle: smtp_client_new() takes the bufferevent, waits for the greeting, sends EHLO (LHLO
  * for LMTP; HELO when EHLO gets a 5xx) and calls ready(). The caller then queues transactions

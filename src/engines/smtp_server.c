@@ -300,7 +300,8 @@ static void send_ehlo_reply(struct smtp_session *s)
     lines[n++] = "8BITMIME";
     lines[n++] = "SMTPUTF8";
     lines[n++] = "ENHANCEDSTATUSCODES";
-    lines[n++] = "DSN";
+    if (!s->server->settings.no_dsn)
+        lines[n++] = "DSN";
     if (s->server->settings.tls != NULL && !s->tls_active && !is_lmtp(s))
         lines[n++] = "STARTTLS";
     if (s->server->settings.chunking)

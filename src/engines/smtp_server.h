@@ -99,6 +99,9 @@ struct smtp_server_settings {
      * SMTP_SERVER_EHLO_EXTRA_MAX of them. */
     const char *const *ehlo_extra;
     bool chunking;               /* offer CHUNKING (RFC 3030 BDAT) */
+    bool no_dsn;                 /* leave DSN out of the EHLO reply (odmr-client toward a
+                                    target without DSN: RFC 3461 5.2.2, the provider then
+                                    writes the relayed notices) */
 };
 
 enum { SMTP_SERVER_EHLO_EXTRA_MAX = 4 };

@@ -15,7 +15,10 @@
 
 #include "lib/smtp_grammar.h"
 
-enum value_kind { VALUE_STRING, VALUE_LIST, VALUE_SIZE, VALUE_DURATION, VALUE_COUNT, VALUE_PATH };
+enum value_kind {
+    VALUE_STRING, VALUE_LIST, VALUE_SIZE, VALUE_DURATION, VALUE_COUNT, VALUE_PATH,
+    VALUE_DURATION_OR_OFF,   /* a duration, or 0 = off */
+};
 
 struct config_key {
     const char *section;
@@ -69,6 +72,11 @@ static const struct config_key config_keys[] = {
     {"queue", "domain_max_messages", VALUE_SIZE, FIELD(domain_max_messages), 0},
     {"queue", "domain_max_bytes", VALUE_SIZE, FIELD(domain_max_bytes), 0},
     {"queue", "min_free", VALUE_SIZE, FIELD(min_free), 0},
+    {"queue", "delay_warning", VALUE_DURATION_OR_OFF, FIELD(delay_warning), 0},
+    {"bounce", "relay", VALUE_STRING, FIELD(bounce_relay), 0},
+    {"bounce", "postmaster", VALUE_STRING, FIELD(bounce_postmaster), 0},
+    {"bounce", "retry_min", VALUE_DURATION, FIELD(bounce_retry_min), 0},
+    {"bounce", "retry_max", VALUE_DURATION, FIELD(bounce_retry_max), 0},
 };
 #undef FIELD
 
@@ -198,7 +206,9 @@ static int store_value(struct load_context *ctx, const struct config_key *key,
                              key->name, value);
         return 1;
     case VALUE_DURATION:
-        if (config_parse_duration(value, field) != 0 || *(time_t *)field == 0)
+    case VALUE_DURATION_OR_OFF:
+        if (config_parse_duration(value, field) != 0 ||
+            (*(time_t *)field == 0 && key->kind == VALUE_DURATION))
             return set_error(ctx, "%s: bad duration \"%s\" (at least 1s; examples: 30s, 5m, 7d)",
                              key->name, value);
         return 1;
@@ -285,26 +295,44 @@ static void init_numbers(struct config *cfg)
     cfg->push_data_end_timeout = 600;
     cfg->commit_workers = 16;
     cfg->max_hold = 5 * 86400;   /* Postfix's maximal_queue_lifetime */
+    cfg->bounce_retry_min = 300;   /* Postfix's minimal_backoff_time */
+    cfg->bounce_retry_max = 3600;  /* about Postfix's maximal_backoff_time (4000s) */
 }
 
 /* RFC 5321 4.5.1: RCPT TO:<Postmaster> must be accepted; odmrd stores it as [server]
  * postmaster, or as postmaster@hostname. Either must be a plain ASCII local@domain (the domain
  * names a queue directory: no address literal). */
-static int validate_postmaster(const struct config *cfg, char *err, size_t errlen)
+/* An address odmrd files mail under: a plain ASCII local@domain (the domain names a queue
+ * directory: no address literal). 0, or -1 with why. */
+static int check_mailbox(const char *address, const char **why)
 {
     char text[600];
     struct smtp_path_command path;
-    const char *why = "";
-    if (cfg->postmaster != NULL)
-        snprintf(text, sizeof text, "TO:<%s>", cfg->postmaster);
-    else
-        snprintf(text, sizeof text, "TO:<postmaster@%s>", cfg->hostname);
-    if (smtp_parse_rcpt_to(text, false, &path, &why) == SMTP_PARSE_OK) {
+    *why = "";
+    snprintf(text, sizeof text, "TO:<%s>", address);
+    if (smtp_parse_rcpt_to(text, false, &path, why) == SMTP_PARSE_OK) {
         if (path.mailbox.domain[0] != '\0' && !path.mailbox.domain_is_literal)
             return 0;
-        why = path.mailbox.domain_is_literal ? "an address literal is not a queue domain"
-                                             : "no domain";
+        *why = path.mailbox.domain_is_literal ? "an address literal is not a queue domain"
+                                              : "no domain";
     }
+    return -1;
+}
+
+/* RFC 5321 4.5.1: RCPT TO:<Postmaster> must be accepted; odmrd stores it as [server]
+ * postmaster, or as postmaster@hostname. [bounce] postmaster is checked the same way. */
+static int validate_postmaster(const struct config *cfg, char *err, size_t errlen)
+{
+    char fallback[300];
+    const char *why;
+    snprintf(fallback, sizeof fallback, "postmaster@%s", cfg->hostname);
+    if (cfg->bounce_postmaster != NULL && check_mailbox(cfg->bounce_postmaster, &why) != 0) {
+        snprintf(err, errlen, "[bounce] postmaster: \"%s\" is not an address local@domain (%s)",
+                 cfg->bounce_postmaster, why);
+        return -1;
+    }
+    if (check_mailbox(cfg->postmaster != NULL ? cfg->postmaster : fallback, &why) == 0)
+        return 0;
     if (cfg->postmaster != NULL)
         snprintf(err, errlen, "[server] postmaster: \"%s\" is not an address local@domain (%s)",
                  cfg->postmaster, why);
@@ -396,7 +424,7 @@ void config_free(struct config *cfg)
 {
     char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level,
                         &cfg->postmaster, &cfg->log, &cfg->tls_cert, &cfg->tls_key,
-                        &cfg->tls_ca, &cfg->path};
+                        &cfg->tls_ca, &cfg->path, &cfg->bounce_relay, &cfg->bounce_postmaster};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;
@@ -444,6 +472,7 @@ static void format_value(const struct config *cfg, const struct config_key *key,
         format_scaled(out, outlen, *(const uint64_t *)field, sizes, "TGMk");
         return;
     case VALUE_DURATION:
+    case VALUE_DURATION_OR_OFF:   /* 0 (off) is written "0" */
         format_scaled(out, outlen, (unsigned long long)*(const time_t *)field, times, "wdhms");
         return;
     case VALUE_COUNT:

@@ -63,6 +63,12 @@ struct config {
     uint64_t domain_max_messages;   /* per hosted domain; 0 (default): no limit */
     uint64_t domain_max_bytes;      /* per hosted domain, queue file octets; 0: no limit */
     uint64_t min_free;              /* octets free on the spool's filesystem; 0: not checked */
+    time_t delay_warning;      /* delayed notice after this long; 0 (default) = none */
+    /* [bounce]: sending notices out (docs/notices.md) */
+    char *bounce_relay;        /* HOST:PORT (SMTP), or NULL: notices stay held for the admin */
+    char *bounce_postmaster;   /* where a notice the relay refuses (5xx) goes; NULL: dropped */
+    time_t bounce_retry_min;   /* first retry after a failed attempt; default 5m */
+    time_t bounce_retry_max;   /* back-off ceiling; default 1h */
     /* where the file was */
     char *path;
 };

@@ -33,6 +33,7 @@
 #include "platform/tls_reload.h"
 #include "services/intake.h"
 #include "services/notice.h"
+#include "services/notice_relay.h"
 #include "services/odmr_session.h"
 #include "store/queue.h"
 #include "store/server_secret.h"
@@ -53,6 +54,7 @@ struct daemon {
     struct odmr_service *odmr;
     struct expire *expire;
     struct accept_guard *guard;      /* owns the listeners */
+    struct notice_relay *relay;
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
     struct peer_count *intake_peers; /* SMTP and LMTP sessions per address */
@@ -242,11 +244,33 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
     return service;
 }
 
-/* Phase 1 of delivery status notices (docs/notices.md): no relay sends them out yet. */
-static void warn_notices_held(void)
+/* docs/notices.md: without [bounce] relay, notices for domains no customer hosts stay in the
+ * queue for the admin; with one, its address must resolve now. */
+static void check_relay(const struct config *cfg)
 {
-    fprintf(stderr, "odmrd: warning: no [bounce] relay is configured (not supported yet): "
-                    "delivery status notices are held in the queue (odmrctl queue list)\n");
+    char err[300];
+    struct sockaddr_storage addr;
+    socklen_t len;
+    if (cfg->bounce_relay == NULL)
+        fprintf(stderr, "odmrd: warning: no [bounce] relay is configured: delivery status "
+                        "notices are held in the queue (odmrctl queue list)\n");
+    else if (notice_relay_resolve(cfg->bounce_relay, &addr, &len, err, sizeof err) != 0)
+        fail("configuration error", err);
+}
+
+static void start_relay(struct daemon *d)
+{
+    char err[300] = "out of memory";
+    if (d->cfg.bounce_relay == NULL) {
+        log_warn("notices.held", " reason=\"no [bounce] relay\"");
+        return;
+    }
+    struct notice_relay_settings set = {d->cfg.bounce_relay, d->cfg.bounce_postmaster,
+                                        d->cfg.hostname, d->cfg.bounce_retry_min,
+                                        d->cfg.bounce_retry_max, &d->users};
+    d->relay = notice_relay_start(d->base, d->queue, &set, err, sizeof err);
+    if (d->relay == NULL)
+        fail("cannot start the notice relay", err);
 }
 
 /* Least privilege: a session is never served as root. */
@@ -297,11 +321,12 @@ static void begin_shutdown(struct daemon *d)
              smtp_server_session_count(d->smtp) + smtp_server_session_count(d->lmtp) +
                  odmr_service_session_count(d->odmr));
     accept_guard_stop(d->guard);
-    d->servers_busy = 4;
+    d->servers_busy = 5;
     smtp_server_shutdown(d->smtp, on_server_idle, d);
     smtp_server_shutdown(d->lmtp, on_server_idle, d);
     odmr_service_shutdown(d->odmr, on_server_idle, d);
     expire_shutdown(d->expire, on_server_idle, d);
+    notice_relay_shutdown(d->relay, on_server_idle, d);
 }
 
 static void reload_users(struct daemon *d)
@@ -414,6 +439,7 @@ static void teardown(struct daemon *d)
     peer_count_free(d->intake_peers);
     odmr_service_free(d->odmr);
     expire_free(d->expire);
+    notice_relay_free(d->relay);
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
@@ -490,7 +516,7 @@ int main(int argc, char **argv)
     if (check_only && user_access_check(&d.cfg, err, sizeof err) != 0)
         fail("configuration error", err);
     if (check_only) {
-        warn_notices_held();
+        check_relay(&d.cfg);
         printf("odmrd: configuration ok (%s, %zu users)\n",
                config_path ? config_path : "embedded defaults", userdb_user_count(d.users));
         userdb_free(d.users);
@@ -525,7 +551,7 @@ int main(int argc, char **argv)
     d.intake.queue = d.queue;
     d.odmr = make_odmr_service(&d);
     notice_configure(d.cfg.hostname, &d.users);
-    d.expire = expire_start(d.base, d.queue, d.cfg.max_hold);
+    d.expire = expire_start(d.base, d.queue, d.cfg.max_hold, d.cfg.delay_warning);
     if (d.expire == NULL)
         fail("cannot start the expiry scan", NULL);
     for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
@@ -533,7 +559,7 @@ int main(int argc, char **argv)
                                 i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
                                                                                 : on_accept_odmrs,
                                 d.odmr);
-    log_warn("notices.held", " reason=\"no [bounce] relay (not supported yet)\"");
+    start_relay(&d);
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
     notify_systemd(service_notify("READY=1"), "READY");

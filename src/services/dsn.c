@@ -74,7 +74,9 @@ static size_t status_length(const char *s)
 
 void dsn_status_of_reply(const char *reply, char out[DSN_STATUS_MAX])
 {
-    char cls = reply != NULL && (reply[0] == '4' || reply[0] == '5') ? reply[0] : '5';
+    /* RFC 3463 3.1: classes 2 (success: relayed notices), 4 and 5. */
+    char cls = reply != NULL && (reply[0] == '2' || reply[0] == '4' || reply[0] == '5')
+                   ? reply[0] : '5';
     snprintf(out, DSN_STATUS_MAX, "%c.0.0", cls);
     if (reply == NULL || !is_digit(reply[0]) || !is_digit(reply[1]) || !is_digit(reply[2]) ||
         (reply[3] != ' ' && reply[3] != '-'))

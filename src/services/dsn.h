@@ -60,8 +60,9 @@ struct dsn_notice {
  * given) of a message from sender gets a notice of this kind. Never for the null path. */
 bool dsn_wanted(const char *sender, const char *notify, enum dsn_action action);
 
-/* The RFC 3463 code of a reply ("550 5.1.1 ..." -> "5.1.1"); without one (or one of another
- * class than the reply code) "C.0.0" with C the reply's class, "5.0.0" for a non-reply. */
+/* The RFC 3463 code of a reply ("550 5.1.1 ..." -> "5.1.1", "250 2.0.0 ..." -> "2.0.0");
+ * without one (or one of another class than the reply code) "C.0.0" with C the reply's class
+ * (2, 4 or 5), "5.0.0" for anything else. */
 void dsn_status_of_reply(const char *reply, char out[DSN_STATUS_MAX]);
 
 /* Octets of the header block of msg (up to and including the empty line; all of msg when it

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "services/delay_warn.h"
+#include "services/lease_set.h"
 #include "services/notice.h"
 
 struct expire {
@@ -19,8 +21,8 @@ struct expire {
     struct event *timer;
     char (*ids)[QUEUE_ID_MAX];  /* this scan's old ids, oldest first (EXPIRE_BATCH_MAX) */
     size_t count, next;
-    char **leased;              /* domains leased for the message being expired */
-    size_t leased_count;
+    struct lease_set leased;    /* domains leased for the message being expired */
+    struct delay_warn *warn;    /* [queue] delay_warning, or NULL */
     bool busy, stopping;
     void (*idle)(void *arg);
     void *idle_arg;
@@ -38,34 +40,7 @@ time_t expire_period(time_t max_hold)
 
 static void release_leases(struct expire *e)
 {
-    for (size_t i = 0; i < e->leased_count; i++) {
-        queue_release_domain(e->queue, e->leased[i]);
-        free(e->leased[i]);
-    }
-    free(e->leased);
-    e->leased = NULL;
-    e->leased_count = 0;
-}
-
-/* Leases domain unless this message already holds it. 0, EBUSY (a push holds it) or ENOMEM. */
-static int lease(struct expire *e, const char *domain)
-{
-    for (size_t i = 0; i < e->leased_count; i++)
-        if (strcmp(e->leased[i], domain) == 0)
-            return 0;
-    char **grown = realloc(e->leased, (e->leased_count + 1) * sizeof *grown);
-    if (grown == NULL)
-        return ENOMEM;
-    e->leased = grown;
-    int rc = queue_lease_domain(e->queue, domain);
-    if (rc != 0)
-        return rc;
-    if ((e->leased[e->leased_count] = strdup(domain)) == NULL) {
-        queue_release_domain(e->queue, domain);
-        return ENOMEM;
-    }
-    e->leased_count++;
-    return 0;
+    lease_set_release(e->queue, &e->leased);
 }
 
 static void on_notified(int status, void *arg)
@@ -88,7 +63,7 @@ static size_t expiring(struct expire *e, const struct queue_message *m, struct n
         const struct queue_rcpt *r = &m->env.rcpts[i];
         if (r->state != QUEUE_RCPT_PENDING && r->state != QUEUE_RCPT_FAILED)
             continue;
-        int rc = lease(e, r->domain);
+        int rc = lease_set_take(e->queue, &e->leased, r->domain);
         if (rc != 0) {
             log_debug("expire.skipped", " id=%s domain=%s reason=\"%s\"", m->env.id, r->domain,
                       rc == EBUSY ? "being delivered" : strerror(rc));
@@ -141,6 +116,17 @@ static bool expire_one(struct expire *e, const char *id)
     return started;
 }
 
+/* The scan (expiry, then warnings) is over. */
+static void scan_over(struct expire *e)
+{
+    e->busy = false;
+    if (e->stopping && e->idle != NULL) {
+        void (*idle)(void *) = e->idle;
+        e->idle = NULL;
+        idle(e->idle_arg);
+    }
+}
+
 static void next_message(struct expire *e)
 {
     while (e->next < e->count && !e->stopping) {
@@ -148,12 +134,12 @@ static void next_message(struct expire *e)
             return;
     }
     e->count = e->next = 0;
-    e->busy = false;
-    if (e->stopping && e->idle != NULL) {
-        void (*idle)(void *) = e->idle;
-        e->idle = NULL;
-        idle(e->idle_arg);
-    }
+    scan_over(e);
+}
+
+static void scan_over_cb(void *arg)
+{
+    scan_over(arg);
 }
 
 static int collect(const char *id, void *arg)
@@ -173,14 +159,20 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         e->count = 0;
         return;
     }
-    if (e->count == 0)
+    if (e->count == 0) {
+        /* Nothing to expire: the delay warnings' turn. */
+        e->busy = true;
+        if (e->warn == NULL || !delay_warn_start(e->warn, scan_over_cb, e))
+            e->busy = false;
         return;
+    }
     log_info("expire.scan", " messages=%zu max_hold=%lld", e->count, (long long)e->max_hold);
     e->busy = true;
     next_message(e);
 }
 
-struct expire *expire_start(struct event_base *base, struct queue *q, time_t max_hold)
+struct expire *expire_start(struct event_base *base, struct queue *q, time_t max_hold,
+                            time_t delay_warning)
 {
     struct expire *e = calloc(1, sizeof *e);
     if (e == NULL)
@@ -191,12 +183,16 @@ struct expire *expire_start(struct event_base *base, struct queue *q, time_t max
     e->ids = calloc(EXPIRE_BATCH_MAX, sizeof *e->ids);
     e->timer = event_new(base, -1, EV_PERSIST, on_timer, e);
     struct timeval period = {expire_period(max_hold), 0};
-    if (e->ids == NULL || e->timer == NULL || event_add(e->timer, &period) != 0) {
+    if (delay_warning > 0 && expire_period(delay_warning) < period.tv_sec)
+        period.tv_sec = expire_period(delay_warning);
+    e->warn = delay_warning > 0 ? delay_warn_new(q, delay_warning, max_hold) : NULL;
+    if (e->ids == NULL || e->timer == NULL || (delay_warning > 0 && e->warn == NULL) ||
+        event_add(e->timer, &period) != 0) {
         expire_free(e);
         return NULL;
     }
-    log_info("expire.start", " max_hold=%lld period=%lld", (long long)max_hold,
-             (long long)period.tv_sec);
+    log_info("expire.start", " max_hold=%lld period=%lld delay_warning=%lld",
+             (long long)max_hold, (long long)period.tv_sec, (long long)delay_warning);
     return e;
 }
 
@@ -205,6 +201,8 @@ void expire_shutdown(struct expire *e, void (*idle)(void *arg), void *arg)
     e->stopping = true;
     if (e->timer != NULL)
         event_del(e->timer);
+    if (e->warn != NULL)
+        delay_warn_stop(e->warn);
     if (e->busy) {
         e->idle = idle;
         e->idle_arg = arg;
@@ -220,6 +218,7 @@ void expire_free(struct expire *e)
     if (e->timer != NULL)
         event_free(e->timer);
     release_leases(e);
+    delay_warn_free(e->warn);
     free(e->ids);
     free(e);
 }

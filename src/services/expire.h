@@ -16,8 +16,11 @@ struct expire;
 /* Scan period for max_hold: a tenth of it, at most 5 minutes, at least 1 second. */
 time_t expire_period(time_t max_hold);
 
-/* Starts the periodic scan (the first one after one period). NULL when out of memory. */
-struct expire *expire_start(struct event_base *base, struct queue *q, time_t max_hold);
+/* Starts the periodic scan (the first one after one period; the period of the shorter of
+ * max_hold and delay_warning). delay_warning > 0: a scan with nothing to expire sends the delay
+ * warnings (services/delay_warn). NULL when out of memory. */
+struct expire *expire_start(struct event_base *base, struct queue *q, time_t max_hold,
+                            time_t delay_warning);
 /* Stops scanning; idle(arg) runs once the message being expired (if any) is recorded -- at
  * once when none is. */
 void expire_shutdown(struct expire *e, void (*idle)(void *arg), void *arg);

@@ -59,7 +59,8 @@ struct notice_job {
     char *session_id;
     char *sender;
     char domain[QUEUE_DOMAIN_MAX];       /* where the notice is filed */
-    struct queue_outcome *outcomes;      /* every failure: BOUNCED */
+    enum dsn_action action;
+    struct queue_outcome *outcomes;      /* every failure: BOUNCED (relayed: DONE) */
     char **addresses;                    /* for the log lines */
     bool *notified;                      /* which of them the notice lists */
     size_t count;
@@ -94,9 +95,13 @@ static void log_recipients(const struct notice_job *j)
     log_quote(qsender, sizeof qsender, j->sender, strlen(j->sender));
     for (size_t i = 0; i < j->count; i++) {
         log_quote(qrcpt, sizeof qrcpt, j->addresses[i], strlen(j->addresses[i]));
+        static const char *const events[] = {[DSN_ACTION_FAILED] = "notice.failed",
+                                             [DSN_ACTION_DELAYED] = "notice.delayed",
+                                             [DSN_ACTION_RELAYED] = "notice.relayed"};
         if (j->notified[i])
-            log_info("notice.failed", " session=%s id=%s rcpt=%s notice=%s to=%s domain=%s "
-                     "held=%s", j->session_id, j->id, qrcpt, j->notice_id, qsender, j->domain,
+            log_info(events[j->action],
+                     " session=%s id=%s rcpt=%s notice=%s to=%s domain=%s held=%s",
+                     j->session_id, j->id, qrcpt, j->notice_id, qsender, j->domain,
                      held_for(j->domain));
         else
             log_info("notice.none", " session=%s id=%s rcpt=%s reason=%s", j->session_id, j->id,
@@ -140,12 +145,18 @@ static void on_committed(int status, const char *id, void *arg)
 
 static struct notice_job *job_new(struct queue *q, const struct queue_message *m,
                                   const struct notice_failure *f, size_t n,
-                                  const char *session_id, const char *reason)
+                                  const char *session_id, const char *reason,
+                                  enum dsn_action action)
 {
+    static const enum queue_rcpt_state finals[] = {[DSN_ACTION_FAILED] = QUEUE_RCPT_BOUNCED,
+                                                   [DSN_ACTION_DELAYED] = QUEUE_OUTCOME_WARNED,
+                                                   [DSN_ACTION_RELAYED] = QUEUE_RCPT_DONE};
+    enum queue_rcpt_state final = finals[action];
     struct notice_job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return NULL;
     j->queue = q;
+    j->action = action;
     snprintf(j->id, sizeof j->id, "%s", m->env.id);
     j->outcomes = calloc(n, sizeof *j->outcomes);
     j->addresses = calloc(n, sizeof *j->addresses);
@@ -155,8 +166,8 @@ static struct notice_job *job_new(struct queue *q, const struct queue_message *m
     bool ok = j->outcomes && j->addresses && j->notified && j->session_id && j->sender;
     for (; ok && j->count < n; j->count++) {
         const char *reply = f[j->count].reply != NULL ? f[j->count].reply : reason;
-        j->outcomes[j->count] = (struct queue_outcome){f[j->count].rcpt_index,
-                                                       QUEUE_RCPT_BOUNCED, strdup(reply)};
+        j->outcomes[j->count] = (struct queue_outcome){f[j->count].rcpt_index, final,
+                                                       strdup(reply)};
         j->addresses[j->count] = strdup(m->env.rcpts[f[j->count].rcpt_index].address);
         ok = j->outcomes[j->count].reply != NULL && j->addresses[j->count] != NULL;
     }
@@ -180,10 +191,10 @@ static void filing_domain(const char *sender, char out[QUEUE_DOMAIN_MAX])
 
 /* Reads the start of the original: enough for its headers, or all of it for RET=FULL when
  * it may be returned whole. *whole says whether buf holds the entire message. */
-static char *read_original(const struct queue_message *m, size_t *len, bool *whole)
+static char *read_original(const struct queue_message *m, const char *ret, size_t *len,
+                           bool *whole)
 {
-    bool full = m->env.ret != NULL && strcasecmp(m->env.ret, "FULL") == 0 &&
-                m->env.body_size <= DSN_FULL_MAX;
+    bool full = ret != NULL && strcasecmp(ret, "FULL") == 0 && m->env.body_size <= DSN_FULL_MAX;
     uint64_t want = full ? m->env.body_size
                          : (m->env.body_size < NOTICE_HEADERS_READ_MAX ? m->env.body_size
                                                                        : NOTICE_HEADERS_READ_MAX);
@@ -206,6 +217,27 @@ struct notice_texts {
     char diagnostic[NOTICE_TEXT_MAX];
 };
 
+/* RFC 3463 3.5: 4.4.7 "delivery time expired" (not yet: a persistent transient failure);
+ * RFC 3464 2.3.9 Will-Retry-Until: when max_hold ends it. */
+static void describe_delayed(const struct queue_rcpt *r, const struct notice_event *ev,
+                             time_t arrival, struct dsn_recipient *out, struct notice_texts *tx)
+{
+    char held[64], until[40];
+    notice_format_duration(ev->held_for, held, sizeof held);
+    dsn_format_date(arrival + ev->held_for, until);
+    snprintf(tx->status, sizeof tx->status, "4.4.7");
+    snprintf(tx->explanation, sizeof tx->explanation,
+             "not yet collected by the customer's server; kept and offered to it for up to %s "
+             "after arrival (until %s)", held, until);
+    snprintf(tx->diagnostic, sizeof tx->diagnostic,
+             "not yet collected by the customer's server");
+    *out = (struct dsn_recipient){.address = r->address, .orcpt = r->orcpt,
+                                  .status = tx->status, .explanation = tx->explanation,
+                                  .diagnostic_type = "X-odmrd", .diagnostic = tx->diagnostic,
+                                  .last_attempt = r->last_attempt,
+                                  .will_retry_until = arrival + ev->held_for};
+}
+
 static void describe(const struct queue_rcpt *r, const struct notice_failure *f,
                      const struct notice_event *ev, time_t now, struct dsn_recipient *out,
                      struct notice_texts *tx)
@@ -213,6 +245,17 @@ static void describe(const struct queue_rcpt *r, const struct notice_failure *f,
     char held[64];
     *out = (struct dsn_recipient){.address = r->address, .orcpt = r->orcpt,
                                   .status = tx->status, .explanation = tx->explanation};
+    if (ev->cause == NOTICE_RELAYED) {
+        /* RFC 3461 5.2.2 (b), 6.3 (h), (i): the customer's name and its 2xx, verbatim. */
+        dsn_status_of_reply(f->reply, tx->status);
+        snprintf(tx->explanation, sizeof tx->explanation, "passed on to the recipient's mail "
+                 "server, which does not send delivery notices");
+        *out = (struct dsn_recipient){.address = r->address, .orcpt = r->orcpt,
+                                      .status = tx->status, .explanation = tx->explanation,
+                                      .remote_mta = ev->remote_mta, .diagnostic = f->reply,
+                                      .last_attempt = now};
+        return;
+    }
     if (ev->cause == NOTICE_REFUSED || r->state == QUEUE_RCPT_FAILED) {
         /* RFC 3461 6.3 (h), (i): the customer answered: its name and its reply verbatim. */
         const char *reply = f->reply != NULL ? f->reply : r->last_reply;
@@ -264,24 +307,30 @@ static int build_notice(const struct queue_message *m, const struct notice_failu
     struct notice_texts *texts = calloc(j->count, sizeof *texts);
     size_t len = 0, n = 0;
     bool whole = false;
-    char *original = rcpts != NULL && texts != NULL ? read_original(m, &len, &whole) : NULL;
+    /* RFC 3461 4.3: RET is about failed notices; the others return the headers. */
+    const char *ret_asked = j->action == DSN_ACTION_FAILED ? m->env.ret : NULL;
+    char *original = rcpts != NULL && texts != NULL ? read_original(m, ret_asked, &len, &whole)
+                                                    : NULL;
     int rc = original != NULL ? 0 : ENOMEM;
     for (size_t i = 0; rc == 0 && i < j->count; i++) {
-        if (j->notified[i])
-            describe(&m->env.rcpts[f[i].rcpt_index], &f[i], ev, now, &rcpts[n++], &texts[i]);
+        const struct queue_rcpt *r = &m->env.rcpts[f[i].rcpt_index];
+        if (j->notified[i] && ev->cause == NOTICE_DELAYED)
+            describe_delayed(r, ev, m->env.arrival, &rcpts[n++], &texts[i]);
+        else if (j->notified[i])
+            describe(r, &f[i], ev, now, &rcpts[n++], &texts[i]);
     }
     if (rc == 0) {
         unique_token(m->env.id, unique, sizeof unique);
         size_t headers = dsn_header_length(original, len);
         bool headers_complete = whole || headers < len;
-        enum dsn_return ret = dsn_choose_return(m->env.ret, original, headers,
+        enum dsn_return ret = dsn_choose_return(ret_asked, original, headers,
                                                 whole ? original : NULL, len);
         if (ret == DSN_RETURN_HEADERS && !headers_complete)
             ret = DSN_RETURN_NONE;
-        struct dsn_report r = {DSN_ACTION_FAILED, config.hostname, m->env.id, m->env.sender,
+        struct dsn_report r = {j->action, config.hostname, m->env.id, m->env.sender,
                                m->env.envid, m->env.helo, m->env.client_addr, m->env.arrival,
                                now, unique, m->env.smtputf8, rcpts, n,
-                               m->env.ret != NULL && strcasecmp(m->env.ret, "FULL") == 0};
+                               ret_asked != NULL && strcasecmp(ret_asked, "FULL") == 0};
         rc = dsn_build(&r, ret, original, ret == DSN_RETURN_FULL ? len : headers, out);
     }
     free(original);
@@ -324,8 +373,13 @@ int notice_failed(struct queue *q, const struct queue_message *m,
     snprintf(reason, sizeof reason, "554 5.4.7 held for %s, not collected", held);
     if (event->cause == NOTICE_ADMIN)
         snprintf(reason, sizeof reason, "554 5.0.0 returned by the administrator");
+    enum dsn_action action =
+        event->cause == NOTICE_RELAYED   ? DSN_ACTION_RELAYED
+        : event->cause == NOTICE_DELAYED ? DSN_ACTION_DELAYED
+                                         : DSN_ACTION_FAILED;
+    bool own_reason = event->cause == NOTICE_EXPIRED || event->cause == NOTICE_ADMIN;
     struct notice_job *j = job_new(q, m, failures, n, event->session_id,
-                                   event->cause != NOTICE_REFUSED ? reason : "554 5.0.0 refused");
+                                   own_reason ? reason : "554 5.0.0 refused", action);
     if (j == NULL)
         return ENOMEM;
     j->done = done;
@@ -333,7 +387,7 @@ int notice_failed(struct queue *q, const struct queue_message *m,
     size_t wanted = 0;
     for (size_t i = 0; i < n; i++) {
         const struct queue_rcpt *r = &m->env.rcpts[failures[i].rcpt_index];
-        j->notified[i] = dsn_wanted(m->env.sender, r->notify, DSN_ACTION_FAILED);
+        j->notified[i] = dsn_wanted(m->env.sender, r->notify, action);
         wanted += j->notified[i] ? 1 : 0;
     }
     if (wanted == 0) {   /* none owed: the recipients are final at once */

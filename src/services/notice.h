@@ -22,6 +22,11 @@ enum notice_cause {
     NOTICE_REFUSED,   /* the customer's MTA answered 5xx (RCPT, or after the data) */
     NOTICE_EXPIRED,   /* held longer than [queue] max_hold */
     NOTICE_ADMIN,     /* returned by the administrator (odmrctl queue bounce) */
+    NOTICE_RELAYED,   /* the customer's MTA took it (2xx) without advertising DSN, and the
+                         recipient asked for NOTIFY=SUCCESS (RFC 3461 5.2.2 b): a relayed
+                         notice, then the recipient is recorded DONE */
+    NOTICE_DELAYED,   /* not collected after [queue] delay_warning (RFC 3461 4.1 DELAY): a
+                         delayed notice, then the recipient is marked warned (still pending) */
 };
 
 struct notice_failure {
@@ -32,7 +37,7 @@ struct notice_failure {
 struct notice_event {
     enum notice_cause cause;
     const char *remote_mta;   /* the customer's name when it answered, or NULL */
-    time_t held_for;          /* expired: [queue] max_hold in seconds */
+    time_t held_for;          /* expired and delayed: [queue] max_hold in seconds */
     const char *session_id;   /* for the logs, or NULL */
 };
 
@@ -41,7 +46,7 @@ struct notice_event {
 typedef void (*notice_done_fn)(int status, void *arg);
 
 /* Commits one failed notice for the n recipients of m (those the RFC 3461 rules let have one),
- * then records all n BOUNCED, removing m when every recipient is final. m is only read during
+ * then records all n BOUNCED (NOTICE_RELAYED: one relayed notice, then all n DONE), removing m when every recipient is final. m is only read during
  * this call. Returns 0 when done will run (later, on the event loop; inline when the queue has
  * no event base), or an errno (nothing was committed or recorded; done is not called). */
 int notice_failed(struct queue *q, const struct queue_message *m,

@@ -17,7 +17,9 @@
 
 #include "engines/smtp_client.h"
 #include "lib/log.h"
+#include "services/dsn.h"
 #include "services/notice.h"
+#include "services/txn_build.h"
 
 enum {
     PUSH_MAX_PASSES = 16,         /* listings per session (mail arriving during the session) */
@@ -26,24 +28,14 @@ enum {
      * pipe as well) and by the open queue files each one holds. */
     PUSH_FAST_IN_FLIGHT = 128,
     PUSH_FAST_IN_FLIGHT_OCTETS = 8 << 20,
-    PUSH_PARAMS_MAX = 1024,
     PUSH_MAX_WRITE = 256 << 10,   /* octets per write to the customer (libevent's default: 16 KiB) */
-};
-
-struct push_rcpt {
-    size_t env_index;             /* index into the message's envelope */
-    char *params;                 /* " NOTIFY=... ORCPT=..." or NULL */
 };
 
 /* One message in flight: one transaction (a second one after 452 reuses it). */
 struct push_msg {
     struct push_session *s;
     struct queue_message *m;
-    struct smtp_client_txn txn;
-    struct smtp_client_rcpt *rcpts;
-    struct push_rcpt *prcpts;
-    size_t count;
-    char mail_params[PUSH_PARAMS_MAX];
+    struct txn_build b;
 };
 
 struct push_session {
@@ -95,26 +87,6 @@ static bool our_domain(const struct push_session *s, const char *domain)
             return true;
     }
     return false;
-}
-
-/* Envelope values come from the queue, checked at intake; still, nothing with a space or a
- * control octet is ever written into a command line. */
-static bool safe_value(const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
-        if (*p <= 0x20 || *p == 0x7f)
-            return false;
-    }
-    return true;
-}
-
-static bool safe_address(const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
-        if (*p < 0x20 || *p == 0x7f || *p == '<' || *p == '>')
-            return false;
-    }
-    return true;
 }
 
 /* ---- the ids of a pass ---- */
@@ -305,12 +277,13 @@ static void on_notice_done(int status, void *arg)
 }
 
 /* RFC 2645 4, RFC 3461 6: the refused recipients get their failed notice, committed to the
- * queue before they are recorded final (notice.c). Without a notice (no memory, no disk) they
- * stay pending with the reply, to be tried again. */
-static void notify_failed(struct push_session *s, const struct queue_message *m,
-                          const struct notice_failure *f, size_t n, const char *remote)
+ * queue before they are recorded final (notice.c); so do the relayed ones (NOTICE_RELAYED).
+ * Without a notice (no memory, no disk) they stay pending with the reply, to be tried again. */
+static void notify(struct push_session *s, const struct queue_message *m,
+                   const struct notice_failure *f, size_t n, const char *remote,
+                   enum notice_cause cause)
 {
-    struct notice_event ev = {NOTICE_REFUSED, remote, 0, s->session_id};
+    struct notice_event ev = {cause, remote, 0, s->session_id};
     if (n == 0)
         return;
     s->outcome_jobs++;
@@ -325,124 +298,83 @@ static void notify_failed(struct push_session *s, const struct queue_message *m,
     free(o);
 }
 
-/* Records the outcomes of one transaction; the failed ones go through their notice first.
- * remote: the customer's name when the replies are its own (RFC 3464 2.3.5 Remote-MTA). */
+/* RFC 3461 5.2.2 (b): a customer without DSN cannot send the success notice a NOTIFY=SUCCESS
+ * recipient asked for, so odmrd writes a relayed one when the customer took it. */
+static bool owes_relayed(const struct push_session *s, const struct queue_message *m,
+                         const struct queue_outcome *o)
+{
+    return o->state == QUEUE_RCPT_DONE && !s->ext.dsn &&
+           dsn_wanted(m->env.sender, m->env.rcpts[o->rcpt_index].notify, DSN_ACTION_RELAYED);
+}
+
+/* Records the outcomes of one transaction; the failed ones go through their notice first, and
+ * so do the relayed ones. remote: the customer's name when the replies are its own (RFC 3464
+ * 2.3.5 Remote-MTA). */
 static void record(struct push_session *s, const struct queue_message *m,
                    const struct queue_outcome *o, size_t n, const char *remote)
 {
     struct queue_outcome *rest = calloc(n > 0 ? n : 1, sizeof *rest);
     struct notice_failure *failed = calloc(n > 0 ? n : 1, sizeof *failed);
-    size_t nrest = 0, nfailed = 0;
-    for (size_t i = 0; rest != NULL && failed != NULL && i < n; i++) {
+    struct notice_failure *relayed = calloc(n > 0 ? n : 1, sizeof *relayed);
+    size_t nrest = 0, nfailed = 0, nrelayed = 0;
+    for (size_t i = 0; rest != NULL && failed != NULL && relayed != NULL && i < n; i++) {
         if (o[i].state == QUEUE_RCPT_FAILED)
             failed[nfailed++] = (struct notice_failure){o[i].rcpt_index, o[i].reply};
+        else if (owes_relayed(s, m, &o[i]))
+            relayed[nrelayed++] = (struct notice_failure){o[i].rcpt_index, o[i].reply};
         else
             rest[nrest++] = o[i];
     }
-    if (rest == NULL || failed == NULL) {
+    if (rest == NULL || failed == NULL || relayed == NULL) {
         record_now(s, m->env.id, o, n);   /* no memory: recorded failed, the notice owed */
     } else {
         record_now(s, m->env.id, rest, nrest);
-        notify_failed(s, m, failed, nfailed, remote);
+        notify(s, m, failed, nfailed, remote, NOTICE_REFUSED);
+        notify(s, m, relayed, nrelayed, remote, NOTICE_RELAYED);
     }
     free(rest);
     free(failed);
+    free(relayed);
 }
 
 /* Marks the recipients of a message the customer cannot take (missing extension). */
 static void fail_message(struct push_session *s, struct push_msg *pm, const char *reply)
 {
-    struct queue_outcome *o = calloc(pm->count, sizeof *o);
-    for (size_t i = 0; o != NULL && i < pm->count; i++) {
-        size_t k = pm->prcpts[i].env_index;
+    struct queue_outcome *o = calloc(pm->b.count, sizeof *o);
+    for (size_t i = 0; o != NULL && i < pm->b.count; i++) {
+        size_t k = pm->b.trcpts[i].env_index;
         o[i] = (struct queue_outcome){k, QUEUE_RCPT_FAILED, reply};
         count_outcome(s, pm->m->env.id, pm->m->env.rcpts[k].address, QUEUE_RCPT_FAILED, reply);
     }
     if (o != NULL)
-        record(s, pm->m, o, pm->count, NULL);   /* our refusal: the customer said nothing */
+        record(s, pm->m, o, pm->b.count, NULL);   /* our refusal: the customer said nothing */
     free(o);
-}
-
-enum verdict { V_RECORD, V_CARRY, V_UNTOUCHED };
-
-/* The outcome table (docs/push.md): what one recipient's replies mean. */
-static enum verdict judge(const struct smtp_client_txn *txn, const struct smtp_client_rcpt *r,
-                          bool session_alive, enum queue_rcpt_state *state, const char **reply)
-{
-    static const enum queue_rcpt_state by_class[6] = {
-        [2] = QUEUE_RCPT_DONE, [4] = QUEUE_RCPT_PENDING, [5] = QUEUE_RCPT_FAILED};
-    const struct smtp_client_reply *decisive;
-    if (txn->mail_reply.code == 0)
-        return V_UNTOUCHED;                       /* never got as far as MAIL */
-    if (txn->mail_reply.code / 100 != 2) {
-        decisive = &txn->mail_reply;              /* MAIL refused: it answers for all */
-    } else if (r->reply.code == 0 || (r->reply.code == 452 && txn->accepted > 0)) {
-        /* RFC 5321 4.5.3.1.10: after 452 the rest go in a later transaction. */
-        return session_alive && txn->accepted > 0 ? V_CARRY : V_UNTOUCHED;
-    } else if (r->reply.code / 100 != 2) {
-        decisive = &r->reply;
-    } else if (r->data_reply.code != 0) {
-        decisive = &r->data_reply;
-    } else {
-        /* Accepted, but no reply to the data: delivered or not, we cannot know. Keep it:
-         * a duplicate later, never a loss. */
-        *state = QUEUE_RCPT_PENDING;
-        *reply = txn->data_sent ? "no reply to the end of data (connection lost)"
-                                : "connection lost during the data";
-        return V_RECORD;
-    }
-    int cls = decisive->code / 100;
-    *state = cls >= 2 && cls <= 5 && cls != 3 ? by_class[cls] : QUEUE_RCPT_PENDING;
-    *reply = decisive->text;
-    return V_RECORD;
 }
 
 static void msg_free(struct push_msg *pm)
 {
-    for (size_t i = 0; i < pm->count; i++)
-        free(pm->prcpts[i].params);
-    free(pm->prcpts);
-    free(pm->rcpts);
+    txn_build_free(&pm->b);
     queue_message_close(pm->m);
     free(pm);
-}
-
-/* Keeps only the carried recipients (in order) for the next transaction. */
-static void keep_carried(struct push_msg *pm, const bool *carry)
-{
-    size_t out = 0;
-    for (size_t i = 0; i < pm->count; i++) {
-        if (!carry[i]) {
-            free(pm->prcpts[i].params);
-            continue;
-        }
-        pm->prcpts[out] = pm->prcpts[i];
-        pm->rcpts[out] = pm->rcpts[i];
-        pm->rcpts[out].params = pm->prcpts[out].params;
-        out++;
-    }
-    pm->count = out;
-    pm->txn.rcpts = pm->rcpts;
-    pm->txn.rcpt_count = out;
 }
 
 /* Returns true when the message goes out again (recipients carried after a 452). */
 static bool settle(struct push_session *s, struct push_msg *pm)
 {
     const char *id = pm->m->env.id;
-    struct queue_outcome *o = calloc(pm->count, sizeof *o);
-    bool *carry = calloc(pm->count, sizeof *carry);
+    struct queue_outcome *o = calloc(pm->b.count, sizeof *o);
+    bool *carry = calloc(pm->b.count, sizeof *carry);
     size_t n = 0, carried = 0;
     bool alive = !s->closed && !s->stopping && !smtp_client_ended(s->client);
-    for (size_t i = 0; o != NULL && carry != NULL && i < pm->count; i++) {
-        const char *address = pm->m->env.rcpts[pm->prcpts[i].env_index].address;
+    for (size_t i = 0; o != NULL && carry != NULL && i < pm->b.count; i++) {
+        const char *address = pm->m->env.rcpts[pm->b.trcpts[i].env_index].address;
         enum queue_rcpt_state state = QUEUE_RCPT_PENDING;
         const char *reply = NULL;
-        enum verdict v = judge(&pm->txn, &pm->rcpts[i], alive, &state, &reply);
-        if (v == V_RECORD) {
-            o[n++] = (struct queue_outcome){pm->prcpts[i].env_index, state, reply};
+        enum txn_verdict v = txn_judge(&pm->b.txn, &pm->b.rcpts[i], alive, &state, &reply);
+        if (v == TXN_RECORD) {
+            o[n++] = (struct queue_outcome){pm->b.trcpts[i].env_index, state, reply};
             count_outcome(s, id, address, state, reply);
-        } else if (v == V_CARRY) {
+        } else if (v == TXN_CARRY) {
             carry[i] = true;
             carried++;
         } else {
@@ -452,10 +384,10 @@ static bool settle(struct push_session *s, struct push_msg *pm)
     record(s, pm->m, o, n, s->remote[0] != '\0' ? s->remote : NULL);
     bool again = carried > 0;
     if (again)
-        keep_carried(pm, carry);
+        txn_build_keep(&pm->b, carry);
     free(o);
     free(carry);
-    return again && smtp_client_send(s->client, &pm->txn) == 0;
+    return again && smtp_client_send(s->client, &pm->b.txn) == 0;
 }
 
 static void on_txn_done(void *arg, struct smtp_client_txn *txn)
@@ -474,77 +406,10 @@ static void on_txn_done(void *arg, struct smtp_client_txn *txn)
 
 /* ---- building a transaction ---- */
 
-static void append_param(char *buf, size_t len, const char *name, const char *value)
-{
-    size_t used = strlen(buf);
-    snprintf(buf + used, len - used, " %s%s%s", name, value != NULL ? "=" : "",
-             value != NULL ? value : "");
-}
-
-/* RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME), RFC 3030 (BINARYMIME), RFC 6531 (SMTPUTF8),
- * RFC 3461 (RET, ENVID: only to a server that advertises DSN). NULL, or why the customer
- * cannot take the message. */
-static const char *mail_params(const struct push_session *s, const struct queue_envelope *env,
-                               char *buf, size_t len)
-{
-    static const char *const body_names[] = {[QUEUE_BODY_8BITMIME] = "8BITMIME",
-                                             [QUEUE_BODY_BINARYMIME] = "BINARYMIME"};
-    buf[0] = '\0';
-    if (env->body == QUEUE_BODY_8BITMIME && !s->ext.eightbitmime)
-        return "554 5.6.3 message needs 8BITMIME, which the customer does not support";
-    if (env->body == QUEUE_BODY_BINARYMIME &&
-        !(s->ext.binarymime && s->ext.chunking && s->profile == PUSH_PROFILE_FAST))
-        return "554 5.6.3 message needs BINARYMIME and CHUNKING, which the customer does not "
-               "support";
-    if (env->smtputf8 && !s->ext.smtputf8)
-        return "554 5.6.7 message needs SMTPUTF8, which the customer does not support";
-    if (!safe_address(env->sender))
-        return "554 5.6.0 unusable reverse-path in the queue";
-    char size[32];
-    snprintf(size, sizeof size, "%" PRIu64, env->body_size);
-    if (s->ext.size)
-        append_param(buf, len, "SIZE", size);
-    if (env->body != QUEUE_BODY_7BIT)
-        append_param(buf, len, "BODY", body_names[env->body]);
-    if (env->smtputf8)
-        append_param(buf, len, "SMTPUTF8", NULL);
-    if (s->ext.dsn && env->ret != NULL && safe_value(env->ret))
-        append_param(buf, len, "RET", env->ret);
-    if (s->ext.dsn && env->envid != NULL && safe_value(env->envid))
-        append_param(buf, len, "ENVID", env->envid);
-    return NULL;
-}
-
-/* RFC 3461 4: NOTIFY and ORCPT only when the customer advertises DSN. */
-static char *rcpt_params(const struct push_session *s, const struct queue_rcpt *r)
-{
-    char buf[PUSH_PARAMS_MAX] = "";
-    if (s->ext.dsn && r->notify != NULL && safe_value(r->notify))
-        append_param(buf, sizeof buf, "NOTIFY", r->notify);
-    if (s->ext.dsn && r->orcpt != NULL && safe_value(r->orcpt))
-        append_param(buf, sizeof buf, "ORCPT", r->orcpt);
-    return buf[0] != '\0' ? strdup(buf) : NULL;
-}
-
 /* The pending recipients of the ATRN domains only: never one of another domain. */
-static int select_rcpts(struct push_session *s, struct push_msg *pm)
+static bool atrn_rcpt(const struct queue_rcpt *r, void *arg)
 {
-    const struct queue_envelope *env = &pm->m->env;
-    pm->rcpts = calloc(env->rcpt_count, sizeof *pm->rcpts);
-    pm->prcpts = calloc(env->rcpt_count, sizeof *pm->prcpts);
-    if (pm->rcpts == NULL || pm->prcpts == NULL)
-        return -1;
-    for (size_t i = 0; i < env->rcpt_count; i++) {
-        const struct queue_rcpt *r = &env->rcpts[i];
-        if (r->state != QUEUE_RCPT_PENDING || !our_domain(s, r->domain) ||
-            !safe_address(r->address))
-            continue;
-        pm->prcpts[pm->count] = (struct push_rcpt){i, rcpt_params(s, r)};
-        pm->rcpts[pm->count].address = r->address;
-        pm->rcpts[pm->count].params = pm->prcpts[pm->count].params;
-        pm->count++;
-    }
-    return 0;
+    return our_domain(arg, r->domain);
 }
 
 /* Opens id and queues its transaction. false when there was nothing to send for it. */
@@ -562,25 +427,18 @@ static bool start_message(struct push_session *s, const char *id)
         free(pm);
         return false;
     }
-    if (select_rcpts(s, pm) != 0 || pm->count == 0) {
+    if (txn_build_rcpts(&pm->b, pm->m, &s->ext, atrn_rcpt, s) != 0 || pm->b.count == 0) {
         msg_free(pm);
         return false;
     }
-    const char *refusal = mail_params(s, &pm->m->env, pm->mail_params, sizeof pm->mail_params);
+    /* RFC 3030: BINARYMIME needs BDAT, which only the fast profile uses. */
+    const char *refusal = txn_build_mail(&pm->b, &s->ext, s->profile == PUSH_PROFILE_FAST, pm);
     if (refusal != NULL) {
         fail_message(s, pm, refusal);
         msg_free(pm);
         return false;
     }
-    pm->txn = (struct smtp_client_txn){
-        .mail_from = pm->m->env.sender,
-        .mail_params = pm->mail_params,
-        .rcpts = pm->rcpts,
-        .rcpt_count = pm->count,
-        .body = {.fd = pm->m->fd, .offset = pm->m->body_offset, .length = pm->m->env.body_size},
-        .user = pm,
-    };
-    if (smtp_client_send(s->client, &pm->txn) != 0) {
+    if (smtp_client_send(s->client, &pm->b.txn) != 0) {
         msg_free(pm);
         return false;
     }

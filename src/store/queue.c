@@ -386,6 +386,8 @@ static const char *const rcpt_state_names[] = {
 
 const char *queue_rcpt_state_name(enum queue_rcpt_state state)
 {
+    if (state == QUEUE_OUTCOME_WARNED)
+        return "warned";   /* an outcome, not a state: logged by the queue */
     return (unsigned)state <= QUEUE_RCPT_STATE_LAST ? rcpt_state_names[state] : "unknown";
 }
 

@@ -26,6 +26,9 @@ enum queue_rcpt_state {
     QUEUE_RCPT_BOUNCED,       /* permanent failure (5xx or expiry), its failed notice committed
                                  to the queue (or none owed): final, like DONE */
     QUEUE_RCPT_STATE_LAST = QUEUE_RCPT_BOUNCED,
+    QUEUE_OUTCOME_WARNED,     /* not a state, only a queue_outcome: sets the delay-warning mark
+                                 of a PENDING recipient (no attempt counted; EALREADY when it
+                                 is no longer pending) */
 };
 
 struct queue_rcpt {
@@ -38,6 +41,7 @@ struct queue_rcpt {
     unsigned attempts;
     time_t last_attempt;
     char *last_reply;         /* last reply from the customer, or NULL */
+    bool warned;              /* its delay warning ([queue] delay_warning) was committed */
 };
 
 struct queue_envelope {

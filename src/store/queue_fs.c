@@ -28,6 +28,7 @@
 #include "lib/log.h"
 #include "store/queue_backend.h"
 #include "store/queue_fs_admin.h"
+#include "store/queue_fs_entry.h"
 #include "store/queue_fs_spool.h"
 
 struct fs_lease {
@@ -190,109 +191,9 @@ static int create_empty_entry(struct fs_queue *fq, const char *domain, const cha
     return close_checked(fd);
 }
 
-/* One recipient line of an index entry. */
-struct entry_line {
-    size_t index;
-    enum queue_rcpt_state state;
-    unsigned attempts;
-    time_t last_attempt;
-    char *reply;
-};
-
-struct entry {
-    struct entry_line *lines;
-    size_t count;
-};
-
-static void entry_free(struct entry *e)
-{
-    for (size_t i = 0; i < e->count; i++)
-        free(e->lines[i].reply);
-    free(e->lines);
-    memset(e, 0, sizeof *e);
-}
-
-/* Splits line (NUL-terminated, no LF) at spaces into exactly n fields; modifies line. */
-static bool split_fields(char *line, char **fields, size_t n)
-{
-    size_t count = 0;
-    for (char *p = line;;) {
-        if (count == n || *p == '\0' || *p == ' ')
-            return false;
-        fields[count++] = p;
-        char *sp = strchr(p, ' ');
-        if (sp == NULL)
-            return count == n;
-        *sp = '\0';
-        p = sp + 1;
-    }
-}
-
-static bool parse_number(const char *s, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (*s == '\0' || strlen(s) > 20)
-        return false;
-    for (; *s != '\0'; s++) {
-        if (*s < '0' || *s > '9' || v > (max - (uint64_t)(*s - '0')) / 10)
-            return false;
-        v = v * 10 + (uint64_t)(*s - '0');
-    }
-    *out = v;
-    return true;
-}
-
-static int parse_entry_line(char *line, struct entry_line *out)
-{
-    char *f[6];
-    uint64_t index, attempts, when;
-    memset(out, 0, sizeof *out);
-    if (!split_fields(line, f, 6) || strcmp(f[0], "rcpt") != 0 ||
-        !parse_number(f[1], SIZE_MAX, &index) ||
-        queue_rcpt_state_parse(f[2], strlen(f[2]), &out->state) != 0 ||
-        !parse_number(f[3], UINT32_MAX, &attempts) || !parse_number(f[4], INT64_MAX, &when))
-        return EBADMSG;
-    out->index = (size_t)index;
-    out->attempts = (unsigned)attempts;
-    out->last_attempt = (time_t)when;
-    return queue_token_decode(f[5], strlen(f[5]), &out->reply);
-}
-
-static int parse_entry(char *text, size_t len, struct entry *out)
-{
-    memset(out, 0, sizeof *out);
-    if (len == 0)
-        return 0;   /* empty entry: all pending */
-    size_t magic_len = strlen(QUEUE_FS_ENTRY_MAGIC_LINE);
-    size_t end_len = strlen(QUEUE_FS_ENTRY_END_LINE);
-    if (len < magic_len + end_len || memcmp(text, QUEUE_FS_ENTRY_MAGIC_LINE, magic_len) != 0 ||
-        memcmp(text + len - end_len, QUEUE_FS_ENTRY_END_LINE, end_len) != 0 ||
-        (len > magic_len + end_len && text[len - end_len - 1] != '\n'))
-        return EBADMSG;
-    text[len - end_len] = '\0';
-    char *p = text + magic_len;
-    int rc = 0;
-    while (rc == 0 && *p != '\0') {
-        char *nl = strchr(p, '\n');   /* present: the text before "end" ends in LF */
-        *nl = '\0';
-        struct entry_line *grown = realloc(out->lines, (out->count + 1) * sizeof *grown);
-        if (grown == NULL) {
-            rc = ENOMEM;
-            break;
-        }
-        out->lines = grown;
-        rc = parse_entry_line(p, &out->lines[out->count]);
-        if (rc == 0)
-            out->count++;
-        p = nl + 1;
-    }
-    if (rc != 0)
-        entry_free(out);
-    return rc;
-}
-
 /* Reads dom/<domain>/<id>: 0, ENOENT (no entry), EBADMSG (unparsable) or an I/O errno. */
-static int read_entry(struct fs_queue *fq, const char *domain, const char *id, struct entry *out)
+static int read_entry(struct fs_queue *fq, const char *domain, const char *id,
+                      struct queue_fs_entry *out)
 {
     char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
     struct stat st;
@@ -316,13 +217,13 @@ static int read_entry(struct fs_queue *fq, const char *domain, const char *id, s
     close(fd);
     if (rc == 0) {
         text[len] = '\0';
-        rc = memchr(text, '\0', len) != NULL ? EBADMSG : parse_entry(text, len, out);
+        rc = memchr(text, '\0', len) != NULL ? EBADMSG : queue_fs_entry_parse(text, len, out);
     }
     free(text);
     return rc;
 }
 
-static bool entry_has_pending(const struct entry *e)
+static bool entry_has_pending(const struct queue_fs_entry *e)
 {
     if (e->count == 0)
         return true;   /* the empty entry: nothing attempted yet */
@@ -331,43 +232,6 @@ static bool entry_has_pending(const struct entry *e)
             return true;
     }
     return false;
-}
-
-/* Copies the entry's per-recipient state into env; each line must name a recipient of domain. */
-static int apply_entry(struct queue_envelope *env, const char *domain, struct entry *e)
-{
-    for (size_t i = 0; i < e->count; i++) {
-        struct entry_line *l = &e->lines[i];
-        if (l->index >= env->rcpt_count || strcmp(env->rcpts[l->index].domain, domain) != 0)
-            return EBADMSG;
-        struct queue_rcpt *r = &env->rcpts[l->index];
-        r->state = l->state;
-        r->attempts = l->attempts;
-        r->last_attempt = l->last_attempt;
-        free(r->last_reply);
-        r->last_reply = l->reply;
-        l->reply = NULL;
-    }
-    return 0;
-}
-
-static int format_entry(struct queue_text *t, const struct queue_envelope *env, const char *domain)
-{
-    int rc = queue_text_append(t, QUEUE_FS_ENTRY_MAGIC_LINE, strlen(QUEUE_FS_ENTRY_MAGIC_LINE));
-    for (size_t i = 0; rc == 0 && i < env->rcpt_count; i++) {
-        const struct queue_rcpt *r = &env->rcpts[i];
-        if (strcmp(r->domain, domain) != 0)
-            continue;
-        rc = queue_text_printf(t, "rcpt %zu %s %u %" PRId64 " ", i, queue_rcpt_state_name(r->state),
-                               r->attempts, (int64_t)r->last_attempt);
-        if (rc == 0)
-            rc = queue_text_token(t, r->last_reply);
-        if (rc == 0)
-            rc = queue_text_append(t, "\n", 1);
-    }
-    if (rc == 0)
-        rc = queue_text_append(t, QUEUE_FS_ENTRY_END_LINE, strlen(QUEUE_FS_ENTRY_END_LINE));
-    return rc;
 }
 
 /* Replaces dom/<domain>/<id> atomically and durably: write .<id>.tmp, fsync it, rename it over
@@ -379,7 +243,7 @@ static int write_entry(struct fs_queue *fq, const struct queue_envelope *env, co
     struct queue_text text = {0};
     int rc = ensure_domain_dir(fq, domain);
     if (rc == 0)
-        rc = format_entry(&text, env, domain);
+        rc = queue_fs_entry_format(&text, env, domain);
     int dirfd = rc == 0 ? open_dir_at(fq->dom_fd, domain) : -1;
     if (rc == 0 && dirfd < 0)
         rc = errno;
@@ -451,7 +315,7 @@ static int parse_trailer(const char *t, struct parsed_trailer *out)
     char digits[21];
     memcpy(digits, t + prefix, 20);
     digits[20] = '\0';
-    if (!parse_number(digits, UINT64_MAX, &out->body_len))
+    if (!queue_fs_parse_number(digits, UINT64_MAX, &out->body_len))
         return EBADMSG;
     const char *hex = t + prefix + 21;
     for (size_t i = 0; i < 32; i++) {
@@ -708,11 +572,11 @@ static int repair_entry(struct fs_queue *fq, const char *domain, const char *id)
 static int load_domain_state(const char *domain, void *arg)
 {
     struct state_loader *l = arg;
-    struct entry e;
+    struct queue_fs_entry e;
     int rc = read_entry(l->fq, domain, l->env->id, &e);
     if (rc == 0) {
-        rc = apply_entry(l->env, domain, &e);
-        entry_free(&e);
+        rc = queue_fs_entry_apply(l->env, domain, &e);
+        queue_fs_entry_free(&e);
     }
     if (rc == ENOENT)
         return 0;   /* not yet (re)built: all of the domain's recipients pending */
@@ -1162,13 +1026,13 @@ struct domain_listing {
 
 static bool entry_pending(struct fs_queue *fq, const char *domain, const char *id)
 {
-    struct entry e;
+    struct queue_fs_entry e;
     int rc = read_entry(fq, domain, id, &e);
     if (rc == ENOENT)
         return false;   /* removed meanwhile */
     bool pending = rc != 0 || entry_has_pending(&e);   /* damaged: let the opener repair it */
     if (rc == 0)
-        entry_free(&e);
+        queue_fs_entry_free(&e);
     return pending;
 }
 
@@ -1336,9 +1200,11 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
 /* Applies one outcome to the loaded envelope (no I/O). 0, EINVAL, EALREADY or ENOMEM. */
 static int apply_outcome(struct queue_envelope *env, const struct queue_outcome *o, time_t now)
 {
-    if ((unsigned)o->state > QUEUE_RCPT_STATE_LAST || o->rcpt_index >= env->rcpt_count)
+    if ((unsigned)o->state > QUEUE_OUTCOME_WARNED || o->rcpt_index >= env->rcpt_count)
         return EINVAL;
     struct queue_rcpt *r = &env->rcpts[o->rcpt_index];
+    if (o->state == QUEUE_OUTCOME_WARNED)   /* the delay warning's mark: no attempt counted */
+        return r->state == QUEUE_RCPT_PENDING ? (r->warned = true, 0) : EALREADY;
     bool notified = r->state == QUEUE_RCPT_FAILED && o->state == QUEUE_RCPT_BOUNCED;
     if (r->state != QUEUE_RCPT_PENDING && !notified)
         return EALREADY;   /* final; a FAILED one may only become BOUNCED */

@@ -23,8 +23,10 @@ enum {
     QUEUE_FS_WRITE_BUFFER = 64 << 10,
 };
 
-/* Domain index entry: empty (all pending), or magic line, rcpt lines, "end" line. */
-#define QUEUE_FS_ENTRY_MAGIC_LINE "ODMRD 1\n"
+/* Domain index entry: empty (all pending), or magic line, rcpt lines, "end" line. Version 2
+ * adds the per-recipient flags (queue_fs_entry.c); version 1 entries are still read. */
+#define QUEUE_FS_ENTRY_MAGIC_LINE "ODMRD 2\n"
+#define QUEUE_FS_ENTRY_MAGIC_V1 "ODMRD 1\n"
 #define QUEUE_FS_ENTRY_END_LINE "end\n"
 
 #endif

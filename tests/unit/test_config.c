@@ -41,6 +41,11 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_line_length, 1000);
     assert_int_equal(cfg.command_timeout, 300);
     assert_int_equal(cfg.max_hold, 5 * 86400);
+    assert_int_equal(cfg.delay_warning, 0);   /* off, like Postfix's delay_warning_time */
+    assert_null(cfg.bounce_relay);
+    assert_null(cfg.bounce_postmaster);
+    assert_int_equal(cfg.bounce_retry_min, 300);
+    assert_int_equal(cfg.bounce_retry_max, 3600);
     /* RFC 5321 4.5.3.2 client timeouts for the reversed session */
     assert_int_equal(cfg.odmr_command_timeout, 300);
     assert_int_equal(cfg.push_greeting_timeout, 300);
@@ -108,6 +113,24 @@ static void test_values(void **state)
     config_free(&cfg);
 }
 
+static void test_bounce_and_delay_warning(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(load("[queue]\ndelay_warning = 4h\n[bounce]\nrelay = 127.0.0.1:25\n"
+                          "postmaster = pm@provider.example\nretry_min = 1s\nretry_max = 2s\n",
+                          &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.delay_warning, 4 * 3600);
+    assert_string_equal(cfg.bounce_relay, "127.0.0.1:25");
+    assert_string_equal(cfg.bounce_postmaster, "pm@provider.example");
+    assert_int_equal(cfg.bounce_retry_min, 1);
+    assert_int_equal(cfg.bounce_retry_max, 2);
+    config_free(&cfg);
+    assert_int_equal(load("[queue]\ndelay_warning = 0\n", &cfg, err, sizeof err), 0);
+    assert_int_equal(cfg.delay_warning, 0);
+    config_free(&cfg);
+}
+
 static void test_errors(void **state)
 {
     static const struct { const char *text; const char *message; } bad[] = {
@@ -122,6 +145,9 @@ static void test_errors(void **state)
         {"[odmr]\nmax_address_failures = 0\n", ":2: max_address_failures: bad number"},
         {"[odmr]\nfailure_window = 0s\n", ":2: failure_window: bad duration"},
         {"garbage line\n", ":1: syntax error"},
+        {"[queue]\ndelay_warning = soon\n", ":2: delay_warning: bad duration"},
+        {"[bounce]\nretry_min = 0\n", ":2: retry_min: bad duration"},
+        {"[bounce]\npostmaster = nobody\n", "[bounce] postmaster: \"nobody\" is not an address"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct config cfg;
@@ -187,6 +213,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_limit_keys),   cmocka_unit_test(test_values),
         cmocka_unit_test(test_errors),     cmocka_unit_test(test_unreadable),
+        cmocka_unit_test(test_bounce_and_delay_warning),
         cmocka_unit_test(test_parsers),    cmocka_unit_test(test_postmaster),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -318,6 +318,9 @@ static void test_status_of_reply(void **state)
         {"550 5.1.1x", "5.0.0"},
         {"451 4.3.0 later", "4.3.0"},
         {"451 later", "4.0.0"},
+        {"250 2.0.0 Ok: queued as 4XYZ", "2.0.0"},   /* relayed notices */
+        {"250 ok", "2.0.0"},
+        {"250 5.0.0 wrong class", "2.0.0"},
         {"", "5.0.0"},
         {NULL, "5.0.0"},
         {"55", "5.0.0"},

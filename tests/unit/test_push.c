@@ -506,6 +506,8 @@ static void test_no_dsn_params_without_dsn(void **state)
     assert_non_null(strstr(f.transcript, "MAIL FROM:<alice@sender.example>\r\n"));
     assert_non_null(strstr(f.transcript, "RCPT TO:<bob@a.example>\r\n"));
     assert_false(queued(run->q, ids[0]));
+    /* RFC 3461 5.2.2 (b): NOTIFY=SUCCESS toward a customer without DSN: a relayed notice. */
+    expect_notices(run->q, 1);
     run_free(run);
 }
 
@@ -522,10 +524,11 @@ static void test_helo_fallback_and_line_per_write(void **state)
     assert_int_equal(run->result.failed, 2);   /* 8BITMIME and SMTPUTF8 */
     assert_int_equal(run->result.delivered, 1);
     assert_int_equal(f.body_count, 1);
-    /* Failed with their notices committed: nothing left of them. */
+    /* Failed with their notices committed: nothing left of them. The delivered one asked for
+     * NOTIFY=SUCCESS from a customer without DSN: a relayed notice (RFC 3461 5.2.2 b). */
     assert_false(queued(run->q, ids[0]));
     assert_false(queued(run->q, ids[2]));
-    expect_notices(run->q, 2);
+    expect_notices(run->q, 3);
     assert_false(queued(run->q, ids[1]));
     run_free(run);
 }
