@@ -26,6 +26,7 @@
 
 #include "engines/smtp_server.h"
 #include "fuzz_loop.h"
+#include "fuzz_tmp.h"
 #include "platform/tls.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -66,10 +67,10 @@ struct run {
 static SSL_CTX *tls_context(void)
 {
     static SSL_CTX *ctx;
-    char dir[64], cert[96], key[96], err[256];
+    const char *dir = fuzz_tmp_path("tls");
+    char cert[128], key[128], err[256];
     if (ctx != NULL)
         return ctx;
-    snprintf(dir, sizeof dir, "/tmp/fuzz-tls-%d", (int)getpid());
     snprintf(cert, sizeof cert, "%s/cert.pem", dir);
     snprintf(key, sizeof key, "%s/key.pem", dir);
     if (tls_ensure_self_signed(cert, key, "mx.example", err, sizeof err) < 0 ||
