@@ -58,7 +58,8 @@ asan:
 
 # `make check` installs what it needs, then runs the unit tests, the same unit tests under
 # ASan+UBSan, the protocol and interop tests, and the protocol and interop tests again against
-# the ASan+UBSan binaries (leaks at exit included: odmrd must then exit 0).
+# the ASan+UBSan binaries (leaks at exit included: odmrd must then exit 0), and every fuzz
+# target for FUZZ_SECONDS (clang, ASan+UBSan).
 check:
 	scripts/install-deps
 	$(MAKE) check-all

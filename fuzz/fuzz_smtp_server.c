@@ -7,7 +7,8 @@
  * from the loop; senders refuse@ and diskfull@ make data_begin and data_write fail.
  *   byte 0: LMTP, CHUNKING offered, async end of data, async RCPT, piece feed, small limits,
  *           server shutdown before the client's EOF, STARTTLS offered (and an extra EHLO line)
- *   byte 1: piece size (1-256)
+ *   byte 1: piece size (1-128); high bit: the client's EOF follows its last byte at once, before
+ *           the loop runs (a half-close while a hook's answer may still be pending)
  * Checks: no crash, leak or livelock; every reply line is RFC 5321 4.2 grammar (3 digits,
  * 2xx-5xx, SP or "-", text of HT and printable ASCII, CRLF, at most 512 octets, the same code
  * on every line of a reply); the greeting is 220; nothing follows a 221 or 421; at most one
@@ -58,6 +59,7 @@ struct run {
     struct smtp_session *session;
     struct smtp_limits limits;
     unsigned flags, extra_finals;   /* LMTP replies after the data, this step */
+    bool eof_sent;
     bool message_open;              /* data_begin said yes; no data_end/data_abort yet */
     uint64_t octets;
     struct pending pending;
@@ -290,13 +292,21 @@ static bool start(struct run *run)
     return true;
 }
 
-/* One piece of the client's stream, then the loop to idle; in line mode the replies it
- * caused are counted. */
-static void step(struct run *run, const uint8_t *piece, size_t n, bool line_mode)
+static void send_eof(struct run *run)
+{
+    bufferevent_flush(run->client, EV_WRITE, BEV_FINISHED);
+    run->eof_sent = true;
+}
+
+/* One piece of the client's stream (and its EOF when last), then the loop to idle; in line
+ * mode the replies it caused are counted. */
+static void step(struct run *run, const uint8_t *piece, size_t n, bool line_mode, bool last)
 {
     run->rp.finals = 0;
     run->extra_finals = 0;
     bufferevent_write(run->client, piece, n);
+    if (last)
+        send_eof(run);
     fuzz_loop_idle(&run->loop);
     /* One reply per command; a BDAT chunk's end and the next command may share a line. */
     unsigned allowed = 1 + run->extra_finals + ((run->flags & F_CHUNKING) != 0);
@@ -314,8 +324,8 @@ static void finish(struct run *run)
         smtp_server_shutdown(run->server, on_idle, run);
         fuzz_loop_idle(&run->loop);
     }
-    if (run->session != NULL) {
-        bufferevent_flush(run->client, EV_WRITE, BEV_FINISHED);   /* the client's EOF */
+    if (run->session != NULL && !run->eof_sent) {
+        send_eof(run);
         fuzz_loop_idle(&run->loop);
     }
     FUZZ_CHECK(run->session == NULL && !run->pending.armed);
@@ -331,11 +341,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run.flags = data[0];
     if (start(&run)) {
         fuzz_loop_idle(&run.loop);   /* the greeting */
-        bool line_mode = !(run.flags & F_PIECES);
+        bool line_mode = !(run.flags & F_PIECES), early_eof = data[1] & 0x80;
         for (size_t off = 2; off < size && run.session != NULL;) {
-            size_t n = fuzz_next_piece(data, size, off, line_mode, 1 + data[1]);
-            step(&run, data + off, n, line_mode);
+            size_t n = fuzz_next_piece(data, size, off, line_mode, 1 + (data[1] & 0x7f));
             off += n;
+            step(&run, data + off - n, n, line_mode, early_eof && off == size);
         }
         finish(&run);
     }
