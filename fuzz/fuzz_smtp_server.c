@@ -1,14 +1,16 @@
 /* libFuzzer target: whole SMTP and LMTP server sessions (engines/smtp_server.c). The input is
  * what a client sends; it goes over a bufferevent pair into a session made by
- * smtp_server_adopt(), line by line (the loop run to idle after each line) or in pieces. The
+ * smtp_server_adopt(), or over a socketpair into one made by smtp_server_accept() (the read
+ * path of a real connection), line by line (the loop run to idle after each line) or in pieces. The
  * hooks play a small service: recipients in example.org/example.net accepted, full.example
  * 452, down.example 421, others 550 (synchronously, or asynchronously on a later loop turn like
  * odmr-client's relay); data counted; the end of data answered 250 or 452, synchronously or
  * from the loop; senders refuse@ and diskfull@ make data_begin and data_write fail.
  *   byte 0: LMTP, CHUNKING offered, async end of data, async RCPT, piece feed, small limits,
  *           server shutdown before the client's EOF, STARTTLS offered (and an extra EHLO line)
- *   byte 1: piece size (1-128); high bit: the client's EOF follows its last byte at once, before
- *           the loop runs (a half-close while a hook's answer may still be pending)
+ *   byte 1: piece size (1-64); 0x40: a socketpair and smtp_server_accept(); 0x80: the client's
+ *           EOF follows its last byte at once, before the loop runs (a half-close while a
+ *           hook's answer may still be pending)
  * Checks: no crash, leak or livelock; every reply line is RFC 5321 4.2 grammar (3 digits,
  * 2xx-5xx, SP or "-", text of HT and printable ASCII, CRLF, at most 512 octets, the same code
  * on every line of a reply); the greeting is 220; nothing follows a 221 or 421; at most one
@@ -17,12 +19,15 @@
  * between a data_begin that said yes and its data_end or data_abort, for a transaction with
  * recipients, never over max_message_size, no hook answer pending when the session is freed);
  * after the client's EOF the session is gone. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "engines/smtp_server.h"
@@ -56,7 +61,8 @@ struct run {
     struct fuzz_loop loop;
     struct smtp_server *server;
     struct bufferevent *client;
-    struct smtp_session *session;
+    struct smtp_session *session;   /* NULL once freed; SESSION_UNSEEN until a hook sees it */
+    int client_fd;                  /* socketpair mode: the client's end, else -1 */
     struct smtp_limits limits;
     unsigned flags, extra_finals;   /* LMTP replies after the data, this step */
     bool eof_sent;
@@ -65,6 +71,17 @@ struct run {
     struct pending pending;
     struct replies rp;
 };
+
+/* An accepted session (socketpair mode) is known to the target from its first hook call. */
+static long unseen_session;
+#define SESSION_UNSEEN ((struct smtp_session *)&unseen_session)
+
+static void check_session(struct run *run, struct smtp_session *s)
+{
+    if (run->session == SESSION_UNSEEN)
+        run->session = s;
+    FUZZ_CHECK(s == run->session);
+}
 
 static SSL_CTX *tls_context(void)
 {
@@ -98,8 +115,8 @@ static void rcpt_verdict(const char *domain, struct smtp_reply *reply)
 static void check_rcpt_allowed(struct run *run, struct smtp_session *s)
 {
     const struct smtp_transaction *t = smtp_session_transaction(s);
-    FUZZ_CHECK(s == run->session && !run->pending.armed);
-    FUZZ_CHECK(t->active && t->sender != NULL);
+    check_session(run, s);
+    FUZZ_CHECK(!run->pending.armed && t->active && t->sender != NULL);
     FUZZ_CHECK(t->rcpt_count < run->limits.max_recipients);
 }
 
@@ -136,7 +153,8 @@ static int hook_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply 
 {
     struct run *run = ctx;
     const struct smtp_transaction *t = smtp_session_transaction(s);
-    FUZZ_CHECK(s == run->session && t->active && t->rcpt_count > 0 && !run->pending.armed);
+    check_session(run, s);
+    FUZZ_CHECK(t->active && t->rcpt_count > 0 && !run->pending.armed);
     run->octets = 0;
     if (!sender_is(s, "refuse@")) {
         run->message_open = true;
@@ -150,7 +168,8 @@ static int hook_data_write(void *ctx, struct smtp_session *s, const char *data, 
 {
     struct run *run = ctx;
     run->octets += len;
-    FUZZ_CHECK(s == run->session && run->message_open);   /* octets only for an open message */
+    check_session(run, s);
+    FUZZ_CHECK(run->message_open);   /* octets only for an open message */
     FUZZ_CHECK(len > 0 && run->octets <= run->limits.max_message_size);
     if (!sender_is(s, "diskfull@"))
         return 0;
@@ -171,8 +190,8 @@ static void hook_data_end(void *ctx, struct smtp_session *s)
 {
     struct run *run = ctx;
     const struct smtp_transaction *t = smtp_session_transaction(s);
-    FUZZ_CHECK(s == run->session && t->rcpt_count > 0 && !run->pending.armed);
-    FUZZ_CHECK(run->message_open);
+    check_session(run, s);
+    FUZZ_CHECK(t->rcpt_count > 0 && !run->pending.armed && run->message_open);
     run->message_open = false;
     if (run->flags & F_LMTP)
         run->extra_finals += (unsigned)t->rcpt_count - 1;
@@ -190,7 +209,8 @@ static void hook_data_end(void *ctx, struct smtp_session *s)
 static void hook_closed(void *ctx, struct smtp_session *s)
 {
     struct run *run = ctx;
-    FUZZ_CHECK(s == run->session && !run->pending.armed);
+    check_session(run, s);
+    FUZZ_CHECK(!run->pending.armed);
     run->session = NULL;
 }
 
@@ -263,10 +283,9 @@ static const struct smtp_server_hooks async_hooks = {
     hook_closed,
 };
 
-static bool start(struct run *run)
+static struct smtp_server *server_new(struct run *run)
 {
     static const char *const extra[] = {"X-ODMR-FAST", NULL};
-    struct bufferevent *pair[2];
     bool small = run->flags & F_SMALL;
     run->limits = (struct smtp_limits){small ? 4096 : 1 << 20, small ? 3 : 100, 1000,
                                        small ? 5 : 20, small ? 5 : 100, 300, 300};
@@ -275,26 +294,79 @@ static bool start(struct run *run)
         run->flags & F_TLS ? tls_context() : NULL, run->limits,
         run->flags & F_ASYNC_RCPT ? &async_hooks : &hooks, run, 4,
         run->flags & F_TLS ? extra : NULL, run->flags & F_CHUNKING};
-    if (!fuzz_loop_init(&run->loop) || !fuzz_pair(&run->loop, pair))
+    return smtp_server_new(run->loop.base, &set);
+}
+
+/* A real connection: a socketpair, smtp_server_accept(), the client's end read by a socket
+ * bufferevent and written with send(). */
+static bool connect_socket(struct run *run)
+{
+    int sv[2];
+    struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000)};
+    peer.sin_addr.s_addr = htonl(0xc0000201);   /* 192.0.2.1 */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+        return false;
+    smtp_server_accept(run->server, sv[0], (struct sockaddr *)&peer, sizeof peer);
+    run->client_fd = sv[1];
+    run->client = bufferevent_socket_new(run->loop.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+    if (run->client == NULL)
+        close(sv[1]);
+    run->session = smtp_server_session_count(run->server) == 1 ? SESSION_UNSEEN : NULL;
+    return run->client != NULL && run->session != NULL;
+}
+
+static bool connect_pair(struct run *run)
+{
+    struct bufferevent *pair[2];
+    if (!fuzz_pair(&run->loop, pair))
+        return false;
+    run->client = pair[1];
+    run->session = smtp_server_adopt(run->server, pair[0], "192.0.2.1", false);
+    if (run->session == NULL)
+        bufferevent_free(pair[0]);
+    return run->session != NULL;
+}
+
+static bool start(struct run *run, bool socket_mode)
+{
+    run->client_fd = -1;
+    if (!fuzz_loop_init(&run->loop))
         return false;
     run->pending.ev = event_new(run->loop.base, -1, 0, on_pending, run);
-    run->server = smtp_server_new(run->loop.base, &set);
-    run->client = pair[1];
+    run->server = server_new(run);
+    if (run->pending.ev == NULL || run->server == NULL ||
+        !(socket_mode ? connect_socket(run) : connect_pair(run)))
+        return false;
     bufferevent_setcb(run->client, on_client_read, NULL, NULL, run);
     bufferevent_enable(run->client, EV_READ | EV_WRITE);
-    run->session = run->server != NULL && run->pending.ev != NULL
-                       ? smtp_server_adopt(run->server, pair[0], "192.0.2.1", false)
-                       : NULL;
-    if (run->session == NULL) {
-        bufferevent_free(pair[0]);
-        return false;
-    }
     return true;
+}
+
+static void send_bytes(struct run *run, const uint8_t *data, size_t n)
+{
+    if (run->client_fd < 0) {
+        bufferevent_write(run->client, data, n);
+        return;
+    }
+    for (unsigned tries = 0; n > 0 && tries < 100; tries++) {
+        ssize_t sent = send(run->client_fd, data, n, MSG_NOSIGNAL);
+        if (sent > 0) {
+            data += sent;
+            n -= (size_t)sent;
+        } else if (sent < 0 && errno == EAGAIN) {
+            fuzz_loop_idle(&run->loop);   /* the socket is full: let the server read */
+        } else {
+            return;   /* the server closed its end */
+        }
+    }
 }
 
 static void send_eof(struct run *run)
 {
-    bufferevent_flush(run->client, EV_WRITE, BEV_FINISHED);
+    if (run->client_fd >= 0)
+        shutdown(run->client_fd, SHUT_WR);
+    else
+        bufferevent_flush(run->client, EV_WRITE, BEV_FINISHED);
     run->eof_sent = true;
 }
 
@@ -304,7 +376,7 @@ static void step(struct run *run, const uint8_t *piece, size_t n, bool line_mode
 {
     run->rp.finals = 0;
     run->extra_finals = 0;
-    bufferevent_write(run->client, piece, n);
+    send_bytes(run, piece, n);
     if (last)
         send_eof(run);
     fuzz_loop_idle(&run->loop);
@@ -339,11 +411,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memset(&run, 0, sizeof run);
     run.flags = data[0];
-    if (start(&run)) {
+    if (start(&run, data[1] & 0x40)) {
         fuzz_loop_idle(&run.loop);   /* the greeting */
         bool line_mode = !(run.flags & F_PIECES), early_eof = data[1] & 0x80;
         for (size_t off = 2; off < size && run.session != NULL;) {
-            size_t n = fuzz_next_piece(data, size, off, line_mode, 1 + (data[1] & 0x7f));
+            size_t n = fuzz_next_piece(data, size, off, line_mode, 1 + (data[1] & 0x3f));
             off += n;
             step(&run, data + off - n, n, line_mode, early_eof && off == size);
         }
