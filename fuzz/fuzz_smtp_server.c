@@ -8,9 +8,10 @@
  * from the loop; senders refuse@ and diskfull@ make data_begin and data_write fail.
  *   byte 0: LMTP, CHUNKING offered, async end of data, async RCPT, piece feed, small limits,
  *           server shutdown before the client's EOF, STARTTLS offered (and an extra EHLO line)
- *   byte 1: piece size (1-64); 0x40: a socketpair and smtp_server_accept(); 0x80: the client's
- *           EOF follows its last byte at once, before the loop runs (a half-close while a
- *           hook's answer may still be pending)
+ *   byte 1: piece size (1-64; x128 over a socket: more than libevent's 4096-octet read, so
+ *           read_more() takes the rest); 0x40: a socketpair and smtp_server_accept(); 0x80:
+ *           the client's EOF follows its last byte at once, before the loop runs (a half-close
+ *           while a hook's answer may still be pending)
  * Checks: no crash, leak or livelock; every reply line is RFC 5321 4.2 grammar (3 digits,
  * 2xx-5xx, SP or "-", text of HT and printable ASCII, CRLF, at most 512 octets, the same code
  * on every line of a reply); the greeting is 220; nothing follows a 221 or 421; at most one
@@ -415,7 +416,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_loop_idle(&run.loop);   /* the greeting */
         bool line_mode = !(run.flags & F_PIECES), early_eof = data[1] & 0x80;
         for (size_t off = 2; off < size && run.session != NULL;) {
-            size_t n = fuzz_next_piece(data, size, off, line_mode, 1 + (data[1] & 0x3f));
+            size_t piece = (1 + (data[1] & 0x3f)) * (run.client_fd >= 0 ? 128 : 1);
+            size_t n = fuzz_next_piece(data, size, off, line_mode, piece);
             off += n;
             step(&run, data + off - n, n, line_mode, early_eof && off == size);
         }
