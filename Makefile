@@ -47,8 +47,8 @@ odmrd_OBJ       := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/odmrd/*.c))
 odmrctl_OBJ     := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ctl/*.c))
 odmr-client_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/client/*.c))
 
-.PHONY: all asan unit check check-all check-unit check-proto fuzz clean deps run \
-        install install-build FORCE
+.PHONY: all asan unit check check-all check-unit check-proto fuzz fuzz-targets fuzz-check clean \
+        deps run install install-build FORCE
 all: $(BINS)
 
 $(BUILD)/%.o: %.c
@@ -79,7 +79,8 @@ asan:
 
 # `make check` installs what it needs, then runs the unit tests, the same unit tests under
 # ASan+UBSan, the protocol and interop tests, and the protocol and interop tests again against
-# the ASan+UBSan binaries (leaks at exit included: odmrd must then exit 0).
+# the ASan+UBSan binaries (leaks at exit included: odmrd must then exit 0), and every fuzz
+# target for FUZZ_SECONDS (clang, ASan+UBSan).
 check:
 	scripts/install-deps
 	$(MAKE) check-all
@@ -89,6 +90,7 @@ check-all: all unit asan
 	scripts/run-unit build-asan/tests
 	scripts/run-proto
 	ODMR_BIN=$(CURDIR)/build-asan/bin scripts/run-proto
+	$(MAKE) fuzz-check
 
 check-unit: all unit
 	scripts/run-unit $(BUILD)/tests
@@ -96,14 +98,28 @@ check-unit: all unit
 check-proto: all
 	scripts/run-proto
 
-# libFuzzer targets, one per parser: `make fuzz` builds them into build-fuzz/.
+# libFuzzer targets (docs/fuzzing.md): `make fuzz` builds them with clang into build-fuzz/fuzz/;
+# `make fuzz-check` runs each for FUZZ_SECONDS from its seeds in fuzz/corpus/<target>/ and fails
+# on a crash, a leak, a timeout or 2 GB of memory.
+FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=build-fuzz/fuzz/%)
+FUZZ_SECONDS ?= 10
 fuzz:
 	$(MAKE) CC=clang BUILD=build-fuzz BINDIR=build-fuzz/bin OPT="-O1 -g" \
 	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libodmr.a
-	@mkdir -p build-fuzz/fuzz
-	for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(CSTD) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc $$(pkg-config --cflags $(PKGS)) \
-	    -o build-fuzz/fuzz/$$n $$f build-fuzz/libodmr.a $(LDLIBS) || exit 1; done
+	$(MAKE) fuzz-targets
+
+fuzz-targets: $(FUZZ_BIN)
+
+build-fuzz/fuzz/%: fuzz/%.c build-fuzz/libodmr.a
+	@mkdir -p build-fuzz/fuzz build-fuzz/dep
+	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
+	    $(shell pkg-config --cflags $(PKGS)) -MMD -MP -MF build-fuzz/dep/$(@F).d \
+	    -o $@ $< build-fuzz/libodmr.a $(LDLIBS)
+
+# Every target from its seeds only (a fresh corpus each time), one after another.
+fuzz-check: fuzz
+	rm -rf build-fuzz/check-corpus
+	FUZZ_WORK=build-fuzz/check-corpus scripts/fuzz-run $(FUZZ_SECONDS)
 
 deps:
 	scripts/install-deps
@@ -145,4 +161,5 @@ install: install-build
 clean:
 	rm -rf build build-asan build-fuzz build-install bin
 
--include $(LIB_OBJ:.o=.d) $(odmrd_OBJ:.o=.d) $(odmrctl_OBJ:.o=.d) $(odmr-client_OBJ:.o=.d) $(UNIT_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(odmrd_OBJ:.o=.d) $(odmrctl_OBJ:.o=.d) $(odmr-client_OBJ:.o=.d) $(UNIT_BIN:=.d) \
+         $(FUZZ_SRC:fuzz/%.c=build-fuzz/dep/%.d)

@@ -4,15 +4,14 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "fuzz_tmp.h"
 #include "lib/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char path[64];
-    if (path[0] == '\0')
-        snprintf(path, sizeof path, "/tmp/fuzz-config-%d.conf", (int)getpid());
+    const char *path = fuzz_tmp_path("config");
     FILE *f = fopen(path, "w");
     if (f == NULL)
         return 0;

@@ -6,17 +6,17 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "fuzz_tmp.h"
 #include "store/queue.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char spool[64];
     static struct queue *q;
+    const char *spool = fuzz_tmp_path("spool");
     char err[256], path[128];
     if (q == NULL) {
-        snprintf(spool, sizeof spool, "/tmp/fuzz-spool-%d", (int)getpid());
         q = queue_open_fs(spool, NULL, 0, err, sizeof err);
         if (q == NULL)
             abort();

@@ -4,15 +4,14 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "fuzz_tmp.h"
 #include "store/userdb.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char path[64];
-    if (path[0] == '\0')
-        snprintf(path, sizeof path, "/tmp/fuzz-users-%d", (int)getpid());
+    const char *path = fuzz_tmp_path("users");
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0)
         return 0;

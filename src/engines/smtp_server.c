@@ -803,7 +803,8 @@ static void stage_octets(struct smtp_session *s, const char *data, size_t len)
     deadline_add_octets(&s->deadline, len);
     if (d->octets > limits(s)->max_message_size)
         d->too_big = true;
-    if (d->too_big || d->storage_errno != 0)
+    /* A refused BDAT chunk is read and dropped: data_begin never opened a message for it. */
+    if (d->too_big || d->storage_errno != 0 || d->refusal.code != 0)
         return;
     while (len > 0) {
         size_t room = sizeof d->stage - d->staged;
