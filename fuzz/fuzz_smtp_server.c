@@ -276,25 +276,30 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 /* ---- the session ---- */
 
 static const struct smtp_server_hooks hooks = {
-    hook_rcpt, hook_data_begin, hook_data_write, hook_data_abort, hook_data_end, NULL,
-    hook_closed,
+    .check_rcpt = hook_rcpt, .data_begin = hook_data_begin, .data_write = hook_data_write,
+    .data_abort = hook_data_abort, .data_end = hook_data_end, .session_closed = hook_closed,
 };
 static const struct smtp_server_hooks async_hooks = {
-    NULL, hook_data_begin, hook_data_write, hook_data_abort, hook_data_end, hook_rcpt_async,
-    hook_closed,
+    .data_begin = hook_data_begin, .data_write = hook_data_write, .data_abort = hook_data_abort,
+    .data_end = hook_data_end, .check_rcpt_async = hook_rcpt_async, .session_closed = hook_closed,
 };
 
 static struct smtp_server *server_new(struct run *run)
 {
     static const char *const extra[] = {"X-ODMR-FAST", NULL};
     bool small = run->flags & F_SMALL;
-    run->limits = (struct smtp_limits){small ? 4096 : 1 << 20, small ? 3 : 100, 1000,
-                                       small ? 5 : 20, small ? 5 : 100, 300, 300};
+    run->limits = (struct smtp_limits){
+        .max_message_size = small ? 4096 : 1 << 20, .max_recipients = small ? 3 : 100,
+        .max_line_length = 1000, .max_errors = small ? 5 : 20,
+        .max_junk_commands = small ? 5 : 100, .command_timeout = 300, .data_timeout = 300,
+        .min_data_rate = 500};
     struct smtp_server_settings set = {
-        run->flags & F_LMTP ? SMTP_SERVER_LMTP : SMTP_SERVER_SMTP, "mx.example", "fuzz",
-        run->flags & F_TLS ? tls_context() : NULL, run->limits,
-        run->flags & F_ASYNC_RCPT ? &async_hooks : &hooks, run, 4,
-        run->flags & F_TLS ? extra : NULL, run->flags & F_CHUNKING};
+        .mode = run->flags & F_LMTP ? SMTP_SERVER_LMTP : SMTP_SERVER_SMTP,
+        .hostname = "mx.example", .role = "fuzz",
+        .tls = run->flags & F_TLS ? tls_context() : NULL, .limits = run->limits,
+        .hooks = run->flags & F_ASYNC_RCPT ? &async_hooks : &hooks, .hooks_ctx = run,
+        .max_sessions = 4, .ehlo_extra = run->flags & F_TLS ? extra : NULL,
+        .chunking = run->flags & F_CHUNKING};
     return smtp_server_new(run->loop.base, &set);
 }
 
