@@ -112,13 +112,14 @@ class SinkHandler(socketserver.StreamRequestHandler):
                     self.reply("554 5.5.1 no valid recipients")   # it said 354 all the same
                     continue
                 results = [srv.data_replies.get(a, "250 2.0.0 delivered") for a in rcpts]
+                # recorded before the replies: the client may exit as soon as it has them
+                srv.messages.append((sender, list(rcpts), data, results))
+                srv.envelopes.append(envelope)
                 if srv.lmtp:
                     for r in results:
                         self.reply(r)
                 else:
                     self.reply(results[0])
-                srv.messages.append((sender, list(rcpts), data, results))
-                srv.envelopes.append(envelope)
             elif verb == "RSET":
                 sender, rcpts = None, []
                 self.reply("250 2.0.0 ok")
