@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 # odmrd build. `make` builds bin/odmrd and bin/odmrctl; `make asan` builds the same
 # programs with ASan+UBSan into build-asan/; `make check` runs every test.
 CC      ?= cc

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: odmr-client's config file (inih + the settings table, settings.c), fed
  * from memory. Each input starts from the defaults and is freed, so leaks show. */
 #include <stdint.h>

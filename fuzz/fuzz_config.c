@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the odmrd.conf loader (inih + the key table). */
 #include <stdint.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the ATRN domain list parser. */
 #include <stdint.h>
 #include <stdlib.h>

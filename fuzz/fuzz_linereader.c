@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the bounded line reader, fed in random-sized pieces. */
 #include <event2/buffer.h>
 #include <stddef.h>

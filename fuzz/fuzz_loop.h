@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* For the session fuzz targets: an event base, a bounded event loop and the checks they share.
  * One loop pass runs the callbacks active when it starts (a "breaker" callback queued behind
  * them ends the pass), so a session that keeps re-activating itself cannot hang a target:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the queue's message file validator and envelope parser. The input is
  * planted as a committed message in a private spool and opened like the push would. */
 #include <fcntl.h>

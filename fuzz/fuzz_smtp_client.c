@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the SMTP/LMTP client engine (engines/smtp_client.c, the push toward the
  * customer's MTA) against a fuzzed server. The input is the server's side of a whole session
  * (greeting, EHLO reply and its capabilities, MAIL/RCPT/DATA/BDAT/QUIT replies), fed over a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the SMTP grammar. The input, NUL-terminated, goes to MAIL and RCPT with
  * and without SMTPUTF8, and to the domain, literal, xtext and HELO checks. Accepted results
  * are checked against the header's bounds and re-validated with the standalone checkers. */

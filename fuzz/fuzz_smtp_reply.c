@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the SMTP reply reader (lib/reply_reader.c) as the smtp_client engine uses it
  * (bare LF tolerated) and as odmr-client uses it through wire_read_reply() (CRLF only), fed in
  * random-sized pieces. Checks the grammar and the bounds the readers promise. */

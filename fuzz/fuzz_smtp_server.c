@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: whole SMTP and LMTP server sessions (engines/smtp_server.c). The input is
  * what a client sends; it goes over a bufferevent pair into a session made by
  * smtp_server_adopt(), or over a socketpair into one made by smtp_server_accept() (the read

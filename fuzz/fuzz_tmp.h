@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* For the targets that need files: one private path under /tmp per fuzzer process, removed
  * (with everything below it) when the run ends, so `make fuzz-check` leaves nothing behind. */
 #ifndef ODMR_FUZZ_TMP_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* libFuzzer target: the users file loader. */
 #include <fcntl.h>
 #include <stdint.h>

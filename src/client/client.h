@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client: the customer side of On-Demand Mail Relay (RFC 2645). Shared definitions of the
  * program's modules: settings (settings.c: flags and the config file), the run (main.c), the
  * exchange before the turnaround (odmr.c), the local target (target.c), the reversed session

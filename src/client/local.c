@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* What the Maildir and MDA targets share: replies and the CRLF -> LF copy. */
 #include "client/local.h"
 

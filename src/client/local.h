@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Local delivery without an MTA: a Maildir (maildir.c) or an MDA command (mda.c). Both are
  * blocking and run one recipient at a time; their verdict is an SMTP reply in a wire_reply, so
  * the relay treats them like an LMTP target (one reply per recipient, folded, docs/client.md).

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Maildir delivery (the layout of qmail's maildir(5), as Dovecot, Courier and mutt read it):
  * write tmp/<unique>, fsync, link into new/, fsync new/ -- the message exists in new/ or not at
  * all, and the provider gets 250 only after the directory fsync. */

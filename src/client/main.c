@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client: fetch held mail over ODMR (RFC 2645) and hand it to the local MTA.
  * Settings come from settings.c (flags over the config file); the exchange runs on one
  * libevent loop: odmr.c up to the turnaround, then relay.c (the smtp_server engine) with

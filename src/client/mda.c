@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delivery through an MDA command (sendmail -i, procmail, dovecot-lda, ...): argv split at
  * spaces once, when the option is read; %s and %r become whole values inside their argument
  * and are never split or seen by a shell. One process per recipient, the message on stdin. */

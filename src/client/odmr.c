@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client before the turnaround: one step table, one reply handler per step. */
 #include "client/odmr.h"
 

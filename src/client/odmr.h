@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The customer's side before the turnaround (RFC 2645 5.1-5.2): connect, 220, EHLO, STARTTLS
  * (RFC 3207) or implicit TLS, EHLO again, AUTH (RFC 4954) through GNU SASL, the check that the
  * local target answers, then ATRN. On 250 the connection is handed over for the reversed

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The reversed session: smtp_server hooks that relay to the local target. */
 #include "client/relay.h"
 

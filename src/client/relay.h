@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The reversed session (RFC 2645 5.3): odmr-client is the SMTP server on the connection it
  * opened, through the project's smtp_server engine, and relays each transaction to the local
  * target with end-to-end acknowledgement: every RCPT is relayed at once and answered with the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client settings (settings.h): the table of settings, the config file, the flags. */
 #include "client/settings.h"
 

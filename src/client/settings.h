@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client settings: one table of every setting, filled from the config file (-c FILE, INI
  * through inih) and from the command line. Flags override the file wherever they stand on the
  * command line: the file is read first, the flags are applied over it. docs/client.md lists

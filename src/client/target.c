@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The local target: SMTP (RFC 5321) or LMTP (RFC 2033) over TCP or a unix socket. */
 #include "client/target.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The local target odmr-client hands mail to: smtp:HOST:PORT, lmtp:HOST:PORT, lmtp:unix:/path,
  * or, without an MTA, maildir:/path and mda:COMMAND (local.h; one reply per recipient, like
  * LMTP). One connection, opened when first needed and again after it is lost; one operation at a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Client-side TLS for odmr-client. */
 #include "client/tls_client.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* TLS for the customer: a client context that verifies the provider's certificate against
  * the system store or --ca with the name check (RFC 6125 via OpenSSL's host check), or against
  * public-key pins (docs/client.md "Certificate pinning"). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Reply reading and connecting for odmr-client. */
 #include "platform/listen.h"
 #include "client/wire.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The client's side of the wire: reading SMTP replies (RFC 5321 4.2) with the project's line
  * reader, and opening connections (TCP host:port or a unix socket) with a timeout. */
 #ifndef ODMR_CLIENT_WIRE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl queue: list, show and delete held messages (docs/queue.md). Opens the existing queue
  * without an event loop, so it never runs recovery and can work beside a running odmrd; list,
  * show and cat open it read-only and write nothing (no quarantine, no repair: odmrd's job). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl queue ...: list, show, cat and delete held messages. */
 #ifndef ODMR_CTL_CTL_QUEUE_H
 #define ODMR_CTL_CTL_QUEUE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl queue list --json: one JSON document (RFC 8259) with every message, for scripts.
  * Values from the network may hold any octet: every string is escaped (quote, backslash and
  * control characters as \uXXXX), and an octet that is not part of valid UTF-8 is written as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl queue hold, release, requeue, bounce, delete: postsuper's jobs (docs/odmrctl.md,
  * "Queue control"). Every argument is checked before anything changes: an unknown option is a
  * usage error (64), never a domain name or an id. Each message is then changed under the domain

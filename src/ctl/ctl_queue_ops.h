@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl queue hold, release, requeue, bounce and delete (docs/odmrctl.md, "Queue control"),
  * and list --json. */
 #ifndef ODMR_CTL_CTL_QUEUE_OPS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl queue summary: per domain the messages held, their size and the oldest's age; per
  * user the last successful ATRN (docs/odmrctl.md). Read-only: it counts directory entries and
  * looks at file sizes and times, and opens no message. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl and the spool (docs/odmrctl.md, "Root and the spool").
  *
  * Decision, as Postfix's postsuper does (it runs as mail_owner, not as root, whatever invoked

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl and the spool: find it (never create it) and act as its owner when run as root. */
 #ifndef ODMR_CTL_CTL_SPOOL_H
 #define ODMR_CTL_CTL_SPOOL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl tls pin [FILE]: the public-key pin of odmrd's certificate ([tls] cert, or FILE), for
  * the provider to hand to customers (odmr-client --pin, docs/client.md). */
 #include "ctl/ctl_tls.h"

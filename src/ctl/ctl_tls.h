@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl tls ...: pin. */
 #ifndef ODMR_CTL_CTL_TLS_H
 #define ODMR_CTL_CTL_TLS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl user: manage the users file (docs/users.md). Passwords come from stdin, never from
  * the command line (where ps would show them). */
 #include "ctl/ctl_user.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl user ...: add, del, passwd, list. */
 #ifndef ODMR_CTL_CTL_USER_H
 #define ODMR_CTL_CTL_USER_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl: the provider's admin tool (docs/odmrctl.md).
  *
  * Usage: odmrctl [-c CONFIG] COMMAND ...

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP / LMTP client engine (see smtp_client.h).
  *
  * Outgoing text goes through one staging buffer: commands and body octets are appended there

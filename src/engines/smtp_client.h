@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The SMTP / LMTP client engine (RFC 5321, RFC 2033), asynchronous over a libevent bufferevent.
  * It knows nothing about the queue: the caller hands it transactions (MAIL FROM + params, RCPTs +
  * params, a body source) and gets every reply back. Used by the reversed ODMR session (push),

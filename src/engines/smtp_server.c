@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP/LMTP server engine: connection, states, command table, limits, DATA. */
 #include "engines/smtp_server.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The SMTP/LMTP server engine (RFC 5321, RFC 2033): one per listening role. It owns the
  * connection, the line reader, the command table and the limits; the service using it
  * (intake, later the customer side of a reversed ODMR session) decides recipients and

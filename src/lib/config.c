@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrd.conf loader: a table of known keys, each with a parser; anything else is an error. */
 #include "lib/config.h"
 #include "lib/paths.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrd.conf: INI file (inih). Section and key names are a contract (README, docs/config.md).
  * Every key has an embedded default, so an empty file is a valid configuration. */
 #ifndef ODMR_LIB_CONFIG_H

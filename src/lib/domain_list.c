@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* ATRN domain list parser. */
 #include "lib/domain_list.h"
 

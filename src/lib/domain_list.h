@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The ATRN argument (RFC 2645 5.2.1): atrn = "ATRN" [SP domain *("," domain)].
  * Spaces after a comma are tolerated (some documents show them); domains are lower-cased and
  * duplicates dropped. Pure function, bounded output. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Bounded CRLF line reader over a libevent input buffer (see linereader.h). */
 #include "lib/linereader.h"
 

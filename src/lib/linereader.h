@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The one bounded CRLF line reader (DESIGN 4.3). Lines end at LF; the reader reports whether
  * the LF had a CR before it (RFC 5321 2.3.8: only CRLF ends a line) and whether a bare CR
  * appeared inside the line. A line longer than the limit is skipped up to its LF and reported

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Event log: one line per event, key=value, on stderr (odmrd runs in the foreground; the
  * supervisor or a pipe to logger(1) takes it from there), in the journal's form when stderr
  * is the journal, or to syslog(3). */

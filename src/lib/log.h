@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* One line per event on stderr: "TIME PROG[PID]: level=L event=NAME key=value ..." (see
  * enum log_sink for the journal and syslog).
  * Values supplied by a peer must go through log_quote() so a line stays one line. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Default paths: in-tree ./run layout or installed FHS layout (see paths.h). */
 #include "lib/paths.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Default paths, chosen when odmrd is built:
  * - in the tree (`make`): the quick start's ./run layout, so `make run` works as it is: the
  *   spool, the users file and TLS under run/ next to the configuration file, or under the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Per-address session counters: linear probing over a power-of-two table at most half full,
  * deletion by backward shift (no tombstones, so lookups stay short however long odmrd runs). */
 #include "lib/peer_count.h"

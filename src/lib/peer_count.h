@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Concurrent sessions per client address: a small open-addressing hash table of counters,
  * shared by the intake servers (SMTP and LMTP together) and, in other tables, by the ODMR
  * service. Memory is bounded: the table is sized at creation for the most addresses that can

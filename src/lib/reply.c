@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP reply formatting. */
 #include "lib/reply.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP replies (RFC 5321 4.2) with enhanced status codes (RFC 2034, RFC 3463). */
 #ifndef ODMR_LIB_REPLY_H
 #define ODMR_LIB_REPLY_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP reply reader (see reply_reader.h). */
 #include "lib/reply_reader.h"
 

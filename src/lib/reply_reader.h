@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Reading SMTP replies (RFC 5321 4.2) off a libevent buffer with the bounded line reader: the
  * one reply grammar of both client sides (odmr-client's wire.c, the smtp_client engine). It
  * hands out one reply line at a time and says when the reply is complete; the caller keeps

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* RFC 5321 section 4.1.2 paths and ESMTP parameters, with the RFC 6531 UTF-8 extensions.
  * A hand-written recursive-descent scanner over a NUL-terminated string. No allocation:
  * every copy into the output is bounded by the limits in smtp_grammar.h, and every scan is

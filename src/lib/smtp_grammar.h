@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* RFC 5321 section 4.1.2 grammar for the arguments of MAIL and RCPT, with the RFC 6531
  * (SMTPUTF8) extension of local parts and domains, and the ESMTP parameter syntax.
  * Pure functions: no I/O, no allocation; every output is bounded. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The release version, from the VERSION file through -DODMR_VERSION (see version.h). */
 #include "lib/version.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The release version. It is written in one place, the VERSION file at the top of the tree;
  * the Makefile passes it to version.c as ODMR_VERSION (and debian/changelog must agree,
  * tests/proto/test_install.py checks it). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrd: the provider daemon. Wires config, users, queue, TLS and the listeners together,
  * drops privileges, and runs the event loop in the foreground. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* RLIMIT_NOFILE against the configured sessions: with the usual soft limit of 1024 and the
  * default max_sessions of 1000 per listener kind, accept() used to fail with EMFILE under
  * load. The limit is raised (up to the hard limit) or odmrd refuses to start, saying why. */

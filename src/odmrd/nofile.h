@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The open files odmrd's configuration needs (RLIMIT_NOFILE), computed at start. */
 #ifndef ODMR_ODMRD_NOFILE_H
 #define ODMR_ODMRD_NOFILE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrd -t: [server] user's access to the users file and the spool (see user_access.h). */
 #include "odmrd/user_access.h"
 

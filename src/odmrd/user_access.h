@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrd -t started as root: can [server] user use what odmrd opens after switching to it?
  * The users file (re-read on SIGHUP) must be readable and the spool's parent searchable: a
  * child process switches to the account and asks the kernel. The spool's subdirectories must

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Accept-error handling for every listener of odmrd (see accept_guard.h). */
 #include "platform/accept_guard.h"
 

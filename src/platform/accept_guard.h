@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Listeners that survive running out of descriptors. Without an error callback libevent
  * retries a failing accept() at once, forever (EMFILE: the pending connection stays in the
  * backlog, the listener stays readable): 100 % CPU and a log line per try. The guard keeps a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Connection limits at accept (admission.h). */
 #include "platform/admission.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The connection limits applied at accept, shared by the intake servers and the ODMR service:
  * a server that cannot serve a client now answers 421 and closes (RFC 5321 3.8). */
 #ifndef ODMR_PLATFORM_ADMISSION_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Per-command, per-message and TLS-handshake deadlines on one evtimer per session. */
 #include "platform/deadline.h"
 

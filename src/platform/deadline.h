@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* A session's deadline on an event timer of its own (RFC 5321 4.5.3.2: the server timeouts
  * are per command, not per received octet). Unlike a bufferevent's read timeout, arriving
  * octets never restart it: a client trickling a byte now and then is still cut off once the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Listening sockets for the intake and ODMR services. */
 #include "platform/listen.h"
 

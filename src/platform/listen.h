@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Listening sockets: "host:port", "[v6addr]:port" and "unix:/path" (stream). */
 #ifndef ODMR_PLATFORM_LISTEN_H
 #define ODMR_PLATFORM_LISTEN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SASL server exchanges through GNU SASL. */
 #include "platform/sasl.h"
 

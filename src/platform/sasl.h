@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SASL server side through GNU SASL (RFC 4422): CRAM-MD5 (RFC 2195), PLAIN, LOGIN,
  * SCRAM-SHA-256 and -PLUS (RFC 7677, RFC 5802, RFC 9266 tls-exporter), EXTERNAL.
  * The caller supplies the credentials of a user through a lookup function, so this layer knows

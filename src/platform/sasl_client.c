@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SASL client exchanges through GNU SASL (gsasl_client_start / gsasl_step64). */
 #include "platform/sasl_client.h"
 

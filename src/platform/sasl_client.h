@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SASL client side through GNU SASL (RFC 4422), for odmr-client's AUTH (RFC 4954):
  * SCRAM-SHA-256(-PLUS) (RFC 7677, RFC 5802, RFC 9266 tls-exporter), PLAIN (RFC 4616),
  * CRAM-MD5 (RFC 2195). Which mechanism to use when is the caller's policy. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* sd_notify(3)'s protocol over $NOTIFY_SOCKET (see sd_notify.h). */
 #include "platform/sd_notify.h"
 

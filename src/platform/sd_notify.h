@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* systemd's service notification protocol (sd_notify(3)) in a few lines, without libsystemd:
  * one datagram per state change to the AF_UNIX socket named by $NOTIFY_SOCKET, a path or an
  * abstract name (written with a leading '@'). Without $NOTIFY_SOCKET nothing is sent. odmrd

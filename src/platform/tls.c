@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* TLS: server contexts and the first-run self-signed certificate. */
 #include "platform/tls.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* TLS contexts (OpenSSL 3) and the self-signed certificate made on first run. */
 #ifndef ODMR_PLATFORM_TLS_H
 #define ODMR_PLATFORM_TLS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Public-key pins (tls_pin.h): OpenSSL computes the DER SubjectPublicKeyInfo, the digest and
  * the base64; nothing here is hand-written crypto. */
 #include "platform/tls_pin.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Public-key pins: "sha256:" + base64 of the SHA-256 digest of a certificate's DER
  * SubjectPublicKeyInfo. The digest is the one of HPKP (RFC 7469 2.4) and of curl's
  * --pinnedpubkey sha256//...; it names the key, so it survives a renewal that keeps the key. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Certificate reload for a live server context (see tls_reload.h). */
 #include "platform/tls_reload.h"
 

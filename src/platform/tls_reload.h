@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* A new certificate and key for a running server (SIGHUP), without a restart: new TLS sessions
  * use them, sessions already running keep theirs. The server's SSL_CTX stays the same object
  * (the services hold it): a certificate callback on it hands each new session the reloaded

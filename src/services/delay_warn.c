@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delay warnings (delay_warn.h, docs/notices.md "Delay warnings"). */
 #include "services/delay_warn.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delay warnings ([queue] delay_warning, docs/notices.md): run by the expiry scan's timer. One
  * pass: the ids older than delay_warning (from their names, no file of a younger message
  * opened) after the last one a pass finished with, at most EXPIRE_BATCH_MAX; each message's

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delivery status notifications: RFC 3464 fields in an RFC 6522 multipart/report, the RFC 3461
  * rules of who gets one. Pure functions (docs/notices.md). */
 #include "services/dsn.h"

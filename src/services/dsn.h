@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Delivery status notifications (RFC 3464 inside an RFC 6522 multipart/report; policy from
  * RFC 3461). Pure functions: no I/O, no clock, no randomness -- the caller passes "now" and a
  * unique token, so a notice is a function of its inputs (docs/notices.md). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Expiry scan (docs/notices.md "Expiry"). Every period: the ids older than max_hold (ids carry
  * their arrival time, so a young message's file is never opened), one message at a time: open
  * it, lease the domains of its unfinished recipients (a message a push is sending is skipped

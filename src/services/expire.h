@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Expiry ([queue] max_hold, docs/notices.md): a timer scan that gives every recipient held
  * longer than max_hold its failed notice (Status 5.4.7) and then records it bounced -- also
  * when no customer ever connects and for domains no user holds any more. */

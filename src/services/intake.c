@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Intake policy and storage hooks for the SMTP server engine. */
 #include "services/intake.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Intake: the policy behind the SMTP and LMTP listeners. Accepts recipients of hosted domains
  * only (no open relay) and the bare "Postmaster" (RFC 5321 4.5.1), adds the Received trace
  * header, and stores each message in the queue, answering 250 only once the queue says the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Quotas and the disk guard at intake ([queue] domain_max_messages, domain_max_bytes,
  * min_free; docs/queue.md "Quotas and free space"). Both answer 452, a temporary refusal: the
  * sending MTA keeps the mail and tries again later, which is what a full queue needs.

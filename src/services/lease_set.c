@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* A set of held domain leases (lease_set.h). */
 #include "services/lease_set.h"
 

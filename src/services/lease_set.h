@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The domain leases one piece of work holds at once (the expiry scan's message, the notice
  * relay's batch): taken one by one, a domain already held is not taken twice, all released
  * together (docs/queue.md "Leases"). */

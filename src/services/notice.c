@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Failed notices into odmrd's own queue (docs/notices.md): who gets one (RFC 3461), reading
  * what the notice returns of the original, the commit, and only then the original's final
  * state (BOUNCED). */

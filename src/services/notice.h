@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Failed notices into odmrd's own queue (docs/notices.md): when the customer's MTA refuses a
  * recipient with 5xx during the push, and when a recipient expires ([queue] max_hold).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Re-addressing a refused notice to [bounce] postmaster (notice_readdress.h). */
 #include "services/notice_readdress.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* A notice the relay refused (5xx): RFC 3461 6.2 forbids a notice about a notice, so it is
  * re-addressed to [bounce] postmaster when that is set -- a copy of the notice's octets with
  * two header fields saying for whom it was and what the relay answered, from <>, committed to

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Sending notices out through [bounce] relay (notice_relay.h, docs/notices.md).
  *
  * One scan: list the domains no customer hosts, their ids with pending recipients (oldest

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Sending notices out ([bounce] relay, docs/notices.md "Sending notices out"). odmrd does no
  * MX lookups: the notices it holds for the admin (filed under a domain no customer hosts) go
  * to one SMTP relay, with retries and exponential back-off kept in the queue's own per-recipient

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* ODMR (RFC 2645) sessions before the turnaround. */
 #include "services/odmr_session.h"
 

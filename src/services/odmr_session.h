@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The ODMR service (RFC 2645) before the turnaround: greeting, EHLO, STARTTLS, AUTH through
  * SASL, ATRN; then the connection is handed to the push (services/push.h). */
 #ifndef ODMR_SERVICES_ODMR_SESSION_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The reversed ODMR session (RFC 2645 5.3): odmrd, now the SMTP client, pushes the held mail of
  * the ATRN domains over the turned-around connection (docs/push.md).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The reversed session (RFC 2645 5.3): after the provider's 250 to ATRN the customer greets
  * with 220 and odmrd, now the SMTP client, pushes every held message of the ATRN domains.
  * Removes a recipient from the queue only after the customer's 250 for it; a 4xx keeps it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* One transaction for one queued message (txn_build.h): parameters, recipients, outcomes. */
 #include "services/txn_build.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* One SMTP transaction for one queued message, as every sender of queued mail builds it: the
  * push to the customer (push.c) and the notice relay (notice_relay.c). The MAIL and RCPT
  * parameters follow what the server advertised (RFC 1870, 6152, 3030, 6531, 3461 4); the

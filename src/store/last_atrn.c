@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The last successful ATRN of each user (docs/queue.md "Quotas and free space", odmrctl queue
  * summary). One empty file per user whose mtime is the time: a poll costs one openat and one
  * futimens, no write and no fsync (losing the newest time in a crash is harmless). User names

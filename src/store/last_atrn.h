@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* When each user last polled: SPOOL/atrn/u-<user>, whose mtime is the time of that user's last
  * successful ATRN (answered 250 or 453). Shown by odmrctl queue summary (docs/queue.md). */
 #ifndef ODMR_STORE_LAST_ATRN_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The queue interface: dispatch to the backend's ops table, plus what every backend shares
  * (ids, domain-name checks, the envelope text codec). docs/queue.md describes the format. */
 #include "store/queue_backend.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The queue interface (docs/queue.md). Sessions see only this header; the filesystem backend
  * (queue_fs.c) is the embedded default, a PostgreSQL backend can sit behind the same calls.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* What a queue backend implements (docs/queue.md). queue.c dispatches every call of
  * store/queue.h through the ops table of the queue it is given; a backend's own structs embed
  * struct queue / struct queue_writer as their first member.

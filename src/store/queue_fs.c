@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The filesystem queue backend (docs/queue.md has the table of on-disk states).
  *
  * Durability in one paragraph: a message is written to tmp/<id> without fsync (on the event

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The filesystem queue backend: queue_open_fs() is declared in store/queue.h; this header holds
  * the on-disk names and limits that tests and tools may need (docs/queue.md). */
 #ifndef ODMR_STORE_QUEUE_FS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Operator marks, requeue and usage counts of the filesystem queue (docs/queue.md "Hold",
  * "Requeue", "Quotas and free space").
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The filesystem queue's operator marks and usage counts (docs/queue.md "Hold", "Quotas"):
  * hold/<id> marks, per-domain message counts and sizes. Split from queue_fs.c, which reaches
  * them through its ops table. */

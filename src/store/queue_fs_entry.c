@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Domain index entries (queue_fs_entry.h, docs/queue.md "Index entry").
  *
  *   ODMRD 2

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Domain index entries of the filesystem queue (docs/queue.md "Index entry"): parse, format,
  * and apply to a loaded envelope. Version 2 adds a flags field per recipient ("w": its delay
  * warning was sent); version 1 entries are still read (no flags). */

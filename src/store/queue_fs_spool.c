@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The spool directory of the filesystem queue: create it (odmrd) or only find it (odmrctl),
  * open the files in it safely, list its directories. */
 #include "store/queue_fs_spool.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The filesystem queue's spool directory, the one way it opens files in it, and sorted
  * directory listings (docs/queue.md, "Spool layout"). Split from queue_fs.c. */
 #ifndef ODMR_STORE_QUEUE_FS_SPOOL_H

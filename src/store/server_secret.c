@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The server secret file (docs/users.md). */
 #include "store/server_secret.h"
 

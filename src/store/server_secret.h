@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The server secret: 32 random octets made on first start in the spool (SPOOL/auth-secret,
  * mode 0600, docs/users.md). odmrd derives the SCRAM decoys of unknown users from it, so they
  * stay the same across restarts. Never part of the users file. */

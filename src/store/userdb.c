@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The users file loader (format: docs/users.md).
  *
  * The file is read whole, line by line, into arrays; then three sorted indexes are built

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The users file: ODMR users, their secrets and their domains (docs/users.md).
  * Loaded whole into memory; reloaded on SIGHUP by building a new userdb and swapping. */
 #ifndef ODMR_STORE_USERDB_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Atomic rewrites of the users file (docs/users.md, "Changing the file").
  *
  * Every change is read-modify-write of the whole file under an exclusive flock(2) on the

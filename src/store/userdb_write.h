@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Changing the users file (odmrctl user ...): every change rewrites the file atomically
  * (temp file in the same directory with the old file's mode, and owner when run as root; fsync,
  * rename, fsync of the directory) and is checked by loading the result before it replaces the

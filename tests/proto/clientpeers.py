@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Scripted peers for odmr-client robustness tests: a provider that speaks raw bytes, scripted per
 test, and a recording SMTP/LMTP target that can be slowed, stalled or killed. Everything listens
 on loopback, every wait is bounded, every thread is a daemon and is stopped by the test."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Fixtures that run the real odmrd on loopback with a private spool and users file."""
 import contextlib
 import os

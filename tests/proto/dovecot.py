@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A private Dovecot LMTP server for tests (Dovecot's `lmtp` service, Debian `dovecot-lmtpd`).
 
 It never touches a system Dovecot: `dovecot -F -c CONFIG` runs in the foreground as a child of

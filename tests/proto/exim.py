@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A private Exim 4.96 for tests: the front MTA that relays to odmrd's intake over STARTTLS.
 
 Debian's exim4-daemon-light conflicts with Postfix as a package, so scripts/install-deps

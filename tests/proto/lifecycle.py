@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Helpers for tests that start and stop odmrd themselves."""
 import time
 

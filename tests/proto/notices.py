@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Reading odmrd's delivery status notices back from its queue and parsing them with Python's
 `email` package (RFC 3464 inside RFC 6522): independent of odmrd's own code."""
 import email

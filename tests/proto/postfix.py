@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A private Postfix instance for tests and benchmarks.
 
 It never touches the system instance: its own config_directory, queue_directory,

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Independent SASL client computations (standard library only) for the ODMR tests."""
 import base64
 import hashlib

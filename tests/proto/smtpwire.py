@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A byte-exact SMTP client for protocol tests (smtplib hides what we need to see)."""
 import re
 import socket

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A loopback TCP relay that delivers what a client sends back to back in one piece.
 
 On loopback every segment arrives at once, so a server reads a client's last data and the

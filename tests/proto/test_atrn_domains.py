@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """ATRN without an argument covers every domain of the user, however many (RFC 2645 5.2.1;
 issue 9, defect 6: only the first 64 were leased and pushed)."""
 import socket

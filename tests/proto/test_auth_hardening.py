@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """AUTH under attack (issue 9, defects 4 and 7): the per-address failure limit holds against
 parallel sessions, every failed or cancelled exchange counts, and SCRAM does not tell known
 users from unknown ones."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client end to end: intake -> odmrd -> odmr-client -> a local SMTP/LMTP sink
 (RFC 2645, RFC 5321, RFC 2033). The sinks are written here with the standard library so the
 target's replies can be chosen per recipient."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client's side of the reversed session, driven by a scripted provider: CHUNKING/BDAT
 (RFC 3030) edge cases that odmrd's own push never produces."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client's config file (-c), certificate pinning (--pin, odmrctl tls pin) and configurable
 timeouts, against a real odmrd (docs/client.md)."""
 import os

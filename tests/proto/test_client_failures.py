@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Failure injection with the real odmrd as provider (docs/client.md, "Hostile and failing peers").
 
 For every fault: the provider's queue still holds every message that was not acknowledged,

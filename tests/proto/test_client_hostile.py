@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client against a hostile provider (docs/client.md, "Hostile and failing peers").
 
 A scripted provider speaks raw bytes on loopback. Before the turnaround every fault must end the

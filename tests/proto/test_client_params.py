@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client passes the envelope parameters on to its target, on EVERY message of a session,
 the first one included (issue 9, defect 2: the first MAIL and its RCPTs used to be composed
 before the target's EHLO reply was parsed, and lost SIZE, BODY, SMTPUTF8, RET, ENVID, NOTIFY

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client against real local mail servers (the issue's end-to-end requirement):
 intake (smtplib) -> odmrd -> odmr-client -> a real peer, byte-exact, envelope visible, odmrd's
 queue empty after.

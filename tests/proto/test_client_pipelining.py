@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client's relay to its target with PIPELINING (RFC 2920): [RSET] MAIL RCPT [DATA] in one
 group, DATA only when the provider's DATA/BDAT is already buffered; what happens when that DATA
 is answered 354 and the message then does not come (or every recipient was refused); one spool

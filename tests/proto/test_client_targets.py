@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmr-client's local targets and daemon mode, end to end: intake -> odmrd -> odmr-client ->
 a Maildir or an MDA command (docs/client.md). Fixtures and helpers come from test_client.py."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Crash safety: SIGKILL odmrd at random points while several clients send. Every message that
 got a 250 must be in the queue, intact, after a restart; no partial message may ever be there.
 A message whose 250 was lost in the crash may be there whole (a duplicate, not a loss)."""

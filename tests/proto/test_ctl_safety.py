@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmrctl must not break the daemon (issue 9, defects 9 and 10): read-only commands write
 nothing, a missing spool is reported and never created, run as root it acts as the spool's
 owner, and a password or users file it cannot take whole is refused with nothing changed."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Daemon behaviour: graceful stop, reload, config check, privileges."""
 import os
 import signal

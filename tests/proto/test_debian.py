@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The Debian package (issue 11): built by dpkg-buildpackage from a clean copy of the tree
 (never in the repository), listed with dpkg-deb -c, extracted into a throwaway root with
 dpkg -x, checked by lintian; then its postinst and the installed odmrd run against the FHS

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Delay warnings ([queue] delay_warning, docs/notices.md): once per recipient with NOTIFY
 containing DELAY or no NOTIFY (RFC 3461 4.1), Action delayed, Status 4.4.7, Will-Retry-Until =
 arrival + max_hold; the mark survives a restart. Parsed with Python's `email` package."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Exim 4.96 as the real front MTA: it relays to odmrd's SMTP intake over STARTTLS and
 sends a queue of messages over one reused connection (tests/proto/exim.py). Exim ends such a
 connection with the last message's dot and a pipelined QUIT, then its TLS close_notify and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """AUTH EXTERNAL with real client certificates (issue 9, defect 8): the CN is taken whole; a CN
 with a NUL inside or a subject with two CNs is no identity."""
 import datetime

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Interop with Debian's fetchmail (6.4.x) as the ODMR customer (RFC 2645; DESIGN section 5).
 
 fetchmail authenticates with CRAM-MD5 (always), sends `ATRN <fetchdomains>`, and after the `250`

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A client that ends its sending side (TLS close_notify, TCP FIN) right after its last
 commands still gets every reply it earned: the 250 to the final dot, the 221 to a pipelined
 QUIT (issue 9, defect 1; docs/architecture.md, "the client half-closes"). Exim ends every

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """SMTP and LMTP intake: every reply, the limits at their exact boundary, smuggling probes,
 byte-exact storage with the envelope and DSN parameters."""
 import os

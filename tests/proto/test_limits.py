@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Holding under load (issue 9, defects 3 and 5): per-command and per-message deadlines
 (RFC 5321 4.5.3.2), the TLS-handshake deadline, sessions per address on intake and ODMR, the
 ODMR port's 421 when full, and RLIMIT_NOFILE: raised, refused, and accept() failing with

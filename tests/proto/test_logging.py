@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Where odmrd's log lines go (issue 11): the journal's form when stderr is the journal
 (JOURNAL_STREAM), syslog(3) with LOG_MAIL ([server] log = syslog), plain stderr otherwise."""
 import os

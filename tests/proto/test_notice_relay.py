@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Sending notices out through [bounce] relay (docs/notices.md "Sending notices out"): a private
 Postfix on loopback is the relay and hands what it accepts to a recording sink; relay down,
 back-off and delivery once it is back; a 5xx from the relay with and without [bounce]

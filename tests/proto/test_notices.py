@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Delivery status notices (docs/notices.md): failed notices for recipients the customer
 refuses and for mail held longer than max_hold, read back from odmrd's queue and parsed with
 Python's `email` package field by field (notices.py)."""

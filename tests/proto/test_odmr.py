@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The ODMR service before and at the turnaround (RFC 2645, RFC 4954, RFC 2195, RFC 3207)."""
 import hashlib
 import hmac

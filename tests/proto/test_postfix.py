@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Postfix as the real front MTA: it accepts mail for the hosted domains and hands it to odmrd
 over LMTP (TCP and unix socket) or SMTP. A private Postfix instance (tests/proto/postfix.py)
 runs on loopback beside a private odmrd; nothing of the system's Postfix is touched."""

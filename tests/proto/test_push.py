@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """The reversed ODMR session (RFC 2645 5.3, docs/push.md): the test is the customer's SMTP
 server on the same socket after ATRN's 250, and records everything odmrd sends byte-exact."""
 import os

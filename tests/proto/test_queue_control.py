@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmrctl queue hold, release, requeue, bounce, delete and list --json (issue 10, part 5), each
 against a RUNNING odmrd: it must obey the change at the next ATRN or expiry scan, without a
 restart. Outputs are compared whole."""

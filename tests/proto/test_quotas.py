@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Quotas and the disk guard (issue 10, part 4): [queue] domain_max_messages and
 domain_max_bytes answer 452 4.2.2 at RCPT for a hosted domain at its quota, min_free answers
 452 4.3.1 at MAIL (and RCPT) when the spool's filesystem is short of space; each at its exact

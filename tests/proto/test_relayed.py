@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """Relayed notices (RFC 3461 5.2.2 (b), RFC 3464 2.3.3 Action: relayed): a recipient with
 NOTIFY=SUCCESS that a customer without DSN accepted gets a relayed notice, committed before it
 is recorded done; toward a customer with DSN the parameters are passed on and no notice is

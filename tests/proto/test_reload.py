@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """SIGHUP re-reads the configuration file (issue 11): log_level, [server] users and [tls]
 cert/key take effect at once; other changes are logged as needing a restart; a file that does
 not load is refused and the running configuration stays."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmrd under systemd (issue 11): the sd_notify protocol over $NOTIFY_SOCKET, tested with a
 datagram socket of our own, and the units checked by systemd-analyze."""
 import glob

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """A hostile or failing spool (issue 9, defect 11): a FIFO named like a queue id must not hang
 odmrd or odmrctl; a full disk is one error line with the errno per burst, not one per message."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """SIGHUP reloads the TLS certificate and key (issue 11): new sessions get the new pair (an
 ECDSA key after odmrd's RSA one), a session already running keeps going; a pair that does
 not load, or files the account cannot see, leave the old pair in place."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: ISC
 """odmrd -t as root checks what [server] user will be able to use after the switch (issue 11):
 the users file it re-reads on SIGHUP, the spool's directory, the spool's subdirectories."""
 import os

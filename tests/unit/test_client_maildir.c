@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client local targets: the maildir path expansion (no recipient can leave the template's
  * shape), delivery into tmp/ -> new/, the CRLF -> LF copy, and the MDA argument rules. */
 #include <setjmp.h>

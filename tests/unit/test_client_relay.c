@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client units: reply reading (RFC 5321 4.2), EHLO keywords, --deliver targets, and the
  * folding of LMTP per-recipient replies into one SMTP reply (RFC 2033 4.2, docs/client.md). */
 #include <setjmp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmr-client settings: every config key, flags over the file, precise errors (FILE:LINE),
  * durations, the refused password key, pins, the password file's mode, timeouts. */
 #include <setjmp.h>

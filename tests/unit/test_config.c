@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Config loading: defaults, every key kind, and precise errors. */
 #include <stdarg.h>
 #include <stddef.h>

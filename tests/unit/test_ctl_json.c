@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* odmrctl queue list --json: every string a value from the network can reach is escaped so the
  * document is valid JSON and valid UTF-8 (RFC 8259 7, RFC 3629 4). */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* ATRN argument parsing (RFC 2645 5.2.1). */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The notice generator (RFC 3464 in RFC 6522, RFC 3461 policy): whole notices compared octet
  * for octet, and the policy and helper functions table by table. */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Expiry timing and the wording of held-for durations (docs/notices.md "Expiry"). */
 #include <stdarg.h>
 #include <stddef.h>

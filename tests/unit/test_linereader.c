@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Line reader: whole and one byte at a time, at the exact limit. */
 #include <stdarg.h>
 #include <stddef.h>

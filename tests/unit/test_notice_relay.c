@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* services/notice_relay: the back-off and the relay address. */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Per-address session counters (lib/peer_count) and the address key (platform/listen). */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The reversed session (push) against a scripted fake customer: a socketpair, odmrd's end on a
  * bufferevent running push_start(), the customer's end driven by a thread with blocking I/O
  * that records everything it receives and answers from a per-test script (docs/push.md). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The filesystem queue: round trips, async commit, the domain index, outcomes, removal,
  * recovery after a crash, corruption handling and leases (docs/queue.md). */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Operator control in the filesystem queue (docs/queue.md "Hold", "Quotas"): hold marks and
  * what they hide from the push and expiry listings, requeue (failed -> pending), and the
  * per-domain usage counts. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* store/queue_fs_entry: index entries, version 2 (per-recipient flags) and version 1. */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP reply reader (lib/reply_reader.c): table-driven, each case fed whole and one byte at a
  * time, in both modes (CRLF only; bare LF tolerated as the push does), at the exact limits. */
 #include <setjmp.h>

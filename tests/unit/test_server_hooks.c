@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The SMTP server engine's hook contract for BDAT (RFC 3030): the octets of a chunk the engine
  * refuses (no transaction: 503; data_begin said no) are read and dropped, never handed to
  * data_write (found by fuzz/fuzz_smtp_server.c: intake's data_write would have written to a

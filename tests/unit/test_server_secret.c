@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The server secret file: made once (0600, 32 octets), then the same on every load; a file of
  * the wrong mode or size is refused, never replaced. */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* SMTP grammar: MAIL/RCPT paths and parameters, domains, literals, xtext, HELO.
  * Table-driven; each table reports every failing case by name before failing. Limit cases
  * are built at run time at the exact RFC 5321 4.5.3.1 boundaries. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* The AUTH EXTERNAL identity of a client certificate (issue 9, defect 8): the one CN, whole.
  * Certificates are built in memory; only the subject matters here. */
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: ISC */
 /* Users file: loading, every load error with its line, the mode check, shared domains, local
  * parts, and the writer (add, del, passwd) including the SCRAM-SHA-256 verifier it computes. */
 #include <stdarg.h>
