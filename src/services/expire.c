@@ -12,6 +12,7 @@
 
 #include "lib/log.h"
 #include "services/delay_warn.h"
+#include "services/delivery_log.h"
 #include "services/lease_set.h"
 #include "services/notice.h"
 
@@ -82,12 +83,16 @@ static size_t expiring(struct expire *e, const struct queue_message *m, struct n
         *skipped = true;
         return 0;
     }
-    for (size_t i = 0; i < n; i++)
+    char why[120];
+    snprintf(why, sizeof why, "expired: held %lld seconds, max_hold %lld seconds",
+             (long long)age, (long long)e->max_hold);
+    for (size_t i = 0; i < n; i++) {
+        const struct queue_rcpt *r = &m->env.rcpts[f[i].rcpt_index];
         log_info("expire.rcpt", " id=%s rcpt=%s domain=%s age=%lld max_hold=%lld", m->env.id,
-                 log_quote(quoted, sizeof quoted, m->env.rcpts[f[i].rcpt_index].address,
-                           strlen(m->env.rcpts[f[i].rcpt_index].address)),
-                 m->env.rcpts[f[i].rcpt_index].domain, (long long)age,
-                 (long long)e->max_hold);
+                 log_quote(quoted, sizeof quoted, r->address, strlen(r->address)), r->domain,
+                 (long long)age, (long long)e->max_hold);
+        delivery_log(m->env.id, r->address, "none", m->env.arrival, DELIVERY_EXPIRED, why);
+    }
     return n;
 }
 

@@ -18,6 +18,7 @@
 
 #include "engines/smtp_client.h"
 #include "lib/log.h"
+#include "services/delivery_log.h"
 #include "services/lease_set.h"
 #include "services/notice_readdress.h"
 #include "services/txn_build.h"
@@ -188,6 +189,8 @@ static void outcome(struct notice_relay *r, struct relay_item *it, size_t k,
              it->m->env.id, log_quote(qrcpt, sizeof qrcpt, rc->address, strlen(rc->address)),
              names[state], rc->attempts + 1, r->relay,
              log_quote(qreply, sizeof qreply, reply, strlen(reply)), retry);
+    delivery_log(it->m->env.id, rc->address, r->relay, it->m->env.arrival,
+                 delivery_status_of(state), reply);
     if (state == QUEUE_RCPT_FAILED)
         refused(r, it, k, reply);
     else

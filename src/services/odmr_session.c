@@ -715,6 +715,8 @@ static void turn_around(struct odmr_session *s)
         .domain_count = s->leased_count,
         .hostname = hostname(s),
         .session_id = s->id,
+        .peer = s->peer,
+        .user = s->user,
         .profile = u && u->profile == ODMR_PROFILE_FAST ? PUSH_PROFILE_FAST : PUSH_PROFILE_COMPAT,
         .timeouts = s->service->settings.push_timeouts,
     };

@@ -18,6 +18,7 @@
 
 #include "engines/smtp_client.h"
 #include "lib/log.h"
+#include "services/delivery_log.h"
 #include "services/dsn.h"
 #include "services/notice.h"
 #include "services/txn_build.h"
@@ -52,6 +53,7 @@ struct push_session {
     struct smtp_client *client;
     struct smtp_client_ext ext;
     char remote[256];             /* the customer's name from its greeting, or "" */
+    char relay[200];              /* relay= of the delivery line: customer[PEER] user=USER */
     struct push_result result;
     /* the current pass, and every id taken in this session (sorted) */
     char **ids;
@@ -244,17 +246,18 @@ static const char *const outcome_names[] = {
     [QUEUE_RCPT_FAILED] = "failed",
 };
 
-static void count_outcome(struct push_session *s, const char *id, const char *rcpt,
-                          enum queue_rcpt_state state, const char *reply)
+static void count_outcome(struct push_session *s, const struct queue_message *m,
+                          const char *rcpt, enum queue_rcpt_state state, const char *reply)
 {
     unsigned *counters[] = {[QUEUE_RCPT_PENDING] = &s->result.deferred,
                             [QUEUE_RCPT_DONE] = &s->result.delivered,
                             [QUEUE_RCPT_FAILED] = &s->result.failed};
     (*counters[state])++;
     char qrcpt[300], qreply[600];
-    log_info("push.rcpt", " session=%s id=%s rcpt=%s outcome=%s reply=%s", s->session_id, id,
-             quote(qrcpt, sizeof qrcpt, rcpt), outcome_names[state],
+    log_info("push.rcpt", " session=%s id=%s rcpt=%s outcome=%s reply=%s", s->session_id,
+             m->env.id, quote(qrcpt, sizeof qrcpt, rcpt), outcome_names[state],
              quote(qreply, sizeof qreply, reply));
+    delivery_log(m->env.id, rcpt, s->relay, m->env.arrival, delivery_status_of(state), reply);
 }
 
 /* Hands n outcomes to the queue's workers; 5xx/4xx/250 alike. done() waits for them. */
@@ -345,7 +348,7 @@ static void fail_message(struct push_session *s, struct push_msg *pm, const char
     for (size_t i = 0; o != NULL && i < pm->b.count; i++) {
         size_t k = pm->b.trcpts[i].env_index;
         o[i] = (struct queue_outcome){k, QUEUE_RCPT_FAILED, reply};
-        count_outcome(s, pm->m->env.id, pm->m->env.rcpts[k].address, QUEUE_RCPT_FAILED, reply);
+        count_outcome(s, pm->m, pm->m->env.rcpts[k].address, QUEUE_RCPT_FAILED, reply);
     }
     if (o != NULL)
         record(s, pm->m, o, pm->b.count, NULL);   /* our refusal: the customer said nothing */
@@ -362,7 +365,6 @@ static void msg_free(struct push_msg *pm)
 /* Returns true when the message goes out again (recipients carried after a 452). */
 static bool settle(struct push_session *s, struct push_msg *pm)
 {
-    const char *id = pm->m->env.id;
     struct queue_outcome *o = calloc(pm->b.count, sizeof *o);
     bool *carry = calloc(pm->b.count, sizeof *carry);
     size_t n = 0, carried = 0;
@@ -374,12 +376,12 @@ static bool settle(struct push_session *s, struct push_msg *pm)
         enum txn_verdict v = txn_judge(&pm->b.txn, &pm->b.rcpts[i], alive, &state, &reply);
         if (v == TXN_RECORD) {
             o[n++] = (struct queue_outcome){pm->b.trcpts[i].env_index, state, reply};
-            count_outcome(s, id, address, state, reply);
+            count_outcome(s, pm->m, address, state, reply);
         } else if (v == TXN_CARRY) {
             carry[i] = true;
             carried++;
         } else {
-            count_outcome(s, id, address, QUEUE_RCPT_PENDING, "not attempted");
+            count_outcome(s, pm->m, address, QUEUE_RCPT_PENDING, "not attempted");
         }
     }
     record(s, pm->m, o, n, s->remote[0] != '\0' ? s->remote : NULL);
@@ -555,6 +557,15 @@ void push_default_timeouts(struct push_timeouts *t)
     t->data_end = 10 * 60;
 }
 
+/* relay= of the delivery line: "customer[PEER] user=USER", both quoted. */
+static void set_relay(struct push_session *s, const char *peer, const char *user)
+{
+    char qpeer[80], quser[100];
+    snprintf(s->relay, sizeof s->relay, "customer[%s] user=%s",
+             quote(qpeer, sizeof qpeer, peer != NULL ? peer : "unknown"),
+             quote(quser, sizeof quser, user != NULL ? user : "-"));
+}
+
 static struct push_session *session_new(const struct push_request *req)
 {
     struct push_session *s = calloc(1, sizeof *s);
@@ -564,6 +575,7 @@ static struct push_session *session_new(const struct push_request *req)
     s->queue = req->queue;
     s->profile = req->profile;
     s->tls_active = req->tls_active;
+    set_relay(s, req->peer, req->user);
     s->hostname = strdup(req->hostname != NULL ? req->hostname : "localhost");
     s->session_id = strdup(req->session_id != NULL ? req->session_id : "-");
     s->domains = calloc(req->domain_count > 0 ? req->domain_count : 1, sizeof *s->domains);

@@ -38,6 +38,8 @@ struct push_request {
     size_t domain_count;
     const char *hostname;          /* our EHLO name */
     const char *session_id;        /* for logs */
+    const char *peer;              /* the customer's address, for the delivery line, or NULL */
+    const char *user;              /* the authenticated user, for the delivery line, or NULL */
     enum push_profile profile;
     struct push_timeouts timeouts;
 };
