@@ -108,6 +108,14 @@ def test_relay_down_then_back_delivers_the_notice_byte_exact(make_odmrd, relay_e
     assert until(lambda: notice_ids(d) == [], timeout=10)
     assert re.search(r"event=notice_relay\.rcpt id=%s rcpt=s@sender\.example outcome=sent" % nid,
                      d.log())
+    # the Postfix-style line (docs/push.md "Log lines"): deferred while down, then sent
+    relay = r"127\.0\.0\.1:%d" % pf.port
+    assert re.search(r"level=info event=delivery id=%s to=s@sender\.example relay=%s "
+                     r"delay=\d+\.\d dsn=4\.\d\.\d status=deferred \(" % (nid, relay), d.log()), \
+        d.log()[-3000:]
+    assert re.search(r"level=info event=delivery id=%s to=s@sender\.example relay=%s "
+                     r"delay=\d+\.\d dsn=2\.\d\.\d status=sent \(250 2\.0\.0 Ok[^\n]*\)$"
+                     % (nid, relay), d.log(), re.M), d.log()[-3000:]
     assert re.search(r"from=<>.*\n(.*\n)*.*to=<s@sender\.example>.*status=sent", pf.log())
     assert d.stop() == 0, d.log()[-3000:]   # clean exit (no leak under ASan)
 
@@ -129,6 +137,9 @@ def test_relay_5xx_without_postmaster_is_logged_and_dropped(make_odmrd, relay_en
     assert d.wait_log("event=notice_relay.dropped", timeout=30), d.log()[-3000:]
     assert re.search(r"event=notice_relay\.rcpt .*rcpt=s@sender\.example outcome=refused "
                      r".*reply=554\\x205\.7\.1", d.log()), d.log()[-3000:]
+    assert re.search(r"event=delivery id=\w+ to=s@sender\.example relay=127\.0\.0\.1:%d "
+                     r"delay=\d+\.\d dsn=5\.7\.1 status=bounced \(554 5\.7\.1 " % pf.port,
+                     d.log()), d.log()[-3000:]
     assert until(lambda: notice_ids(d) == [], timeout=10)
     assert d.queue_ids() == []
     time.sleep(1.5)
