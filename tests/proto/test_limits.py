@@ -211,7 +211,7 @@ def test_tls_handshake_deadline(make_odmrd, where):
     t0 = time.monotonic()
     assert c.closed(timeout=10)
     assert 1.5 <= time.monotonic() - t0 <= 6
-    assert "deadline=tls_handshake" in d.log()
+    assert d.wait_log("deadline=tls_handshake", timeout=5), d.log()[-2000:]
 
 
 def test_after_the_handshake_the_session_goes_on(make_odmrd):
