@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -248,3 +249,133 @@ def served_as_odmrd(proc, pkg, workdir, ports, log_path):
             time.time() < deadline:
         time.sleep(0.1)
     assert in_namespace(proc.pid, odmrctl, "queue", "list", "--ids").stdout.split() == []
+
+
+# ---- under systemd as PID 1 ----
+# systemd-nspawn boots this machine's own system (an overlay over /, so nothing of the host
+# changes) with systemd as PID 1 in a container with its own network: there the package is
+# installed with dpkg -i and odmrd runs as the service of contrib/odmrd.service, hardening,
+# Type=notify and all. The host's cgroup v1 hierarchy lacks controllers nspawn wants;
+# SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 gives the container the unified (v2) one.
+
+def can_boot_container():
+    return (os.geteuid() == 0 and shutil.which("systemd-nspawn") is not None
+            and shutil.which("nsenter") is not None and os.path.exists("/lib/systemd/systemd"))
+
+
+class Container:
+    def __init__(self, workdir, debdir):
+        self.upper = os.path.join(workdir, "ovl")
+        self.merged = os.path.join(self.upper, "merged")
+        for d in ("up", "work", "merged"):
+            os.makedirs(os.path.join(self.upper, d))
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        "lowerdir=/,upperdir=%s/up,workdir=%s/work" % (self.upper, self.upper),
+                        self.merged], check=True, timeout=30)
+        self.log = open(os.path.join(workdir, "nspawn.log"), "wb")
+        env = dict(os.environ, SYSTEMD_NSPAWN_UNIFIED_HIERARCHY="1")
+        self.proc = subprocess.Popen(
+            ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "--private-network",
+             "-D", self.merged, "--bind-ro=%s:/mnt/deb" % debdir,
+             "--machine=odmrd-test-%d" % os.getpid(), "--console=pipe", "-b"],
+            stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env)
+        self.pid1 = self.find_pid1()
+
+    def find_pid1(self):
+        deadline = time.time() + 30
+        while time.time() < deadline and self.proc.poll() is None:
+            r = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-x", "systemd"],
+                               capture_output=True, text=True)
+            if r.stdout.strip():
+                return int(r.stdout.split()[0])
+            time.sleep(0.1)
+        raise AssertionError("systemd did not start in the container: %s"
+                             % open(self.log.name).read()[-2000:])
+
+    def run(self, script, check=True, timeout=120, stdin=None):
+        r = subprocess.run(["nsenter", "-t", str(self.pid1), "-a", "sh", "-c", script],
+                           capture_output=True, text=True, timeout=timeout, input=stdin)
+        if check:
+            assert r.returncode == 0, (script, r.returncode, r.stdout, r.stderr)
+        return r
+
+    def wait_booted(self):
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            state = self.run("systemctl is-system-running", check=False).stdout.strip()
+            if state in ("running", "degraded"):
+                return state
+            time.sleep(0.3)
+        raise AssertionError("the container did not finish booting: %r" % state)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        self.log.close()
+        subprocess.run(["umount", "-l", self.merged], timeout=30)
+
+
+def service_property(box, name):
+    out = box.run("systemctl show odmrd -p %s --value" % name).stdout
+    return out.strip()
+
+
+SEND = r"""
+import smtplib
+with smtplib.SMTP("127.0.0.1", 2525) as s:
+    s.sendmail("sender@elsewhere.example", ["bob@example.org"],
+               b"Subject: under systemd\r\n\r\nhello from PID 1\r\n")
+"""
+
+
+@needs_tools
+@pytest.mark.skipif(not can_boot_container(), reason="needs root, systemd-nspawn and nsenter")
+def test_package_under_systemd_as_pid1(package, workdir):
+    box = Container(workdir, package["dir"])
+    try:
+        box.wait_booted()
+        box.run("dpkg -i /mnt/deb/%s" % os.path.basename(package["deb"]))
+        # A policy-rc.d (container images carry one) may have kept dpkg from starting it.
+        box.run("systemctl start odmrd")
+        served_under_systemd(box, package)
+    finally:
+        print(box.run("journalctl --no-pager -o short-monotonic -u odmrd", check=False).stdout)
+        box.close()
+
+
+def served_under_systemd(box, package):
+    # Type=notify: "active (running)" means odmrd sent READY=1 after it bound its listeners.
+    assert service_property(box, "Type") == "notify"
+    assert service_property(box, "ActiveState") == "active"
+    assert service_property(box, "SubState") == "running"
+    main_pid = service_property(box, "MainPID")
+    assert box.run("ps -o user= -p %s" % main_pid).stdout.strip() == "odmrd"
+    box.run("odmrctl user add alice example.org", stdin="alice-secret\n")
+    box.run("systemctl reload odmrd")              # ExecReload: SIGHUP, RELOADING=1 .. READY=1
+    assert service_property(box, "ActiveState") == "active"
+    assert service_property(box, "MainPID") == main_pid
+    box.run("%s -c '%s'" % (sys.executable, SEND.replace("'", "'\\''")))
+    assert len(box.run("odmrctl queue list --ids").stdout.split()) == 1
+    pin = box.run("odmrctl tls pin").stdout.strip()
+    box.run("install -m 600 /dev/null /root/alice.pw && echo alice-secret > /root/alice.pw")
+    box.run("odmr-client --server 127.0.0.1:3366 --user alice --password-file /root/alice.pw "
+            "--pin %s --deliver maildir:/root/mail/%%u" % pin)
+    got = box.run("cat /root/mail/bob/new/*").stdout
+    assert got.endswith("Subject: under systemd\n\nhello from PID 1\n"), got
+    journal_priorities(box)
+    box.run("systemctl stop odmrd")
+    assert service_property(box, "ActiveState") == "inactive"
+    assert service_property(box, "Result") == "success"
+    assert service_property(box, "ExecMainStatus") == "0"
+
+
+def journal_priorities(box):
+    """odmrd writes <N> priorities on the journal stream: journalctl -p filters by them."""
+    everything = box.run("journalctl --no-pager -o cat -u odmrd _PID=%s"
+                         % service_property(box, "MainPID")).stdout
+    assert "event=config.reloaded" in everything and "event=listen" in everything, everything
+    warnings = box.run("journalctl --no-pager -o cat -u odmrd -p warning _PID=%s"
+                       % service_property(box, "MainPID")).stdout.splitlines()
+    assert warnings and all("level=warn" in w or "level=error" in w for w in warnings), warnings
+    assert not any(re.match(r"^\d{4}-\d\d-\d\d", line) for line in everything.splitlines())
