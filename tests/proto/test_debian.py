@@ -322,11 +322,15 @@ def service_property(box, name):
 
 
 SEND = r"""
-import smtplib
+import smtplib, sys
 with smtplib.SMTP("127.0.0.1", 2525) as s:
     s.sendmail("sender@elsewhere.example", ["bob@example.org"],
-               b"Subject: under systemd\r\n\r\nhello from PID 1\r\n")
+               b"Subject: " + sys.argv[1].encode() + b"\r\n\r\nhello from PID 1\r\n")
 """
+
+
+def send(box, subject):
+    box.run("%s -c '%s' '%s'" % (sys.executable, SEND.replace("'", "'\\''"), subject))
 
 
 @needs_tools
@@ -355,7 +359,7 @@ def served_under_systemd(box, package):
     box.run("systemctl reload odmrd")              # ExecReload: SIGHUP, RELOADING=1 .. READY=1
     assert service_property(box, "ActiveState") == "active"
     assert service_property(box, "MainPID") == main_pid
-    box.run("%s -c '%s'" % (sys.executable, SEND.replace("'", "'\\''")))
+    send(box, "under systemd")
     assert len(box.run("odmrctl queue list --ids").stdout.split()) == 1
     pin = box.run("odmrctl tls pin").stdout.strip()
     box.run("install -m 600 /dev/null /root/alice.pw && echo alice-secret > /root/alice.pw")
@@ -364,6 +368,7 @@ def served_under_systemd(box, package):
     got = box.run("cat /root/mail/bob/new/*").stdout
     assert got.endswith("Subject: under systemd\n\nhello from PID 1\n"), got
     journal_priorities(box)
+    fetched_by_the_client_units(box, pin)
     box.run("systemctl stop odmrd")
     assert service_property(box, "ActiveState") == "inactive"
     assert service_property(box, "Result") == "success"
@@ -379,3 +384,29 @@ def journal_priorities(box):
                        % service_property(box, "MainPID")).stdout.splitlines()
     assert warnings and all("level=warn" in w or "level=error" in w for w in warnings), warnings
     assert not any(re.match(r"^\d{4}-\d\d-\d\d", line) for line in everything.splitlines())
+
+
+CLIENT_CONF = """[provider]
+server = 127.0.0.1:3366
+pin = %s
+user = alice
+[local]
+deliver = smtp:127.0.0.1:2526
+"""
+
+
+def fetched_by_the_client_units(box, pin):
+    """odmr-client.service as packaged (DynamicUser=, LoadCredential= of the password, the
+    sandbox) fetches into an SMTP target: Postfix's smtp-sink dumping each transaction."""
+    send(box, "for the client unit")
+    box.run("mkdir -p /etc/odmr-client && install -m 600 /dev/null /etc/odmr-client/password"
+            " && echo alice-secret > /etc/odmr-client/password")
+    box.run("cat > /etc/odmr-client.conf", stdin=CLIENT_CONF % pin)
+    box.run("install -d -m 1777 /var/tmp/sink && systemd-run --unit=odmrd-test-sink "
+            "/usr/sbin/smtp-sink -u nobody -d /var/tmp/sink/%%M. 127.0.0.1:2526 10")
+    box.run("systemctl start odmr-client.service", timeout=180)   # oneshot: returns when done
+    assert box.run("systemctl show odmr-client -p Result --value").stdout.strip() == "success"
+    dumps = box.run("cat /var/tmp/sink/*").stdout
+    assert dumps.count("Subject: for the client unit") == 1, dumps
+    assert "Subject: under systemd" not in dumps, dumps
+    assert box.run("odmrctl queue list --ids").stdout.split() == []
