@@ -10,6 +10,7 @@
 
 #include "lib/log.h"
 #include "lib/smtp_grammar.h"
+#include "services/metrics.h"
 
 /* ---- storage errors: one error line per burst ---- */
 
@@ -253,7 +254,7 @@ static void intake_data_end(void *ctx, struct smtp_session *s)
 {
     struct queue_writer *w = smtp_session_user(s);
     smtp_session_set_user(s, NULL);
-    queue_commit(w, on_committed, s);
+    metrics_queue_commit(w, on_committed, s);   /* queue_commit(), timed */
 }
 
 const struct smtp_server_hooks intake_hooks = {
