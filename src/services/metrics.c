@@ -162,6 +162,11 @@ void metrics_queue_commit(struct queue_writer *w, queue_commit_cb cb, void *arg)
     queue_commit(w, on_timed_commit, t);
 }
 
+void metrics_queue_changed(void)
+{
+    m.queue_generation++;
+}
+
 uint64_t metrics_queue_generation(void)
 {
     return m.queue_generation;
@@ -202,9 +207,9 @@ static void sample_labelled(struct evbuffer *out, const char *name, const char *
 
 static void format_sessions(struct evbuffer *out)
 {
-    family(out, "odmrd_sessions", "gauge", "Sessions open now, by service.");
+    family(out, "odmrd_sessions_open", "gauge", "Sessions open now, by service.");
     for (int i = 0; i < SERVICES; i++)
-        sample_labelled(out, "odmrd_sessions", "service", service_names[i],
+        sample_labelled(out, "odmrd_sessions_open", "service", service_names[i],
                         (uint64_t)(m.sessions[i] > 0 ? m.sessions[i] : 0));
     family(out, "odmrd_sessions_total", "counter", "Sessions accepted since the start, by service.");
     for (int i = 0; i < SERVICES; i++)

@@ -32,6 +32,8 @@ void metrics_count_push_outcome(const char *reply);
 /* odmrd's reply to the end of one message's data (final dot or BDAT LAST); count replies at
  * once (LMTP: one per recipient, RFC 2033 4.2). */
 void metrics_count_intake_reply(const char *service, int code, size_t count);
+/* odmrd changed the queue (outcomes recorded, a message removed): the next scrape reads it. */
+void metrics_queue_changed(void);
 /* queue_commit() that measures the time to the callback (odmrd_commit_duration_seconds). */
 void metrics_queue_commit(struct queue_writer *w, queue_commit_cb cb, void *arg);
 

@@ -238,6 +238,7 @@ static void on_outcomes_recorded(int status, int removed, const char *id, void *
     else if (removed)
         log_info("push.removed", " session=%s id=%s", s->session_id, id);
     s->outcome_jobs--;
+    metrics_queue_changed();
     maybe_finish(s);
 }
 
