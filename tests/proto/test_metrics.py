@@ -6,6 +6,7 @@ mail left -- and every family compared whole with what the test did. Off by defa
 non-loopback address is refused by odmrd -t unless allow_remote."""
 import os
 import re
+import signal
 import smtplib
 import subprocess
 import time
@@ -226,3 +227,16 @@ def test_allow_remote_must_be_yes_or_no(make_odmrd):
     r = subprocess.run([ODMRD, "-c", d.conf, "-t"], capture_output=True, text=True)
     assert r.returncode == 78
     assert 'allow_remote: "maybe" is not yes or no' in r.stderr
+
+
+def test_sighup_with_a_new_listen_needs_a_restart(make_odmrd):
+    """A changed [metrics] listen is logged as needing a restart; the old port keeps serving."""
+    d = metrics_odmrd(make_odmrd)
+    old = d.metrics_port
+    d.extra["metrics.listen"] = "127.0.0.1:%d" % free_port()
+    d.write_config()
+    d.proc.send_signal(signal.SIGHUP)
+    assert d.wait_log("event=config.reloaded"), d.log()[-2000:]
+    assert "level=warn event=config.restart_needed keys=metrics.listen\n" in d.log()
+    d.metrics_port = old
+    assert "odmrd_sessions_open" in scrape(d)
