@@ -160,6 +160,30 @@ static size_t quoted_octet(unsigned char c, char out[4])
     return 4;
 }
 
+/* Escapes src[i..] into dst[o..] while the escape and `reserve` more octets fit; returns the
+ * new o. */
+static size_t escape_into(char *dst, size_t dstlen, size_t o, const char *src, size_t srclen,
+                          size_t reserve)
+{
+    for (size_t i = 0; i < srclen; i++) {
+        char esc[4];
+        size_t n = quoted_octet((unsigned char)src[i], esc);
+        if (o + n + reserve > dstlen)
+            break;
+        memcpy(dst + o, esc, n);
+        o += n;
+    }
+    return o;
+}
+
+const char *log_escape(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+    if (dstlen == 0)
+        return dst;
+    dst[escape_into(dst, dstlen, 0, src, srclen, 1)] = '\0';
+    return dst;
+}
+
 const char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)
 {
     size_t o = 0, i = 0;
@@ -174,14 +198,7 @@ const char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)
         return dst;
     }
     dst[o++] = '"';
-    for (i = 0; i < srclen; i++) {        /* the closing quote and the NUL always fit */
-        char esc[4];
-        size_t n = quoted_octet((unsigned char)src[i], esc);
-        if (o + n + 2 > dstlen)
-            break;
-        memcpy(dst + o, esc, n);
-        o += n;
-    }
+    o = escape_into(dst, dstlen, o, src, srclen, 2);   /* the closing quote and the NUL fit */
     dst[o++] = '"';
     dst[o] = '\0';
     return dst;

@@ -30,6 +30,9 @@ void log_event(enum log_level level, const char *event, const char *fmt, ...)
  * a backslash and anything that is not printable ASCII (controls, 8-bit) as \xHH. A value cut
  * to fit dstlen keeps its closing quote; always NUL-terminated. Returns dst. */
 const char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen);
+/* What log_quote() writes between its double quotes, without them: for peer text that goes
+ * into a value the caller quotes itself (reason="... %s ..."). Always NUL-terminated. */
+const char *log_escape(char *dst, size_t dstlen, const char *src, size_t srclen);
 
 #define log_info(ev, ...)  log_event(LOG_LEVEL_INFO, ev, __VA_ARGS__)
 #define log_warn(ev, ...)  log_event(LOG_LEVEL_WARN, ev, __VA_ARGS__)

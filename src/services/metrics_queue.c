@@ -95,7 +95,8 @@ static int by_messages(const void *a, const void *b)
 static void keep_top(struct scan *sc, unsigned top_domains)
 {
     struct metrics_queue_snapshot *out = sc->out;
-    qsort(sc->domains, sc->domain_count, sizeof *sc->domains, by_messages);
+    if (sc->domain_count > 0)   /* qsort(NULL, 0, ...) is undefined */
+        qsort(sc->domains, sc->domain_count, sizeof *sc->domains, by_messages);
     out->domains = sc->domains;
     out->domain_count = sc->domain_count < top_domains ? sc->domain_count : top_domains;
     snprintf(out->other.name, sizeof out->other.name, "%s", METRICS_OTHER_DOMAINS);

@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, free_port
+from conftest import BIN, ROOT, free_port
 from test_auth_hardening import connect, cram_login
 from test_client import Sink, run_client
 from test_push import USERS, wait_push_done
@@ -150,7 +150,7 @@ def test_numbers_match_a_scripted_workload(make_odmrd):
     assert 0 < age <= time.time() - before_first + 1, age
     assert samples(fams, "odmrd_queue_scan_failed") == {("odmrd_queue_scan_failed", ()): 0.0}
     assert fams["odmrd_build_info"].samples[0].labels["version"] == \
-        open(os.path.join(BIN, "..", "VERSION")).read().strip()
+        open(os.path.join(ROOT, "VERSION")).read().strip()
 
 
 def check_commit_histogram(got, count):

@@ -41,11 +41,22 @@ static void test_cut(void **state)
     assert_int_equal(strlen(log_quote(out, 1, "abc", 3)), 0);
 }
 
+/* Inside a value the caller quotes: the same escapes, no quotes of its own. */
+static void test_escape(void **state)
+{
+    char out[64];
+    assert_string_equal(log_escape(out, sizeof out, "535 \"x\" a\\b\nc", 13),
+                        "535 \\\"x\\\" a\\\\b\\x0ac");
+    assert_string_equal(log_escape(out, 6, "ab\x01" "cd", 5), "ab");
+    assert_string_equal(log_escape(out, sizeof out, "plain", 5), "plain");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_values),
         cmocka_unit_test(test_cut),
+        cmocka_unit_test(test_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

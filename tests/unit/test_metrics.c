@@ -122,7 +122,8 @@ static void put(struct queue *q, const char *const *domains, size_t n, char *id)
                                  .protocol = "SMTP", .rcpts = rcpts, .rcpt_count = n};
     struct queue_writer *w = queue_put(q, &env);
     assert_non_null(w);
-    assert_int_equal(queue_write(w, "x\r\n", 3 * n), 0);   /* sizes differ by message */
+    for (size_t i = 0; i < n; i++)          /* sizes differ by message */
+        assert_int_equal(queue_write(w, "x\r\n", 3), 0);
     assert_int_equal(queue_commit_sync(w), 0);
     strcpy(id, env.id);
 }
