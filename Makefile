@@ -2,7 +2,7 @@
 # odmrd build. `make` builds bin/odmrd and bin/odmrctl; `make asan` builds the same
 # programs with ASan+UBSan into build-asan/; `make check` runs every test.
 CC      ?= cc
-PKGS    := libevent_core libevent_openssl libevent_pthreads openssl libgsasl inih
+PKGS    := libevent_core libevent_extra libevent_openssl libevent_pthreads openssl libgsasl inih
 BUILD   ?= build
 BINDIR  ?= bin
 CSTD    := -std=c17 -D_GNU_SOURCE

@@ -117,7 +117,7 @@ static void send_command(struct odmr *c, enum step next, const char *fmt, ...)
  * quote cannot forge a log line or a key=value pair. */
 static const char *peer_text(char *buf, size_t len, const char *text)
 {
-    return log_quote(buf, len, text, strlen(text));
+    return log_escape(buf, len, text, strlen(text));   /* inside reason="..." */
 }
 
 /* Ends the exchange: QUIT first when the connection still works (RFC 5321 4.1.1.10). */

@@ -18,6 +18,7 @@
 #include "platform/deadline.h"
 #include "platform/listen.h"
 #include "platform/tls.h"
+#include "services/metrics.h"   /* the one service every layer may call, like lib/log */
 
 /* RFC 5321 4.5.3.1.4: command line at most 512 octets including CRLF. OUTPUT_HIGH_WATER: a
  * client that sends commands without reading the replies is read no further until they have
@@ -204,6 +205,7 @@ static void session_free(struct smtp_session *s)
     if (s->next)
         s->next->prev = s->prev;
     server->session_count--;
+    metrics_session_closed(server->settings.role);
     log_info("session.end", " session=%s role=%s", s->id, server->settings.role);
     free(s);
     if (server->shutting_down && server->session_count == 0 && server->on_idle)
@@ -840,6 +842,7 @@ static void send_data_reply(struct smtp_session *s, const struct smtp_reply *rep
 {
     /* RFC 2033 4.2: LMTP answers DATA once per accepted recipient, in RCPT order. */
     size_t count = is_lmtp(s) ? s->txn.rcpt_count : 1;
+    metrics_count_intake_reply(s->server->settings.role, reply->code, count);
     for (size_t i = 0; i < count; i++)
         write_hook_reply(s, reply);
 }
@@ -1414,6 +1417,7 @@ static struct smtp_session *session_new(struct smtp_server *server, evutil_socke
         s->next->prev = s;
     server->sessions = s;
     server->session_count++;
+    metrics_session_opened(server->settings.role);
     return s;
 }
 

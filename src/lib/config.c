@@ -19,6 +19,7 @@
 enum value_kind {
     VALUE_STRING, VALUE_LIST, VALUE_SIZE, VALUE_DURATION, VALUE_COUNT, VALUE_PATH,
     VALUE_DURATION_OR_OFF,   /* a duration, or 0 = off */
+    VALUE_BOOL,              /* yes/no, true/false, on/off, 1/0 */
 };
 
 struct config_key {
@@ -78,6 +79,9 @@ static const struct config_key config_keys[] = {
     {"bounce", "postmaster", VALUE_STRING, FIELD(bounce_postmaster), 0},
     {"bounce", "retry_min", VALUE_DURATION, FIELD(bounce_retry_min), 0},
     {"bounce", "retry_max", VALUE_DURATION, FIELD(bounce_retry_max), 0},
+    {"metrics", "listen", VALUE_STRING, FIELD(metrics_listen), 0},
+    {"metrics", "allow_remote", VALUE_BOOL, FIELD(metrics_allow_remote), 0},
+    {"metrics", "top_domains", VALUE_COUNT, FIELD(metrics_top_domains), 0},
 };
 #undef FIELD
 
@@ -136,6 +140,20 @@ int config_parse_size(const char *text, uint64_t *out)
         return -1;
     *out = value * multiple;
     return 0;
+}
+
+int config_parse_bool(const char *text, bool *out)
+{
+    static const struct { const char *word; bool value; } words[] = {
+        {"yes", true}, {"true", true}, {"on", true}, {"1", true},
+        {"no", false}, {"false", false}, {"off", false}, {"0", false},
+    };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strcasecmp(text, words[i].word) == 0) {
+            *out = words[i].value;
+            return 0;
+        }
+    return -1;
 }
 
 /* inih (as Debian builds it) does not pass line numbers to the handler; it returns the line
@@ -220,6 +238,10 @@ static int store_value(struct load_context *ctx, const struct config_key *key,
         *(unsigned *)field = (unsigned)n;
         return 1;
     }
+    case VALUE_BOOL:
+        if (config_parse_bool(value, field) != 0)
+            return set_error(ctx, "%s: \"%s\" is not yes or no", key->name, value);
+        return 1;
     }
     return 0;
 }
@@ -298,6 +320,7 @@ static void init_numbers(struct config *cfg)
     cfg->max_hold = 5 * 86400;   /* Postfix's maximal_queue_lifetime */
     cfg->bounce_retry_min = 300;   /* Postfix's minimal_backoff_time */
     cfg->bounce_retry_max = 3600;  /* about Postfix's maximal_backoff_time (4000s) */
+    cfg->metrics_top_domains = 10;  /* docs/metrics.md: bounded series per scrape */
 }
 
 /* RFC 5321 4.5.1: RCPT TO:<Postmaster> must be accepted; odmrd stores it as [server]
@@ -425,7 +448,8 @@ void config_free(struct config *cfg)
 {
     char **strings[] = {&cfg->hostname, &cfg->spool, &cfg->users, &cfg->user, &cfg->log_level,
                         &cfg->postmaster, &cfg->log, &cfg->tls_cert, &cfg->tls_key,
-                        &cfg->tls_ca, &cfg->path, &cfg->bounce_relay, &cfg->bounce_postmaster};
+                        &cfg->tls_ca, &cfg->path, &cfg->bounce_relay, &cfg->bounce_postmaster,
+                        &cfg->metrics_listen};
     for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
         free(*strings[i]);
         *strings[i] = NULL;
@@ -478,6 +502,9 @@ static void format_value(const struct config *cfg, const struct config_key *key,
         return;
     case VALUE_COUNT:
         snprintf(out, outlen, "%u", *(const unsigned *)field);
+        return;
+    case VALUE_BOOL:
+        snprintf(out, outlen, "%s", *(const bool *)field ? "yes" : "no");
         return;
     }
 }

@@ -70,6 +70,10 @@ struct config {
     char *bounce_postmaster;   /* where a notice the relay refuses (5xx) goes; NULL: dropped */
     time_t bounce_retry_min;   /* first retry after a failed attempt; default 5m */
     time_t bounce_retry_max;   /* back-off ceiling; default 1h */
+    /* [metrics]: Prometheus text format over HTTP (docs/metrics.md) */
+    char *metrics_listen;      /* host:port; NULL or "" (default): off */
+    bool metrics_allow_remote; /* a listen address that is not loopback; default no */
+    unsigned metrics_top_domains;   /* domains with their own queue series; default 10 */
     /* where the file was */
     char *path;
 };
@@ -90,6 +94,8 @@ size_t config_changed_keys(const struct config *a, const struct config *b, char 
 
 /* "30s", "5m", "2h", "7d", plain seconds. -1 on error. */
 int config_parse_duration(const char *text, time_t *out);
+/* yes/no, true/false, on/off, 1/0 (any case). -1 on error. */
+int config_parse_bool(const char *text, bool *out);
 /* "1024", "10k", "50M", "1G" (binary multiples). -1 on error. */
 int config_parse_size(const char *text, uint64_t *out);
 

@@ -133,26 +133,73 @@ void log_event(enum log_level level, const char *event, const char *fmt, ...)
     (void)ignored;
 }
 
-const char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)
+/* Octets a bare logfmt value may hold: printable ASCII but the space, '"', '\' and '='. */
+static bool bare_octet(unsigned char c)
+{
+    return c > 32 && c < 127 && c != '"' && c != '\\' && c != '=';
+}
+
+/* One octet inside double quotes: '"' and '\' escaped by a backslash, the space and other
+ * printable ASCII as it is, anything else as \xHH. Returns the length of the escape. */
+static size_t quoted_octet(unsigned char c, char out[4])
 {
     static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
+    if (c == '"' || c == '\\') {
+        out[0] = '\\';
+        out[1] = (char)c;
+        return 2;
+    }
+    if (c >= 32 && c < 127) {
+        out[0] = (char)c;
+        return 1;
+    }
+    out[0] = '\\';
+    out[1] = 'x';
+    out[2] = hex[c >> 4];
+    out[3] = hex[c & 15];
+    return 4;
+}
 
+/* Escapes src[i..] into dst[o..] while the escape and `reserve` more octets fit; returns the
+ * new o. */
+static size_t escape_into(char *dst, size_t dstlen, size_t o, const char *src, size_t srclen,
+                          size_t reserve)
+{
+    for (size_t i = 0; i < srclen; i++) {
+        char esc[4];
+        size_t n = quoted_octet((unsigned char)src[i], esc);
+        if (o + n + reserve > dstlen)
+            break;
+        memcpy(dst + o, esc, n);
+        o += n;
+    }
+    return o;
+}
+
+const char *log_escape(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
     if (dstlen == 0)
         return dst;
-    for (size_t i = 0; i < srclen && o + 1 < dstlen; i++) {
-        unsigned char c = (unsigned char)src[i];
-        if (c > 32 && c < 127 && c != '"' && c != '\\') {
-            dst[o++] = (char)c;
-        } else if (o + 4 < dstlen) {
-            dst[o++] = '\\';
-            dst[o++] = 'x';
-            dst[o++] = hex[c >> 4];
-            dst[o++] = hex[c & 15];
-        } else {
-            break;
-        }
+    dst[escape_into(dst, dstlen, 0, src, srclen, 1)] = '\0';
+    return dst;
+}
+
+const char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen)
+{
+    size_t o = 0, i = 0;
+    if (dstlen == 0)
+        return dst;
+    while (i < srclen && bare_octet((unsigned char)src[i]))
+        i++;
+    if (i == srclen || dstlen < 3) {      /* bare: a simple value (or no room for quotes) */
+        for (i = 0; i < srclen && o + 1 < dstlen && bare_octet((unsigned char)src[i]); i++)
+            dst[o++] = src[i];
+        dst[o] = '\0';
+        return dst;
     }
+    dst[o++] = '"';
+    o = escape_into(dst, dstlen, o, src, srclen, 2);   /* the closing quote and the NUL fit */
+    dst[o++] = '"';
     dst[o] = '\0';
     return dst;
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: ISC */
 /* One line per event on stderr: "TIME PROG[PID]: level=L event=NAME key=value ..." (see
- * enum log_sink for the journal and syslog).
+ * enum log_sink for the journal and syslog), logfmt: a value with spaces is in double quotes.
  * Values supplied by a peer must go through log_quote() so a line stays one line. */
 #ifndef ODMR_LIB_LOG_H
 #define ODMR_LIB_LOG_H
@@ -25,10 +25,14 @@ void log_set_level(enum log_level min_level);
 /* fmt continues the line after "event=NAME"; it should be " key=value" pairs. */
 void log_event(enum log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Copies src into dst as a token safe for a key=value log line: printable ASCII kept,
- * anything else (space, quote, control, 8-bit) escaped as \xHH; always NUL-terminated.
- * Returns dst. */
+/* Copies src into dst as one logfmt value for a key=value log line: bare when it is printable
+ * ASCII without space, '"', '\' or '='; else in double quotes, with '"' and '\' escaped by
+ * a backslash and anything that is not printable ASCII (controls, 8-bit) as \xHH. A value cut
+ * to fit dstlen keeps its closing quote; always NUL-terminated. Returns dst. */
 const char *log_quote(char *dst, size_t dstlen, const char *src, size_t srclen);
+/* What log_quote() writes between its double quotes, without them: for peer text that goes
+ * into a value the caller quotes itself (reason="... %s ..."). Always NUL-terminated. */
+const char *log_escape(char *dst, size_t dstlen, const char *src, size_t srclen);
 
 #define log_info(ev, ...)  log_event(LOG_LEVEL_INFO, ev, __VA_ARGS__)
 #define log_warn(ev, ...)  log_event(LOG_LEVEL_WARN, ev, __VA_ARGS__)

@@ -33,6 +33,7 @@
 #include "platform/tls_pin.h"
 #include "platform/tls_reload.h"
 #include "services/intake.h"
+#include "services/metrics_http.h"
 #include "services/notice.h"
 #include "services/notice_relay.h"
 #include "services/odmr_session.h"
@@ -56,6 +57,7 @@ struct daemon {
     struct expire *expire;
     struct accept_guard *guard;      /* owns the listeners */
     struct notice_relay *relay;
+    struct metrics_http *metrics;    /* [metrics] listen; NULL: off */
     struct evconnlistener *listeners[MAX_LISTENERS];
     size_t listener_count;
     struct peer_count *intake_peers; /* SMTP and LMTP sessions per address */
@@ -108,6 +110,35 @@ static void check_listen_addresses(const struct config *cfg)
         for (size_t i = 0; i < counts[l]; i++)
             if (listen_check(lists[l][i], err, sizeof err) != 0)
                 fail("bad listen address", err);
+    if (metrics_http_check(cfg->metrics_listen, cfg->metrics_allow_remote, err, sizeof err) != 0)
+        fail("configuration error", err);
+}
+
+static bool metrics_on(const struct config *cfg)
+{
+    return cfg->metrics_listen != NULL && cfg->metrics_listen[0] != '\0';
+}
+
+/* Bound with the other ports, before the switch to [server] user. */
+static void open_metrics(struct daemon *d)
+{
+    char err[300];
+    if (!metrics_on(&d->cfg))
+        return;
+    d->metrics = metrics_http_listen(d->base, d->cfg.metrics_listen, err, sizeof err);
+    if (d->metrics == NULL)
+        fail("listen", err);
+    log_info("listen", " address=%s service=metrics", d->cfg.metrics_listen);
+}
+
+/* After the switch: the scan reads the spool as its owner. */
+static void watch_queue(struct daemon *d)
+{
+    char err[512];
+    if (d->metrics != NULL &&
+        metrics_http_watch_queue(d->metrics, d->cfg.spool, d->cfg.metrics_top_domains, err,
+                                 sizeof err) != 0)
+        fail("metrics", err);
 }
 
 static struct userdb *load_users(const char *path)
@@ -441,6 +472,7 @@ static void teardown(struct daemon *d)
     odmr_service_free(d->odmr);
     expire_free(d->expire);
     notice_relay_free(d->relay);
+    metrics_http_free(d->metrics);
     queue_close(d->queue);
     userdb_free(d->users);
     SSL_CTX_free(d->tls);
@@ -543,8 +575,10 @@ int main(int argc, char **argv)
     int odmr_first = (int)d.listener_count;
     open_listeners(&d, d.cfg.odmr_listen, d.cfg.odmr_listen_count, on_accept_odmr, NULL);
     open_listeners(&d, d.cfg.odmr_tls_listen, d.cfg.odmr_tls_listen_count, on_accept_odmrs, NULL);
+    open_metrics(&d);
     drop_privileges(&d.cfg);
     open_queue(&d);
+    watch_queue(&d);
     int atrn_rc = last_atrn_open(d.cfg.spool);   /* after the switch: owned by [server] user */
     if (atrn_rc != 0)
         log_warn("atrn.record_unavailable", " dir=%s/%s error=\"%s\"", d.cfg.spool,

@@ -3,6 +3,7 @@
  * default max_sessions of 1000 per listener kind, accept() used to fail with EMFILE under
  * load. The limit is raised (up to the hard limit) or odmrd refuses to start, saying why. */
 #include "odmrd/nofile.h"
+#include "services/metrics_http.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -10,7 +11,7 @@
 #include <sys/resource.h>
 
 struct nofile_parts {
-    unsigned long intake, odmr, workers, listeners;
+    unsigned long intake, odmr, workers, listeners, metrics;
     unsigned kinds_intake;
 };
 
@@ -23,13 +24,14 @@ static void count_parts(const struct config *cfg, struct nofile_parts *p)
     p->workers = cfg->commit_workers;
     p->listeners = cfg->smtp_listen_count + cfg->lmtp_listen_count + cfg->odmr_listen_count +
                    cfg->odmr_tls_listen_count;
+    p->metrics = cfg->metrics_listen != NULL && cfg->metrics_listen[0] != '\0' ? NOFILE_METRICS : 0;
 }
 
 unsigned long nofile_needed(const struct config *cfg)
 {
     struct nofile_parts p;
     count_parts(cfg, &p);
-    return p.intake + p.odmr + p.workers + p.listeners + NOFILE_MARGIN;
+    return p.intake + p.odmr + p.workers + p.listeners + p.metrics + NOFILE_MARGIN;
 }
 
 static void explain(const struct config *cfg, unsigned long need, unsigned long hard, char *err,
@@ -40,10 +42,12 @@ static void explain(const struct config *cfg, unsigned long need, unsigned long 
     snprintf(err, errlen,
              "the configuration needs %lu open files but the hard RLIMIT_NOFILE is %lu: "
              "[intake] max_sessions = %u for %u intake listener kind(s) x %d (%lu) and for ODMR "
-             "x %d (%lu), [intake] commit_workers = %u, %lu listeners, %d spare; lower "
-             "[intake] max_sessions or raise the hard limit (systemd: LimitNOFILE=%lu)",
+             "x %d (%lu), [intake] commit_workers = %u, %lu listeners, %lu for [metrics], %d "
+             "spare; lower [intake] max_sessions or raise the hard limit (systemd: "
+             "LimitNOFILE=%lu)",
              need, hard, cfg->max_sessions, p.kinds_intake, NOFILE_PER_INTAKE, p.intake,
-             NOFILE_PER_ODMR, p.odmr, cfg->commit_workers, p.listeners, NOFILE_MARGIN, need);
+             NOFILE_PER_ODMR, p.odmr, cfg->commit_workers, p.listeners, p.metrics,
+             NOFILE_MARGIN, need);
 }
 
 /* The same in odmrd -t and at start (-t raises its own soft limit too, harmlessly, so both

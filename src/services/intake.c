@@ -10,6 +10,7 @@
 
 #include "lib/log.h"
 #include "lib/smtp_grammar.h"
+#include "services/metrics.h"
 
 /* ---- storage errors: one error line per burst ---- */
 
@@ -237,9 +238,10 @@ static void on_committed(int status, const char *id, void *arg)
     if (status == 0) {
         const struct smtp_transaction *t = smtp_session_transaction(s);
         storage_worked();
-        char sender[600];
-        log_info("message.accepted", " session=%s id=%s from=<%s> rcpts=%zu", smtp_session_id(s),
-                 id, log_quote(sender, sizeof sender, t->sender, strlen(t->sender)),
+        char path[SMTP_PATH_MAX + 3], sender[4 * sizeof path];
+        snprintf(path, sizeof path, "<%s>", t->sender);   /* one value, brackets and all */
+        log_info("message.accepted", " session=%s id=%s from=%s rcpts=%zu", smtp_session_id(s),
+                 id, log_quote(sender, sizeof sender, path, strlen(path)),
                  t->rcpt_count);
         reply_set(&reply, 250, "2.0.0", "Ok: queued as %s", id);
     } else {
@@ -253,7 +255,7 @@ static void intake_data_end(void *ctx, struct smtp_session *s)
 {
     struct queue_writer *w = smtp_session_user(s);
     smtp_session_set_user(s, NULL);
-    queue_commit(w, on_committed, s);
+    metrics_queue_commit(w, on_committed, s);   /* queue_commit(), timed */
 }
 
 const struct smtp_server_hooks intake_hooks = {

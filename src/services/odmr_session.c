@@ -20,6 +20,7 @@
 #include "platform/listen.h"
 #include "platform/sasl.h"
 #include "platform/tls.h"
+#include "services/metrics.h"
 #include "store/last_atrn.h"
 
 /* RFC 5321 4.5.3.1.4 command lines; RFC 4954 4: AUTH lines may be longer (12288 like
@@ -156,6 +157,7 @@ static void session_free(struct odmr_session *s)
      * service's, so it is recorded although the session ends). */
     if (s->exchange != NULL) {
         unsigned address_failures = record_address_failure(service, s->peer);
+        metrics_count_auth_failure();
         log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=aborted "
                  "address_failures=%u", s->id, s->peer, s->mechanism, address_failures);
     }
@@ -175,6 +177,7 @@ static void session_free(struct odmr_session *s)
     if (s->next)
         s->next->prev = s->prev;
     service->session_count--;
+    metrics_session_closed("odmr");
     log_info("odmr.end", " session=%s user=%s", s->id, s->user ? s->user : "-");
     free(s->user);
     free(s);
@@ -481,6 +484,7 @@ static void auth_failed(struct odmr_session *s, const struct failure_reply *repl
 {
     unsigned address_failures = record_address_failure(s->service, s->peer);
     s->auth_failures++;
+    metrics_count_auth_failure();
     log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=%s session_failures=%u "
              "address_failures=%u", s->id, s->peer, s->mechanism, reply->reason,
              s->auth_failures, address_failures);
@@ -669,11 +673,13 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
     const char *why = NULL;
     const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
     if (domain_list_parse(arg, &d->parsed, &why) != 0) {
+        metrics_count_atrn(501);
         reply_send(out(s), 501, "5.5.4", "Syntax: ATRN [domain[,domain...]]: %s", why);
         count_error(s);
         return false;
     }
     if (u == NULL) {
+        metrics_count_atrn(450);
         reply_send(out(s), 450, "4.7.1", "ATRN request refused: the user no longer exists");
         return false;
     }
@@ -687,6 +693,7 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
         d->count = u->domain_count;
     }
     if (d->count == 0) {
+        metrics_count_atrn(450);
         reply_send(out(s), 450, "4.7.1", "ATRN request refused: no domains for this user");
         return false;
     }
@@ -695,6 +702,7 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
         if (!userdb_user_has_domain(u, d->names[i])) {
             log_warn("odmr.atrn_refused", " session=%s user=%s domain=%s", s->id, s->user,
                      d->names[i]);
+            metrics_count_atrn(450);
             reply_send(out(s), 450, "4.7.1", "ATRN request refused: not authorized for %s",
                        d->names[i]);
             return false;
@@ -735,6 +743,7 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     struct atrn_domains domains;
     const char *busy;
     if (s->user == NULL) {
+        metrics_count_atrn(530);
         reply_send(out(s), 530, "5.7.0", "Authentication required");
         count_error(s);
         return;
@@ -742,6 +751,7 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     if (!resolve_domains(s, arg, &domains))
         return;
     if (lease_all(s, &domains, &busy) != 0) {
+        metrics_count_atrn(451);
         if (busy != NULL)
             reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
                        "delivered by another session", busy);
@@ -752,6 +762,7 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     if (!any_mail(s)) {
         release_leases(s);
         last_atrn_record(s->user);   /* odmrctl queue summary: when the customer last polled */
+        metrics_count_atrn(453);
         reply_send(out(s), 453, "4.3.0", "You have no mail");
         return;
     }
@@ -760,11 +771,13 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
         log_warn("odmr.atrn_pipelined", " session=%s user=%s", s->id, s->user);
         release_leases(s);
+        metrics_count_atrn(554);
         reply_send(out(s), 554, "5.5.0", "Pipelined data after ATRN; closing");
         close_after_flush(s);
         return;
     }
     last_atrn_record(s->user);
+    metrics_count_atrn(250);
     reply_send(out(s), 250, "2.0.0", "OK, now reversing the connection");
     turn_around(s);
 }
@@ -971,6 +984,7 @@ static struct odmr_session *session_new(struct odmr_service *service, struct buf
         s->next->prev = s;
     service->sessions = s;
     service->session_count++;
+    metrics_session_opened("odmr");
     return s;
 }
 

@@ -20,6 +20,7 @@
 #include "lib/log.h"
 #include "services/delivery_log.h"
 #include "services/dsn.h"
+#include "services/metrics.h"
 #include "services/notice.h"
 #include "services/txn_build.h"
 
@@ -237,6 +238,7 @@ static void on_outcomes_recorded(int status, int removed, const char *id, void *
     else if (removed)
         log_info("push.removed", " session=%s id=%s", s->session_id, id);
     s->outcome_jobs--;
+    metrics_queue_changed();
     maybe_finish(s);
 }
 
@@ -253,6 +255,7 @@ static void count_outcome(struct push_session *s, const struct queue_message *m,
                             [QUEUE_RCPT_DONE] = &s->result.delivered,
                             [QUEUE_RCPT_FAILED] = &s->result.failed};
     (*counters[state])++;
+    metrics_count_push_outcome(reply);
     char qrcpt[300], qreply[600];
     log_info("push.rcpt", " session=%s id=%s rcpt=%s outcome=%s reply=%s", s->session_id,
              m->env.id, quote(qrcpt, sizeof qrcpt, rcpt), outcome_names[state],

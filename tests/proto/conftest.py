@@ -3,6 +3,7 @@
 import contextlib
 import os
 import pwd
+import re
 import resource
 import signal
 import socket
@@ -61,6 +62,29 @@ def open_files_limit(pid):
             if line.startswith("Max open files"):
                 return int(line.split()[3]), int(line.split()[4])
     raise AssertionError("no open-files line for %d" % pid)
+
+
+# One key=value pair of a log line (lib/log.h): a bare value, or one in double quotes with
+# \" \\ and \xHH escapes (logfmt).
+LOGFMT_PAIR = re.compile(r'([A-Za-z_][\w.]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
+
+
+def logfmt_unquote(value):
+    if not value.startswith('"'):
+        return value
+    return re.sub(r'\\(x[0-9a-f]{2}|.)',
+                  lambda m: chr(int(m.group(1)[1:], 16)) if len(m.group(1)) == 3 else m.group(1),
+                  value[1:-1])
+
+
+def logfmt(line):
+    """{key: value} of one log line, the values unquoted."""
+    return {k: logfmt_unquote(v) for k, v in LOGFMT_PAIR.findall(line)}
+
+
+def log_values(text, event, key):
+    """The `key` values of every `event` line in text, unquoted."""
+    return [logfmt(line)[key] for line in text.splitlines() if " event=%s " % event in line]
 
 
 class Odmrd:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BIN
+from conftest import BIN, logfmt
 from test_odmr import USERS, inject, login
 
 CLIENT = os.path.join(BIN, "odmr-client")
@@ -318,10 +318,12 @@ def test_verbose_logs_target_replies_quoted(prov):
     sink = Sink(rcpt_replies={"bad@example.org": "550 5.1.1 no level=error event=forged"})
     r = run_client(prov, sink.target())
     assert r.returncode == 0, r.stderr
-    replies = [l for l in r.stderr.splitlines() if "event=target.reply" in l]
-    assert any("code=550" in l and "5.1.1" in l for l in replies), r.stderr
-    assert any("code=250" in l for l in replies), r.stderr
-    assert " event=forged" not in r.stderr and " level=error event=forged" not in r.stderr
+    replies = [logfmt(l) for l in r.stderr.splitlines() if "event=target.reply" in l]
+    assert {"level": "debug", "event": "target.reply", "code": "550",
+            "text": "5.1.1 no level=error event=forged"} in replies, r.stderr
+    assert any(f["code"] == "250" for f in replies), r.stderr
+    # the forged pair stays inside the quoted text: no line parses as event=forged
+    assert all(logfmt(l).get("event") != "forged" for l in r.stderr.splitlines()), r.stderr
 
 
 def test_target_451_keeps_all(prov):

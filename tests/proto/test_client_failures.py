@@ -109,7 +109,7 @@ def test_target_goes_down_mid_session(prov):
     assert c.returncode == 7, c.log
     assert "closed by odmr-client" in c.log, c.log
     # 421 4.4.0 to the RCPT; odmrd records outcomes off its event loop, after the session
-    assert wait_for(lambda: "outcome=deferred reply=421" in prov.log(), 15), prov.log()[-2000:]
+    assert wait_for(lambda: 'outcome=deferred reply="421' in prov.log(), 15), prov.log()[-2000:]
     first = delivered(sink)
     assert len(first) == 2
     acknowledged, left = assert_acknowledged_were_delivered(prov, queued, first)
@@ -132,7 +132,7 @@ def test_target_stalls_at_greeting(prov):
     assert 2.5 < c.elapsed < 30, c.elapsed
     assert "target.lost" in c.log, c.log
     # 421 4.4.0 to the RCPT; odmrd records outcomes off its event loop, after the session
-    assert wait_for(lambda: "outcome=deferred reply=421" in prov.log(), 15), prov.log()[-2000:]
+    assert wait_for(lambda: 'outcome=deferred reply="421' in prov.log(), 15), prov.log()[-2000:]
     assert sink.messages == [] and set(stored(prov)) == set(queued)
     second_run_delivers_the_rest(prov, queued, {})
 

@@ -530,7 +530,7 @@ def test_lmtp_smtphost_keeps_mail_queued(prov, sink, workdir):
     assert held_ids(prov) == ids
     r = recipients(prov.queue_show(ids.pop()))["u@example.org"]
     assert r["state"] == "pending" and r["attempts"] == "0", r
-    assert "clean=0 reason=refused:\\x20HELO\\x20refused:\\x20500" in prov.log()
+    assert 'clean=0 reason="refused: HELO refused: 500' in prov.log()
 
 
 # ---------------------------------------------------------------- TLS close_notify

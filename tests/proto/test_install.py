@@ -195,7 +195,8 @@ def test_odmrd_n_prints_only_changed_settings_as_ini(workdir):
 def test_example_shows_the_real_defaults(workdir):
     """Every commented value of the example, uncommented, is the default (odmrd -n prints
     nothing for it), except the keys whose example is not a default: those with no default
-    (user, postmaster, tls_listen, ca, the bounce relay and postmaster), the host name, and the installed paths (this is the in-tree build)."""
+    (user, postmaster, tls_listen, ca, the bounce relay and postmaster), the metrics listener
+    (off by default), the host name, and the installed paths (this is the in-tree build)."""
     conf = os.path.join(workdir, "odmrd.conf")
     with open(EXAMPLE) as f:
         text = re.sub(r"^;(\w+ = )", r"\1", f.read(), flags=re.M)
@@ -210,7 +211,7 @@ def test_example_shows_the_real_defaults(workdir):
         else:
             shown.add("%s.%s" % (section, line.split(" = ")[0]))
     not_defaults = {"server.hostname", "server.user", "server.postmaster", "odmr.tls_listen", "tls.ca",
-                    "bounce.relay", "bounce.postmaster",
+                    "bounce.relay", "bounce.postmaster", "metrics.listen",
                     "server.spool", "server.users", "tls.cert", "tls.key"}
     assert shown <= not_defaults, r.stdout
 

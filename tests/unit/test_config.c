@@ -132,6 +132,32 @@ static void test_bounce_and_delay_warning(void **state)
     config_free(&cfg);
 }
 
+static void test_metrics_keys(void **state)
+{
+    struct config cfg;
+    char err[256];
+    assert_int_equal(config_load(&cfg, NULL, err, sizeof err), 0);
+    assert_null(cfg.metrics_listen);                  /* off */
+    assert_false(cfg.metrics_allow_remote);
+    assert_int_equal(cfg.metrics_top_domains, 10);
+    config_free(&cfg);
+    assert_int_equal(load("[metrics]\nlisten = [::1]:9366\nallow_remote = Yes\ntop_domains = 3\n",
+                          &cfg, err, sizeof err), 0);
+    assert_string_equal(cfg.metrics_listen, "[::1]:9366");
+    assert_true(cfg.metrics_allow_remote);
+    assert_int_equal(cfg.metrics_top_domains, 3);
+    config_free(&cfg);
+    static const struct { const char *text; bool value; } words[] = {
+        {"no", false}, {"off", false}, {"0", false}, {"false", false},
+        {"on", true}, {"1", true}, {"TRUE", true},
+    };
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        bool value = !words[i].value;
+        assert_int_equal(config_parse_bool(words[i].text, &value), 0);
+        assert_int_equal(value, words[i].value);
+    }
+}
+
 static void test_errors(void **state)
 {
     static const struct { const char *text; const char *message; } bad[] = {
@@ -149,6 +175,8 @@ static void test_errors(void **state)
         {"[queue]\ndelay_warning = soon\n", ":2: delay_warning: bad duration"},
         {"[bounce]\nretry_min = 0\n", ":2: retry_min: bad duration"},
         {"[bounce]\npostmaster = nobody\n", "[bounce] postmaster: \"nobody\" is not an address"},
+        {"[metrics]\nallow_remote = maybe\n", ":2: allow_remote: \"maybe\" is not yes or no"},
+        {"[metrics]\ntop_domains = 0\n", ":2: top_domains: bad number"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct config cfg;
@@ -214,7 +242,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_limit_keys),   cmocka_unit_test(test_values),
         cmocka_unit_test(test_errors),     cmocka_unit_test(test_unreadable),
-        cmocka_unit_test(test_bounce_and_delay_warning),
+        cmocka_unit_test(test_bounce_and_delay_warning), cmocka_unit_test(test_metrics_keys),
         cmocka_unit_test(test_parsers),    cmocka_unit_test(test_postmaster),
     };
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);
