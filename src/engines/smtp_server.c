@@ -142,8 +142,7 @@ static void session_free(struct smtp_session *s)
         server->sessions = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    server->session_count--;
-    server->detached_count += detached;
+    server->session_count -= !detached;   /* a detached one was moved to detached_count */
     if (!detached)   /* else its end is logged by smtp_server_detached_end() */
         log_info(server->events[SEV_END], " session=%s role=%s", s->id, server->settings.role);
     free(s);
@@ -774,6 +773,8 @@ int smtp_session_detach(struct smtp_session *s, struct smtp_detached *out)
     bufferevent_set_timeouts(s->bev, NULL, NULL);
     deadline_stop(&s->deadline);
     s->bev = NULL;
+    s->server->session_count--;
+    s->server->detached_count++;
     enter_state(s, STATE_DETACHED);   /* freed by process_input once the handler returns */
     return 0;
 }

@@ -19,18 +19,12 @@
 #include "lib/reply.h"
 #include "platform/sasl.h"
 #include "platform/tls.h"
+#include "services/auth_failures.h"
 #include "store/last_atrn.h"
 
 /* RFC 4954 4: AUTH lines may be longer than commands (12288 like Postfix's
  * line_length_limit for SASL). */
-enum { AUTH_LINE_MAX = 12288, FAILURE_SLOTS = 4096 };
-
-/* Failed AUTH exchanges of one client address in the window that began at first. */
-struct address_failures {
-    char address[64];
-    unsigned count;
-    time_t first;
-};
+enum { AUTH_LINE_MAX = 12288 };
 
 /* What a failed or aborted AUTH exchange is answered with, after the delay. */
 struct failure_reply {
@@ -51,7 +45,7 @@ struct odmr_service {
     struct peer_count *peers;           /* sessions per address */
     struct peer_count *unauthenticated; /* sessions per address not yet through AUTH */
     struct peer_count *exchanges;       /* AUTH exchanges under way per address */
-    struct address_failures failures[FAILURE_SLOTS];
+    struct auth_failures *failures;     /* failed AUTH per address (services/auth_failures.h) */
 };
 
 /* The service's part of one session (the engine session's user pointer), until the session
@@ -91,55 +85,12 @@ static void release_leases(struct odmr_session *s)
 
 /* ---------------------------------------------------------------- failure accounting */
 
-/* The record of peer, NULL when it has none (a record whose window has passed is free). */
-static struct address_failures *failures_of(struct odmr_service *service, const char *peer)
-{
-    time_t now = time(NULL);
-    for (size_t i = 0; i < FAILURE_SLOTS; i++) {
-        struct address_failures *f = &service->failures[i];
-        if (f->count > 0 && now - f->first > service->settings.failure_window)
-            f->count = 0;
-        if (f->count > 0 && strcmp(f->address, peer) == 0)
-            return f;
-    }
-    return NULL;
-}
-
-/* A slot for a new record: a free one, else the record with the fewest failures, the oldest of
- * those. So addresses sprayed with one failure each never push out a record with more: to
- * evict its own record an attacker must first give every other slot as many failures, from
- * other addresses, as the evicted record held, which buys him no more guesses than using those
- * addresses directly would (docs/odmr.md). */
-static struct address_failures *free_slot(struct odmr_service *service)
-{
-    struct address_failures *best = &service->failures[0];
-    for (size_t i = 0; i < FAILURE_SLOTS && best->count > 0; i++) {
-        struct address_failures *f = &service->failures[i];
-        if (f->count < best->count || (f->count == best->count && f->first < best->first))
-            best = f;
-    }
-    return best;
-}
-
-static unsigned record_address_failure(struct odmr_service *service, const char *peer)
-{
-    struct address_failures *f = failures_of(service, peer);
-    if (f == NULL) {
-        f = free_slot(service);
-        memset(f, 0, sizeof *f);
-        snprintf(f->address, sizeof f->address, "%s", peer);
-        f->first = time(NULL);
-    }
-    return ++f->count;
-}
-
 /* An exchange may start only while the failures of the address plus its exchanges under way
  * stay below the limit: parallel sessions that all send AUTH at once can never together
  * exceed it (each one would fail only after the check of the others). */
 static bool address_may_start(struct odmr_session *s)
 {
-    const struct address_failures *f = failures_of(s->service, s->peer);
-    unsigned failures = f ? f->count : 0;
+    unsigned failures = auth_failures_count(s->service->failures, s->peer);
     unsigned in_flight = peer_count_get(s->service->exchanges, s->peer);
     if (failures + in_flight < s->service->settings.max_address_failures)
         return true;
@@ -195,7 +146,7 @@ static void hook_session_closed(void *ctx, struct smtp_session *smtp)
     if (s == NULL)
         return;
     if (s->exchange != NULL) {
-        unsigned address_failures = record_address_failure(s->service, s->peer);
+        unsigned address_failures = auth_failures_record(s->service->failures, s->peer);
         log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=aborted "
                  "address_failures=%u", s->id, s->peer, s->mechanism, address_failures);
     }
@@ -298,7 +249,7 @@ static void on_delay_done(evutil_socket_t fd, short events, void *arg)
  * least 3), and it counts against the address across sessions. */
 static void auth_failed(struct odmr_session *s, const struct failure_reply *reply)
 {
-    unsigned address_failures = record_address_failure(s->service, s->peer);
+    unsigned address_failures = auth_failures_record(s->service->failures, s->peer);
     s->auth_failures++;
     log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=%s session_failures=%u "
              "address_failures=%u", s->id, s->peer, s->mechanism, reply->reason,
@@ -672,10 +623,11 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
     service->peers = peer_count_new(settings->max_sessions);
     service->unauthenticated = peer_count_new(settings->max_sessions);
     service->exchanges = peer_count_new(settings->max_sessions);
+    service->failures = auth_failures_new(settings->failure_window);
     service->pushes = push_service_new();
     service->server = service->peers && service->unauthenticated ? make_server(service) : NULL;
     if (service->sasl == NULL || service->server == NULL || service->exchanges == NULL ||
-        service->pushes == NULL) {
+        service->pushes == NULL || service->failures == NULL) {
         odmr_service_free(service);
         return NULL;
     }
@@ -716,5 +668,6 @@ void odmr_service_free(struct odmr_service *service)
     peer_count_free(service->peers);
     peer_count_free(service->unauthenticated);
     peer_count_free(service->exchanges);
+    auth_failures_free(service->failures);
     free(service);
 }
