@@ -228,6 +228,8 @@ static void on_pending(evutil_socket_t fd, short what, void *arg)
     FUZZ_CHECK(p->armed && p->s == run->session);
     p->armed = false;
     if (p->pause) {
+        if (!smtp_session_paused(p->s))
+            return;   /* closing (shutdown): nothing after its 421 */
         reply_send(smtp_session_output(p->s), 535, "5.7.8", "Held reply");
         smtp_session_resume(p->s);
     } else if (p->rcpt)

@@ -752,6 +752,11 @@ void smtp_session_pause(struct smtp_session *s)
     deadline_stop(&s->deadline);
 }
 
+bool smtp_session_paused(const struct smtp_session *s)
+{
+    return s->state == STATE_PAUSED;
+}
+
 /* Called from the event loop (a timer), never from inside a handler. */
 void smtp_session_resume(struct smtp_session *s)
 {

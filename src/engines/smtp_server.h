@@ -244,6 +244,9 @@ void smtp_session_release_lines(struct smtp_session *s);
  * client leaves, shutdown): session_closed tells the service. */
 void smtp_session_pause(struct smtp_session *s);
 void smtp_session_resume(struct smtp_session *s);
+/* Still paused: false once the session began to close (shutdown's 421, a timeout) while the
+ * reply was held; the held reply must then not be written. */
+bool smtp_session_paused(const struct smtp_session *s);
 /* From a command handler only: hands the connection on (struct smtp_detached) and ends the
  * session without a reply and without session_closed. 0, or -1 (nothing changed). */
 int smtp_session_detach(struct smtp_session *s, struct smtp_detached *out);

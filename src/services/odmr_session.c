@@ -233,6 +233,8 @@ static const struct failure_reply line_too_long = {
 static void on_delay_done(evutil_socket_t fd, short events, void *arg)
 {
     struct odmr_session *s = arg;
+    if (!smtp_session_paused(s->smtp))
+        return;   /* closing already (shutdown): its 421 was the last reply */
     if (s->auth_failures >= s->service->settings.max_auth_failures) {
         reply_send(out(s), 421, "4.7.0", "%s Too many authentication failures",
                    s->service->settings.hostname);

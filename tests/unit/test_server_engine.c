@@ -328,6 +328,31 @@ static void test_pause_holds_pipelined_commands(void **state)
     conn_close(&c);
 }
 
+static void on_idle(void *arg)
+{
+    *(bool *)arg = true;
+}
+
+/* Shutdown while a reply is held: 421 is the last reply, the session is no longer paused (the
+ * service must drop its held reply), and it ends. */
+static void test_shutdown_while_paused(void **state)
+{
+    struct fixture f = {0};
+    struct smtp_server_settings set = settings(&f, SMTP_SERVER_SMTP);
+    struct conn c;
+    bool idle = false;
+    conn_open(&c, &set);
+    conn_send(&c, &f, "XWAIT\r\nNOOP\r\n");
+    assert_true(smtp_session_paused(f.held));
+    smtp_server_shutdown(c.server, on_idle, &idle);
+    assert_false(smtp_session_paused(f.held));
+    conn_send(&c, &f, "");
+    assert_string_equal(f.replies, GREETING "421 4.3.2 mx.example Service shutting down\r\n");
+    assert_int_equal(f.closed, 1);
+    assert_true(idle);
+    conn_close(&c);
+}
+
 /* ---- detach ---- */
 
 static void read_all(int fd, char *buf, size_t size)
@@ -409,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_before_auth_and_registered_verb),
         cmocka_unit_test(test_error_limit),
         cmocka_unit_test(test_pause_holds_pipelined_commands),
+        cmocka_unit_test(test_shutdown_while_paused),
         cmocka_unit_test(test_detach),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
