@@ -47,7 +47,7 @@ enum {
 struct pending {                 /* a hook's answer, given from the loop */
     struct event *ev;
     struct smtp_session *s;
-    bool armed, rcpt;
+    bool armed, rcpt, pause;     /* pause: a service verb's held reply (AUTH's "wait") */
     struct smtp_reply reply;
 };
 
@@ -133,6 +133,7 @@ static void answer_later(struct run *run, struct smtp_session *s, bool rcpt)
 {
     run->pending.s = s;
     run->pending.rcpt = rcpt;
+    run->pending.pause = false;
     run->pending.armed = true;
     event_active(run->pending.ev, EV_TIMEOUT, 0);
 }
@@ -212,6 +213,10 @@ static void hook_closed(void *ctx, struct smtp_session *s)
 {
     struct run *run = ctx;
     check_session(run, s);
+    if (run->pending.armed && run->pending.pause) {   /* a held reply may be dropped */
+        event_del(run->pending.ev);
+        run->pending.armed = false;
+    }
     FUZZ_CHECK(!run->pending.armed);
     run->session = NULL;
 }
@@ -222,7 +227,12 @@ static void on_pending(evutil_socket_t fd, short what, void *arg)
     struct pending *p = &run->pending;
     FUZZ_CHECK(p->armed && p->s == run->session);
     p->armed = false;
-    if (p->rcpt)
+    if (p->pause) {
+        if (!smtp_session_paused(p->s))
+            return;   /* closing (shutdown): nothing after its 421 */
+        reply_send(smtp_session_output(p->s), 535, "5.7.8", "Held reply");
+        smtp_session_resume(p->s);
+    } else if (p->rcpt)
         smtp_session_rcpt_done(p->s, &p->reply);
     else
         smtp_session_data_done(p->s, &p->reply);
@@ -276,6 +286,58 @@ static void on_client_read(struct bufferevent *bev, void *arg)
 
 /* ---- the session ---- */
 
+/* ---- service verbs: AUTH with continuation lines ("secret" succeeds, "*" cancels, "wait"
+ * holds the reply until the loop's next turn, anything else asks for more), ATRN hands the
+ * connection on (detach) ---- */
+
+static void auth_line(void *ctx, struct smtp_session *s, const char *text)
+{
+    struct run *run = ctx;
+    check_session(run, s);
+    if (text != NULL && strcmp(text, "secret") == 0) {
+        smtp_session_release_lines(s);
+        smtp_session_set_authenticated(s);
+        reply_send(smtp_session_output(s), 235, "2.7.0", "OK");
+    } else if (text == NULL || strcmp(text, "*") == 0) {
+        smtp_session_release_lines(s);
+        reply_send(smtp_session_output(s), 501, "5.0.0", "Cancelled");
+    } else if (strcmp(text, "wait") == 0 && !run->pending.armed) {
+        smtp_session_release_lines(s);
+        smtp_session_pause(s);
+        answer_later(run, s, false);
+        run->pending.pause = true;
+    } else {
+        reply_send(smtp_session_output(s), 334, NULL, "more");
+    }
+}
+
+static void cmd_auth(void *ctx, struct smtp_session *s, const char *arg)
+{
+    check_session(ctx, s);
+    FUZZ_CHECK(!smtp_session_authenticated(s) && smtp_session_esmtp(s));
+    smtp_session_take_lines(s, auth_line, ctx, 128);
+    reply_send(smtp_session_output(s), 334, NULL, "go on");
+}
+
+static void cmd_atrn(void *ctx, struct smtp_session *s, const char *arg)
+{
+    struct run *run = ctx;
+    struct smtp_detached d;
+    check_session(run, s);
+    FUZZ_CHECK(!run->pending.armed && !run->message_open);
+    reply_send(smtp_session_output(s), 250, "2.0.0", "Turning");
+    FUZZ_CHECK(smtp_session_detach(s, &d) == 0 && d.bev != NULL);
+    run->session = NULL;
+    bufferevent_free(d.bev);
+    smtp_server_detached_end(run->server, &d);
+}
+
+static const struct smtp_server_command service_verbs[] = {
+    {"AUTH", SMTP_CMD_SMTP | SMTP_CMD_PRE_AUTH | SMTP_CMD_NOT_AFTER_AUTH | SMTP_CMD_NEEDS_ESMTP |
+             SMTP_CMD_NO_TXN, cmd_auth},
+    {"ATRN", SMTP_CMD_SMTP | SMTP_CMD_NO_TXN, cmd_atrn},
+};
+
 static const struct smtp_server_hooks hooks = {
     .check_rcpt = hook_rcpt, .data_begin = hook_data_begin, .data_write = hook_data_write,
     .data_abort = hook_data_abort, .data_end = hook_data_end, .session_closed = hook_closed,
@@ -301,7 +363,10 @@ static struct smtp_server *server_new(struct run *run)
         .hooks = run->flags & F_ASYNC_RCPT ? &async_hooks : &hooks, .hooks_ctx = run,
         .max_sessions = 4, .ehlo_extra = run->flags & F_TLS ? extra : NULL,
         .chunking = run->flags & F_CHUNKING};
-    return smtp_server_new(run->loop.base, &set);
+    struct smtp_server *server = smtp_server_new(run->loop.base, &set);
+    for (size_t i = 0; server && i < sizeof service_verbs / sizeof service_verbs[0]; i++)
+        smtp_server_register(server, &service_verbs[i]);
+    return server;
 }
 
 /* A real connection: a socketpair, smtp_server_accept(), the client's end read by a socket

@@ -55,6 +55,7 @@ static const struct config_key config_keys[] = {
     {"odmr", "listen", VALUE_LIST, FIELD(odmr_listen), FIELD(odmr_listen_count)},
     {"odmr", "tls_listen", VALUE_LIST, FIELD(odmr_tls_listen), FIELD(odmr_tls_listen_count)},
     {"odmr", "command_timeout", VALUE_DURATION, FIELD(odmr_command_timeout), 0},
+    {"odmr", "max_errors", VALUE_COUNT, FIELD(odmr_max_errors), 0},
     {"odmr", "max_auth_failures", VALUE_COUNT, FIELD(max_auth_failures), 0},
     {"odmr", "max_address_failures", VALUE_COUNT, FIELD(max_address_failures), 0},
     {"odmr", "failure_window", VALUE_DURATION, FIELD(failure_window), 0},
@@ -295,6 +296,7 @@ static void init_numbers(struct config *cfg)
     cfg->max_recipients = 1000;
     cfg->max_line_length = 1000;
     cfg->max_errors = 20;
+    cfg->odmr_max_errors = 20;
     cfg->max_junk_commands = 100;
     cfg->max_sessions = 1000;
     /* Postfix's smtpd_client_connection_count_limit is 50; a front MTA's parallel

@@ -43,6 +43,7 @@ struct config {
     char *odmr_tls_listen[CONFIG_LISTEN_MAX];
     size_t odmr_tls_listen_count;
     time_t odmr_command_timeout;     /* before the turnaround; default 5m */
+    unsigned odmr_max_errors;        /* [odmr] max_errors: bad or out-of-sequence commands; 20 */
     unsigned max_auth_failures;      /* failed AUTH per session, then 421; default 3 (>= 3) */
     unsigned max_address_failures;   /* failed AUTH per client address in failure_window: 10 */
     time_t failure_window;           /* default 15m */

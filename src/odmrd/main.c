@@ -253,6 +253,8 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
         .hostname = d->cfg.hostname,
         .tls = d->tls,
         .command_timeout = d->cfg.odmr_command_timeout,
+        .max_errors = d->cfg.odmr_max_errors,
+        .max_junk_commands = d->cfg.max_junk_commands,
         .push_timeouts = {
             .greeting = d->cfg.push_greeting_timeout,
             .command = d->cfg.push_command_timeout,

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: ISC */
-/* ODMR (RFC 2645) sessions before the turnaround. */
+/* ODMR (RFC 2645) before the turnaround, on the SMTP server engine: the service registers
+ * AUTH (RFC 4954, through SASL) and ATRN (RFC 2645 5.2.1) and hands the connection to the
+ * push after its 250 to ATRN. Everything else of the session (greeting, EHLO, STARTTLS,
+ * deadlines, error limit, half-close, shutdown) is the engine's (docs/odmr.md). */
 #include "services/odmr_session.h"
 
-#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <stdio.h>
@@ -10,44 +12,20 @@
 #include <string.h>
 #include <strings.h>
 
+#include "engines/smtp_server.h"
 #include "lib/domain_list.h"
-#include "lib/linereader.h"
 #include "lib/log.h"
 #include "lib/peer_count.h"
 #include "lib/reply.h"
-#include "platform/admission.h"
-#include "platform/deadline.h"
-#include "platform/listen.h"
 #include "platform/sasl.h"
 #include "platform/tls.h"
+#include "services/auth_failures.h"
 #include "services/metrics.h"
 #include "store/last_atrn.h"
 
-/* RFC 5321 4.5.3.1.4 command lines; RFC 4954 4: AUTH lines may be longer (12288 like
- * Postfix's line_length_limit for SASL). */
-enum { COMMAND_LINE_MAX = 512, AUTH_LINE_MAX = 12288, FAILURE_SLOTS = 4096 };
-
-enum odmr_state {
-    ODMR_GREETED,        /* 220 sent; EHLO (or HELO) expected */
-    ODMR_INITIAL,        /* RFC 2645 5.1 initial state, after EHLO */
-    ODMR_AUTH_EXCHANGE,  /* inside an AUTH exchange: lines are SASL responses */
-    ODMR_AUTHENTICATED,  /* RFC 2645 5.2 */
-    ODMR_REVERSED,       /* the push owns the connection */
-    ODMR_CLOSING,
-};
-
-static const char *const odmr_state_names[] = {
-    [ODMR_GREETED] = "greeted",          [ODMR_INITIAL] = "initial",
-    [ODMR_AUTH_EXCHANGE] = "auth",       [ODMR_AUTHENTICATED] = "authenticated",
-    [ODMR_REVERSED] = "reversed",        [ODMR_CLOSING] = "closing",
-};
-
-/* Failed AUTH exchanges of one client address in the window that began at first. */
-struct address_failures {
-    char address[64];
-    unsigned count;
-    time_t first;
-};
+/* RFC 4954 4: AUTH lines may be longer than commands (12288 like Postfix's
+ * line_length_limit for SASL). */
+enum { AUTH_LINE_MAX = 12288 };
 
 /* What a failed or aborted AUTH exchange is answered with, after the delay. */
 struct failure_reply {
@@ -63,30 +41,22 @@ struct odmr_service {
     struct userdb *const *users;
     struct odmr_settings settings;
     struct sasl_server *sasl;
+    struct smtp_server *server;
+    struct push_service *pushes;
     struct peer_count *peers;           /* sessions per address */
     struct peer_count *unauthenticated; /* sessions per address not yet through AUTH */
-    struct odmr_session *sessions;
-    size_t session_count;
-    unsigned long next_id;
-    bool shutting_down;
-    void (*on_idle)(void *);
-    void *on_idle_arg;
-    struct address_failures failures[FAILURE_SLOTS];
+    struct peer_count *exchanges;       /* AUTH exchanges under way per address */
+    struct auth_failures *failures;     /* failed AUTH per address (services/auth_failures.h) */
 };
 
+/* The service's part of one session (the engine session's user pointer), until the session
+ * ends or, after a turnaround, until the push is done. */
 struct odmr_session {
     struct odmr_service *service;
-    struct odmr_session *prev, *next;
-    struct bufferevent *bev;
-    struct line_reader reader;
-    enum odmr_state state;
+    struct smtp_session *smtp;   /* NULL once detached */
     char id[24];
     char peer[64];
-    bool esmtp;
-    bool tls_active;
-    bool input_ended;            /* the customer ended its sending side (FIN, close_notify) */
     unsigned auth_failures;
-    unsigned errors;
     struct sasl_exchange *exchange;
     const char *mechanism;       /* of the exchange under way */
     const struct failure_reply *failure;   /* sent when the delay ends */
@@ -95,38 +65,12 @@ struct odmr_session {
     char **leased;               /* domains leased for the push (malloc) */
     size_t leased_count;
     struct event *delay;         /* slows down the reply to a failed AUTH */
-    struct deadline deadline;    /* per command, TLS handshake; the closing flush */
-    char peer_key[PEER_KEY_MAX]; /* counted in service->peers (listen_peer_key) */
-    bool unauthenticated;        /* still counted in service->unauthenticated */
+    struct smtp_detached detached;   /* the connection handed to the push */
 };
-
-static unsigned record_address_failure(struct odmr_service *service, const char *peer);
-
-/* ---------------------------------------------------------------- helpers */
 
 static struct evbuffer *out(struct odmr_session *s)
 {
-    return bufferevent_get_output(s->bev);
-}
-
-static const char *hostname(const struct odmr_session *s)
-{
-    return s->service->settings.hostname;
-}
-
-static void enter(struct odmr_session *s, enum odmr_state next)
-{
-    log_debug("odmr.state", " session=%s from=%s to=%s", s->id, odmr_state_names[s->state],
-              odmr_state_names[next]);
-    s->state = next;
-}
-
-/* Writes only: reading has the session's deadline (next_command_deadline), which octets
- * trickling in do not restart. */
-static void set_timeout(struct odmr_session *s, time_t seconds)
-{
-    struct timeval tv = {seconds, 0};
-    bufferevent_set_timeouts(s->bev, NULL, &tv);
+    return smtp_session_output(s->smtp);
 }
 
 static void release_leases(struct odmr_session *s)
@@ -140,147 +84,15 @@ static void release_leases(struct odmr_session *s)
     s->leased_count = 0;
 }
 
-/* The session no longer counts toward max_unauthenticated_per_address (AUTH succeeded, or
- * it ends). */
-static void peer_authenticated(struct odmr_session *s)
-{
-    if (s->unauthenticated)
-        peer_count_release(s->service->unauthenticated, s->peer_key);
-    s->unauthenticated = false;
-}
-
-static void session_free(struct odmr_session *s)
-{
-    struct odmr_service *service = s->service;
-    release_leases(s);
-    /* An exchange cut off by EOF, a timeout or an error is a failed one (the table is the
-     * service's, so it is recorded although the session ends). */
-    if (s->exchange != NULL) {
-        unsigned address_failures = record_address_failure(service, s->peer);
-        metrics_count_auth_failure();
-        log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=aborted "
-                 "address_failures=%u", s->id, s->peer, s->mechanism, address_failures);
-    }
-    sasl_exchange_free(s->exchange);
-    line_reader_free(&s->reader);
-    if (s->delay)
-        event_free(s->delay);
-    deadline_free(&s->deadline);
-    peer_authenticated(s);
-    peer_count_release(service->peers, s->peer_key);
-    if (s->bev)
-        tls_bufferevent_close(s->bev);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        service->sessions = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
-    service->session_count--;
-    metrics_session_closed("odmr");
-    log_info("odmr.end", " session=%s user=%s", s->id, s->user ? s->user : "-");
-    free(s->user);
-    free(s);
-    if (service->shutting_down && service->session_count == 0 && service->on_idle)
-        service->on_idle(service->on_idle_arg);
-}
-
-static void on_drained_close(struct bufferevent *bev, void *arg)
-{
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        session_free(arg);
-}
-
-static void on_event(struct bufferevent *bev, short events, void *arg);
-
-/* The last reply gets 30 s (the command timeout if shorter) to leave, on a timer of our own: a
- * peer that is gone or never reads again (a TLS peer that never did its handshake cannot be
- * written to at all, and a bufferevent's own timeouts do not run then) no longer keeps the
- * session, and SIGTERM with it, waiting forever. A write error ends it at once (on_event). */
-static void close_after_flush(struct odmr_session *s)
-{
-    time_t command = s->service->settings.command_timeout;
-    enter(s, ODMR_CLOSING);
-    bufferevent_disable(s->bev, EV_READ);
-    bufferevent_setcb(s->bev, NULL, on_drained_close, on_event, s);
-    bufferevent_set_timeouts(s->bev, NULL, NULL);
-    bufferevent_enable(s->bev, EV_WRITE);
-    deadline_start(&s->deadline, DEADLINE_CLOSE, command < 30 ? command : 30, 0);
-    /* As in the SMTP engine: a TLS bufferevent may have written the last reply already,
-     * inside reply_send(), so no write callback would come; this one runs on the next turn
-     * of the loop (not here: the caller still holds s). */
-    bufferevent_trigger(s->bev, EV_WRITE, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-}
-
-static void count_error(struct odmr_session *s)
-{
-    if (++s->errors < 20)
-        return;
-    reply_send(out(s), 421, "4.7.0", "%s Too many errors, closing", hostname(s));
-    close_after_flush(s);
-}
-
 /* ---------------------------------------------------------------- failure accounting */
-
-/* The record of peer, NULL when it has none (a record whose window has passed is free). */
-static struct address_failures *failures_of(struct odmr_service *service, const char *peer)
-{
-    time_t now = time(NULL);
-    for (size_t i = 0; i < FAILURE_SLOTS; i++) {
-        struct address_failures *f = &service->failures[i];
-        if (f->count > 0 && now - f->first > service->settings.failure_window)
-            f->count = 0;
-        if (f->count > 0 && strcmp(f->address, peer) == 0)
-            return f;
-    }
-    return NULL;
-}
-
-/* A slot for a new record: a free one, else the record with the fewest failures, the oldest of
- * those. So addresses sprayed with one failure each never push out a record with more: to
- * evict its own record an attacker must first give every other slot as many failures, from
- * other addresses, as the evicted record held, which buys him no more guesses than using those
- * addresses directly would (docs/odmr.md). */
-static struct address_failures *free_slot(struct odmr_service *service)
-{
-    struct address_failures *best = &service->failures[0];
-    for (size_t i = 0; i < FAILURE_SLOTS && best->count > 0; i++) {
-        struct address_failures *f = &service->failures[i];
-        if (f->count < best->count || (f->count == best->count && f->first < best->first))
-            best = f;
-    }
-    return best;
-}
-
-static unsigned record_address_failure(struct odmr_service *service, const char *peer)
-{
-    struct address_failures *f = failures_of(service, peer);
-    if (f == NULL) {
-        f = free_slot(service);
-        memset(f, 0, sizeof *f);
-        snprintf(f->address, sizeof f->address, "%s", peer);
-        f->first = time(NULL);
-    }
-    return ++f->count;
-}
-
-/* AUTH exchanges under way from peer: each may still fail. */
-static unsigned exchanges_in_flight(const struct odmr_service *service, const char *peer)
-{
-    unsigned n = 0;
-    for (const struct odmr_session *s = service->sessions; s; s = s->next)
-        n += s->exchange != NULL && strcmp(s->peer, peer) == 0;
-    return n;
-}
 
 /* An exchange may start only while the failures of the address plus its exchanges under way
  * stay below the limit: parallel sessions that all send AUTH at once can never together
  * exceed it (each one would fail only after the check of the others). */
 static bool address_may_start(struct odmr_session *s)
 {
-    const struct address_failures *f = failures_of(s->service, s->peer);
-    unsigned failures = f ? f->count : 0;
-    unsigned in_flight = exchanges_in_flight(s->service, s->peer);
+    unsigned failures = auth_failures_count(s->service->failures, s->peer);
+    unsigned in_flight = peer_count_get(s->service->exchanges, s->peer);
     if (failures + in_flight < s->service->settings.max_address_failures)
         return true;
     log_warn("odmr.auth_refused", " session=%s peer=%s address_failures=%u in_flight=%u", s->id,
@@ -288,111 +100,79 @@ static bool address_may_start(struct odmr_session *s)
     return false;
 }
 
-/* ---------------------------------------------------------------- EHLO / HELO */
+/* ---------------------------------------------------------------- sessions */
 
-static void send_ehlo(struct odmr_session *s)
+static struct odmr_session *session_of(struct odmr_service *service, struct smtp_session *smtp)
 {
-    char first[300], auth[200], subject[256];
-    const char *lines[6];
-    size_t n = 0;
-    /* Strongest first. RFC 4954 4: never offer plaintext mechanisms without TLS. RFC 2645
-     * 5.1.2: CRAM-MD5 is mandatory to implement. EXTERNAL only with a verified certificate. */
-    if (s->tls_active)
-        snprintf(auth, sizeof auth, "AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN CRAM-MD5%s",
-                 tls_peer_subject(s->bev, subject, sizeof subject) == 0 ? " EXTERNAL" : "");
+    struct odmr_session *s = smtp_session_user(smtp);
+    if (s != NULL)
+        return s;
+    s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->service = service;
+    s->smtp = smtp;
+    snprintf(s->id, sizeof s->id, "%s", smtp_session_id(smtp));
+    snprintf(s->peer, sizeof s->peer, "%s", smtp_session_peer(smtp));
+    smtp_session_set_user(smtp, s);
+    return s;
+}
+
+static void end_exchange(struct odmr_session *s)
+{
+    if (s->exchange != NULL)
+        peer_count_release(s->service->exchanges, s->peer);
+    sasl_exchange_free(s->exchange);
+    s->exchange = NULL;
+    s->exchange_sent_final = false;
+    if (s->smtp != NULL)
+        smtp_session_release_lines(s->smtp);
+}
+
+static void session_free(struct odmr_session *s)
+{
+    release_leases(s);
+    end_exchange(s);
+    if (s->delay)
+        event_free(s->delay);
+    free(s->user);
+    free(s);
+}
+
+/* The engine ends the session (QUIT, EOF, timeout, error, shutdown). An exchange cut off is a
+ * failed one (the table is the service's, so it is recorded although the session ends). */
+static void hook_session_closed(void *ctx, struct smtp_session *smtp)
+{
+    struct odmr_session *s = smtp_session_user(smtp);
+    if (s == NULL)
+        return;
+    if (s->exchange != NULL) {
+        unsigned address_failures = auth_failures_record(s->service->failures, s->peer);
+        metrics_count_auth_failure();
+        log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=aborted "
+                 "address_failures=%u", s->id, s->peer, s->mechanism, address_failures);
+    }
+    s->smtp = NULL;
+    session_free(s);
+}
+
+/* RFC 2645 5.1.1: the EHLO reply MUST include AUTH and ATRN. Strongest mechanism first; RFC
+ * 4954 4: no plaintext mechanism without TLS; RFC 2645 5.1.2: CRAM-MD5 is mandatory to
+ * implement; EXTERNAL only with a verified certificate. */
+static size_t hook_ehlo_keywords(void *ctx, struct smtp_session *smtp, char lines[][200],
+                                 size_t max)
+{
+    char subject[256];
+    if (max < 2)
+        return 0;
+    if (smtp_session_tls_active(smtp))
+        snprintf(lines[0], 200, "AUTH SCRAM-SHA-256-PLUS SCRAM-SHA-256 PLAIN LOGIN CRAM-MD5%s",
+                 tls_peer_subject(smtp_session_bev(smtp), subject, sizeof subject) == 0
+                     ? " EXTERNAL" : "");
     else
-        snprintf(auth, sizeof auth, "AUTH SCRAM-SHA-256 CRAM-MD5");
-    snprintf(first, sizeof first, "%s Hello", hostname(s));
-    lines[n++] = first;
-    lines[n++] = auth;
-    lines[n++] = "ATRN";   /* RFC 2645 5.1.1: the reply MUST include AUTH and ATRN */
-    if (s->service->settings.tls != NULL && !s->tls_active)
-        lines[n++] = "STARTTLS";
-    lines[n++] = "ENHANCEDSTATUSCODES";
-    reply_send_lines(out(s), 250, lines, n);
-}
-
-static bool helo_argument_ok(struct odmr_session *s, const char *arg)
-{
-    if (arg[0] != '\0' && smtp_helo_valid(arg))
-        return true;
-    reply_send(out(s), 501, "5.5.4", "Syntax: EHLO domain-or-address-literal");
-    count_error(s);
-    return false;
-}
-
-/* RFC 5321 4.1.4: EHLO resets the session; after AUTH it would throw the identity away, so an
- * authenticated customer may not EHLO again (503). */
-static bool greeting_allowed(struct odmr_session *s)
-{
-    if (s->user == NULL)
-        return true;
-    reply_send(out(s), 503, "5.5.1", "Already authenticated");
-    count_error(s);
-    return false;
-}
-
-static void cmd_ehlo(struct odmr_session *s, const char *arg)
-{
-    if (!greeting_allowed(s) || !helo_argument_ok(s, arg))
-        return;
-    s->esmtp = true;
-    enter(s, ODMR_INITIAL);
-    send_ehlo(s);
-}
-
-static void cmd_helo(struct odmr_session *s, const char *arg)
-{
-    if (!greeting_allowed(s) || !helo_argument_ok(s, arg))
-        return;
-    s->esmtp = false;
-    enter(s, ODMR_INITIAL);
-    reply_send(out(s), 250, NULL, "%s", hostname(s));
-}
-
-/* ---------------------------------------------------------------- STARTTLS (RFC 3207) */
-
-static void on_read(struct bufferevent *bev, void *arg);
-static void on_event(struct bufferevent *bev, short events, void *arg);
-
-static void cmd_starttls(struct odmr_session *s, const char *arg)
-{
-    if (s->service->settings.tls == NULL) {
-        reply_send(out(s), 502, "5.5.1", "STARTTLS not available");
-        return;
-    }
-    if (s->tls_active || s->user != NULL) {
-        reply_send(out(s), 503, "5.5.1", s->tls_active ? "TLS already active"
-                                                       : "STARTTLS after AUTH is not allowed");
-        count_error(s);
-        return;
-    }
-    if (arg[0] != '\0') {
-        reply_send(out(s), 501, "5.5.4", "STARTTLS takes no argument");
-        return;
-    }
-    /* RFC 3207 4.2 and DESIGN 4.4: input already buffered is never taken as TLS-protected. */
-    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
-        log_warn("odmr.starttls_pipelined", " session=%s peer=%s", s->id, s->peer);
-        reply_send(out(s), 554, "5.5.0", "Pipelined data after STARTTLS; closing");
-        close_after_flush(s);
-        return;
-    }
-    reply_send(out(s), 220, "2.0.0", "Ready to start TLS");
-    struct bufferevent *tls = tls_start_server(s->service->base, s->bev, s->service->settings.tls);
-    if (tls == NULL) {
-        close_after_flush(s);
-        return;
-    }
-    s->bev = tls;
-    bufferevent_setcb(tls, on_read, NULL, on_event, s);
-    set_timeout(s, s->service->settings.command_timeout);
-    bufferevent_enable(tls, EV_READ | EV_WRITE);
-    s->tls_active = true;
-    s->esmtp = false;
-    enter(s, ODMR_GREETED);
-    deadline_start(&s->deadline, DEADLINE_HANDSHAKE, s->service->settings.tls_handshake_timeout,
-                   0);
+        snprintf(lines[0], 200, "AUTH SCRAM-SHA-256 CRAM-MD5");
+    snprintf(lines[1], 200, "ATRN");
+    return 2;
 }
 
 /* ---------------------------------------------------------------- AUTH (RFC 4954) */
@@ -430,19 +210,10 @@ static bool lookup_credentials(void *arg, const char *authid, struct sasl_creden
     return true;
 }
 
-static void end_exchange(struct odmr_session *s)
-{
-    sasl_exchange_free(s->exchange);
-    s->exchange = NULL;
-    s->exchange_sent_final = false;
-    line_reader_set_limit(&s->reader, COMMAND_LINE_MAX);
-    enter(s, s->user ? ODMR_AUTHENTICATED : ODMR_INITIAL);
-}
-
 static void auth_succeeded(struct odmr_session *s)
 {
-    peer_authenticated(s);
     s->user = strdup(sasl_exchange_user(s->exchange));
+    smtp_session_set_authenticated(s->smtp);
     log_info("odmr.auth", " session=%s peer=%s user=%s result=ok", s->id, s->peer, s->user);
     end_exchange(s);
     reply_send(out(s), 235, "2.7.0", "Authentication successful");
@@ -460,20 +231,20 @@ static const struct failure_reply not_empty = {
 static const struct failure_reply line_too_long = {
     500, "5.5.6", "Authentication exchange line is too long", "too_long"};
 
+/* The held reply to a failed exchange; the session reads again (smtp_session_resume). */
 static void on_delay_done(evutil_socket_t fd, short events, void *arg)
 {
     struct odmr_session *s = arg;
-    if (s->state == ODMR_CLOSING)
-        return;
-    if (!s->input_ended)
-        bufferevent_enable(s->bev, EV_READ);
+    if (!smtp_session_paused(s->smtp))
+        return;   /* closing already (shutdown): its 421 was the last reply */
     if (s->auth_failures >= s->service->settings.max_auth_failures) {
-        reply_send(out(s), 421, "4.7.0", "%s Too many authentication failures", hostname(s));
-        close_after_flush(s);
+        reply_send(out(s), 421, "4.7.0", "%s Too many authentication failures",
+                   s->service->settings.hostname);
+        smtp_session_close(s->smtp);
         return;
     }
     reply_send(out(s), s->failure->code, s->failure->enhanced, "%s", s->failure->text);
-    on_read(s->bev, s);
+    smtp_session_resume(s->smtp);
 }
 
 /* Every exchange that does not succeed (wrong credentials, unknown user, "*", undecodable or
@@ -482,7 +253,7 @@ static void on_delay_done(evutil_socket_t fd, short events, void *arg)
  * least 3), and it counts against the address across sessions. */
 static void auth_failed(struct odmr_session *s, const struct failure_reply *reply)
 {
-    unsigned address_failures = record_address_failure(s->service, s->peer);
+    unsigned address_failures = auth_failures_record(s->service->failures, s->peer);
     s->auth_failures++;
     metrics_count_auth_failure();
     log_warn("odmr.auth", " session=%s peer=%s mechanism=%s result=%s session_failures=%u "
@@ -493,7 +264,7 @@ static void auth_failed(struct odmr_session *s, const struct failure_reply *repl
     struct timeval delay = {s->auth_failures, 0};
     if (s->delay == NULL)
         s->delay = evtimer_new(s->service->base, on_delay_done, s);
-    bufferevent_disable(s->bev, EV_READ);
+    smtp_session_pause(s->smtp);
     evtimer_add(s->delay, &delay);
 }
 
@@ -529,69 +300,14 @@ static void auth_step(struct odmr_session *s, const char *input)
     free(reply_data);
 }
 
-static bool auth_allowed_now(struct odmr_session *s)
+/* A line of the exchange (smtp_session_take_lines); NULL: it was over AUTH_LINE_MAX. */
+static void auth_response_line(void *ctx, struct smtp_session *smtp, const char *text)
 {
-    if (s->user != NULL) {
-        reply_send(out(s), 503, "5.5.1", "Already authenticated");
-    } else if (!s->esmtp) {
-        /* RFC 4954 3: AUTH is an ESMTP extension; after HELO it is out of sequence. */
-        reply_send(out(s), 503, "5.5.1", s->state == ODMR_GREETED ? "Send EHLO first"
-                                                                  : "AUTH needs EHLO, not HELO");
-    } else if (!address_may_start(s)) {
-        /* RFC 4954 6: 454 4.7.0, a temporary failure: the client should not ask for another
-         * password (the one it has may be right) and the session stays (RFC 4954 9: not
-         * dropped before 3 attempts); each refusal counts as an error. */
-        reply_send(out(s), 454, "4.7.0", "Too many failed authentications from your address; try later");
-    } else {
-        return true;
-    }
-    count_error(s);
-    return false;
-}
-
-static void cmd_auth(struct odmr_session *s, const char *arg)
-{
-    char mechanism[32];
-    if (!auth_allowed_now(s))
-        return;
-    size_t len = strcspn(arg, " ");
-    const struct mechanism_rule *rule = NULL;
-    if (len > 0 && len < sizeof mechanism) {
-        memcpy(mechanism, arg, len);
-        mechanism[len] = '\0';
-        rule = find_mechanism(mechanism);
-    }
-    if (rule == NULL || !sasl_server_supports(s->service->sasl, rule->name)) {
-        reply_send(out(s), 504, "5.5.4", "Unrecognized authentication type");
-        count_error(s);
+    struct odmr_session *s = smtp_session_user(smtp);
+    if (text == NULL) {
+        auth_failed(s, &line_too_long);
         return;
     }
-    if (rule->needs_tls && !s->tls_active) {
-        reply_send(out(s), 538, "5.7.11", "Encryption required for requested authentication mechanism");
-        count_error(s);
-        return;
-    }
-    char binding[64], subject[256];
-    bool has_binding = s->tls_active && tls_channel_binding(s->bev, binding, sizeof binding) == 0;
-    bool has_subject = s->tls_active && tls_peer_subject(s->bev, subject, sizeof subject) == 0;
-    s->exchange = sasl_exchange_start(s->service->sasl, rule->name, has_binding ? binding : NULL,
-                                      has_subject ? subject : NULL);
-    if (s->exchange == NULL) {
-        reply_send(out(s), 454, "4.7.0", "Temporary authentication failure");
-        return;
-    }
-    s->mechanism = rule->name;
-    enter(s, ODMR_AUTH_EXCHANGE);
-    line_reader_set_limit(&s->reader, AUTH_LINE_MAX);
-    const char *initial = arg + len;
-    while (*initial == ' ')
-        initial++;
-    /* RFC 4954 4: "=" is an empty initial response; no argument means none was sent. */
-    auth_step(s, strcmp(initial, "=") == 0 ? "" : initial);
-}
-
-static void auth_response_line(struct odmr_session *s, const char *text)
-{
     /* RFC 4954 4: "*" cancels the exchange (501); it still counts as a failed one. */
     if (strcmp(text, "*") == 0) {
         auth_failed(s, &cancelled);
@@ -608,17 +324,77 @@ static void auth_response_line(struct odmr_session *s, const char *text)
     auth_step(s, text);
 }
 
-/* ---------------------------------------------------------------- ATRN (RFC 2645 5.2.1) */
-
-static void on_push_done(void *arg, const struct push_result *r)
+/* The mechanism named by AUTH's argument, or NULL after an error reply (RFC 4954 4: 504 for
+ * an unknown one, 538 for a plaintext one without TLS). */
+static const struct mechanism_rule *auth_mechanism(struct odmr_session *s, const char *arg,
+                                                   size_t len)
 {
-    struct odmr_session *s = arg;
-    log_info("odmr.push_done", " session=%s user=%s messages=%u delivered=%u deferred=%u "
-             "failed=%u clean=%d reason=\"%s\"", s->id, s->user, r->messages, r->delivered,
-             r->deferred, r->failed, r->clean, r->reason);
-    s->bev = NULL;   /* the push freed the connection */
-    session_free(s);
+    char mechanism[32];
+    const struct mechanism_rule *rule = NULL;
+    if (len > 0 && len < sizeof mechanism) {
+        memcpy(mechanism, arg, len);
+        mechanism[len] = '\0';
+        rule = find_mechanism(mechanism);
+    }
+    if (rule == NULL || !sasl_server_supports(s->service->sasl, rule->name)) {
+        smtp_session_error(s->smtp, 504, "5.5.4", "Unrecognized authentication type");
+        return NULL;
+    }
+    if (rule->needs_tls && !smtp_session_tls_active(s->smtp)) {
+        smtp_session_error(s->smtp, 538, "5.7.11",
+                           "Encryption required for requested authentication mechanism");
+        return NULL;
+    }
+    return rule;
 }
+
+static struct sasl_exchange *start_exchange(struct odmr_session *s, const char *mechanism)
+{
+    char binding[64], subject[256];
+    struct bufferevent *bev = smtp_session_bev(s->smtp);
+    bool tls = smtp_session_tls_active(s->smtp);
+    bool has_binding = tls && tls_channel_binding(bev, binding, sizeof binding) == 0;
+    bool has_subject = tls && tls_peer_subject(bev, subject, sizeof subject) == 0;
+    return sasl_exchange_start(s->service->sasl, mechanism, has_binding ? binding : NULL,
+                               has_subject ? subject : NULL);
+}
+
+/* The engine's flags already refused AUTH after AUTH, before EHLO and after HELO. */
+static void cmd_auth(void *ctx, struct smtp_session *smtp, const char *arg)
+{
+    struct odmr_session *s = session_of(ctx, smtp);
+    if (s == NULL) {
+        reply_send(smtp_session_output(smtp), 454, "4.7.0", "Temporary authentication failure");
+        return;
+    }
+    /* RFC 4954 6: 454 4.7.0, a temporary failure: the client should not ask for another
+     * password (the one it has may be right) and the session stays (RFC 4954 9: not dropped
+     * before 3 attempts); each refusal counts as an error. */
+    if (!address_may_start(s)) {
+        smtp_session_error(smtp, 454, "4.7.0",
+                           "Too many failed authentications from your address; try later");
+        return;
+    }
+    size_t len = strcspn(arg, " ");
+    const struct mechanism_rule *rule = auth_mechanism(s, arg, len);
+    if (rule == NULL)
+        return;
+    s->exchange = start_exchange(s, rule->name);
+    if (s->exchange == NULL) {
+        reply_send(out(s), 454, "4.7.0", "Temporary authentication failure");
+        return;
+    }
+    peer_count_take(s->service->exchanges, s->peer, 0);
+    s->mechanism = rule->name;
+    smtp_session_take_lines(smtp, auth_response_line, s, AUTH_LINE_MAX);
+    const char *initial = arg + len;
+    while (*initial == ' ')
+        initial++;
+    /* RFC 4954 4: "=" is an empty initial response; no argument means none was sent. */
+    auth_step(s, strcmp(initial, "=") == 0 ? "" : initial);
+}
+
+/* ---------------------------------------------------------------- ATRN (RFC 2645 5.2.1) */
 
 static int count_id(const char *id, void *arg)
 {
@@ -673,9 +449,10 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
     const char *why = NULL;
     const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
     if (domain_list_parse(arg, &d->parsed, &why) != 0) {
+        char text[200];
+        snprintf(text, sizeof text, "Syntax: ATRN [domain[,domain...]]: %s", why);
         metrics_count_atrn(501);
-        reply_send(out(s), 501, "5.5.4", "Syntax: ATRN [domain[,domain...]]: %s", why);
-        count_error(s);
+        smtp_session_error(s->smtp, 501, "5.5.4", text);
         return false;
     }
     if (u == NULL) {
@@ -711,69 +488,85 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
     return true;
 }
 
+static void on_push_done(void *arg, const struct push_result *r)
+{
+    struct odmr_session *s = arg;
+    log_info("odmr.push_done", " session=%s user=%s messages=%u delivered=%u deferred=%u "
+             "failed=%u clean=%d reason=\"%s\"", s->id, s->user, r->messages, r->delivered,
+             r->deferred, r->failed, r->clean, r->reason);
+    smtp_server_detached_end(s->service->server, &s->detached);
+    session_free(s);
+}
+
+/* RFC 2645 5.3: after our 250 the connection is the push's; this session's engine part ends
+ * (the slot and the address's count stay taken until the push is done). */
 static void turn_around(struct odmr_session *s)
 {
     const struct odmr_user *u = userdb_find_user(*s->service->users, s->user);
+    if (smtp_session_detach(s->smtp, &s->detached) != 0)
+        return;
+    smtp_session_set_user(s->smtp, NULL);
+    s->smtp = NULL;
     struct push_request req = {
         .base = s->service->base,
-        .bev = s->bev,
-        .tls_active = s->tls_active,
+        .bev = s->detached.bev,
+        .tls_active = s->detached.tls_active,
         .queue = s->service->queue,
         .domains = (const char *const *)s->leased,
         .domain_count = s->leased_count,
-        .hostname = hostname(s),
+        .hostname = s->service->settings.hostname,
         .session_id = s->id,
         .peer = s->peer,
         .user = s->user,
         .profile = u && u->profile == ODMR_PROFILE_FAST ? PUSH_PROFILE_FAST : PUSH_PROFILE_COMPAT,
         .timeouts = s->service->settings.push_timeouts,
     };
-    enter(s, ODMR_REVERSED);
     log_info("odmr.turnaround", " session=%s user=%s domains=%zu profile=%s", s->id, s->user,
              s->leased_count, req.profile == PUSH_PROFILE_FAST ? "fast" : "compat");
-    bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
-    if (push_start(&req, on_push_done, s) != 0) {
-        s->bev = NULL;
+    if (push_start(s->service->pushes, &req, on_push_done, s) != 0) {
+        smtp_server_detached_end(s->service->server, &s->detached);
         session_free(s);
     }
 }
 
-static void cmd_atrn(struct odmr_session *s, const char *arg)
+/* 451 when another session holds a domain (RFC 2645 5.2.1), 453 without mail. */
+static bool lease_with_mail(struct odmr_session *s, const struct atrn_domains *domains)
 {
-    struct atrn_domains domains;
     const char *busy;
-    if (s->user == NULL) {
-        metrics_count_atrn(530);
-        reply_send(out(s), 530, "5.7.0", "Authentication required");
-        count_error(s);
-        return;
-    }
-    if (!resolve_domains(s, arg, &domains))
-        return;
-    if (lease_all(s, &domains, &busy) != 0) {
+    if (lease_all(s, domains, &busy) != 0) {
         metrics_count_atrn(451);
         if (busy != NULL)
             reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
                        "delivered by another session", busy);
         else
             reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now");
-        return;
+        return false;
     }
     if (!any_mail(s)) {
         release_leases(s);
         last_atrn_record(s->user);   /* odmrctl queue summary: when the customer last polled */
         metrics_count_atrn(453);
         reply_send(out(s), 453, "4.3.0", "You have no mail");
-        return;
+        return false;
     }
-    /* DESIGN 4.4: the customer must wait for our 250 before its 220; anything already
-     * buffered is a protocol error, never the next phase's input. */
-    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+    return true;
+}
+
+/* The engine's flags (require_auth) already answered 530 before AUTH. */
+static void cmd_atrn(void *ctx, struct smtp_session *smtp, const char *arg)
+{
+    struct odmr_session *s = smtp_session_user(smtp);
+    struct atrn_domains domains;
+    if (!resolve_domains(s, arg, &domains) || !lease_with_mail(s, &domains))
+        return;
+    /* docs/odmr.md "Turnaround": the customer must wait for our 250 before its 220; anything
+     * already buffered is a protocol error, never the next phase's input. */
+    if (smtp_session_input_pending(smtp)) {
         log_warn("odmr.atrn_pipelined", " session=%s user=%s", s->id, s->user);
         release_leases(s);
         metrics_count_atrn(554);
         reply_send(out(s), 554, "5.5.0", "Pipelined data after ATRN; closing");
-        close_after_flush(s);
+        smtp_session_close(smtp);
         return;
     }
     last_atrn_record(s->user);
@@ -782,162 +575,50 @@ static void cmd_atrn(struct odmr_session *s, const char *arg)
     turn_around(s);
 }
 
-/* ---------------------------------------------------------------- the rest */
+/* ---------------------------------------------------------------- service */
 
-static void cmd_quit(struct odmr_session *s, const char *arg)
-{
-    reply_send(out(s), 221, "2.0.0", "%s Bye", hostname(s));
-    close_after_flush(s);
-}
-
-static void cmd_noop(struct odmr_session *s, const char *arg)
-{
-    reply_send(out(s), 250, "2.0.0", "OK");
-}
-
-typedef void (*odmr_handler)(struct odmr_session *s, const char *arg);
-
-/* RFC 2645 5.1/5.2 and 5.4: EHLO, AUTH, ATRN and QUIT, plus STARTTLS, NOOP and RSET which do
- * no harm; every other command is 502. */
-static const struct {
-    const char *verb;
-    odmr_handler handler;
-} odmr_commands[] = {
-    {"EHLO", cmd_ehlo}, {"HELO", cmd_helo}, {"AUTH", cmd_auth}, {"ATRN", cmd_atrn},
-    {"STARTTLS", cmd_starttls}, {"NOOP", cmd_noop}, {"RSET", cmd_noop}, {"QUIT", cmd_quit},
+static const struct smtp_server_hooks odmr_hooks = {
+    .session_closed = hook_session_closed,
+    .ehlo_keywords = hook_ehlo_keywords,
 };
 
-static void command_line(struct odmr_session *s, const struct line *line)
-{
-    if (line->bare_lf || line->bare_cr || strlen(line->text) != line->len) {
-        reply_send(out(s), 500, "5.5.2", "Command line must end with CRLF and contain no CR, LF or NUL");
-        count_error(s);
-        return;
-    }
-    size_t verb_len = strcspn(line->text, " ");
-    const char *arg = line->text + verb_len;
-    while (*arg == ' ')
-        arg++;
-    for (size_t i = 0; i < sizeof odmr_commands / sizeof odmr_commands[0]; i++) {
-        if (strlen(odmr_commands[i].verb) == verb_len &&
-            strncasecmp(odmr_commands[i].verb, line->text, verb_len) == 0) {
-            odmr_commands[i].handler(s, arg);
-            return;
-        }
-    }
-    reply_send(out(s), 502, "5.5.1", "Command not implemented");
-    count_error(s);
-}
+/* RFC 2645 5.1/5.2: AUTH and ATRN; RFC 4954 4: AUTH only after EHLO, once, never inside a
+ * transaction (there is none here). */
+static const struct smtp_server_command odmr_commands[] = {
+    {"AUTH", SMTP_CMD_SMTP | SMTP_CMD_PRE_TLS | SMTP_CMD_PRE_AUTH | SMTP_CMD_NOT_AFTER_AUTH |
+             SMTP_CMD_NEEDS_ESMTP | SMTP_CMD_NO_TXN, cmd_auth},
+    {"ATRN", SMTP_CMD_SMTP, cmd_atrn},
+};
 
-static bool auth_delay_pending(const struct odmr_session *s)
+static struct smtp_server *make_server(struct odmr_service *service)
 {
-    return s->delay != NULL && evtimer_pending(s->delay, NULL);
+    const struct odmr_settings *c = &service->settings;
+    struct smtp_server_settings settings = {
+        .mode = SMTP_SERVER_SMTP,
+        .hostname = c->hostname,
+        .role = "odmr",
+        .tls = c->tls,
+        .limits = {.max_errors = c->max_errors, .max_junk_commands = c->max_junk_commands,
+                   .command_timeout = c->command_timeout,
+                   .tls_handshake_timeout = c->tls_handshake_timeout},
+        .hooks = &odmr_hooks,
+        .hooks_ctx = service,
+        .max_sessions = c->max_sessions,
+        .peers = service->peers,
+        .max_sessions_per_address = c->max_sessions_per_address,
+        .no_mail = true,
+        .require_auth = true,
+        .unauthenticated = service->unauthenticated,
+        .max_unauthenticated_per_address = c->max_unauthenticated_per_address,
+        .greeting = "ESMTP odmrd ODMR service ready",
+        .log_prefix = "odmr",
+        .id_letter = 'O',
+    };
+    struct smtp_server *server = smtp_server_new(service->base, &settings);
+    for (size_t i = 0; server && i < sizeof odmr_commands / sizeof odmr_commands[0]; i++)
+        smtp_server_register(server, &odmr_commands[i]);
+    return server;
 }
-
-/* Every command received before the customer ended its input has been answered: close once
- * the replies have left (as in the SMTP engine, docs/architecture.md). */
-static void close_if_input_done(struct odmr_session *s)
-{
-    if (s->input_ended && s->state != ODMR_CLOSING && s->state != ODMR_REVERSED &&
-        !auth_delay_pending(s))
-        close_after_flush(s);
-}
-
-/* RFC 5321 4.5.3.2.7: a whole command line (or AUTH response) within command_timeout from when
- * the server was ready for it; octets trickling in do not extend it. A TLS handshake under way
- * keeps its own deadline; after the turnaround the push has its timeouts. */
-static void next_command_deadline(struct odmr_session *s)
-{
-    if (s->state == ODMR_REVERSED)
-        deadline_stop(&s->deadline);
-    else if (s->state != ODMR_CLOSING &&
-             (deadline_kind(&s->deadline) != DEADLINE_HANDSHAKE || tls_handshake_done(s->bev)))
-        deadline_start(&s->deadline, DEADLINE_COMMAND, s->service->settings.command_timeout, 0);
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    struct odmr_session *s = arg;
-    struct evbuffer *in = bufferevent_get_input(s->bev);
-    struct line line;
-    if (deadline_kind(&s->deadline) == DEADLINE_NONE)
-        next_command_deadline(s);   /* ready again after a failed AUTH's delay */
-    while (s->state != ODMR_CLOSING && s->state != ODMR_REVERSED && !auth_delay_pending(s)) {
-        enum line_status st = line_reader_next(&s->reader, in, &line);
-        if (st == LINE_AGAIN)
-            break;
-        if (st == LINE_TOO_LONG) {
-            if (s->state == ODMR_AUTH_EXCHANGE) {
-                auth_failed(s, &line_too_long);
-            } else {
-                reply_send(out(s), 500, "5.5.2", "Line too long");
-                count_error(s);
-            }
-            next_command_deadline(s);
-            continue;
-        }
-        if (s->state == ODMR_AUTH_EXCHANGE)
-            auth_response_line(s, line.text);
-        else
-            command_line(s, &line);
-        next_command_deadline(s);
-    }
-    if (auth_delay_pending(s))
-        deadline_stop(&s->deadline);   /* not ready while a failed AUTH's reply is held back */
-    close_if_input_done(s);
-}
-
-/* Replies not sent yet that still can be: the one after an AUTH failure's delay, or output
- * waiting on a connection that can be written (a TLS handshake that never finished cannot). */
-static bool replies_owed(struct odmr_session *s)
-{
-    return tls_can_write(s->bev) && (auth_delay_pending(s) || evbuffer_get_length(out(s)) > 0);
-}
-
-static void on_deadline(void *arg, enum deadline_kind kind)
-{
-    struct odmr_session *s = arg;
-    if (s->state == ODMR_REVERSED)
-        return;
-    if (kind == DEADLINE_HANDSHAKE && tls_handshake_done(s->bev)) {
-        next_command_deadline(s);   /* EHLO is due within command_timeout from now */
-        return;
-    }
-    log_info("odmr.timeout", " session=%s peer=%s state=%s deadline=%s", s->id, s->peer,
-             odmr_state_names[s->state], deadline_kind_name(kind));
-    if (kind == DEADLINE_HANDSHAKE || kind == DEADLINE_CLOSE) {
-        session_free(s);   /* nothing can be said without TLS up, or it cannot leave */
-        return;
-    }
-    reply_send(out(s), 421, "4.4.2", "%s Timeout, closing", hostname(s));
-    close_after_flush(s);
-}
-
-static void on_event(struct bufferevent *bev, short events, void *arg)
-{
-    struct odmr_session *s = arg;
-    if ((events & BEV_EVENT_TIMEOUT) && s->state != ODMR_CLOSING) {
-        log_info("odmr.timeout", " session=%s peer=%s state=%s", s->id, s->peer,
-                 odmr_state_names[s->state]);
-        reply_send(out(s), 421, "4.4.2", "%s Timeout, closing", hostname(s));
-        close_after_flush(s);
-        return;
-    }
-    /* The customer ended its sending side (FIN, TLS close_notify) or reading failed: the
-     * replies it earned still go out, those owed after an AUTH failure's delay included, then
-     * the session closes (docs/architecture.md, "the client half-closes"). */
-    if ((events & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) && !(events & BEV_EVENT_WRITING) &&
-        replies_owed(s)) {
-        s->input_ended = true;
-        bufferevent_disable(s->bev, EV_READ);
-        close_if_input_done(s);
-        return;
-    }
-    if (events & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
-        session_free(s);
-}
-
-/* ---------------------------------------------------------------- service */
 
 struct odmr_service *odmr_service_new(struct event_base *base, struct queue *queue,
                                       struct userdb *const *users,
@@ -954,7 +635,12 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
     /* every counted address holds at least one live session */
     service->peers = peer_count_new(settings->max_sessions);
     service->unauthenticated = peer_count_new(settings->max_sessions);
-    if (service->sasl == NULL || service->peers == NULL || service->unauthenticated == NULL) {
+    service->exchanges = peer_count_new(settings->max_sessions);
+    service->failures = auth_failures_new(settings->failure_window);
+    service->pushes = push_service_new();
+    service->server = service->peers && service->unauthenticated ? make_server(service) : NULL;
+    if (service->sasl == NULL || service->server == NULL || service->exchanges == NULL ||
+        service->pushes == NULL || service->failures == NULL) {
         odmr_service_free(service);
         return NULL;
     }
@@ -964,128 +650,37 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
     return service;
 }
 
-static struct odmr_session *session_new(struct odmr_service *service, struct bufferevent *bev,
-                                        const char *peer)
-{
-    struct odmr_session *s = calloc(1, sizeof *s);
-    if (s == NULL)
-        return NULL;
-    s->service = service;
-    s->bev = bev;
-    if (deadline_init(&s->deadline, service->base, on_deadline, s) != 0) {
-        free(s);
-        return NULL;
-    }
-    snprintf(s->id, sizeof s->id, "O%lx", ++service->next_id);
-    snprintf(s->peer, sizeof s->peer, "%s", peer);
-    line_reader_init(&s->reader, COMMAND_LINE_MAX);
-    s->next = service->sessions;
-    if (s->next)
-        s->next->prev = s;
-    service->sessions = s;
-    service->session_count++;
-    metrics_session_opened("odmr");
-    return s;
-}
-
-/* RFC 5321 3.8: a refused client gets 421 and the close (on the implicit-TLS port just the
- * close: nothing can be said before a handshake that a refused client is not worth). The
- * addresses stay counted in the session (peer_key, unauthenticated). */
-static bool admit(struct odmr_service *service, evutil_socket_t fd, const char *peer_text,
-                  const char *key, bool implicit_tls)
-{
-    const struct odmr_settings *c = &service->settings;
-    const struct admission_rule rules[] = {
-        {service->shutting_down || service->session_count >= c->max_sessions ||
-             (implicit_tls && c->tls == NULL), NULL, 0, "max_sessions",
-         "421 4.3.2 Too many sessions, try again later\r\n"},
-        {false, service->peers, c->max_sessions_per_address, "max_sessions_per_address",
-         "421 4.7.0 Too many connections from your address, try again later\r\n"},
-        {false, service->unauthenticated, c->max_unauthenticated_per_address,
-         "max_unauthenticated_per_address",
-         "421 4.7.0 Too many unauthenticated connections from your address, try again later\r\n"},
-    };
-    const char *reason = admission_check(fd, key, rules, 3, !implicit_tls);
-    if (reason != NULL)
-        log_warn("odmr.refused", " peer=%s reason=%s", peer_text, reason);
-    return reason == NULL;
-}
-
 void odmr_service_accept(struct odmr_service *service, evutil_socket_t fd,
                          const struct sockaddr *peer, int peer_len, bool implicit_tls)
 {
-    char peer_text[64], key[PEER_KEY_MAX];
-    listen_peer_text(peer, peer_len, peer_text, sizeof peer_text);
-    listen_peer_key(peer, peer_len, key, sizeof key);
-    if (!admit(service, fd, peer_text, key, implicit_tls))
-        return;
-    evutil_make_socket_nonblocking(fd);
-    listen_set_nodelay(fd);
-    struct bufferevent *bev = implicit_tls
-        ? tls_accept_socket(service->base, fd, service->settings.tls)
-        : bufferevent_socket_new(service->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    struct odmr_session *s = bev ? session_new(service, bev, peer_text) : NULL;
-    if (s == NULL) {
-        peer_count_release(service->peers, key);
-        peer_count_release(service->unauthenticated, key);
-        if (bev)
-            bufferevent_free(bev);
-        else
-            evutil_closesocket(fd);
-        return;
-    }
-    snprintf(s->peer_key, sizeof s->peer_key, "%s", key);
-    s->unauthenticated = true;
-    s->tls_active = implicit_tls;
-    log_info("odmr.start", " session=%s peer=%s tls=%s", s->id, s->peer,
-             implicit_tls ? "implicit" : "none");
-    bufferevent_setcb(bev, on_read, NULL, on_event, s);
-    set_timeout(s, service->settings.command_timeout);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
     if (implicit_tls)
-        deadline_start(&s->deadline, DEADLINE_HANDSHAKE, service->settings.tls_handshake_timeout,
-                       0);
+        smtp_server_accept_tls(service->server, fd, peer, peer_len);
     else
-        deadline_start(&s->deadline, DEADLINE_COMMAND, service->settings.command_timeout, 0);
-    reply_send(out(s), 220, NULL, "%s ESMTP odmrd ODMR service ready", hostname(s));
+        smtp_server_accept(service->server, fd, peer, peer_len);
 }
 
+/* Graceful stop: the engine answers 421 to the sessions before the turnaround; the pushes end
+ * at their next safe point, and each one's end frees its slot (on_idle after the last). */
 void odmr_service_shutdown(struct odmr_service *service, void (*on_idle)(void *), void *arg)
 {
-    service->shutting_down = true;
-    service->on_idle = on_idle;
-    service->on_idle_arg = arg;
-    struct odmr_session *next;
-    for (struct odmr_session *s = service->sessions; s; s = next) {
-        next = s->next;
-        if (s->state == ODMR_REVERSED || s->state == ODMR_CLOSING)
-            continue;
-        if (deadline_kind(&s->deadline) == DEADLINE_HANDSHAKE && !tls_handshake_done(s->bev)) {
-            /* No 421 can reach it before its handshake: ended in a second, not after the
-             * closing flush's 30 s (freed from the timer: on_idle must run once, below). */
-            enter(s, ODMR_CLOSING);
-            deadline_start(&s->deadline, DEADLINE_CLOSE, 1, 0);
-            continue;
-        }
-        reply_send(out(s), 421, "4.3.2", "%s Service shutting down", hostname(s));
-        close_after_flush(s);
-    }
-    push_shutdown_all();
-    if (service->session_count == 0 && on_idle)
-        on_idle(arg);
+    push_service_shutdown(service->pushes);
+    smtp_server_shutdown(service->server, on_idle, arg);
 }
 
 size_t odmr_service_session_count(const struct odmr_service *service)
 {
-    return service->session_count;
+    return smtp_server_session_count(service->server);
 }
 
 void odmr_service_free(struct odmr_service *service)
 {
-    while (service->sessions)
-        session_free(service->sessions);
+    if (service->server != NULL)
+        smtp_server_free(service->server);
+    push_service_free(service->pushes);
     sasl_server_free(service->sasl);
     peer_count_free(service->peers);
     peer_count_free(service->unauthenticated);
+    peer_count_free(service->exchanges);
+    auth_failures_free(service->failures);
     free(service);
 }

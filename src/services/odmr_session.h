@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: ISC */
-/* The ODMR service (RFC 2645) before the turnaround: greeting, EHLO, STARTTLS, AUTH through
- * SASL, ATRN; then the connection is handed to the push (services/push.h). */
+/* The ODMR service (RFC 2645) before the turnaround, on the SMTP server engine
+ * (engines/smtp_server.h): AUTH through SASL and ATRN; then the connection is handed to the
+ * push (services/push.h), whose sessions the service owns. */
 #ifndef ODMR_SERVICES_ODMR_SESSION_H
 #define ODMR_SERVICES_ODMR_SESSION_H
 
@@ -18,6 +19,8 @@ struct odmr_settings {
     const char *hostname;
     SSL_CTX *tls;                    /* STARTTLS and the implicit-TLS port; NULL = no TLS */
     time_t command_timeout;          /* RFC 5321 4.5.3.2.7: 5 min */
+    unsigned max_errors;             /* bad or out-of-sequence commands, then 421: default 20 */
+    unsigned max_junk_commands;      /* NOOP, RSET ... without mail: [intake]'s, default 100 */
     unsigned max_auth_failures;      /* per session, then 421: default 3 */
     unsigned max_address_failures;   /* per client address in failure_window: default 10 */
     time_t failure_window;           /* default 15 min */

@@ -64,10 +64,14 @@ struct push_session {
     unsigned passes, in_flight, outcome_jobs;
     uint64_t in_flight_octets;    /* body octets of the transactions in flight */
     bool ready, closed, quitting, stopping, finished;
+    struct push_service *service;
     struct push_session *next;
 };
 
-static struct push_session *sessions;   /* running pushes, for push_shutdown_all() */
+/* The running pushes of one owner (the ODMR service), for push_service_shutdown(). */
+struct push_service {
+    struct push_session *sessions;
+};
 
 static void fill(struct push_session *s);
 
@@ -181,7 +185,9 @@ static size_t list_pass(struct push_session *s)
 
 static void unlink_session(struct push_session *s)
 {
-    for (struct push_session **p = &sessions; *p != NULL; p = &(*p)->next) {
+    if (s->service == NULL)
+        return;   /* its owner is gone (push_service_free) */
+    for (struct push_session **p = &s->service->sessions; *p != NULL; p = &(*p)->next) {
         if (*p == s) {
             *p = s->next;
             return;
@@ -597,11 +603,26 @@ static unsigned client_flags(const struct push_request *req)
     if (req->profile == PUSH_PROFILE_FAST)
         return SMTP_CLIENT_USE_PIPELINING | SMTP_CLIENT_USE_CHUNKING;
     unsigned compat = SMTP_CLIENT_FAST_ON_REQUEST;
-    /* DESIGN 5: fetchmail stalls when one TLS record carries several lines. */
+    /* docs/push.md "Profiles": fetchmail stalls when one TLS record carries several lines. */
     return compat | (req->tls_active ? SMTP_CLIENT_LINE_PER_WRITE : 0);
 }
 
-int push_start(const struct push_request *req, push_done_fn done, void *arg)
+struct push_service *push_service_new(void)
+{
+    return calloc(1, sizeof(struct push_service));
+}
+
+void push_service_free(struct push_service *service)
+{
+    if (service == NULL)
+        return;
+    for (struct push_session *s = service->sessions; s != NULL; s = s->next)
+        s->service = NULL;
+    free(service);
+}
+
+int push_start(struct push_service *service, const struct push_request *req, push_done_fn done,
+               void *arg)
 {
     struct push_session *s = session_new(req);
     struct smtp_client_config cfg = {
@@ -627,16 +648,17 @@ int push_start(const struct push_request *req, push_done_fn done, void *arg)
         bufferevent_free(req->bev);
         return -1;
     }
-    s->next = sessions;
-    sessions = s;
+    s->service = service;
+    s->next = service->sessions;
+    service->sessions = s;
     log_info("push.start", " session=%s domains=%zu profile=%s tls=%d", s->session_id,
              s->domain_count, s->profile == PUSH_PROFILE_FAST ? "fast" : "compat", s->tls_active);
     return 0;
 }
 
-void push_shutdown_all(void)
+void push_service_shutdown(struct push_service *service)
 {
-    for (struct push_session *s = sessions; s != NULL; s = s->next) {
+    for (struct push_session *s = service->sessions; s != NULL; s = s->next) {
         if (s->stopping || s->closed)
             continue;
         s->stopping = true;

@@ -55,13 +55,20 @@ struct push_result {
 
 typedef void (*push_done_fn)(void *arg, const struct push_result *result);
 
+/* The running pushes of one owner (the ODMR service holds one). */
+struct push_service;
+struct push_service *push_service_new(void);
+/* After the last push is done (odmr_service_free). */
+void push_service_free(struct push_service *service);
+
 /* Starts the reversed session on req->bev. done runs exactly once, from the event loop, after
  * the connection is closed; the caller then releases its domain leases. Returns 0, or -1 when
  * it could not start (then bev is freed and done is not called). */
-int push_start(const struct push_request *req, push_done_fn done, void *arg);
-/* Daemon shutdown: ends every running push at the next safe point (never between the final
- * dot and recording its outcome); their done callbacks still run. */
-void push_shutdown_all(void);
+int push_start(struct push_service *service, const struct push_request *req, push_done_fn done,
+               void *arg);
+/* Daemon shutdown: ends every running push of service at the next safe point (never between
+ * the final dot and recording its outcome); their done callbacks still run. */
+void push_service_shutdown(struct push_service *service);
 
 void push_default_timeouts(struct push_timeouts *t);
 

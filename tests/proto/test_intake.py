@@ -65,7 +65,7 @@ def test_misc_commands(odmrd):
     w.expect("EXPN list", 502, "5.5.1")
     assert w.expect("HELP", 214).code == 214
     w.expect("RSET", 250, "2.0.0")
-    w.expect("FOO bar", 500, "5.5.1")
+    w.expect("FOO bar", 500, "5.5.2")   # RFC 5321 4.2.3, RFC 3463 X.5.2 (was 5.5.1)
     w.expect("LHLO x.example", 500, "5.5.1")
 
 

@@ -349,7 +349,9 @@ static void run_push(struct run *run, struct fake *f, const char *const *domains
     push_default_timeouts(&req.timeouts);
     if (timeout > 0)
         req.timeouts.greeting = req.timeouts.command = timeout;
-    assert_int_equal(push_start(&req, on_done, run), 0);
+    struct push_service *pushes = push_service_new();
+    assert_non_null(pushes);
+    assert_int_equal(push_start(pushes, &req, on_done, run), 0);
     struct event *guard = evtimer_new(run->base, on_guard, NULL);
     struct timeval limit = {20, 0};
     evtimer_add(guard, &limit);
@@ -357,6 +359,7 @@ static void run_push(struct run *run, struct fake *f, const char *const *domains
     event_free(guard);
     /* libevent finalizes a freed bufferevent (closes the fd) on the next loop iteration. */
     event_base_loop(run->base, EVLOOP_NONBLOCK);
+    push_service_free(pushes);
     pthread_join(thread, NULL);
     assert_int_equal(run->done_calls, 1);
 }
