@@ -23,6 +23,8 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard fuzz/fuzz_*.c)
 
+.DEFAULT_GOAL := all
+
 # The version is written in one place, the VERSION file; only version.o sees it.
 VERSION := $(shell cat VERSION)
 $(BUILD)/src/lib/version.o: CFLAGS += -DODMR_VERSION='"$(VERSION)"'
