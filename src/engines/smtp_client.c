@@ -40,7 +40,8 @@ enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_MAIL, EX_RCPT, EX_DATA, EX_
 
 enum timeout_kind { TO_GREETING, TO_COMMAND, TO_DATA_INIT, TO_DATA_END };
 
-enum txn_phase { TX_MAIL, TX_RCPT, TX_DATA, TX_WAIT_354, TX_BODY, TX_SENT };
+/* TX_WAIT_BODY: DATA answered 354 before the caller gave the body (incremental use). */
+enum txn_phase { TX_MAIL, TX_RCPT, TX_DATA, TX_WAIT_354, TX_WAIT_BODY, TX_BODY, TX_SENT };
 
 enum client_state { ST_GREETING, ST_HELLO, ST_READY, ST_QUITTING, ST_ENDING };
 
@@ -58,6 +59,7 @@ struct smtp_client {
     char *helo_name;
     struct smtp_client_callbacks cb;
     void *arg;
+    void (*reply_seen)(void *arg, const struct smtp_client_reply *reply);
     enum client_state state;
     struct smtp_client_ext ext;
     bool pipelining, chunking, lmtp, line_mode, fast_on_request;
@@ -73,7 +75,8 @@ struct smtp_client {
     /* body being sent */
     struct smtp_client_txn *pumping;
     uint64_t pumped;
-    bool stuff, at_line_start, ends_with_lf;
+    bool stuff;
+    struct smtp_dot_stuffer stuffer;
     struct evbuffer *staged;
     /* events */
     struct event *timer, *kick;
@@ -201,19 +204,39 @@ static void command(struct smtp_client *c, enum expect_kind kind, struct smtp_cl
 
 /* ---- message body ---- */
 
-/* RFC 5321 4.5.2: a line starting with "." gets one more "." in front. */
-static void stage_stuffed(struct smtp_client *c, const char *buf, size_t len)
+/* RFC 5321 4.5.2: a line starting with "." gets one more "." in front. memchr finds the line
+ * starts; whether the piece before ended a line is carried across calls. */
+void smtp_dot_stuff_begin(struct smtp_dot_stuffer *s)
 {
-    size_t from = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (c->at_line_start && buf[i] == '.') {
-            evbuffer_add(c->staged, buf + from, i - from);
-            evbuffer_add(c->staged, ".", 1);
-            from = i;
+    s->at_line_start = true;
+}
+
+void smtp_dot_stuff(struct smtp_dot_stuffer *s, struct evbuffer *out, const char *buf,
+                    size_t len)
+{
+    const char *from = buf, *end = buf + len, *p = buf;
+    if (len == 0)
+        return;
+    if (s->at_line_start && buf[0] == '.')
+        evbuffer_add(out, ".", 1);
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL && ++p < end) {
+        if (*p == '.') {
+            evbuffer_add(out, from, (size_t)(p - from));
+            evbuffer_add(out, ".", 1);
+            from = p;
         }
-        c->at_line_start = buf[i] == '\n';
     }
-    evbuffer_add(c->staged, buf + from, len - from);
+    evbuffer_add(out, from, (size_t)(end - from));
+    s->at_line_start = end[-1] == '\n';
+}
+
+void smtp_dot_stuff_end(struct smtp_dot_stuffer *s, struct evbuffer *out)
+{
+    if (s->at_line_start)   /* after a line end, or nothing at all: an empty message */
+        evbuffer_add(out, ".\r\n", 3);
+    else
+        evbuffer_add(out, "\r\n.\r\n", 5);
+    smtp_dot_stuff_begin(s);
 }
 
 static ssize_t body_read(struct smtp_client *c, char *buf, size_t len)
@@ -233,8 +256,7 @@ static void start_body(struct smtp_client *c, struct smtp_client_txn *txn, bool 
     c->pumping = txn;
     c->pumped = 0;
     c->stuff = stuff;
-    c->at_line_start = true;
-    c->ends_with_lf = false;
+    smtp_dot_stuff_begin(&c->stuffer);
     txn->phase = TX_BODY;
 }
 
@@ -243,10 +265,7 @@ static void end_body(struct smtp_client *c)
 {
     struct smtp_client_txn *txn = c->pumping;
     if (c->stuff) {
-        /* RFC 5321 4.1.1.4: the data ends with CRLF . CRLF; add the CRLF a body lacks. */
-        if (!c->ends_with_lf)
-            evbuffer_add(c->staged, "\r\n", 2);
-        evbuffer_add(c->staged, ".\r\n", 3);
+        smtp_dot_stuff_end(&c->stuffer, c->staged);
         if (push_expect(c, EX_DOT, txn, 0) != 0)
             end_session(c, SMTP_CLIENT_END_ERROR, "out of memory");
     }
@@ -274,18 +293,30 @@ static void pump_body(struct smtp_client *c)
             return;
         }
         if (c->stuff)
-            stage_stuffed(c, buf, (size_t)n);
+            smtp_dot_stuff(&c->stuffer, c->staged, buf, (size_t)n);
         else
             evbuffer_add(c->staged, buf, (size_t)n);
-        c->ends_with_lf = buf[n - 1] == '\n';
         c->pumped += (uint64_t)n;
     }
 }
 
 /* ---- writing transactions: one step per phase ---- */
 
+/* A transaction given up before its data: RSET (RFC 5321 4.1.1.5), unless nothing is open on
+ * the server (MAIL not sent, or refused). */
+static void step_cancelled(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (txn->phase != TX_MAIL && (txn->mail_reply.code == 0 || is_2xx(txn->mail_reply.code)))
+        command(c, EX_RSET, txn, 0, "RSET");
+    txn->phase = TX_SENT;
+}
+
 static bool step_mail(struct smtp_client *c, struct smtp_client_txn *txn)
 {
+    if (txn->cancelled) {
+        step_cancelled(c, txn);
+        return true;
+    }
     command(c, EX_MAIL, txn, 0, "MAIL FROM:<%s>%s", txn->mail_from,
             txn->mail_params != NULL ? txn->mail_params : "");
     txn->phase = TX_RCPT;
@@ -294,7 +325,13 @@ static bool step_mail(struct smtp_client *c, struct smtp_client_txn *txn)
 
 static bool step_rcpt(struct smtp_client *c, struct smtp_client_txn *txn)
 {
+    if (txn->cancelled) {
+        step_cancelled(c, txn);
+        return true;
+    }
     if (txn->stop_rcpts || txn->rcpts_written == txn->rcpt_count) {
+        if (!txn->rcpts_closed)
+            return false;   /* more recipients may come (smtp_client_add_rcpt) */
         txn->phase = TX_DATA;
         return true;
     }
@@ -307,6 +344,14 @@ static bool step_rcpt(struct smtp_client *c, struct smtp_client_txn *txn)
 
 static bool step_data(struct smtp_client *c, struct smtp_client_txn *txn)
 {
+    if (txn->cancelled) {
+        step_cancelled(c, txn);
+        return true;
+    }
+    /* Only DATA may go before the body is known (its 354 then waits for it): BDAT needs the
+     * size, and without PIPELINING the replies so far decide. */
+    if (!txn->body_set && (c->chunking || !c->pipelining))
+        return false;
     /* Without pipelining the replies are known: no DATA after a refused MAIL, and RSET instead
      * of DATA when every RCPT was refused. Pipelined, DATA is already on its way with the
      * RCPTs (RFC 2920 3.1) and the server refuses it itself. */
@@ -339,7 +384,8 @@ static bool step_sent(struct smtp_client *c, struct smtp_client_txn *txn)
 
 static bool (*const phase_steps[])(struct smtp_client *, struct smtp_client_txn *) = {
     [TX_MAIL] = step_mail,     [TX_RCPT] = step_rcpt, [TX_DATA] = step_data,
-    [TX_WAIT_354] = step_wait, [TX_BODY] = step_wait, [TX_SENT] = step_sent,
+    [TX_WAIT_354] = step_wait, [TX_WAIT_BODY] = step_wait, [TX_BODY] = step_wait,
+    [TX_SENT] = step_sent,
 };
 
 /* RFC 2920 3.1: with PIPELINING commands go out without waiting, up to DATA; without it, one
@@ -382,11 +428,13 @@ static void rearm_timer(struct smtp_client *c)
 }
 
 static void complete_head_txns(struct smtp_client *c);
+static void report_all_rcpts(struct smtp_client *c);
 
 static void advance(struct smtp_client *c)
 {
     while (c->wtxn != NULL && may_write(c) && phase_steps[c->wtxn->phase](c, c->wtxn))
         ;
+    report_all_rcpts(c);
     complete_head_txns(c);
     if (c->state == ST_ENDING)
         return;
@@ -398,11 +446,41 @@ static void advance(struct smtp_client *c)
 
 /* ---- completing transactions ---- */
 
+/* Is recipient i's verdict known: its RCPT reply came, or it will never be sent? */
+static bool rcpt_settled(const struct smtp_client *c, const struct smtp_client_txn *txn,
+                         size_t i)
+{
+    if (c->state == ST_ENDING)
+        return true;
+    if (i < txn->rcpts_written)
+        return txn->rcpts[i].reply.code != 0;
+    return txn->stop_rcpts || txn->cancelled || txn->phase > TX_RCPT;
+}
+
+/* rcpt_done() for every recipient newly settled, in order (incremental transactions). */
+static void report_rcpts(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    while (txn->rcpt_done != NULL && txn->rcpts_reported < txn->rcpt_count &&
+           rcpt_settled(c, txn, txn->rcpts_reported)) {
+        size_t i = txn->rcpts_reported++;
+        txn->rcpt_done(txn->user, txn, i);
+    }
+}
+
+static void report_all_rcpts(struct smtp_client *c)
+{
+    for (struct smtp_client_txn *t = c->head; t != NULL; t = t->next)
+        report_rcpts(c, t);
+}
+
 static void complete_head_txns(struct smtp_client *c)
 {
     while (c->state != ST_ENDING && c->head != NULL && c->head->phase == TX_SENT &&
            c->head->replies_pending == 0) {
         struct smtp_client_txn *txn = c->head;
+        report_rcpts(c, txn);
+        if (c->state == ST_ENDING || txn->replies_pending != 0)
+            break;   /* a rcpt_done() ended the session or sent a command of this txn */
         if (c->wtxn == txn)
             c->wtxn = txn->next;
         c->head = txn->next;
@@ -470,6 +548,7 @@ static void on_mail(struct smtp_client *c, struct expect *e, const struct smtp_c
     reply_copy(&e->txn->mail_reply, r);
     if (!is_2xx(r->code))
         e->txn->stop_rcpts = true;
+    report_rcpts(c, e->txn);
 }
 
 static void on_rcpt(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
@@ -478,9 +557,11 @@ static void on_rcpt(struct smtp_client *c, struct expect *e, const struct smtp_c
     reply_copy(&txn->rcpts[e->index].reply, r);
     if (is_2xx(r->code))
         txn->accepted++;
-    /* RFC 5321 4.5.3.1.10: 452 = too many recipients; send the rest in a later transaction. */
-    if (r->code == 452)
+    /* RFC 5321 4.5.3.1.10: 452 = too many recipients; send the rest in a later transaction.
+     * (An incremental caller gets the 452 as that recipient's verdict and decides itself.) */
+    if (r->code == 452 && !txn->incremental)
         txn->stop_rcpts = true;
+    report_rcpts(c, txn);
 }
 
 static void apply_data_refusal(struct smtp_client_txn *txn, const struct smtp_client_reply *r)
@@ -495,7 +576,9 @@ static void on_data(struct smtp_client *c, struct expect *e, const struct smtp_c
 {
     struct smtp_client_txn *txn = e->txn;
     reply_copy(&txn->data_reply, r);
-    if (r->code == 354 && txn->accepted > 0) {
+    if (r->code == 354 && txn->accepted > 0 && !txn->body_set) {
+        txn->phase = TX_WAIT_BODY;
+    } else if (r->code == 354 && txn->accepted > 0) {
         start_body(c, txn, true);
     } else if (r->code == 354) {
         /* Pipelined DATA accepted although every RCPT was refused: end it empty, at once. */
@@ -596,10 +679,7 @@ static void parse_ehlo_line(struct smtp_client *c, const char *text)
  * line, lines joined with '\n'; EHLO keywords are taken as they come. */
 static void take_reply_line(struct smtp_client *c, const struct reply_line *l)
 {
-    c->cur.code = l->code;
-    size_t used = strlen(c->cur.text);
-    snprintf(c->cur.text + used, sizeof c->cur.text - used, "%s%s", used > 0 ? "\n" : "",
-             l->line);
+    reply_reader_keep(&c->cur, l);
     const struct expect *e = head_expect(c);
     if (e != NULL && e->kind == EX_EHLO && l->index > 0 && l->len > 4)
         parse_ehlo_line(c, l->text);
@@ -617,6 +697,8 @@ static void dispatch_reply(struct smtp_client *c)
         return;
     }
     const struct expect_rule *rule = &expect_rules[e->kind];
+    if (c->reply_seen != NULL)
+        c->reply_seen(c->arg, &r);
     if (c->cfg.log_id != NULL) {
         char quoted[200];
         log_debug("smtp_client.reply", " session=%s cmd=%s reply=%s", c->cfg.log_id, rule->name,
@@ -686,6 +768,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 /* Ends: every transaction still held is handed back, then closed(); c may be freed in it. */
 static void finish(struct smtp_client *c)
 {
+    report_all_rcpts(c);
     while (c->head != NULL) {
         struct smtp_client_txn *txn = c->head;
         c->head = txn->next;
@@ -729,7 +812,7 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent 
     c->timer = event_new(base, -1, 0, on_timeout, c);
     c->kick = event_new(base, -1, 0, on_kick, c);
     /* docs/push.md: a bare LF line end is tolerated (fetchmail relays its MTA line by line). */
-    reply_reader_init(&c->reader, true);
+    reply_reader_init(&c->reader, !(cfg->flags & SMTP_CLIENT_STRICT_CRLF));
     if (c->helo_name == NULL || c->staged == NULL || c->timer == NULL || c->kick == NULL ||
         push_expect(c, EX_GREETING, NULL, 0) != 0) {
         c->bev = NULL;
@@ -748,20 +831,27 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent 
     return c;
 }
 
-int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn)
+static void clear_rcpt_replies(struct smtp_client_rcpt *r)
+{
+    memset(&r->reply, 0, sizeof r->reply);
+    memset(&r->data_reply, 0, sizeof r->data_reply);
+}
+
+static int enqueue(struct smtp_client *c, struct smtp_client_txn *txn, bool incremental)
 {
     if (c->state == ST_ENDING || c->state == ST_QUITTING || c->quit_requested)
         return -1;
     txn->next = NULL;
-    txn->rcpts_written = txn->replies_pending = txn->data_replies = txn->accepted = 0;
-    txn->stop_rcpts = txn->body_done = txn->data_sent = false;
+    txn->rcpts_written = txn->rcpts_reported = txn->replies_pending = txn->data_replies = 0;
+    txn->accepted = 0;
+    txn->stop_rcpts = txn->body_done = txn->data_sent = txn->cancelled = false;
+    txn->incremental = incremental;
+    txn->rcpts_closed = txn->body_set = !incremental;
     txn->phase = TX_MAIL;
     memset(&txn->mail_reply, 0, sizeof txn->mail_reply);
     memset(&txn->data_reply, 0, sizeof txn->data_reply);
-    for (size_t i = 0; i < txn->rcpt_count; i++) {
-        memset(&txn->rcpts[i].reply, 0, sizeof txn->rcpts[i].reply);
-        memset(&txn->rcpts[i].data_reply, 0, sizeof txn->rcpts[i].data_reply);
-    }
+    for (size_t i = 0; i < txn->rcpt_count; i++)
+        clear_rcpt_replies(&txn->rcpts[i]);
     if (c->tail != NULL)
         c->tail->next = txn;
     else
@@ -773,11 +863,80 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn)
     return 0;
 }
 
+int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    return enqueue(c, txn, false);
+}
+
+int smtp_client_open(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    return enqueue(c, txn, true);
+}
+
+int smtp_client_add_rcpt(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (txn->rcpts_closed || txn->cancelled || c->state == ST_ENDING) {
+        txn->rcpt_count--;
+        return -1;
+    }
+    clear_rcpt_replies(&txn->rcpts[txn->rcpt_count - 1]);
+    kick(c);
+    return 0;
+}
+
+void smtp_client_rcpts_done(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    txn->rcpts_closed = true;
+    kick(c);
+}
+
+void smtp_client_data(struct smtp_client *c, struct smtp_client_txn *txn,
+                      const struct smtp_client_body *body)
+{
+    txn->body = *body;
+    txn->body_set = txn->rcpts_closed = true;
+    if (txn->phase == TX_WAIT_BODY)
+        start_body(c, txn, true);
+    kick(c);
+}
+
+void smtp_client_cancel(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (txn->phase == TX_WAIT_354 || txn->phase == TX_WAIT_BODY) {
+        /* RFC 5321 4.1.1.4: inside the data only the final dot ends it; without it nothing
+         * is delivered. */
+        end_session(c, SMTP_CLIENT_END_ABORTED, "message abandoned after DATA");
+        return;
+    }
+    if (txn->phase >= TX_BODY)
+        return;   /* the data is on its way: its outcome comes with txn_done() */
+    txn->cancelled = txn->rcpts_closed = true;
+    kick(c);
+}
+
 void smtp_client_quit(struct smtp_client *c)
 {
     c->quit_requested = true;
     if (c->state != ST_ENDING)
         kick(c);
+}
+
+void smtp_client_trace(struct smtp_client *c,
+                       void (*seen)(void *arg, const struct smtp_client_reply *reply))
+{
+    c->reply_seen = seen;
+}
+
+void smtp_client_quit_now(struct smtp_client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->state != ST_READY || c->head != NULL || c->expect_count != 0 ||
+        evbuffer_get_length(c->staged) != 0 || evbuffer_get_length(out) != 0 ||
+        bufferevent_get_underlying(c->bev) != NULL)
+        return;
+    evbuffer_add(out, "QUIT\r\n", 6);
+    (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+    c->state = ST_QUITTING;
 }
 
 void smtp_client_abort(struct smtp_client *c, const char *reason)
