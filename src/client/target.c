@@ -320,6 +320,13 @@ static void on_txn_done(void *arg, struct smtp_client_txn *txn)
     ttxn_free(x);
 }
 
+/* -v: every command to the target, quoted. */
+static void on_command_sent(void *arg, const char *line)
+{
+    char quoted[200];
+    log_debug("target.send", " line=%s", log_quote(quoted, sizeof quoted, line, strlen(line)));
+}
+
 /* -v: every reply of the target, its text quoted (a reply cannot forge a log line). */
 static void on_reply_seen(void *arg, const struct smtp_client_reply *r)
 {
@@ -432,7 +439,7 @@ static int open_connection(struct target *t)
         return -1;
     }
     if (t->opts->verbose)
-        smtp_client_trace(tc->client, on_reply_seen);
+        smtp_client_trace(tc->client, on_command_sent, on_reply_seen);
     t->conn = tc;
     t->ready = false;
     t->generation++;

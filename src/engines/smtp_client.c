@@ -59,6 +59,7 @@ struct smtp_client {
     char *helo_name;
     struct smtp_client_callbacks cb;
     void *arg;
+    void (*command_sent)(void *arg, const char *line);
     void (*reply_seen)(void *arg, const struct smtp_client_reply *reply);
     enum client_state state;
     struct smtp_client_ext ext;
@@ -72,6 +73,7 @@ struct smtp_client {
     /* transactions: head..tail not yet reported; wtxn the first not yet fully written */
     struct smtp_client_txn *head, *tail, *wtxn;
     bool quit_requested, refused;
+    bool finished;           /* closed() was called: nothing more happens */
     /* body being sent */
     struct smtp_client_txn *pumping;
     uint64_t pumped;
@@ -193,11 +195,19 @@ static void command(struct smtp_client *c, enum expect_kind kind, struct smtp_cl
 static void command(struct smtp_client *c, enum expect_kind kind, struct smtp_client_txn *txn,
                     size_t index, const char *fmt, ...)
 {
+    char line[2048];
     va_list ap;
     va_start(ap, fmt);
-    evbuffer_add_vprintf(c->staged, fmt, ap);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
     va_end(ap);
-    evbuffer_add(c->staged, "\r\n", 2);
+    if (n < 0 || (size_t)n >= sizeof line - 2) {
+        end_session(c, SMTP_CLIENT_END_ERROR, "command line too long");
+        return;
+    }
+    if (c->command_sent != NULL)
+        c->command_sent(c->arg, line);
+    memcpy(line + n, "\r\n", 2);
+    evbuffer_add(c->staged, line, (size_t)n + 2);
     if (push_expect(c, kind, txn, index) != 0)
         end_session(c, SMTP_CLIENT_END_ERROR, "out of memory");
 }
@@ -768,6 +778,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 /* Ends: every transaction still held is handed back, then closed(); c may be freed in it. */
 static void finish(struct smtp_client *c)
 {
+    c->finished = true;   /* a call from the callbacks below must not start anything */
     report_all_rcpts(c);
     while (c->head != NULL) {
         struct smtp_client_txn *txn = c->head;
@@ -782,6 +793,8 @@ static void finish(struct smtp_client *c)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct smtp_client *c = arg;
+    if (c->finished)
+        return;
     if (c->state == ST_ENDING)
         finish(c);
     else
@@ -921,9 +934,10 @@ void smtp_client_quit(struct smtp_client *c)
         kick(c);
 }
 
-void smtp_client_trace(struct smtp_client *c,
+void smtp_client_trace(struct smtp_client *c, void (*sent)(void *arg, const char *line),
                        void (*seen)(void *arg, const struct smtp_client_reply *reply))
 {
+    c->command_sent = sent;
     c->reply_seen = seen;
 }
 

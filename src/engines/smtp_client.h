@@ -137,8 +137,9 @@ struct smtp_client_config {
 struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent *bev,
                                     const struct smtp_client_config *cfg,
                                     const struct smtp_client_callbacks *cb, void *arg);
-/* Optional: seen(arg) gets every reply as it is read (logs). */
-void smtp_client_trace(struct smtp_client *c,
+/* Optional, for logs: sent(arg) gets every command line as it is written (without its CRLF),
+ * seen(arg) every reply as it is read. */
+void smtp_client_trace(struct smtp_client *c, void (*sent)(void *arg, const char *line),
                        void (*seen)(void *arg, const struct smtp_client_reply *reply));
 /* Queues a transaction (caller-owned until its txn_done). 0, or -1 after quit/close. */
 int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn);
