@@ -16,6 +16,8 @@
 #include "engines/smtp_params.h"
 #include "lib/log.h"
 
+#include <openssl/ssl.h>
+
 enum {
     BODY_HIGH = 256 << 10,   /* the largest single write of the body */
     MAX_REPLIES = 1000,      /* LMTP: one per recipient */
@@ -68,6 +70,17 @@ static int parse_network(const char *text, const char *rest, struct target_spec 
     return 0;
 }
 
+static int parse_network_tls(const char *text, const char *rest, struct target_spec *out,
+                             char *err, size_t errlen)
+{
+    out->starttls_required = true;
+    if (strncmp(rest, "unix:", 5) == 0) {
+        snprintf(err, errlen, "STARTTLS needs a TCP target: '%s'", text);
+        return -1;
+    }
+    return parse_network(text, rest, out, err, errlen);
+}
+
 static int parse_maildir(const char *text, const char *rest, struct target_spec *out, char *err,
                          size_t errlen)
 {
@@ -92,6 +105,8 @@ int target_parse(const char *text, struct target_spec *out, char *err, size_t er
     } kinds[] = {
         {"smtp:", TARGET_SMTP, parse_network},
         {"lmtp:", TARGET_LMTP, parse_network},
+        {"smtp+starttls:", TARGET_SMTP, parse_network_tls},
+        {"lmtp+starttls:", TARGET_LMTP, parse_network_tls},
         {"maildir:", TARGET_MAILDIR, parse_maildir},
         {"mda:", TARGET_MDA, parse_mda},
     };
@@ -104,13 +119,39 @@ int target_parse(const char *text, struct target_spec *out, char *err, size_t er
         return kinds[i].parse(text, text + plen, out, err, errlen);
     }
     snprintf(err, errlen, "unsupported --deliver '%s': use smtp:HOST:PORT, lmtp:HOST:PORT, "
-             "lmtp:unix:/path, maildir:/path or mda:/path/to/command args", text);
+             "lmtp:unix:/path, smtp+starttls:HOST:PORT, lmtp+starttls:HOST:PORT, "
+             "maildir:/path or mda:/path/to/command args", text);
     return -1;
 }
 
 static bool is_local(const struct target_spec *spec)
 {
     return spec->kind == TARGET_MAILDIR || spec->kind == TARGET_MDA;
+}
+
+static bool is_loopback(const char *host)
+{
+    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0;
+}
+
+/* STARTTLS toward the target (RFC 3207, docs/client.md "Local delivery target"): required and
+ * verified for +starttls; otherwise opportunistic and unauthenticated (RFC 7435) toward a host
+ * that is not loopback; never over loopback or a unix socket, where TLS protects nothing. */
+static SSL_CTX *target_tls_context(const struct target_spec *spec)
+{
+    if (is_local(spec) || spec->is_unix || (!spec->starttls_required && is_loopback(spec->host)))
+        return NULL;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, spec->starttls_required ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (spec->starttls_required && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;   /* the engine then refuses to go on in clear */
+    }
+    return ctx;
 }
 
 
@@ -183,6 +224,7 @@ struct target {
     const struct client_options *opts;
     char helo[256];
     struct tconn *conn;          /* NULL: no connection */
+    SSL_CTX *tls_ctx;            /* for STARTTLS, or NULL (target_tls_context) */
     bool ready;                  /* EHLO/LHLO answered: caps known */
     unsigned generation;
     struct smtp_client_ext caps;
@@ -386,9 +428,15 @@ static struct smtp_client_config engine_config(const struct target *t)
                      SMTP_CLIENT_STRICT_CRLF;
     if (t->spec.kind == TARGET_LMTP)
         flags |= SMTP_CLIENT_LMTP;
+    if (t->spec.starttls_required)
+        flags |= SMTP_CLIENT_STARTTLS_REQUIRED;
+    else if (t->tls_ctx != NULL)
+        flags |= SMTP_CLIENT_STARTTLS;
     return (struct smtp_client_config){
         .helo_name = t->helo,
         .flags = flags,
+        .tls_ctx = t->tls_ctx,
+        .tls_name = t->spec.host,
         .timeouts = {
             .greeting = client_timeout_seconds(o, TIMEOUT_GREETING),
             .command = client_timeout_seconds(o, TIMEOUT_COMMAND),
@@ -650,11 +698,12 @@ static int probe_exchange(const struct target_spec *spec, const struct client_op
                           const char *helo, struct smtp_client_ext *caps, char *err,
                           size_t errlen)
 {
-    struct target t = {.spec = *spec, .opts = o};
+    struct target t = {.spec = *spec, .opts = o, .tls_ctx = target_tls_context(spec)};
     struct probe p = {.caps = caps};
     snprintf(t.helo, sizeof t.helo, "%s", helo);
     p.base = event_base_new();
     if (p.base == NULL) {
+        SSL_CTX_free(t.tls_ctx);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -666,6 +715,7 @@ static int probe_exchange(const struct target_spec *spec, const struct client_op
             snprintf(err, errlen, "%s", p.reason);
     }
     event_base_free(p.base);
+    SSL_CTX_free(t.tls_ctx);
     return p.ready ? 0 : -1;
 }
 
@@ -824,6 +874,7 @@ struct target *target_new(struct event_base *base, const struct target_spec *spe
     t->opts = o;
     snprintf(t->helo, sizeof t->helo, "%s", helo);
     t->deliver = event_new(base, -1, 0, on_deliver, t);
+    t->tls_ctx = target_tls_context(spec);
     t->rcpts = calloc(MAX_REPLIES, sizeof *t->rcpts);
     t->answers = calloc(MAX_REPLIES, sizeof *t->answers);
     if (is_local(spec)) {
@@ -864,6 +915,7 @@ void target_free(struct target *t)
         local_reset(t);
     free(t->rcpts);
     free(t->answers);
+    SSL_CTX_free(t->tls_ctx);
     free(t);
 }
 

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -24,6 +25,9 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "lib/reply_reader.h"
 #include "lib/log.h"
@@ -35,15 +39,16 @@ enum {
     WRITE_LOW = 64 << 10,    /* refill when the output drops to this */
 };
 
-enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_BDAT,
-                   EX_RSET, EX_QUIT };
+enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT,
+                   EX_BDAT, EX_RSET, EX_QUIT };
 
 enum timeout_kind { TO_GREETING, TO_COMMAND, TO_DATA_INIT, TO_DATA_END };
 
 /* TX_WAIT_BODY: DATA answered 354 before the caller gave the body (incremental use). */
 enum txn_phase { TX_MAIL, TX_RCPT, TX_DATA, TX_WAIT_354, TX_WAIT_BODY, TX_BODY, TX_SENT };
 
-enum client_state { ST_GREETING, ST_HELLO, ST_READY, ST_QUITTING, ST_ENDING };
+/* ST_TLS: the TLS handshake after STARTTLS's 220 (RFC 3207 4.2). */
+enum client_state { ST_GREETING, ST_HELLO, ST_TLS, ST_READY, ST_QUITTING, ST_ENDING };
 
 struct expect {
     enum expect_kind kind;
@@ -63,7 +68,7 @@ struct smtp_client {
     void (*reply_seen)(void *arg, const struct smtp_client_reply *reply);
     enum client_state state;
     struct smtp_client_ext ext;
-    bool pipelining, chunking, lmtp, line_mode, fast_on_request;
+    bool pipelining, chunking, lmtp, line_mode, fast_on_request, tls_active;
     /* replies */
     struct reply_reader reader;
     struct smtp_client_reply cur;   /* the reply being assembled */
@@ -418,13 +423,14 @@ static void rearm_timer(struct smtp_client *c)
     const struct expect *e = head_expect(c);
     static const enum timeout_kind kinds[] = {
         [EX_GREETING] = TO_GREETING, [EX_EHLO] = TO_COMMAND, [EX_HELO] = TO_COMMAND,
+        [EX_STARTTLS] = TO_COMMAND,
         [EX_MAIL] = TO_COMMAND,      [EX_RCPT] = TO_COMMAND, [EX_DATA] = TO_DATA_INIT,
         [EX_DOT] = TO_DATA_END,      [EX_BDAT] = TO_DATA_END, [EX_RSET] = TO_COMMAND,
         [EX_QUIT] = TO_COMMAND,
     };
     time_t seconds = 0;
-    if (c->state == ST_ENDING)
-        return;
+    if (c->state == ST_ENDING || c->state == ST_TLS)
+        return;   /* ST_TLS: the handshake's timer, set when it began */
     if (c->pumping != NULL || evbuffer_get_length(c->staged) != 0)
         seconds = c->cfg.timeouts.data_block;   /* RFC 5321 4.5.3.2.5: each data write */
     else if (e != NULL)
@@ -530,11 +536,28 @@ static void become_ready(struct smtp_client *c)
     c->cb.ready(c->arg, &c->ext, &c->greeting);
 }
 
+/* RFC 3207 4: STARTTLS when the server offers it and we were asked to; required, never a
+ * MAIL in clear. */
+static void after_hello(struct smtp_client *c)
+{
+    unsigned flags = c->cfg.flags;
+    bool required = flags & SMTP_CLIENT_STARTTLS_REQUIRED;
+    if (!c->tls_active && c->ext.starttls && c->cfg.tls_ctx != NULL &&
+        (flags & (SMTP_CLIENT_STARTTLS | SMTP_CLIENT_STARTTLS_REQUIRED))) {
+        command(c, EX_STARTTLS, NULL, 0, "STARTTLS");
+        return;
+    }
+    if (required && !c->tls_active)
+        end_session(c, SMTP_CLIENT_END_REFUSED, "STARTTLS required but not offered");
+    else
+        become_ready(c);
+}
+
 static void on_ehlo(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
 {
     if (is_2xx(r->code)) {
         c->ext.esmtp = true;
-        become_ready(c);
+        after_hello(c);
     } else if (r->code >= 500 && !c->lmtp) {
         /* RFC 5321 3.2: a server that does not know EHLO gets HELO. */
         memset(&c->ext, 0, sizeof c->ext);
@@ -548,9 +571,66 @@ static void on_ehlo(struct smtp_client *c, struct expect *e, const struct smtp_c
 static void on_helo(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
 {
     if (is_2xx(r->code))
-        become_ready(c);
+        after_hello(c);
     else
         end_session(c, SMTP_CLIENT_END_REFUSED, "HELO refused: %d", r->code);
+}
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* The connection continues through a TLS filter; EHLO again once the handshake is done. */
+static void start_tls(struct smtp_client *c)
+{
+    SSL *ssl = SSL_new(c->cfg.tls_ctx);
+    if (ssl != NULL && c->cfg.tls_name != NULL) {
+        SSL_set_tlsext_host_name(ssl, c->cfg.tls_name);
+        SSL_set1_host(ssl, c->cfg.tls_name);
+    }
+    struct bufferevent *tls = ssl == NULL ? NULL
+        : bufferevent_openssl_filter_new(c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (tls == NULL) {
+        if (ssl != NULL)
+            SSL_free(ssl);
+        end_session(c, SMTP_CLIENT_END_ERROR, "cannot start TLS");
+        return;
+    }
+    c->bev = tls;
+    c->state = ST_TLS;
+    bufferevent_setcb(tls, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(tls, EV_WRITE, WRITE_LOW, 0);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
+    struct timeval tv = {timeout_value(c, TO_COMMAND), 0};
+    event_add(c->timer, &tv);
+}
+
+static void on_starttls(struct smtp_client *c, struct expect *e,
+                        const struct smtp_client_reply *r)
+{
+    if (r->code != 220 && (c->cfg.flags & SMTP_CLIENT_STARTTLS_REQUIRED)) {
+        end_session(c, SMTP_CLIENT_END_REFUSED, "STARTTLS refused: %d", r->code);
+    } else if (r->code != 220) {
+        become_ready(c);   /* RFC 3207 4: the client may go on without TLS (opportunistic) */
+    } else if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+        /* RFC 3207 5: nothing may come between the 220 and the handshake; bytes there would
+         * be taken for the server's words under TLS (command injection, CVE-2011-0411). */
+        end_session(c, SMTP_CLIENT_END_PROTOCOL, "data after the 220 to STARTTLS");
+    } else {
+        start_tls(c);
+    }
+}
+
+/* RFC 3207 4.2: after the handshake nothing learned before counts: EHLO again. */
+static void tls_established(struct smtp_client *c)
+{
+    c->tls_active = true;
+    c->state = ST_HELLO;
+    memset(&c->ext, 0, sizeof c->ext);
+    event_del(c->timer);
+    command(c, EX_EHLO, NULL, 0, "%s %s", c->lmtp ? "LHLO" : "EHLO", c->helo_name);
+    advance(c);
 }
 
 static void on_mail(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
@@ -646,6 +726,7 @@ static const struct expect_rule expect_rules[] = {
     [EX_GREETING] = {"greeting", on_greeting, false},
     [EX_EHLO] = {"EHLO", on_ehlo, false},
     [EX_HELO] = {"HELO", on_helo, false},
+    [EX_STARTTLS] = {"STARTTLS", on_starttls, false},
     [EX_MAIL] = {"MAIL", on_mail, false},
     [EX_RCPT] = {"RCPT", on_rcpt, false},
     [EX_DATA] = {"DATA", on_data, false},
@@ -723,7 +804,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
     struct smtp_client *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    while (c->state != ST_ENDING) {
+    while (c->state != ST_ENDING && c->state != ST_TLS) {   /* ST_TLS: in is the filter's now */
         struct reply_line l;
         enum reply_status st = reply_reader_next(&c->reader, in, &l);
         if (st == REPLY_AGAIN)
@@ -752,7 +833,13 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct smtp_client *c = arg;
-    if (what & BEV_EVENT_EOF) {
+    if ((what & BEV_EVENT_CONNECTED) && c->state == ST_TLS) {
+        tls_established(c);
+    } else if ((what & BEV_EVENT_ERROR) && c->state == ST_TLS) {
+        char why[120];
+        ERR_error_string_n(bufferevent_get_openssl_error(bev), why, sizeof why);
+        end_session(c, SMTP_CLIENT_END_ERROR, "TLS handshake failed: %s", why);
+    } else if (what & BEV_EVENT_EOF) {
         if (c->state == ST_QUITTING)
             end_session(c, c->refused ? SMTP_CLIENT_END_REFUSED : SMTP_CLIENT_END_QUIT,
                         "closed after QUIT");
@@ -771,8 +858,9 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     struct smtp_client *c = arg;
     const struct expect *e = head_expect(c);
     end_session(c, SMTP_CLIENT_END_TIMEOUT, "timeout %s",
-                c->pumping != NULL || e == NULL ? "sending the message data"
-                                                : expect_rules[e->kind].name);
+                c->state == ST_TLS                 ? "TLS handshake"
+                : c->pumping != NULL || e == NULL ? "sending the message data"
+                                                  : expect_rules[e->kind].name);
 }
 
 /* Ends: every transaction still held is handed back, then closed(); c may be freed in it. */
@@ -969,6 +1057,11 @@ size_t smtp_client_pending(const struct smtp_client *c)
     for (const struct smtp_client_txn *t = c->head; t != NULL; t = t->next)
         n++;
     return n;
+}
+
+bool smtp_client_tls_active(const struct smtp_client *c)
+{
+    return c->tls_active;
 }
 
 const struct smtp_client_ext *smtp_client_extensions(const struct smtp_client *c)

@@ -50,6 +50,10 @@ enum smtp_client_flag {
                                             when advertised (docs/client.md) */
     SMTP_CLIENT_STRICT_CRLF = 1 << 5,    /* replies must end in CRLF (RFC 5321 2.3.8); without
                                             it a bare LF is tolerated (docs/push.md) */
+    SMTP_CLIENT_STARTTLS = 1 << 6,       /* RFC 3207: STARTTLS when advertised (tls_ctx); if
+                                            refused, go on in clear (opportunistic, RFC 7435) */
+    SMTP_CLIENT_STARTTLS_REQUIRED = 1 << 7, /* STARTTLS or nothing: not advertised, refused or
+                                            failed ends the session before MAIL */
 };
 
 struct smtp_client_timeouts {   /* seconds; RFC 5321 4.5.3.2 */
@@ -131,6 +135,8 @@ struct smtp_client_config {
     unsigned flags;             /* enum smtp_client_flag */
     struct smtp_client_timeouts timeouts;
     const char *log_id;         /* session id for debug logs, or NULL */
+    struct ssl_ctx_st *tls_ctx; /* for STARTTLS: the caller's context decides verification */
+    const char *tls_name;       /* SNI and the name the certificate must carry, or NULL */
 };
 
 /* Takes ownership of bev (freed by smtp_client_free). NULL on out of memory (bev not freed). */
@@ -181,6 +187,8 @@ bool smtp_client_ended(const struct smtp_client *c);
 /* Transactions queued or in flight. */
 size_t smtp_client_pending(const struct smtp_client *c);
 const struct smtp_client_ext *smtp_client_extensions(const struct smtp_client *c);
+/* STARTTLS done: the session runs over TLS. */
+bool smtp_client_tls_active(const struct smtp_client *c);
 void smtp_client_free(struct smtp_client *c);
 
 const char *smtp_client_end_name(enum smtp_client_end how);

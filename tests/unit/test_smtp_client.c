@@ -3,7 +3,8 @@
  * bufferevent pair: incremental transactions with a verdict per RCPT (mixed 250/450/550),
  * LMTP's replies per recipient after the data (RFC 2033 4.2), PIPELINING or one command at a
  * time (RFC 2920), BDAT with the whole body as one chunk (RFC 3030), the batch API the push
- * uses, and dot-stuffing (RFC 5321 4.5.2) at every split position of a body. */
+ * uses, dot-stuffing (RFC 5321 4.5.2) at every split position of a body, and STARTTLS
+ * (RFC 3207) offered or not, refused, required, or with bytes injected behind its 220. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,9 @@
 
 #include "engines/smtp_client.h"
 #include "lib/log.h"
+#include "platform/tls.h"
+
+#include <unistd.h>
 
 enum { MAX_RCPTS = 8 };
 
@@ -38,6 +42,10 @@ struct server {
     bool in_data;
     uint64_t bdat_left;
     bool bdat_last;
+    /* STARTTLS */
+    SSL_CTX *tls_ctx;            /* the server's, or NULL: STARTTLS not offered */
+    const char *starttls_reply;  /* "220 2.0.0 go" unless set */
+    bool tls;
 };
 
 /* A recipient's fate by its local part: ok 250, tmp 450, bad 550; after the data (LMTP) lfail
@@ -73,12 +81,33 @@ static void end_of_message(struct server *s)
     s->accepted_count = 0;
 }
 
+static void server_read(struct bufferevent *bev, void *arg);
+
+/* RFC 3207: 220 (then the handshake, server side), or the scripted refusal or injection. */
+static void starttls(struct server *s)
+{
+    const char *reply = s->starttls_reply != NULL ? s->starttls_reply : "220 2.0.0 go\r\n";
+    say(s, "%s", reply);
+    if (strncmp(reply, "220", 3) != 0)
+        return;
+    struct event_base *base = bufferevent_get_base(s->bev);
+    struct bufferevent *tls = tls_start_server(base, s->bev, s->tls_ctx);
+    assert_non_null(tls);
+    s->bev = tls;
+    s->tls = true;
+    bufferevent_setcb(tls, server_read, NULL, NULL, s);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
+}
+
 static void command(struct server *s, const char *line)
 {
     size_t used = strlen(s->commands);
     snprintf(s->commands + used, sizeof s->commands - used, "%s%s", used ? "\n" : "", line);
     if (strncmp(line, "EHLO", 4) == 0 || strncmp(line, "LHLO", 4) == 0) {
-        say(s, "250-test.example\r\n%s250 ENHANCEDSTATUSCODES\r\n", s->caps);
+        say(s, "250-test.example\r\n%s%s250 ENHANCEDSTATUSCODES\r\n", s->caps,
+            s->tls_ctx != NULL && !s->tls ? "250-STARTTLS\r\n" : "");
+    } else if (strcmp(line, "STARTTLS") == 0) {
+        starttls(s);
     } else if (strncmp(line, "MAIL", 4) == 0) {
         s->accepted_count = 0;
         say(s, strstr(line, "<refused") ? "553 5.7.1 no\r\n" : "250 2.1.0 ok\r\n");
@@ -245,10 +274,15 @@ static void start(struct run *r, const char *caps, unsigned flags)
     assert_non_null(r->client);
 }
 
-static void run_to_end(struct run *r)
+static void run_to(struct run *r, enum smtp_client_end how)
 {
     event_base_dispatch(r->base);
-    assert_int_equal(r->closed_how, SMTP_CLIENT_END_QUIT);
+    assert_int_equal(r->closed_how, how);
+}
+
+static void run_to_end(struct run *r)
+{
+    run_to(r, SMTP_CLIENT_END_QUIT);
 }
 
 static void finish(struct run *r)
@@ -543,6 +577,105 @@ static void test_dot_stuffing_through_data(void **state)
     }
 }
 
+/* ---- STARTTLS ---- */
+
+static SSL_CTX *server_ctx;
+static SSL_CTX *client_ctx;
+
+static int tls_setup(void **state)
+{
+    char dir[] = "/tmp/odmr-smtp-client-XXXXXX", cert[64], key[64], err[200];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+    snprintf(key, sizeof key, "%s/key.pem", dir);
+    assert_int_equal(tls_ensure_self_signed(cert, key, "test.example", err, sizeof err), 1);
+    server_ctx = tls_server_context(cert, key, NULL, err, sizeof err);
+    client_ctx = SSL_CTX_new(TLS_client_method());
+    unlink(cert);
+    unlink(key);
+    rmdir(dir);
+    return server_ctx != NULL && client_ctx != NULL ? 0 : -1;
+}
+
+static int tls_teardown(void **state)
+{
+    SSL_CTX_free(server_ctx);
+    SSL_CTX_free(client_ctx);
+    return 0;
+}
+
+struct tls_case {
+    bool offered;
+    const char *reply;       /* the server's reply to STARTTLS (NULL: 220) */
+    unsigned flags;
+    int end;                 /* how the session ends */
+    const char *commands;    /* what the server saw */
+    bool tls;
+};
+
+static void check_tls_case(const struct tls_case *k)
+{
+    struct run r;
+    struct smtp_client_txn txn;
+    struct smtp_client_rcpt rc[1];
+    struct bufferevent *pair[2];
+    memset(&r, 0, sizeof r);
+    r.closed_how = -1;
+    r.base = event_base_new();
+    assert_int_equal(bufferevent_pair_new(r.base, BEV_OPT_CLOSE_ON_FREE |
+                                                      BEV_OPT_DEFER_CALLBACKS, pair), 0);
+    r.server = (struct server){.bev = pair[1], .caps = "250-PIPELINING\r\n",
+                               .data = evbuffer_new(),
+                               .tls_ctx = k->offered ? server_ctx : NULL,
+                               .starttls_reply = k->reply};
+    bufferevent_setcb(pair[1], server_read, NULL, NULL, &r.server);
+    bufferevent_enable(pair[1], EV_READ | EV_WRITE);
+    say(&r.server, "220 test.example ESMTP\r\n");
+    const struct smtp_client_config cfg = {
+        .helo_name = "client.example", .flags = k->flags | SMTP_CLIENT_USE_PIPELINING,
+        .timeouts = {5, 5, 5, 5, 5}, .tls_ctx = client_ctx, .tls_name = "test.example",
+    };
+    r.client = smtp_client_new(r.base, pair[0], &cfg, &callbacks, &r);
+    set_body(&r, "secret\r\n", 1 << 20);
+    batch(&r, &txn, rc, 1);
+    run_to(&r, k->end);
+    assert_string_equal(r.server.commands, k->commands);
+    assert_int_equal(smtp_client_tls_active(r.client), k->tls);
+    assert_int_equal(r.txn_done, 1);
+    assert_int_equal(rc[0].data_reply.code, k->end == SMTP_CLIENT_END_QUIT ? 250 : 0);
+    finish(&r);
+}
+
+#define SESSION "MAIL FROM:<s@y.example>\nRCPT TO:<ok1@x.example>\nDATA\nQUIT"
+
+static void test_starttls(void **state)
+{
+    static const struct tls_case cases[] = {
+        /* offered and wanted: the whole transaction under TLS, EHLO again after it */
+        {true, NULL, SMTP_CLIENT_STARTTLS, SMTP_CLIENT_END_QUIT,
+         "EHLO client.example\nSTARTTLS\nEHLO client.example\n" SESSION, true},
+        {true, NULL, SMTP_CLIENT_STARTTLS_REQUIRED, SMTP_CLIENT_END_QUIT,
+         "EHLO client.example\nSTARTTLS\nEHLO client.example\n" SESSION, true},
+        /* not offered: opportunistic goes on in clear, required never sends MAIL */
+        {false, NULL, SMTP_CLIENT_STARTTLS, SMTP_CLIENT_END_QUIT,
+         "EHLO client.example\n" SESSION, false},
+        {false, NULL, SMTP_CLIENT_STARTTLS_REQUIRED, SMTP_CLIENT_END_REFUSED,
+         "EHLO client.example", false},
+        /* offered, not asked for */
+        {true, NULL, 0, SMTP_CLIENT_END_QUIT, "EHLO client.example\n" SESSION, false},
+        /* refused: the same two answers */
+        {true, "454 4.7.0 not now\r\n", SMTP_CLIENT_STARTTLS, SMTP_CLIENT_END_QUIT,
+         "EHLO client.example\nSTARTTLS\n" SESSION, false},
+        {true, "454 4.7.0 not now\r\n", SMTP_CLIENT_STARTTLS_REQUIRED,
+         SMTP_CLIENT_END_REFUSED, "EHLO client.example\nSTARTTLS", false},
+        /* RFC 3207 5: a reply injected behind the 220 ends the session, nothing more sent */
+        {true, "220 2.0.0 go\r\n250 2.0.0 injected\r\n", SMTP_CLIENT_STARTTLS,
+         SMTP_CLIENT_END_PROTOCOL, "EHLO client.example\nSTARTTLS", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        check_tls_case(&cases[i]);
+}
+
 int main(void)
 {
     log_init("test", LOG_LEVEL_ERROR);
@@ -554,6 +687,7 @@ int main(void)
         cmocka_unit_test(test_bdat_chunk_sizes),
         cmocka_unit_test(test_dot_stuffing_every_split),
         cmocka_unit_test(test_dot_stuffing_through_data),
+        cmocka_unit_test(test_starttls),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tls_setup, tls_teardown);
 }
