@@ -351,7 +351,7 @@ static void on_txn_done(void *arg, struct smtp_client_txn *txn)
     if (t != NULL && t->txn == x) {
         t->txn = NULL;
         size_t k = 0;
-        memset(t->answers, 0, MAX_REPLIES * sizeof *t->answers);
+        memset(t->answers, 0, t->data_count * sizeof *t->answers);
         for (size_t i = 0; i < txn->rcpt_count && k < t->data_count; i++)
             if (txn->rcpts[i].reply.code / 100 == 2)
                 t->answers[k++] = txn->rcpts[i].data_reply;
@@ -603,8 +603,14 @@ static void group_open(struct target *t, const struct target_group *g)
 static void group_join(struct target *t, const struct target_group *g)
 {
     struct ttxn *x = t->txn;
-    if (x == NULL || !x->started || t->conn == NULL || add_rcpt(t, x, &g->rcpt) != 0 ||
-        smtp_client_add_rcpt(t->conn->client, &x->txn) != 0) {
+    if (x == NULL || !x->started || t->conn == NULL || add_rcpt(t, x, &g->rcpt) != 0) {
+        defer_group(t, NULL);
+        return;
+    }
+    if (smtp_client_add_rcpt(t->conn->client, &x->txn) != 0) {
+        /* the list is closed: the engine took the recipient back */
+        free((char *)x->txn.rcpts[x->txn.rcpt_count].address);
+        free((char *)x->txn.rcpts[x->txn.rcpt_count].params);
         defer_group(t, NULL);
         return;
     }
@@ -711,6 +717,7 @@ static int probe_exchange(const struct target_spec *spec, const struct client_op
     if (p.client != NULL) {
         event_base_dispatch(p.base);
         smtp_client_free(p.client);
+        event_base_loop(p.base, EVLOOP_NONBLOCK);   /* libevent frees the bufferevent there */
         if (!p.ready)
             snprintf(err, errlen, "%s", p.reason);
     }

@@ -1032,7 +1032,7 @@ void smtp_client_trace(struct smtp_client *c, void (*sent)(void *arg, const char
 void smtp_client_quit_now(struct smtp_client *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (c->state != ST_READY || c->head != NULL || c->expect_count != 0 ||
+    if (c->state != ST_READY || c->pumping != NULL || c->expect_count != 0 ||
         evbuffer_get_length(c->staged) != 0 || evbuffer_get_length(out) != 0 ||
         bufferevent_get_underlying(c->bev) != NULL)
         return;

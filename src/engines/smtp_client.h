@@ -177,8 +177,9 @@ void smtp_dot_stuff_end(struct smtp_dot_stuffer *s, struct evbuffer *out);
 
 /* Sends QUIT once every queued transaction is done. */
 void smtp_client_quit(struct smtp_client *c);
-/* QUIT written at once when nothing is pending, without waiting for its reply (the caller's
- * loop is over; best effort, plain sockets only). */
+/* QUIT written at once when no reply is awaited (a transaction still open ends with the
+ * session), without waiting for its reply: the caller's loop is over (best effort, plain
+ * sockets only). */
 void smtp_client_quit_now(struct smtp_client *c);
 /* Ends now without QUIT (closed() follows from the loop). */
 void smtp_client_abort(struct smtp_client *c, const char *reason);

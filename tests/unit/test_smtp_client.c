@@ -290,6 +290,7 @@ static void finish(struct run *r)
     smtp_client_free(r->client);
     bufferevent_free(r->server.bev);
     evbuffer_free(r->server.data);
+    event_base_loop(r->base, EVLOOP_NONBLOCK);   /* libevent frees bufferevents from the loop */
     event_base_free(r->base);
 }
 
