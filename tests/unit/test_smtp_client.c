@@ -403,6 +403,72 @@ static void test_incremental_mail_refused(void **state)
     finish(&r);
 }
 
+/* Given up after its verdict: RSET, nothing delivered, the session goes on. */
+static void cancel_on_verdict(void *user, struct smtp_client_txn *txn, size_t index)
+{
+    struct itxn *x = user;
+    x->run->verdicts[x->run->verdict_count++] = txn->rcpts[index].reply.code;
+    smtp_client_cancel(x->run->client, txn);
+}
+
+static void test_incremental_cancel_sends_rset(void **state)
+{
+    for (int pipelined = 0; pipelined < 2; pipelined++) {
+        static const char *const rcpts[] = {"ok1@x.example"};
+        struct run r;
+        struct itxn x;
+        start(&r, pipelined ? "250-PIPELINING\r\n" : "",
+              pipelined ? SMTP_CLIENT_USE_PIPELINING : 0);
+        open_incremental(&r, &x, "s@y.example", rcpts, 1);
+        x.txn.rcpt_done = cancel_on_verdict;
+        run_to_end(&r);
+        assert_string_equal(r.server.commands, "EHLO client.example\nMAIL FROM:<s@y.example>\n"
+                                               "RCPT TO:<ok1@x.example>\nRSET\nQUIT");
+        assert_int_equal(r.verdicts[0], 250);
+        assert_int_equal(x.rcpts[0].data_reply.code, 0);
+        assert_int_equal(evbuffer_get_length(r.server.data), 0);
+        finish(&r);
+    }
+}
+
+/* The recipient list closed with the last RCPT: with PIPELINING the DATA goes along and its
+ * 354 waits for the body, given only after the verdict (odmr-client's relay). */
+static void give_body(evutil_socket_t fd, short what, void *arg)
+{
+    struct itxn *x = arg;
+    assert_int_equal(x->txn.data_reply.code, 354);   /* the 354 came first */
+    smtp_client_data(x->run->client, &x->txn, &x->run->body);
+}
+
+static void body_on_verdict(void *user, struct smtp_client_txn *txn, size_t index)
+{
+    struct itxn *x = user;
+    struct timeval later = {0, 50000};
+    x->run->verdicts[x->run->verdict_count++] = txn->rcpts[index].reply.code;
+    event_base_once(x->run->base, -1, EV_TIMEOUT, give_body, x, &later);
+}
+
+static void test_incremental_data_before_body(void **state)
+{
+    static const char *const rcpts[] = {"ok1@x.example"};
+    struct run r;
+    struct itxn x;
+    start(&r, "250-PIPELINING\r\n", SMTP_CLIENT_USE_PIPELINING);
+    set_body(&r, ".x\r\n", 1 << 20);
+    open_incremental(&r, &x, "s@y.example", rcpts, 1);
+    x.txn.rcpt_done = body_on_verdict;
+    smtp_client_rcpts_done(r.client, &x.txn);
+    run_to_end(&r);
+    assert_int_equal(r.server.max_batch, 3);   /* MAIL, RCPT, DATA in one write */
+    assert_string_equal(r.server.commands, "EHLO client.example\nMAIL FROM:<s@y.example>\n"
+                                           "RCPT TO:<ok1@x.example>\nDATA\nQUIT");
+    char *data = server_data(&r);
+    assert_string_equal(data, "..x\r\n.\r\n");
+    free(data);
+    assert_int_equal(x.rcpts[0].data_reply.code, 250);
+    finish(&r);
+}
+
 /* ---- LMTP: one reply per accepted recipient after the data ---- */
 
 static void test_lmtp_replies_per_recipient(void **state)
@@ -683,6 +749,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_incremental_verdicts_per_rcpt),
         cmocka_unit_test(test_incremental_mail_refused),
+        cmocka_unit_test(test_incremental_cancel_sends_rset),
+        cmocka_unit_test(test_incremental_data_before_body),
         cmocka_unit_test(test_lmtp_replies_per_recipient),
         cmocka_unit_test(test_pipelining_or_one_at_a_time),
         cmocka_unit_test(test_bdat_chunk_sizes),
