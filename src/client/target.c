@@ -7,6 +7,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -198,7 +199,9 @@ void target_rcpt_params(const struct smtp_client_ext *caps, const struct target_
 /* One transaction on the engine: its recipients' strings are copies, kept until txn_done. */
 struct ttxn {
     struct smtp_client_txn txn;
-    struct target *t;
+    struct target *t;                 /* NULL once given up (detach_txn) */
+    struct target *owner;             /* frees it (target_free at the latest) */
+    struct ttxn *next;                /* the owner's list */
     size_t cap;
     char *sender;
     char mail_params[TXN_PARAMS];
@@ -212,7 +215,9 @@ struct ttxn {
 /* One connection; the engine's callbacks carry it, so that a connection given up (a new one
  * may be open already) still ends in order. */
 struct tconn {
-    struct target *t;
+    struct target *t;                 /* NULL once given up (ending) */
+    struct target *owner;
+    struct tconn *next;               /* the owner's list */
     struct smtp_client *client;
 };
 
@@ -224,6 +229,8 @@ struct target {
     const struct client_options *opts;
     char helo[256];
     struct tconn *conn;          /* NULL: no connection */
+    struct tconn *conns;         /* every connection not closed yet (conn among them) */
+    struct ttxn *txns;           /* every transaction the engine may still hand back */
     SSL_CTX *tls_ctx;            /* for STARTTLS, or NULL (target_tls_context) */
     bool ready;                  /* EHLO/LHLO answered: caps known */
     unsigned generation;
@@ -249,8 +256,19 @@ struct target {
     size_t rcpt_count;
 };
 
+/* Unlinks item from a list whose links are at offset next_off. */
+static void unlink_item(void **head, void *item, size_t next_off)
+{
+    for (void **p = head; *p != NULL; p = (void **)((char *)*p + next_off))
+        if (*p == item) {
+            *p = *(void **)((char *)item + next_off);
+            return;
+        }
+}
+
 static void ttxn_free(struct ttxn *x)
 {
+    unlink_item((void **)&x->owner->txns, x, offsetof(struct ttxn, next));
     for (size_t i = 0; i < x->txn.rcpt_count; i++) {
         free((char *)x->txn.rcpts[i].address);
         free((char *)x->txn.rcpts[i].params);
@@ -402,12 +420,13 @@ static void on_closed(void *arg, enum smtp_client_end how, const char *reason)
 {
     struct tconn *tc = arg;
     struct target *t = tc->t;
-    smtp_client_free(tc->client);
+    if (t != NULL && how != SMTP_CLIENT_END_QUIT)
+        log_warn("target.lost", " reason=\"%s\" end=%s", reason, smtp_client_end_name(how));
+    unlink_item((void **)&tc->owner->conns, tc, offsetof(struct tconn, next));
+    smtp_client_free(tc->client);   /* reason lives in it */
     free(tc);
     if (t == NULL)
         return;
-    if (how != SMTP_CLIENT_END_QUIT)
-        log_warn("target.lost", " reason=\"%s\" end=%s", reason, smtp_client_end_name(how));
     t->conn = NULL;
     t->ready = false;
     if (t->txn != NULL && !t->txn->started) {
@@ -479,13 +498,15 @@ static int open_connection(struct target *t)
     struct tconn *tc = calloc(1, sizeof *tc);
     if (tc == NULL)
         return -1;
-    tc->t = t;
+    tc->t = tc->owner = t;
     tc->client = engine_connect(t->base, t, &target_callbacks, tc, err, sizeof err);
     if (tc->client == NULL) {
         log_warn("target.connect_failed", " error=%s", err);
         free(tc);
         return -1;
     }
+    tc->next = t->conns;
+    t->conns = tc;
     if (t->opts->verbose)
         smtp_client_trace(tc->client, on_command_sent, on_reply_seen);
     t->conn = tc;
@@ -563,7 +584,9 @@ static struct ttxn *new_txn(struct target *t, const struct target_group *g)
     struct ttxn *x = calloc(1, sizeof *x);
     if (x == NULL)
         return NULL;
-    x->t = t;
+    x->t = x->owner = t;
+    x->next = t->txns;
+    t->txns = x;
     x->mail = *g->mail;
     x->first_data = g->data;
     x->sender = strdup(g->mail->sender);
@@ -909,13 +932,16 @@ void target_free(struct target *t)
 {
     if (t == NULL)
         return;
-    detach_txn(t, false);
-    if (t->conn != NULL) {
-        /* the engine hands back what it holds (txn_done, closed) only from the loop: end it
-         * here, the transactions' memory with it */
-        smtp_client_free(t->conn->client);
-        free(t->conn);
+    /* The engines hand back what they hold (txn_done, closed) only from the loop, which is
+     * over: end them here, and free what they held. */
+    while (t->conns != NULL) {
+        struct tconn *tc = t->conns;
+        t->conns = tc->next;
+        smtp_client_free(tc->client);
+        free(tc);
     }
+    while (t->txns != NULL)
+        ttxn_free(t->txns);
     if (t->deliver != NULL)
         event_free(t->deliver);
     if (t->rcpts != NULL)
