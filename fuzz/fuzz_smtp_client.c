@@ -307,7 +307,8 @@ static bool start(struct run *run, const uint8_t *data)
     bufferevent_setcb(run->server, on_server_read, NULL, NULL, run);
     bufferevent_enable(run->server, EV_READ | EV_WRITE);
     /* No timeouts: the loop never waits (a 0 disables the engine's timer). */
-    struct smtp_client_config cfg = {"client.example", flags, {0, 0, 0, 0, 0}, "fuzz"};
+    struct smtp_client_config cfg = {.helo_name = "client.example", .flags = flags,
+                                     .timeouts = {0, 0, 0, 0, 0}, .log_id = "fuzz"};
     struct smtp_client_callbacks cb = {on_ready, on_txn_done, on_closed};
     run->client = smtp_client_new(run->loop.base, pair[0], &cfg, &cb, run);
     if (run->client == NULL) {
