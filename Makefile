@@ -17,6 +17,11 @@ LDFLAGS += $(SANITIZE)
 LIB_SRC  := $(wildcard src/lib/*.c src/platform/*.c src/store/*.c src/engines/*.c src/services/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LIB_A    := $(BUILD)/libodmr.a
+# odmr-client's modules but main.c: a library the program, the unit tests and the fuzz
+# targets link (none of them #includes a .c file).
+CLIENT_SRC := $(filter-out src/client/main.c,$(wildcard src/client/*.c))
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/%.o)
+CLIENT_A   := $(BUILD)/libodmrclient.a
 PROGRAMS := odmrd odmrctl $(if $(wildcard src/client/*.c),odmr-client)
 BINS     := $(PROGRAMS:%=$(BINDIR)/%)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -48,7 +53,7 @@ FORCE:
 
 odmrd_OBJ       := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/odmrd/*.c))
 odmrctl_OBJ     := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ctl/*.c))
-odmr-client_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/client/*.c))
+odmr-client_OBJ := $(BUILD)/src/client/main.o $(CLIENT_A)
 
 .PHONY: all asan unit check check-all check-unit check-proto fuzz fuzz-targets fuzz-check clean \
         deps run install install-build FORCE
@@ -62,6 +67,10 @@ $(LIB_A): $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(CLIENT_A): $(CLIENT_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
 define link_program
 $(BINDIR)/$(1): $$($(1)_OBJ) $(LIB_A)
 	@mkdir -p $(BINDIR)
@@ -69,10 +78,11 @@ $(BINDIR)/$(1): $$($(1)_OBJ) $(LIB_A)
 endef
 $(foreach p,$(PROGRAMS),$(eval $(call link_program,$(p))))
 
-# -MMD: a test that #includes a program's .c file (the client's) is rebuilt when that file changes.
-$(BUILD)/tests/%: tests/unit/%.c $(LIB_A)
+# -MMD: a test that #includes a program's .c file (odmrctl's) is rebuilt when that file changes.
+$(BUILD)/tests/%: tests/unit/%.c $(CLIENT_A) $(LIB_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(LIB_A) $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS) -MMD -MP -o $@ $< $(CLIENT_A) $(LIB_A) $(LDLIBS) \
+	    $(shell pkg-config --libs cmocka)
 
 unit: $(UNIT_BIN)
 
@@ -108,16 +118,17 @@ FUZZ_BIN     := $(FUZZ_SRC:fuzz/%.c=build-fuzz/fuzz/%)
 FUZZ_SECONDS ?= 10
 fuzz:
 	$(MAKE) CC=clang BUILD=build-fuzz BINDIR=build-fuzz/bin OPT="-O1 -g" \
-	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libodmr.a
+	    SANITIZE="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libodmr.a \
+	    build-fuzz/libodmrclient.a
 	$(MAKE) fuzz-targets
 
 fuzz-targets: $(FUZZ_BIN)
 
-build-fuzz/fuzz/%: fuzz/%.c build-fuzz/libodmr.a
+build-fuzz/fuzz/%: fuzz/%.c build-fuzz/libodmrclient.a build-fuzz/libodmr.a
 	@mkdir -p build-fuzz/fuzz build-fuzz/dep
 	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -Isrc \
 	    $(shell pkg-config --cflags $(PKGS)) -MMD -MP -MF build-fuzz/dep/$(@F).d \
-	    -o $@ $< build-fuzz/libodmr.a $(LDLIBS)
+	    -o $@ $< build-fuzz/libodmrclient.a build-fuzz/libodmr.a $(LDLIBS)
 
 # Every target from its seeds only (a fresh corpus each time), one after another.
 fuzz-check: fuzz
@@ -164,5 +175,6 @@ install: install-build
 clean:
 	rm -rf build build-asan build-fuzz build-install bin
 
--include $(LIB_OBJ:.o=.d) $(odmrd_OBJ:.o=.d) $(odmrctl_OBJ:.o=.d) $(odmr-client_OBJ:.o=.d) $(UNIT_BIN:=.d) \
+-include $(LIB_OBJ:.o=.d) $(CLIENT_OBJ:.o=.d) $(odmrd_OBJ:.o=.d) $(odmrctl_OBJ:.o=.d) \
+         $(BUILD)/src/client/main.d $(UNIT_BIN:=.d) \
          $(FUZZ_SRC:fuzz/%.c=build-fuzz/dep/%.d)

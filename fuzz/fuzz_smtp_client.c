@@ -7,14 +7,18 @@
  *   byte 0: engine flags (LMTP, PIPELINING, CHUNKING, LINE_PER_WRITE, FAST_ON_REQUEST), how the
  *           session ends (server EOF or smtp_client_abort), QUIT requested, line or piece feed
  *   byte 1: transactions (0-3), recipients each (1-4), queued before or after ready(), one
- *           transaction sent again from its txn_done (as the push does after a 452)
+ *           transaction sent again from its txn_done (as the push does after a 452),
+ *           incremental transactions (smtp_client_open, each further recipient added from the
+ *           verdict of the one before, the body given after the last one's), the recipient
+ *           list closed with the last recipient (DATA may go before the body)
  *   byte 2: body (short with dot lines, empty, no final CRLF, 200 KiB, read error, early end,
  *           read from a file descriptor), piece size
  * Checks: no crash, leak or livelock; closed() exactly once and last; txn_done exactly once per
  * queued transaction, before closed(); every recipient's outcome coherent when reported
  * (replies in 200..599, never an answer to a RCPT not sent, a data reply only for an accepted
  * recipient, accepted = the 2xx RCPT replies, a 2xx after the data only once the whole body
- * was read and sent); the engine's reply texts bounded. */
+ * was read and sent); incremental: rcpt_done() exactly once per recipient, in order, before
+ * txn_done(), with the reply txn_done() then shows; the engine's reply texts bounded. */
 #include <event2/buffer.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -41,11 +45,17 @@ struct source {
     uint64_t pos, length;
 };
 
+struct run;
+
 struct ftxn {
     struct smtp_client_txn txn;
     struct smtp_client_rcpt rcpts[RCPT_MAX];
     struct source src;
     unsigned done_calls, sends;
+    struct run *run;
+    size_t full_count, reported;   /* incremental: recipients in all, verdicts so far */
+    int verdicts[RCPT_MAX];
+    bool open;                     /* incremental, the body not given yet */
 };
 
 struct run {
@@ -54,7 +64,7 @@ struct run {
     struct bufferevent *server;   /* the fuzzed server's end */
     struct ftxn txns[TXN_MAX];
     unsigned txn_count, rcpt_count, closed_calls, ready_calls;
-    bool queue_in_ready, resend, quit;
+    bool queue_in_ready, resend, quit, incremental, early_close;
     uint64_t received;            /* octets the engine wrote */
 };
 
@@ -119,6 +129,7 @@ static void txn_setup(struct ftxn *t, unsigned index, unsigned rcpts, enum body_
     t->txn.rcpts = t->rcpts;
     t->txn.rcpt_count = rcpts;
     t->txn.user = t;
+    t->full_count = rcpts;
     body_setup(t, kind);
 }
 
@@ -127,6 +138,27 @@ static void check_reply(const struct smtp_client_reply *r)
     FUZZ_CHECK(r->code == 0 || (r->code >= 200 && r->code <= 599));
     FUZZ_CHECK(strnlen(r->text, sizeof r->text) < sizeof r->text);
     FUZZ_CHECK(r->code != 0 || r->text[0] == '\0');
+}
+
+/* Incremental: the next recipient joins on this one's verdict, the body after the last. */
+static void on_rcpt_done(void *user, struct smtp_client_txn *txn, size_t index)
+{
+    struct ftxn *t = user;
+    struct run *run = t->run;
+    FUZZ_CHECK(index == t->reported && index < txn->rcpt_count && t->done_calls < t->sends);
+    check_reply(&txn->rcpts[index].reply);
+    t->verdicts[t->reported++] = txn->rcpts[index].reply.code;
+    if (!t->open)
+        return;
+    if (txn->rcpt_count < t->full_count) {
+        txn->rcpt_count++;
+        if (smtp_client_add_rcpt(run->client, txn) == 0 && txn->rcpt_count == t->full_count &&
+            run->early_close)
+            smtp_client_rcpts_done(run->client, txn);
+    } else if (index + 1 == t->full_count) {
+        t->open = false;
+        smtp_client_data(run->client, txn, &txn->body);
+    }
 }
 
 /* One recipient as reported to the caller (push.c's judge() reads exactly these fields). */
@@ -157,12 +189,20 @@ static void on_txn_done(void *arg, struct smtp_client_txn *txn)
     check_reply(&txn->data_reply);
     for (size_t i = 0; i < txn->rcpt_count; i++)
         check_rcpt(t, i, &accepted);
+    if (txn->rcpt_done != NULL) {
+        FUZZ_CHECK(t->reported == txn->rcpt_count);
+        for (size_t i = 0; i < txn->rcpt_count; i++)
+            FUZZ_CHECK(t->verdicts[i] == txn->rcpts[i].reply.code);
+    }
     FUZZ_CHECK(accepted == txn->accepted);
     if (txn->mail_reply.code == 0)   /* replies come in command order (RFC 2920 3.1) */
         FUZZ_CHECK(txn->accepted == 0);
     /* Sent again once, as push.c does with the recipients after a 452; QUIT after that. */
     if (run->resend && t == &run->txns[0] && t->sends == 1 && !smtp_client_ended(run->client)) {
         body_setup(t, t->src.kind);
+        t->reported = 0;
+        t->open = false;
+        txn->rcpt_count = t->full_count;
         t->sends++;
         if (smtp_client_send(run->client, txn) != 0)
             t->sends--;
@@ -174,11 +214,28 @@ static void on_txn_done(void *arg, struct smtp_client_txn *txn)
         smtp_client_quit(run->client);
 }
 
+static int queue_one(struct run *run, struct ftxn *t)
+{
+    if (!run->incremental)
+        return smtp_client_send(run->client, &t->txn);
+    t->run = run;
+    t->txn.rcpt_done = on_rcpt_done;
+    t->txn.rcpt_count = 1;
+    t->open = true;
+    if (smtp_client_open(run->client, &t->txn) != 0) {
+        t->txn.rcpt_count = t->full_count;
+        return -1;
+    }
+    if (run->early_close && t->full_count == 1)
+        smtp_client_rcpts_done(run->client, &t->txn);
+    return 0;
+}
+
 static void queue_txns(struct run *run)
 {
     for (unsigned i = 0; i < run->txn_count; i++) {
         run->txns[i].sends++;
-        if (smtp_client_send(run->client, &run->txns[i].txn) != 0)
+        if (queue_one(run, &run->txns[i]) != 0)
             run->txns[i].sends--;
     }
     if (run->quit && (!run->resend || run->txn_count == 0))
@@ -239,6 +296,8 @@ static bool start(struct run *run, const uint8_t *data)
     run->queue_in_ready = data[1] & 0x10;
     run->resend = data[1] & 0x20;
     run->quit = data[0] & 0x40;
+    run->incremental = data[1] & 0x40;
+    run->early_close = data[1] & 0x80;
     for (unsigned i = 0; i < run->txn_count; i++)
         txn_setup(&run->txns[i], i, run->rcpt_count - (i == 2 && run->rcpt_count > 1),
                   (enum body_kind)((data[2] + i) % BODY_KINDS));
@@ -248,7 +307,8 @@ static bool start(struct run *run, const uint8_t *data)
     bufferevent_setcb(run->server, on_server_read, NULL, NULL, run);
     bufferevent_enable(run->server, EV_READ | EV_WRITE);
     /* No timeouts: the loop never waits (a 0 disables the engine's timer). */
-    struct smtp_client_config cfg = {"client.example", flags, {0, 0, 0, 0, 0}, "fuzz"};
+    struct smtp_client_config cfg = {.helo_name = "client.example", .flags = flags,
+                                     .timeouts = {0, 0, 0, 0, 0}, .log_id = "fuzz"};
     struct smtp_client_callbacks cb = {on_ready, on_txn_done, on_closed};
     run->client = smtp_client_new(run->loop.base, pair[0], &cfg, &cb, run);
     if (run->client == NULL) {

@@ -7,7 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../src/client/wire.c"
+#include "client/wire.h"
+#include "lib/reply.h"
 #include "lib/reply_reader.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -65,12 +66,13 @@ static void run_wire(const uint8_t *data, size_t size, size_t piece)
     int rc = 0;
     for (size_t off = 0; off < size && rc >= 0; off += piece) {
         evbuffer_add(in, data + off, size - off < piece ? size - off : piece);
-        struct wire_reply out;
+        struct smtp_client_reply out;
         while ((rc = wire_read_reply(&r, in, &out)) > 0) {
-            char line[REPLY_LINE_MAX], args[64];
+            char line[REPLY_LINE_MAX], args[64], text[PEER_REPLY_TEXT];
             CHECK(out.lines >= 1 && out.lines <= REPLY_LINES_MAX);
             CHECK(strlen(out.text) < sizeof out.text);
-            CHECK(wire_reply_line(&out, 0, line, sizeof line) != NULL);
+            CHECK(peer_reply_line(&out, 0, line, sizeof line) != NULL);
+            CHECK(strlen(peer_reply_text(&out, text, sizeof text)) <= strlen(out.text));
             (void)wire_ehlo_has(&out, "AUTH", args, sizeof args);
             (void)wire_ehlo_has(&out, "SIZE", NULL, 0);
         }

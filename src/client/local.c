@@ -4,26 +4,12 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { COPY_CHUNK = 64 << 10 };
-
-void local_reply(struct wire_reply *out, int code, const char *fmt, ...)
-{
-    va_list ap;
-    memset(out, 0, sizeof *out);
-    out->code = code;
-    out->lines = 1;
-    va_start(ap, fmt);
-    vsnprintf(out->text, sizeof out->text, fmt, ap);
-    va_end(ap);
-}
-
-void local_reply_errno(struct wire_reply *out, int err, const char *what)
+void local_reply_errno(struct smtp_client_reply *out, int err, const char *what)
 {
     static const struct { int err; int code; const char *status; } table[] = {
         {ENOSPC, 452, "4.3.1"},   /* RFC 3463: mail system full */
@@ -31,10 +17,10 @@ void local_reply_errno(struct wire_reply *out, int err, const char *what)
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (table[i].err == err) {
-            local_reply(out, table[i].code, "%s %s: %s", table[i].status, what, strerror(err));
+            peer_reply_set(out, table[i].code, "%s %s: %s", table[i].status, what, strerror(err));
             return;
         }
-    local_reply(out, 451, "4.3.0 %s: %s", what, strerror(err));
+    peer_reply_set(out, 451, "4.3.0 %s: %s", what, strerror(err));
 }
 
 long long local_now_ms(void)
@@ -77,7 +63,7 @@ int local_write_all(int fd, const char *buf, size_t len, long long deadline_ms)
  * refuses bare CR in DATA (DESIGN 4.3), so no other CR reaches here. */
 int local_copy_lf(int spool_fd, int fd, long long deadline_ms)
 {
-    static char in[COPY_CHUNK], out[COPY_CHUNK + 1];
+    static char in[LOCAL_COPY_CHUNK], out[LOCAL_COPY_CHUNK + 1];
     bool pending_cr = false;
     if (lseek(spool_fd, 0, SEEK_SET) != 0)
         return -1;

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: ISC */
 /* Local delivery without an MTA: a Maildir (maildir.c) or an MDA command (mda.c). Both are
- * blocking and run one recipient at a time; their verdict is an SMTP reply in a wire_reply, so
- * the relay treats them like an LMTP target (one reply per recipient, folded, docs/client.md).
+ * blocking and run one recipient at a time; their verdict is an SMTP reply (lib/reply.h,
+ * peer_reply_set(): the text starts with the enhanced status code, RFC 3463), so the relay
+ * treats them like an LMTP target (one reply per recipient, folded, docs/client.md).
  * local.c holds what both need: the CRLF -> LF copy of the spooled message and the replies. */
 #ifndef ODMR_CLIENT_LOCAL_H
 #define ODMR_CLIENT_LOCAL_H
@@ -11,15 +12,15 @@
 
 #include "client/wire.h"
 
-enum { LOCAL_PATH_MAX = 4096, MDA_MAX_ARGS = 64, MDA_TEXT_MAX = 1024 };
+enum {
+    LOCAL_PATH_MAX = 4096, MDA_MAX_ARGS = 64, MDA_TEXT_MAX = 1024,
+    LOCAL_COPY_CHUNK = 64 << 10,   /* octets of the spooled message read per step */
+};
 
 /* ---- local.c ---- */
 
-/* out = "code text" (text starts with the enhanced status code, RFC 3463). */
-void local_reply(struct wire_reply *out, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 /* A delivery error from errno: ENOSPC/EDQUOT 452 (RFC 3463 4.3.1 / 4.2.2), else 451 4.3.0. */
-void local_reply_errno(struct wire_reply *out, int err, const char *what);
+void local_reply_errno(struct smtp_client_reply *out, int err, const char *what);
 /* Writes all of buf to fd, waiting (poll) while fd is non-blocking and full, until deadline_ms
  * (CLOCK_MONOTONIC milliseconds; 0 = none). 0, or -1 with errno (ETIMEDOUT on the deadline). */
 int local_write_all(int fd, const char *buf, size_t len, long long deadline_ms);
@@ -44,7 +45,7 @@ int maildir_probe(const char *templ, char *err, size_t errlen);
 /* Creates dir and its tmp/ new/ cur/ (0700) if missing, writes tmp/<unique> with Return-Path
  * and Delivered-To on top, fsync, link into new/, fsync new/. *out is 250 only after that. */
 void maildir_deliver(const char *dir, int spool_fd, const char *sender, const char *rcpt,
-                     struct wire_reply *out);
+                     struct smtp_client_reply *out);
 
 /* ---- mda.c: mda:/path/to/command arg %s %r (no shell) ---- */
 
@@ -65,6 +66,6 @@ int mda_expand_arg(const char *arg, const char *sender, const char *rcpt, char *
 /* fork, exec (no shell), the message on stdin; exit 0 -> 250, 75 (EX_TEMPFAIL), a signal or
  * the timeout -> 451, other -> 554. */
 void mda_deliver(const struct mda_command *c, int spool_fd, const char *sender, const char *rcpt,
-                 double timeout_seconds, struct wire_reply *out);
+                 double timeout_seconds, struct smtp_client_reply *out);
 
 #endif

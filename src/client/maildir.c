@@ -235,7 +235,7 @@ static int publish(const char *tmp, const char *dir, const char *name)
 }
 
 void maildir_deliver(const char *dir, int spool_fd, const char *sender, const char *rcpt,
-                     struct wire_reply *out)
+                     struct smtp_client_reply *out)
 {
     char name[1400], tmp[LOCAL_PATH_MAX + 1500];
     if (make_maildir(dir) != 0) {
@@ -262,5 +262,5 @@ void maildir_deliver(const char *dir, int spool_fd, const char *sender, const ch
         local_reply_errno(out, saved, "Maildir delivery failed");
         return;
     }
-    local_reply(out, 250, "2.0.0 Delivered to maildir as %s", name);
+    peer_reply_set(out, 250, "2.0.0 Delivered to maildir as %s", name);
 }

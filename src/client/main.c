@@ -122,10 +122,10 @@ static void on_relay_end(void *arg)
 static void on_turnaround(void *arg, struct bufferevent *bev, bool tls_active)
 {
     struct run *r = arg;
-    const struct target_caps *caps = odmr_target_caps(r->odmr);
+    const struct smtp_client_ext *caps = odmr_target_caps(r->odmr);
     r->target = target_new(r->base, &r->spec, r->opts, r->helo);
     r->relay = r->target ? relay_new(r->base, r->opts, r->target, r->helo,
-                                     caps->size ? caps->size : DEFAULT_MAX_SIZE, caps->dsn,
+                                     caps->size_max ? caps->size_max : DEFAULT_MAX_SIZE, caps->dsn,
                                      on_relay_end, r)
                          : NULL;
     if (r->relay == NULL || relay_start(r->relay, bev, r->opts->host, tls_active) != 0) {

@@ -129,16 +129,16 @@ static int wait_child(pid_t pid, long long deadline_ms, int *status)
     }
 }
 
-static void mda_verdict(int status, struct wire_reply *out)
+static void mda_verdict(int status, struct smtp_client_reply *out)
 {
     if (WIFSIGNALED(status))
-        local_reply(out, 451, "4.3.0 MDA killed by signal %d", WTERMSIG(status));
+        peer_reply_set(out, 451, "4.3.0 MDA killed by signal %d", WTERMSIG(status));
     else if (WEXITSTATUS(status) == 0)
-        local_reply(out, 250, "2.0.0 Delivered by MDA");
+        peer_reply_set(out, 250, "2.0.0 Delivered by MDA");
     else if (WEXITSTATUS(status) == EX_TEMPFAIL_CODE)
-        local_reply(out, 451, "4.3.0 MDA temporary failure (exit 75)");
+        peer_reply_set(out, 451, "4.3.0 MDA temporary failure (exit 75)");
     else
-        local_reply(out, 554, "5.3.0 MDA failed (exit %d)", WEXITSTATUS(status));
+        peer_reply_set(out, 554, "5.3.0 MDA failed (exit %d)", WEXITSTATUS(status));
 }
 
 static int build_argv(const struct mda_command *c, const char *sender, const char *rcpt,
@@ -166,7 +166,7 @@ static int mda_feed(int spool_fd, int pipe_fd, long long deadline_ms)
 }
 
 static void mda_run(const struct mda_command *c, char **argv, int spool_fd, long long deadline_ms,
-                struct wire_reply *out)
+                struct smtp_client_reply *out)
 {
     int in[2], report[2];
     if (pipe2(in, O_CLOEXEC) != 0 || pipe2(report, O_CLOEXEC) != 0) {
@@ -193,7 +193,7 @@ static void mda_run(const struct mda_command *c, char **argv, int spool_fd, long
     int status = 0;
     int fed = mda_feed(spool_fd, in[1], deadline_ms);
     if (wait_child(pid, deadline_ms, &status) != 0)
-        local_reply(out, 451, "4.3.0 MDA timed out");
+        peer_reply_set(out, 451, "4.3.0 MDA timed out");
     else if (fed != 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0)
         local_reply_errno(out, fed, "Cannot feed the MDA");   /* never 250 for a cut message */
     else
@@ -201,12 +201,12 @@ static void mda_run(const struct mda_command *c, char **argv, int spool_fd, long
 }
 
 void mda_deliver(const struct mda_command *c, int spool_fd, const char *sender, const char *rcpt,
-                 double timeout_seconds, struct wire_reply *out)
+                 double timeout_seconds, struct smtp_client_reply *out)
 {
     char *argv[MDA_MAX_ARGS + 1];
     char *store = malloc(c->argc * ARG_MAX_LEN);
     if (store == NULL || build_argv(c, sender, rcpt, argv, store, c->argc * ARG_MAX_LEN) != 0)
-        local_reply(out, 451, "4.3.0 Cannot build the MDA command line");
+        peer_reply_set(out, 451, "4.3.0 Cannot build the MDA command line");
     else
         mda_run(c, argv, spool_fd, local_now_ms() + (long long)(timeout_seconds * 1000), out);
     free(store);

@@ -34,7 +34,7 @@ struct odmr {
     struct event_base *base;
     const struct client_options *opts;
     struct target_spec target;
-    struct target_caps target_caps;
+    struct smtp_client_ext target_caps;
     char helo[256];
     struct odmr_callbacks cb;
     void *arg;
@@ -51,14 +51,14 @@ struct odmr {
     char mech[32];
 };
 
-typedef void (*reply_handler)(struct odmr *c, const struct wire_reply *r);
+typedef void (*reply_handler)(struct odmr *c, const struct smtp_client_reply *r);
 
-static void on_greeting(struct odmr *c, const struct wire_reply *r);
-static void on_ehlo(struct odmr *c, const struct wire_reply *r);
-static void on_starttls(struct odmr *c, const struct wire_reply *r);
-static void on_auth(struct odmr *c, const struct wire_reply *r);
-static void on_atrn(struct odmr *c, const struct wire_reply *r);
-static void on_quit(struct odmr *c, const struct wire_reply *r);
+static void on_greeting(struct odmr *c, const struct smtp_client_reply *r);
+static void on_ehlo(struct odmr *c, const struct smtp_client_reply *r);
+static void on_starttls(struct odmr *c, const struct smtp_client_reply *r);
+static void on_auth(struct odmr *c, const struct smtp_client_reply *r);
+static void on_atrn(struct odmr *c, const struct smtp_client_reply *r);
+static void on_quit(struct odmr *c, const struct smtp_client_reply *r);
 
 /* What each step waits for, which timeout bounds the wait (settings.c: RFC 5321 4.5.3.2 and
  * RFC 2645 5.2.1 for ATRN), and who handles the reply. */
@@ -115,8 +115,10 @@ static void send_command(struct odmr *c, enum step next, const char *fmt, ...)
 
 /* The provider's words in our log: escaped (log_quote), so a reply with a line break or a
  * quote cannot forge a log line or a key=value pair. */
-static const char *peer_text(char *buf, size_t len, const char *text)
+static const char *peer_text(char *buf, size_t len, const struct smtp_client_reply *r)
 {
+    char text[PEER_REPLY_TEXT];
+    peer_reply_text(r, text, sizeof text);
     return log_escape(buf, len, text, strlen(text));   /* inside reason="..." */
 }
 
@@ -145,7 +147,7 @@ static void finish(struct odmr *c, enum client_exit code, const char *fmt, ...)
     c->cb.finished(c->arg, code);
 }
 
-static void on_quit(struct odmr *c, const struct wire_reply *r)
+static void on_quit(struct odmr *c, const struct smtp_client_reply *r)
 {
     enter_step(c, STEP_DONE);
     bufferevent_free(c->bev);
@@ -153,7 +155,7 @@ static void on_quit(struct odmr *c, const struct wire_reply *r)
     c->cb.finished(c->arg, c->exit_code);
 }
 
-static void on_greeting(struct odmr *c, const struct wire_reply *r)
+static void on_greeting(struct odmr *c, const struct smtp_client_reply *r)
 {
     if (r->code != 220) {
         finish(c, EXIT_PROTOCOL, "greeting %d", r->code);
@@ -234,7 +236,7 @@ static void begin_auth(struct odmr *c, const char *list)
     const char *mech = choose_mech(c, list);
     if (mech == NULL) {
         finish(c, EXIT_AUTH, "no usable AUTH mechanism among %s",
-               peer_text(quoted, sizeof quoted, list));
+               log_quote(quoted, sizeof quoted, list, strlen(list)));
         return;
     }
     if (plaintext_mech(mech) && !c->tls_active) {
@@ -273,7 +275,7 @@ static void begin_auth(struct odmr *c, const char *list)
     send_command(c, STEP_AUTH, "AUTH %s", mech);
 }
 
-static void on_ehlo(struct odmr *c, const struct wire_reply *r)
+static void on_ehlo(struct odmr *c, const struct smtp_client_reply *r)
 {
     char mechs[512] = "";
     if (r->code / 100 != 2) {
@@ -313,7 +315,7 @@ static void after_auth(struct odmr *c)
         send_command(c, STEP_ATRN, "ATRN");
 }
 
-static void on_auth(struct odmr *c, const struct wire_reply *r)
+static void on_auth(struct odmr *c, const struct smtp_client_reply *r)
 {
     if (r->code == 235) {
         sasl_client_exchange_free(c->exchange);
@@ -325,7 +327,7 @@ static void on_auth(struct odmr *c, const struct wire_reply *r)
     if (r->code != 334) {
         char quoted[200];
         finish(c, EXIT_AUTH, "AUTH %s refused: %d %s", c->mech, r->code,
-               peer_text(quoted, sizeof quoted, r->text));
+               peer_text(quoted, sizeof quoted, r));
         return;
     }
     char *out = NULL;
@@ -336,7 +338,9 @@ static void on_auth(struct odmr *c, const struct wire_reply *r)
         free(out);
         return;
     }
-    enum sasl_client_result res = sasl_client_step(c->exchange, r->text, &out);
+    char challenge[REPLY_LINE_MAX];
+    enum sasl_client_result res = sasl_client_step(
+        c->exchange, peer_reply_line(r, 0, challenge, sizeof challenge), &out);
     if (res == SASL_CLIENT_FAILED) {
         free(out);
         /* RFC 4954 4: "*" cancels the exchange; the server answers 501. */
@@ -352,7 +356,7 @@ static void on_auth(struct odmr *c, const struct wire_reply *r)
 static void on_read(struct bufferevent *bev, void *arg);
 static void on_event(struct bufferevent *bev, short what, void *arg);
 
-static void on_starttls(struct odmr *c, const struct wire_reply *r)
+static void on_starttls(struct odmr *c, const struct smtp_client_reply *r)
 {
     if (r->code != 220) {
         finish(c, EXIT_TLS, "STARTTLS refused: %d", r->code);
@@ -405,7 +409,7 @@ static void turn_around(struct odmr *c)
     c->cb.turnaround(c->arg, bev, c->tls_active);
 }
 
-static void on_atrn(struct odmr *c, const struct wire_reply *r)
+static void on_atrn(struct odmr *c, const struct smtp_client_reply *r)
 {
     char quoted[200];
     if (r->code == 250) {
@@ -415,11 +419,11 @@ static void on_atrn(struct odmr *c, const struct wire_reply *r)
     for (size_t i = 0; i < sizeof atrn_rules / sizeof atrn_rules[0]; i++)
         if (atrn_rules[i].code == r->code) {
             finish(c, atrn_rules[i].exit, "ATRN: %s (%d %s)", atrn_rules[i].meaning, r->code,
-                   peer_text(quoted, sizeof quoted, r->text));
+                   peer_text(quoted, sizeof quoted, r));
             return;
         }
     finish(c, EXIT_PROTOCOL, "ATRN answered %d %s", r->code,
-           peer_text(quoted, sizeof quoted, r->text));
+           peer_text(quoted, sizeof quoted, r));
 }
 
 /* ---- events ---- */
@@ -451,7 +455,7 @@ static bool unsolicited_input(struct odmr *c)
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct odmr *c = arg;
-    struct wire_reply r;
+    struct smtp_client_reply r;
     while (c->bev != NULL && c->step != STEP_DONE) {
         int rc = wire_read_reply(&c->reader, bufferevent_get_input(c->bev), &r);
         if (rc == 0)
@@ -469,7 +473,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         if (c->opts->verbose) {
             char q[200];
             log_debug("client.reply", " step=%s code=%d text=%s", steps[c->step].name, r.code,
-                      log_quote(q, sizeof q, r.text, strlen(r.text)));
+                      peer_text(q, sizeof q, &r));
         }
         if (steps[c->step].handle == NULL) {
             finish(c, EXIT_PROTOCOL, "unexpected reply %d", r.code);
@@ -577,7 +581,7 @@ void odmr_start(struct odmr *c)
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-const struct target_caps *odmr_target_caps(const struct odmr *c)
+const struct smtp_client_ext *odmr_target_caps(const struct odmr *c)
 {
     return &c->target_caps;
 }

@@ -28,7 +28,7 @@ struct odmr *odmr_new(struct event_base *base, const struct client_options *o,
 /* Connects; errors are reported through finished(). */
 void odmr_start(struct odmr *c);
 /* What the target probe learnt (valid after a turnaround). */
-const struct target_caps *odmr_target_caps(const struct odmr *c);
+const struct smtp_client_ext *odmr_target_caps(const struct odmr *c);
 void odmr_free(struct odmr *c);
 
 #endif

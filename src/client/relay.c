@@ -28,7 +28,7 @@ struct relay {
     bool target_txn_open;        /* MAIL sent to the target and not finished */
     int spool_fd;                /* the session's spool file (relay_data_begin) */
     unsigned long long spool_len;   /* its length */
-    bool group_rset, group_mail; /* what the group under way holds before its RCPT */
+    bool group_rset;             /* the group under way gives up an open transaction */
     char rcpt_addr[SMTP_LOCAL_PART_MAX + SMTP_DOMAIN_MAX + 4];   /* its RCPT's address */
     char rcpt_notify[32];        /* and NOTIFY ("" for none; RFC 3461 4.1: at most 21) */
     unsigned long long msg_bytes;   /* the message being spooled */
@@ -48,17 +48,17 @@ static void unavailable(struct smtp_reply *out)
 /* The target's verdict, passed on as it is. No reply (code 0), or a 3xx where only 2xx, 4xx or
  * 5xx can be a verdict (RFC 5321 4.3.2: MAIL, RCPT, the final dot), means the target is gone
  * or out of step: 421, never a code the provider could take for acceptance or refusal. */
-static void target_reply(const struct wire_reply *w, struct smtp_reply *out)
+static void target_reply(const struct smtp_client_reply *w, struct smtp_reply *out)
 {
     if (w->code == 0 || reply_class(w->code) == 3)
         unavailable(out);
     else
-        wire_to_smtp_reply(w, out);
+        peer_reply_to_smtp(w, out);
 }
 
-void relay_fold_lmtp(const struct wire_reply *replies, size_t count, struct smtp_reply *out)
+void relay_fold_lmtp(const struct smtp_client_reply *replies, size_t count, struct smtp_reply *out)
 {
-    const struct wire_reply *first_ok = NULL, *first_4 = NULL, *first_5 = NULL;
+    const struct smtp_client_reply *first_ok = NULL, *first_4 = NULL, *first_5 = NULL;
     bool lost = false;
     for (size_t i = 0; i < count; i++) {
         int cls = replies[i].code / 100;
@@ -124,32 +124,29 @@ static void note_dsn_dropped(struct relay *r, struct smtp_reply *reply)
 
 /* ---- RCPT: [RSET] [MAIL] RCPT [DATA] to the target, its reply is the reply ---- */
 
-/* replies[] follow the group as asked: [RSET] [MAIL] RCPT [DATA]. The replies are read before
- * the engine is called (it may start the next operation on the target at once). */
-static void group_answered(void *arg, const struct wire_reply *replies, size_t count)
+/* A recipient's verdict from the target: MAIL's reply when this recipient opened the
+ * transaction (a refused sender is the verdict on it), else its RCPT's. Read before the engine
+ * is called (it may ask the target the next thing at once). */
+static void rcpt_answered(void *arg, const struct smtp_client_reply *mail,
+                          const struct smtp_client_reply *rcpt)
 {
     struct relay *r = arg;
     struct smtp_reply reply;
-    size_t i = 0;
     if (r->session == NULL)
         return;
-    if (r->group_rset) {
+    if (r->group_rset)
         r->target_txn_open = false;
-        i++;
+    if (mail != NULL && mail->code / 100 != 2) {
+        r->target_txn_open = false;
+        target_reply(mail, &reply);
+        smtp_session_rcpt_done(r->session, &reply);
+        return;
     }
-    if (r->group_mail) {
-        if (replies[i].code / 100 != 2) {
-            /* The target refused the sender: that is the verdict on this recipient. */
-            r->target_txn_open = false;
-            target_reply(&replies[i], &reply);
-            smtp_session_rcpt_done(r->session, &reply);
-            return;
-        }
+    if (mail != NULL) {
         r->target_txn_open = true;
         r->txn_generation = target_generation(r->target);
-        i++;
     }
-    target_reply(&replies[i], &reply);
+    target_reply(rcpt, &reply);
     note_dsn_dropped(r, &reply);
     smtp_session_rcpt_done(r->session, &reply);
 }
@@ -173,7 +170,6 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
         return;
     }
     r->group_rset = first && r->target_txn_open;
-    r->group_mail = first;
     /* The target composes MAIL and RCPT when it sends them, from the capabilities of the
      * connection they go on (which may not be open yet). */
     const struct target_mail mail = {
@@ -191,9 +187,8 @@ static void relay_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path
         .mail = first ? &mail : NULL,
         .rcpt = {r->rcpt_addr, notify, param_value(cmd, "ORCPT")},
         .data = smtp_session_data_follows(s),
-        .others_accepted = !first,
     };
-    target_group(r->target, &g, group_answered, r);
+    target_group(r->target, &g, rcpt_answered, r);
 }
 
 /* ---- DATA: spool to an unlinked file (bounded memory), then relay ---- */
@@ -284,20 +279,22 @@ static void count_outcome(struct relay *r, const struct smtp_reply *reply)
  * then records the folded reply for every recipient: log each recipient's own reply, so the
  * one that made a "451 4.3.0 ... only some recipients" (or the others behind a first 5xx) is
  * named. Not 2xx at info, 2xx with -v. The replies follow the accepted recipients' order. */
-static void log_rcpt_replies(struct relay *r, const struct wire_reply *replies, size_t count)
+static void log_rcpt_replies(struct relay *r, const struct smtp_client_reply *replies,
+                             size_t count)
 {
     const struct smtp_transaction *txn = smtp_session_transaction(r->session);
     for (size_t i = 0; i < count; i++) {
         const char *addr = txn != NULL && i < txn->rcpt_count ? txn->rcpts[i].address : "?";
-        char qaddr[200], text[200];
+        char qaddr[200], quoted[200], text[PEER_REPLY_TEXT];
+        peer_reply_text(&replies[i], text, sizeof text);
         log_event(replies[i].code / 100 == 2 ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO,
                   "client.rcpt_result", " rcpt=%s code=%d reply=%s",
                   log_quote(qaddr, sizeof qaddr, addr, strlen(addr)), replies[i].code,
-                  log_quote(text, sizeof text, replies[i].text, strlen(replies[i].text)));
+                  log_quote(quoted, sizeof quoted, text, strlen(text)));
     }
 }
 
-static void data_answered(void *arg, const struct wire_reply *replies, size_t count)
+static void data_answered(void *arg, const struct smtp_client_reply *replies, size_t count)
 {
     struct relay *r = arg;
     struct smtp_reply reply;

@@ -39,6 +39,6 @@ void relay_free(struct relay *r);
  * provider records for every recipient: all 2xx -> the first; all refused -> the first 4xx if
  * any (a retry is safe), else the first 5xx; mixed success -> 451 (nothing is lost, the
  * accepted ones are delivered again later). Exposed for the unit test. */
-void relay_fold_lmtp(const struct wire_reply *replies, size_t count, struct smtp_reply *out);
+void relay_fold_lmtp(const struct smtp_client_reply *replies, size_t count, struct smtp_reply *out);
 
 #endif

@@ -301,6 +301,14 @@ static const struct setting settings[] = {
 #undef FIELD
 enum { SETTING_COUNT = sizeof settings / sizeof settings[0] };
 
+const char *settings_table_key(size_t i, bool *refused)
+{
+    if (i >= SETTING_COUNT)
+        return NULL;
+    *refused = settings[i].parse == refuse_password;
+    return settings[i].key;
+}
+
 /* ---- life cycle ---- */
 
 void settings_init(struct client_options *o)

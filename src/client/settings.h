@@ -40,5 +40,8 @@ int settings_apply_flag(struct client_options *o, const char *flag, const char *
  * (it must be mode 0600 or stricter, docs/client.md). */
 int settings_check(struct client_options *o, char *err, size_t errlen);
 int settings_read_password(struct client_options *o, char *err, size_t errlen);
+/* Key i of the config file's table (NULL past its end); *refused: a key that is refused when
+ * present (the password). For the tests that keep the documented example complete. */
+const char *settings_table_key(size_t i, bool *refused);
 
 #endif

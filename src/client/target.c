@@ -1,26 +1,28 @@
 /* SPDX-License-Identifier: ISC */
-/* The local target: SMTP (RFC 5321) or LMTP (RFC 2033) over TCP or a unix socket. */
+/* The local target (target.h): the spec, the connection on the client engine, Maildir and MDA. */
 #include "client/target.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <poll.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "engines/smtp_params.h"
 #include "lib/log.h"
 
+#include <openssl/ssl.h>
+
 enum {
-    BODY_CHUNK = 64 << 10,
-    BODY_HIGH = 256 << 10,   /* stop reading the spool file while this much waits */
-    BODY_LOW = 64 << 10,     /* refill below this */
+    BODY_HIGH = 256 << 10,   /* the largest single write of the body */
     MAX_REPLIES = 1000,      /* LMTP: one per recipient */
+    TXN_PARAMS = 1024,       /* MAIL's or a RCPT's parameters */
 };
 
 /* ---- the spec ---- */
@@ -69,6 +71,17 @@ static int parse_network(const char *text, const char *rest, struct target_spec 
     return 0;
 }
 
+static int parse_network_tls(const char *text, const char *rest, struct target_spec *out,
+                             char *err, size_t errlen)
+{
+    out->starttls_required = true;
+    if (strncmp(rest, "unix:", 5) == 0) {
+        snprintf(err, errlen, "STARTTLS needs a TCP target: '%s'", text);
+        return -1;
+    }
+    return parse_network(text, rest, out, err, errlen);
+}
+
 static int parse_maildir(const char *text, const char *rest, struct target_spec *out, char *err,
                          size_t errlen)
 {
@@ -93,6 +106,8 @@ int target_parse(const char *text, struct target_spec *out, char *err, size_t er
     } kinds[] = {
         {"smtp:", TARGET_SMTP, parse_network},
         {"lmtp:", TARGET_LMTP, parse_network},
+        {"smtp+starttls:", TARGET_SMTP, parse_network_tls},
+        {"lmtp+starttls:", TARGET_LMTP, parse_network_tls},
         {"maildir:", TARGET_MAILDIR, parse_maildir},
         {"mda:", TARGET_MDA, parse_mda},
     };
@@ -105,7 +120,8 @@ int target_parse(const char *text, struct target_spec *out, char *err, size_t er
         return kinds[i].parse(text, text + plen, out, err, errlen);
     }
     snprintf(err, errlen, "unsupported --deliver '%s': use smtp:HOST:PORT, lmtp:HOST:PORT, "
-             "lmtp:unix:/path, maildir:/path or mda:/path/to/command args", text);
+             "lmtp:unix:/path, smtp+starttls:HOST:PORT, lmtp+starttls:HOST:PORT, "
+             "maildir:/path or mda:/path/to/command args", text);
     return -1;
 }
 
@@ -114,215 +130,125 @@ static bool is_local(const struct target_spec *spec)
     return spec->kind == TARGET_MAILDIR || spec->kind == TARGET_MDA;
 }
 
-static const char *hello_verb(const struct target_spec *spec)
+static bool is_loopback(const char *host)
 {
-    return spec->kind == TARGET_LMTP ? "LHLO" : "EHLO";
+    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
+           strcmp(host, "::1") == 0;
 }
 
-/* RFC 1870, RFC 6152, RFC 6531, RFC 3461 keywords the relay needs to know about. */
-static void parse_caps(const struct wire_reply *r, struct target_caps *caps)
+/* STARTTLS toward the target (RFC 3207, docs/client.md "Local delivery target"): required and
+ * verified for +starttls; otherwise opportunistic and unauthenticated (RFC 7435) toward a host
+ * that is not loopback; never over loopback or a unix socket, where TLS protects nothing. */
+static SSL_CTX *target_tls_context(const struct target_spec *spec)
 {
-    char args[64];
-    memset(caps, 0, sizeof *caps);
-    caps->esmtp = true;
-    caps->eightbitmime = wire_ehlo_has(r, "8BITMIME", NULL, 0);
-    caps->smtputf8 = wire_ehlo_has(r, "SMTPUTF8", NULL, 0);
-    caps->dsn = wire_ehlo_has(r, "DSN", NULL, 0);
-    caps->pipelining = wire_ehlo_has(r, "PIPELINING", NULL, 0);
-    caps->chunking = wire_ehlo_has(r, "CHUNKING", NULL, 0);
-    caps->size_ext = wire_ehlo_has(r, "SIZE", args, sizeof args);
-    if (caps->size_ext)
-        caps->size = strtoull(args, NULL, 10);
+    if (is_local(spec) || spec->is_unix || (!spec->starttls_required && is_loopback(spec->host)))
+        return NULL;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, spec->starttls_required ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (spec->starttls_required && SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;   /* the engine then refuses to go on in clear */
+    }
+    return ctx;
 }
 
-/* ---- MAIL and RCPT, composed for the target's capabilities ---- */
 
-static void add_param(char *out, size_t len, const char *keyword, const char *value)
-{
-    size_t n = strlen(out);
-    if (n < len)
-        snprintf(out + n, len - n, " %s%s%s", keyword, value != NULL ? "=" : "",
-                 value != NULL ? value : "");
-}
+/* ---- MAIL and RCPT parameters (engines/smtp_params.c: the rules; the wording here) ---- */
 
-/* A message needs what it declares. RFC 6531 3.5: a SMTPUTF8 message cannot go to a server
- * without SMTPUTF8 (no downgrade here): 553 5.6.7. RFC 6152 3: an 8-bit message to a server
- * without 8BITMIME is converted or returned; we do not convert: 554 5.6.3, the answer odmrd's
- * own push gives a customer without 8BITMIME (docs/client.md). */
-static int check_needs(const struct target_caps *caps, const struct target_mail *m,
-                       struct wire_reply *refusal)
+/* RFC 6531 3.5: a SMTPUTF8 message cannot go to a server without SMTPUTF8 (no downgrade
+ * here): 553 5.6.7. RFC 6152 3: an 8-bit message to a server without 8BITMIME is converted or
+ * returned; we do not convert: 554 5.6.3, the answer odmrd's own push gives a customer without
+ * 8BITMIME (docs/client.md). */
+int target_mail_params(const struct smtp_client_ext *caps, const struct target_mail *m,
+                       char *params, size_t len, struct smtp_client_reply *refusal)
 {
-    if (m->smtputf8 && !caps->smtputf8) {
-        local_reply(refusal, 553, "5.6.7 The message needs SMTPUTF8, which the local delivery "
-                    "target does not offer");
+    const struct smtp_params_mail pm = {
+        .sender = m->sender, .size = m->size, .size_known = m->size != 0,
+        .body = m->eightbit ? SMTP_PARAMS_8BITMIME : SMTP_PARAMS_7BIT,
+        .smtputf8 = m->smtputf8, .ret = m->ret, .envid = m->envid,
+    };
+    switch (smtp_params_mail(caps, false, &pm, params, len)) {
+    case SMTP_PARAMS_OK:
+        return 0;
+    case SMTP_PARAMS_NEEDS_SMTPUTF8:
+        peer_reply_set(refusal, 553, "5.6.7 The message needs SMTPUTF8, which the local "
+                       "delivery target does not offer");
+        return -1;
+    case SMTP_PARAMS_NEEDS_8BITMIME:
+    case SMTP_PARAMS_NEEDS_BINARYMIME:
+        peer_reply_set(refusal, 554, "5.6.3 The message needs 8BITMIME, which the local "
+                       "delivery target does not offer");
+        return -1;
+    default:
+        peer_reply_set(refusal, 553, "5.1.7 Unusable reverse-path");
         return -1;
     }
-    if (m->eightbit && !caps->eightbitmime) {
-        local_reply(refusal, 554, "5.6.3 The message needs 8BITMIME, which the local delivery "
-                    "target does not offer");
-        return -1;
-    }
-    return 0;
 }
 
-/* Only what the target advertised (RFC 5321 4.1.1.11): SIZE with SIZE (RFC 1870 6), BODY with
- * 8BITMIME (RFC 6152), SMTPUTF8 with SMTPUTF8, RET and ENVID with DSN (RFC 3461 5.2.1/5.2.2). */
-static int compose_mail(const struct target_caps *caps, const struct target_mail *m, char *out,
-                        size_t len, struct wire_reply *refusal)
+void target_rcpt_params(const struct smtp_client_ext *caps, const struct target_rcpt *r,
+                        char *params, size_t len)
 {
-    char size[24];
-    if (check_needs(caps, m, refusal) != 0)
-        return -1;
-    snprintf(out, len, "MAIL FROM:<%s>", m->sender);
-    snprintf(size, sizeof size, "%llu", (unsigned long long)m->size);
-    if (caps->size_ext && m->size != 0)
-        add_param(out, len, "SIZE", size);
-    if (m->eightbit)
-        add_param(out, len, "BODY", "8BITMIME");
-    if (m->smtputf8)
-        add_param(out, len, "SMTPUTF8", NULL);
-    if (caps->dsn && m->ret != NULL)
-        add_param(out, len, "RET", m->ret);
-    if (caps->dsn && m->envid != NULL)
-        add_param(out, len, "ENVID", m->envid);
-    return 0;
+    smtp_params_rcpt(caps, r->notify, r->orcpt, params, len);
 }
 
-/* RFC 3461 5.2.1 (c)(d): NOTIFY and ORCPT as received, to a target that offers DSN; 5.2.2 (a):
- * none to one that does not. */
-static void compose_rcpt(const struct target_caps *caps, const struct target_rcpt *r, char *out,
-                         size_t len)
-{
-    snprintf(out, len, "RCPT TO:<%s>", r->address);
-    if (caps->dsn && r->notify != NULL)
-        add_param(out, len, "NOTIFY", r->notify);
-    if (caps->dsn && r->orcpt != NULL)
-        add_param(out, len, "ORCPT", r->orcpt);
-}
+/* ---- the connection: the client engine ---- */
 
-/* ---- the blocking probe ---- */
-
-static int probe_reply(int fd, struct evbuffer *in, struct wire_reader *rd, struct timeval tv,
-                       struct wire_reply *out)
-{
-    int ms = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
-    for (;;) {
-        int rc = wire_read_reply(rd, in, out);
-        if (rc != 0)
-            return rc > 0 ? 0 : -1;
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, ms) <= 0)
-            return -1;
-        if (evbuffer_read(in, fd, 4096) <= 0)
-            return -1;
-    }
-}
-
-static int probe_send(int fd, const char *line)
-{
-    char buf[600];
-    int n = snprintf(buf, sizeof buf, "%s\r\n", line);
-    return send(fd, buf, (size_t)n, MSG_NOSIGNAL) == n ? 0 : -1;
-}
-
-static int probe_exchange(int fd, const struct target_spec *spec, const struct client_options *o,
-                          const char *helo, struct target_caps *caps, char *err, size_t errlen)
-{
-    struct evbuffer *in = evbuffer_new();
-    struct wire_reader rd;
-    struct wire_reply r;
-    char line[300];
-    int rc = -1;
-    wire_reader_init(&rd);
-    if (probe_reply(fd, in, &rd, client_timeout(o, TIMEOUT_GREETING), &r) != 0 || r.code != 220) {
-        snprintf(err, errlen, "no 220 greeting (%d)", r.code);
-        goto out;
-    }
-    snprintf(line, sizeof line, "%s %s", hello_verb(spec), helo);
-    if (probe_send(fd, line) != 0 ||
-        probe_reply(fd, in, &rd, client_timeout(o, TIMEOUT_COMMAND), &r) != 0 || r.code / 100 != 2) {
-        snprintf(err, errlen, "%s refused (%d)", hello_verb(spec), r.code);
-        goto out;
-    }
-    parse_caps(&r, caps);
-    if (probe_send(fd, "QUIT") == 0)
-        (void)probe_reply(fd, in, &rd, client_timeout(o, TIMEOUT_COMMAND), &r);
-    rc = 0;
-out:
-    wire_reader_free(&rd);
-    evbuffer_free(in);
-    return rc;
-}
-
-static int local_probe(const struct target_spec *spec, struct target_caps *caps, char *err,
-                       size_t errlen);
-
-int target_probe(const struct target_spec *spec, const struct client_options *o,
-                 const char *helo, struct target_caps *caps, char *err, size_t errlen)
-{
-    memset(caps, 0, sizeof *caps);
-    if (is_local(spec))
-        return local_probe(spec, caps, err, errlen);
-    int fd = wire_connect(spec->host, spec->port, spec->is_unix ? spec->unix_path : NULL,
-                          client_timeout(o, TIMEOUT_CONNECT), err, errlen);
-    if (fd < 0)
-        return -1;
-    int rc = probe_exchange(fd, spec, o, helo, caps, err, errlen);
-    close(fd);
-    return rc;
-}
-
-/* ---- the asynchronous connection ---- */
-
-enum target_state {
-    T_DOWN,        /* no connection */
-    T_GREETING,    /* waiting for 220 */
-    T_HELLO,       /* EHLO/LHLO (or HELO) sent */
-    T_IDLE,        /* ready, nothing asked */
-    T_WAIT,        /* the operation's reply (replies) */
-    T_WAIT_354,    /* DATA sent, for the body of target_data() */
-    T_DATA_OPEN,   /* DATA of a group answered 354: the target waits for the message */
-    T_BODY,        /* sending the message */
+/* One transaction on the engine: its recipients' strings are copies, kept until txn_done. */
+struct ttxn {
+    struct smtp_client_txn txn;
+    struct target *t;                 /* NULL once given up (detach_txn) */
+    struct target *owner;             /* frees it (target_free at the latest) */
+    struct ttxn *next;                /* the owner's list */
+    size_t cap;
+    char *sender;
+    char mail_params[TXN_PARAMS];
+    struct target_mail mail;          /* the envelope until MAIL is composed (ready) */
+    char *mail_strings[2];            /* ret, envid */
+    struct target_rcpt first;         /* the first recipient until then */
+    char *first_strings[3];           /* address, notify, orcpt */
+    bool started, first_data;
 };
 
-/* The commands of one operation: [RSET] [MAIL] RCPT [DATA] (+ a lone dot, see on_reply). */
-enum target_op { OP_COMMAND, OP_MAIL, OP_RCPT, OP_DATA, OP_DOT, OP_BODY };
-enum { GROUP_MAX = 5 };
+/* One connection; the engine's callbacks carry it, so that a connection given up (a new one
+ * may be open already) still ends in order. */
+struct tconn {
+    struct target *t;                 /* NULL once given up (ending) */
+    struct target *owner;
+    struct tconn *next;               /* the owner's list */
+    struct smtp_client *client;
+};
+
+enum answer_kind { ANSWER_NONE, ANSWER_GROUP, ANSWER_DATA };
 
 struct target {
     struct event_base *base;
     struct target_spec spec;
     const struct client_options *opts;
     char helo[256];
-    struct bufferevent *bev;
-    struct wire_reader reader;
-    enum target_state state;
+    struct tconn *conn;          /* NULL: no connection */
+    struct tconn *conns;         /* every connection not closed yet (conn among them) */
+    struct ttxn *txns;           /* every transaction the engine may still hand back */
+    SSL_CTX *tls_ctx;            /* for STARTTLS, or NULL (target_tls_context) */
+    bool ready;                  /* EHLO/LHLO answered: caps known */
     unsigned generation;
-    struct target_caps caps;
-    bool helo_fallback;
-    /* the operation: count commands (or the body), want replies */
-    bool op_active;
-    enum target_op ops[GROUP_MAX];
-    char *lines[GROUP_MAX];
-    char *addrs[GROUP_MAX];  /* the sender of MAIL, the address of RCPT */
-    /* the group's MAIL and RCPT, composed when sent (compose_group): their lines stay NULL
-     * until then; a MAIL refused here is never sent and gets refusal as its reply */
-    struct target_mail mail;
-    struct target_rcpt rcpt;
-    char *params[4];         /* the copies of ret, envid, notify, orcpt */
-    struct wire_reply refusal;
-    size_t count, sent;
-    bool pipelined;          /* the group went out in one write (RFC 2920) */
-    bool others_accepted;    /* an earlier RCPT of this transaction was accepted */
-    bool group_accepted;     /* a RCPT of this group was accepted */
-    int body_fd;
-    bool at_line_start;
-    bool bdat;               /* the body goes as BDAT <size> LAST: as it is, no final dot */
-    size_t want, got;
-    struct wire_reply *replies;
-    target_cb cb;
-    void *cb_arg;
-    struct event *deliver;   /* hands the replies over from the loop */
+    struct smtp_client_ext caps;
+    struct ttxn *txn;            /* the transaction open on the target, or NULL */
+    /* the group waiting for its verdict, the data waiting for its replies */
+    target_rcpt_cb group_cb;
+    void *group_arg;
+    bool group_mail;             /* the group opened the transaction: its MAIL reply counts */
+    size_t group_rcpt;           /* its recipient's index */
+    target_cb data_cb;
+    void *data_arg;
+    size_t data_count;
+    /* answers made here (local targets, no connection), handed over from the loop */
+    struct event *deliver;
+    enum answer_kind answer;
+    struct smtp_client_reply answer_mail, answer_rcpt;
+    struct smtp_client_reply *answers;
     /* local targets: the open transaction */
     struct mda_command mda;
     char *sender;
@@ -330,396 +256,520 @@ struct target {
     size_t rcpt_count;
 };
 
-static void local_run(struct target *t, enum target_op op, const char *line, const char *addr,
-                      struct wire_reply *out);
-
-/* Reading waits for the reply the state expects; writing is bounded per data block (RFC 5321
- * 4.5.3.2.5), commands being small. */
-static void set_timeout(struct target *t, enum client_timeout_kind reply)
+/* Unlinks item from a list whose links are at offset next_off. */
+static void unlink_item(void **head, void *item, size_t next_off)
 {
-    struct timeval rd = client_timeout(t->opts, reply);
-    struct timeval wr = client_timeout(t->opts, TIMEOUT_DATA_BLOCK);
-    bufferevent_set_timeouts(t->bev, &rd, &wr);
+    for (void **p = head; *p != NULL; p = (void **)((char *)*p + next_off))
+        if (*p == item) {
+            *p = *(void **)((char *)item + next_off);
+            return;
+        }
 }
 
-static void send_line(struct target *t, const char *line, enum client_timeout_kind timeout)
+static void ttxn_free(struct ttxn *x)
 {
-    evbuffer_add_printf(bufferevent_get_output(t->bev), "%s\r\n", line);
-    set_timeout(t, timeout);
-    if (t->opts->verbose) {
-        char quoted[200];
-        log_debug("target.send", " line=%s", log_quote(quoted, sizeof quoted, line, strlen(line)));
+    unlink_item((void **)&x->owner->txns, x, offsetof(struct ttxn, next));
+    for (size_t i = 0; i < x->txn.rcpt_count; i++) {
+        free((char *)x->txn.rcpts[i].address);
+        free((char *)x->txn.rcpts[i].params);
     }
+    for (size_t i = 0; i < 2; i++)
+        free(x->mail_strings[i]);
+    for (size_t i = 0; i < 3; i++)
+        free(x->first_strings[i]);
+    free(x->txn.rcpts);
+    free(x->sender);
+    free(x);
 }
 
-static void clear_op(struct target *t)
+/* Hands a group's verdict to the caller (once). */
+static void answer_group(struct target *t, const struct smtp_client_reply *mail,
+                         const struct smtp_client_reply *rcpt)
 {
-    for (size_t i = 0; i < GROUP_MAX; i++) {
-        free(t->lines[i]);
-        free(t->addrs[i]);
-        t->lines[i] = t->addrs[i] = NULL;
-    }
-    for (size_t i = 0; i < sizeof t->params / sizeof t->params[0]; i++) {
-        free(t->params[i]);
-        t->params[i] = NULL;
-    }
-    memset(&t->mail, 0, sizeof t->mail);
-    memset(&t->rcpt, 0, sizeof t->rcpt);
-    t->refusal.code = 0;
-    t->count = t->sent = 0;
-    t->op_active = false;
-    t->body_fd = -1;
+    target_rcpt_cb cb = t->group_cb;
+    t->group_cb = NULL;
+    if (cb != NULL)
+        cb(t->group_arg, t->group_mail ? mail : NULL, rcpt);
 }
 
-/* The operation is over: its replies go to the caller from the loop. */
-static void finish_op(struct target *t)
+static void answer_data(struct target *t, const struct smtp_client_reply *replies)
 {
-    t->op_active = false;
-    if (t->cb != NULL)
-        event_active(t->deliver, EV_WRITE, 0);
+    target_cb cb = t->data_cb;
+    t->data_cb = NULL;
+    if (cb != NULL)
+        cb(t->data_arg, replies, t->data_count);
 }
 
-/* The caller may start the next operation from inside cb: it must read the replies first. */
 static void on_deliver(evutil_socket_t fd, short what, void *arg)
 {
     struct target *t = arg;
-    target_cb cb = t->cb;
-    t->cb = NULL;
-    clear_op(t);
-    if (cb != NULL)
-        cb(t->cb_arg, t->replies, t->want);
+    enum answer_kind kind = t->answer;
+    t->answer = ANSWER_NONE;
+    if (kind == ANSWER_GROUP)
+        answer_group(t, &t->answer_mail, &t->answer_rcpt);
+    else if (kind == ANSWER_DATA)
+        answer_data(t, t->answers);
 }
 
-/* The connection is gone: whatever was asked gets "no reply". A message the target was
- * waiting for (DATA answered 354) ends without its final dot: RFC 5321 3.3/4.1.1.4, nothing
- * is delivered. */
-static void drop(struct target *t, const char *why)
+/* A verdict made here (no reply from the target: code 0, or a refusal), from the loop. */
+static void defer_group(struct target *t, const struct smtp_client_reply *mail)
 {
-    if (t->bev != NULL) {
-        log_warn("target.lost", " reason=\"%s\" state=%d", why, (int)t->state);
-        bufferevent_free(t->bev);
-        t->bev = NULL;
-    }
-    wire_reader_free(&t->reader);
-    wire_reader_init(&t->reader);
-    t->state = T_DOWN;
-    if (t->op_active) {
-        if (t->count > t->want)
-            t->want = t->count;   /* a group: one slot per command, unsent ones code 0 */
-        for (size_t i = t->got; i < t->want; i++)
-            memset(&t->replies[i], 0, sizeof t->replies[i]);
-        finish_op(t);
-    }
+    memset(&t->answer_rcpt, 0, sizeof t->answer_rcpt);
+    if (mail != NULL)
+        t->answer_mail = *mail;
+    else
+        memset(&t->answer_mail, 0, sizeof t->answer_mail);
+    t->answer = ANSWER_GROUP;
+    event_active(t->deliver, EV_WRITE, 0);
 }
 
-/* RFC 5321 4.5.2: a line starting with "." gets another "."; memchr finds the line starts. */
-static void add_stuffed(struct evbuffer *out, const char *buf, size_t n, bool *at_line_start)
+/* count replies with code 0 (target unavailable), from the loop. */
+static void defer_unavailable(struct target *t)
 {
-    const char *from = buf, *end = buf + n, *p = buf;
-    if (n == 0)
+    memset(t->answers, 0, t->data_count * sizeof *t->answers);
+    t->answer = ANSWER_DATA;
+    event_active(t->deliver, EV_WRITE, 0);
+}
+
+/* The transaction is no longer the target's concern: given up, or over. */
+static void detach_txn(struct target *t, bool cancel)
+{
+    struct ttxn *x = t->txn;
+    t->txn = NULL;
+    if (x == NULL)
         return;
-    if (*at_line_start && buf[0] == '.')
-        evbuffer_add(out, ".", 1);
-    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL && ++p < end) {
-        if (*p == '.') {
-            evbuffer_add(out, from, (size_t)(p - from));
-            evbuffer_add(out, ".", 1);
-            from = p;
-        }
-    }
-    evbuffer_add(out, from, (size_t)(end - from));
-    *at_line_start = end[-1] == '\n';
-}
-
-/* The spooled message, stuffed, then CRLF . CRLF (RFC 5321 4.1.1.4; a CRLF is added first
- * when the message does not end with one, as a BDAT message may not). */
-static void pump_body(struct target *t)
-{
-    struct evbuffer *out = bufferevent_get_output(t->bev);
-    char buf[BODY_CHUNK];
-    while (t->state == T_BODY && evbuffer_get_length(out) < BODY_HIGH) {
-        ssize_t n = read(t->body_fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            drop(t, "spool read error");
-            return;
-        }
-        if (n == 0) {
-            if (!t->bdat)
-                evbuffer_add(out, t->at_line_start ? ".\r\n" : "\r\n.\r\n",
-                             t->at_line_start ? 3 : 5);
-            t->state = T_WAIT;
-            set_timeout(t, TIMEOUT_DATA_END);
-            return;
-        }
-        if (t->bdat)
-            evbuffer_add(out, buf, (size_t)n);
-        else
-            add_stuffed(out, buf, (size_t)n, &t->at_line_start);
-    }
-}
-
-static void start_body(struct target *t)
-{
-    t->state = T_BODY;
-    t->at_line_start = true;
-    if (lseek(t->body_fd, 0, SEEK_SET) != 0) {
-        drop(t, "spool seek error");
+    if (!x->started) {
+        ttxn_free(x);   /* never handed to the engine */
         return;
     }
-    pump_body(t);
+    x->t = NULL;        /* freed at its txn_done */
+    if (cancel && t->conn != NULL)
+        smtp_client_cancel(t->conn->client, &x->txn);
 }
 
-/* RFC 3030 2: the whole message as one chunk, BDAT <size> LAST, its octets as they are. The
- * spool file ends where the message ends, so its size is the chunk's. */
-static void start_bdat(struct target *t)
+/* The engine's verdict on one recipient: the group's, if it is the one waited for. */
+static void on_rcpt_done(void *user, struct smtp_client_txn *txn, size_t index)
+{
+    struct ttxn *x = user;
+    struct target *t = x->t;
+    if (t == NULL || t->txn != x || index != t->group_rcpt)
+        return;
+    /* A refused MAIL leaves nothing open on the target. */
+    if (txn->mail_reply.code / 100 != 2)
+        detach_txn(t, true);
+    answer_group(t, &txn->mail_reply, &txn->rcpts[index].reply);
+}
+
+/* After the data: one reply per accepted recipient in RCPT order (LMTP, RFC 2033 4.2), or the
+ * one reply (SMTP), or the refusal of DATA; code 0 for what never came. */
+static void on_txn_done(void *arg, struct smtp_client_txn *txn)
+{
+    struct ttxn *x = txn->user;
+    struct target *t = x->t;
+    if (t != NULL && t->txn == x) {
+        t->txn = NULL;
+        size_t k = 0;
+        memset(t->answers, 0, t->data_count * sizeof *t->answers);
+        for (size_t i = 0; i < txn->rcpt_count && k < t->data_count; i++)
+            if (txn->rcpts[i].reply.code / 100 == 2)
+                t->answers[k++] = txn->rcpts[i].data_reply;
+        ttxn_free(x);
+        answer_data(t, t->answers);
+        return;
+    }
+    ttxn_free(x);
+}
+
+/* -v: every command to the target, quoted. */
+static void on_command_sent(void *arg, const char *line)
+{
+    char quoted[200];
+    log_debug("target.send", " line=%s", log_quote(quoted, sizeof quoted, line, strlen(line)));
+}
+
+/* -v: every reply of the target, its text quoted (a reply cannot forge a log line). */
+static void on_reply_seen(void *arg, const struct smtp_client_reply *r)
+{
+    struct tconn *tc = arg;
+    if (tc->t == NULL || !tc->t->opts->verbose)
+        return;
+    char text[PEER_REPLY_TEXT], quoted[300];
+    peer_reply_text(r, text, sizeof text);
+    log_debug("target.reply", " code=%d text=%s", r->code,
+              log_quote(quoted, sizeof quoted, text, strlen(text)));
+}
+
+static void start_txn(struct target *t);
+
+static void on_ready(void *arg, const struct smtp_client_ext *ext,
+                     const struct smtp_client_reply *greeting)
+{
+    struct tconn *tc = arg;
+    struct target *t = tc->t;
+    if (t == NULL || t->conn != tc)
+        return;
+    t->caps = *ext;
+    t->ready = true;
+    if (t->txn != NULL && !t->txn->started)
+        start_txn(t);
+}
+
+/* The connection is gone: what was asked got its code 0 replies from the engine (rcpt_done,
+ * txn_done); a group still waiting for the greeting gets them here. The next MAIL reopens. */
+static void on_closed(void *arg, enum smtp_client_end how, const char *reason)
+{
+    struct tconn *tc = arg;
+    struct target *t = tc->t;
+    if (t != NULL && how != SMTP_CLIENT_END_QUIT)
+        log_warn("target.lost", " reason=\"%s\" end=%s", reason, smtp_client_end_name(how));
+    unlink_item((void **)&tc->owner->conns, tc, offsetof(struct tconn, next));
+    smtp_client_free(tc->client);   /* reason lives in it */
+    free(tc);
+    if (t == NULL)
+        return;
+    t->conn = NULL;
+    t->ready = false;
+    if (t->txn != NULL && !t->txn->started) {
+        detach_txn(t, false);
+        answer_group(t, NULL, &(struct smtp_client_reply){0});
+    }
+}
+
+static const struct smtp_client_callbacks target_callbacks = {
+    .ready = on_ready, .txn_done = on_txn_done, .closed = on_closed,
+};
+
+/* RFC 5321 4.5.3.2 timeouts, from the client's settings (whole seconds, scaled). */
+static struct smtp_client_config engine_config(const struct target *t)
+{
+    const struct client_options *o = t->opts;
+    unsigned flags = SMTP_CLIENT_USE_PIPELINING | SMTP_CLIENT_USE_CHUNKING |
+                     SMTP_CLIENT_STRICT_CRLF;
+    if (t->spec.kind == TARGET_LMTP)
+        flags |= SMTP_CLIENT_LMTP;
+    if (t->spec.starttls_required)
+        flags |= SMTP_CLIENT_STARTTLS_REQUIRED;
+    else if (t->tls_ctx != NULL)
+        flags |= SMTP_CLIENT_STARTTLS;
+    return (struct smtp_client_config){
+        .helo_name = t->helo,
+        .flags = flags,
+        .tls_ctx = t->tls_ctx,
+        .tls_name = t->spec.host,
+        .timeouts = {
+            .greeting = client_timeout_seconds(o, TIMEOUT_GREETING),
+            .command = client_timeout_seconds(o, TIMEOUT_COMMAND),
+            .data_init = client_timeout_seconds(o, TIMEOUT_DATA_INIT),
+            .data_block = client_timeout_seconds(o, TIMEOUT_DATA_BLOCK),
+            .data_end = client_timeout_seconds(o, TIMEOUT_DATA_END),
+        },
+    };
+}
+
+/* Connects (blocking, bounded) and hands the socket to the engine on base. */
+static struct smtp_client *engine_connect(struct event_base *base, const struct target *t,
+                                          const struct smtp_client_callbacks *cb, void *arg,
+                                          char *err, size_t errlen)
+{
+    int fd = wire_connect(t->spec.host, t->spec.port, t->spec.is_unix ? t->spec.unix_path : NULL,
+                          client_timeout(t->opts, TIMEOUT_CONNECT), err, errlen);
+    if (fd < 0)
+        return NULL;
+    struct bufferevent *bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    /* libevent writes at most 16 KiB per callback by default: the body goes in bigger writes */
+    bufferevent_set_max_single_write(bev, BODY_HIGH);
+    const struct smtp_client_config cfg = engine_config(t);
+    struct smtp_client *c = smtp_client_new(base, bev, &cfg, cb, arg);
+    if (c == NULL) {
+        bufferevent_free(bev);
+        snprintf(err, errlen, "out of memory");
+    }
+    return c;
+}
+
+static int open_connection(struct target *t)
+{
+    char err[256];
+    struct tconn *tc = calloc(1, sizeof *tc);
+    if (tc == NULL)
+        return -1;
+    tc->t = tc->owner = t;
+    tc->client = engine_connect(t->base, t, &target_callbacks, tc, err, sizeof err);
+    if (tc->client == NULL) {
+        log_warn("target.connect_failed", " error=%s", err);
+        free(tc);
+        return -1;
+    }
+    tc->next = t->conns;
+    t->conns = tc;
+    if (t->opts->verbose)
+        smtp_client_trace(tc->client, on_command_sent, on_reply_seen);
+    t->conn = tc;
+    t->ready = false;
+    t->generation++;
+    return 0;
+}
+
+/* Copies of the caller's strings, kept with the transaction. */
+static int keep(char **slot, const char *from, const char **to)
+{
+    *to = NULL;
+    if (from == NULL)
+        return 0;
+    *slot = strdup(from);
+    *to = *slot;
+    return *slot != NULL ? 0 : -1;
+}
+
+/* Appends a recipient to x, its parameters composed for the connection's capabilities. */
+static int add_rcpt(struct target *t, struct ttxn *x, const struct target_rcpt *r)
+{
+    char params[TXN_PARAMS];
+    if (x->txn.rcpt_count == x->cap) {
+        size_t cap = x->cap != 0 ? x->cap * 2 : 4;
+        struct smtp_client_rcpt *grown = realloc(x->txn.rcpts, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        x->txn.rcpts = grown;
+        x->cap = cap;
+    }
+    target_rcpt_params(&t->caps, r, params, sizeof params);
+    struct smtp_client_rcpt *rc = &x->txn.rcpts[x->txn.rcpt_count];
+    memset(rc, 0, sizeof *rc);
+    rc->address = strdup(r->address);
+    rc->params = params[0] != '\0' ? strdup(params) : NULL;
+    if (rc->address == NULL || (params[0] != '\0' && rc->params == NULL)) {
+        free((char *)rc->address);
+        free((char *)rc->params);
+        return -1;
+    }
+    t->group_rcpt = x->txn.rcpt_count++;
+    return 0;
+}
+
+/* The connection is ready: MAIL (composed now, from its EHLO reply) and the first RCPT. A
+ * message the target cannot take gets its refusal as MAIL's reply, and nothing is sent. */
+static void start_txn(struct target *t)
+{
+    struct ttxn *x = t->txn;
+    struct smtp_client_reply refusal = {0};
+    if (target_mail_params(&t->caps, &x->mail, x->mail_params, sizeof x->mail_params,
+                           &refusal) != 0) {
+        detach_txn(t, false);
+        defer_group(t, &refusal);
+        return;
+    }
+    x->txn = (struct smtp_client_txn){
+        .mail_from = x->sender, .mail_params = x->mail_params, .user = x,
+        .rcpt_done = on_rcpt_done,
+    };
+    if (add_rcpt(t, x, &x->first) != 0 || smtp_client_open(t->conn->client, &x->txn) != 0) {
+        detach_txn(t, false);
+        defer_group(t, NULL);
+        return;
+    }
+    x->started = true;
+    if (x->first_data)
+        smtp_client_rcpts_done(t->conn->client, &x->txn);
+}
+
+/* A new transaction: the envelope copied until the connection is ready. */
+static struct ttxn *new_txn(struct target *t, const struct target_group *g)
+{
+    struct ttxn *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return NULL;
+    x->t = x->owner = t;
+    x->next = t->txns;
+    t->txns = x;
+    x->mail = *g->mail;
+    x->first_data = g->data;
+    x->sender = strdup(g->mail->sender);
+    int rc = keep(&x->mail_strings[0], g->mail->ret, &x->mail.ret);
+    rc |= keep(&x->mail_strings[1], g->mail->envid, &x->mail.envid);
+    rc |= keep(&x->first_strings[0], g->rcpt.address, &x->first.address);
+    rc |= keep(&x->first_strings[1], g->rcpt.notify, &x->first.notify);
+    rc |= keep(&x->first_strings[2], g->rcpt.orcpt, &x->first.orcpt);
+    x->mail.sender = x->sender;
+    if (rc != 0 || x->sender == NULL) {
+        ttxn_free(x);
+        return NULL;
+    }
+    return x;
+}
+
+/* MAIL and the first RCPT. A transaction never spans two connections, but MAIL may open a new
+ * one. */
+static void group_open(struct target *t, const struct target_group *g)
+{
+    if (t->conn == NULL && open_connection(t) != 0) {
+        defer_group(t, NULL);
+        return;
+    }
+    t->txn = new_txn(t, g);
+    if (t->txn == NULL) {
+        defer_group(t, NULL);
+        return;
+    }
+    if (t->ready)
+        start_txn(t);
+}
+
+/* A later RCPT joins the transaction on the connection it lives on. On a new connection the
+ * target would answer it 503, a permanent failure for mail that is only delayed: no reply
+ * (code 0) instead. */
+static void group_join(struct target *t, const struct target_group *g)
+{
+    struct ttxn *x = t->txn;
+    if (x == NULL || !x->started || t->conn == NULL || add_rcpt(t, x, &g->rcpt) != 0) {
+        defer_group(t, NULL);
+        return;
+    }
+    if (smtp_client_add_rcpt(t->conn->client, &x->txn) != 0) {
+        /* the list is closed: the engine took the recipient back */
+        free((char *)x->txn.rcpts[x->txn.rcpt_count].address);
+        free((char *)x->txn.rcpts[x->txn.rcpt_count].params);
+        defer_group(t, NULL);
+        return;
+    }
+    if (g->data)
+        smtp_client_rcpts_done(t->conn->client, &x->txn);
+}
+
+static void local_group(struct target *t, const struct target_group *g);
+
+void target_group(struct target *t, const struct target_group *g, target_rcpt_cb cb, void *arg)
+{
+    t->group_cb = cb;
+    t->group_arg = arg;
+    t->group_mail = g->mail != NULL;
+    if (is_local(&t->spec)) {
+        local_group(t, g);
+        return;
+    }
+    if (g->rset || g->mail != NULL)
+        detach_txn(t, true);   /* RSET, or the connection dropped inside the data */
+    if (t->conn != NULL && smtp_client_ended(t->conn->client)) {
+        t->conn->t = NULL;     /* ending: its closed() frees it */
+        t->conn = NULL;
+        t->ready = false;
+    }
+    if (g->mail != NULL)
+        group_open(t, g);
+    else
+        group_join(t, g);
+}
+
+static void local_body(struct target *t, int fd);
+
+void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg)
 {
     struct stat st;
-    char line[48];
-    if (fstat(t->body_fd, &st) != 0) {
-        drop(t, "spool stat error");
+    t->data_cb = cb;
+    t->data_arg = arg;
+    t->data_count = count < MAX_REPLIES ? count : MAX_REPLIES;
+    if (is_local(&t->spec) && fd >= 0) {
+        local_body(t, fd);
         return;
     }
-    t->bdat = true;
-    snprintf(line, sizeof line, "BDAT %lld LAST", (long long)st.st_size);
-    send_line(t, line, TIMEOUT_DATA_BLOCK);
-    start_body(t);
-}
-
-/* The group's MAIL and RCPT lines, from the capabilities of the connection they go on (its
- * EHLO/LHLO reply is parsed by now). A MAIL the target cannot take keeps no line: it and what
- * follows it are not sent (a RSET before it is). Out of memory: no line, no reply (code 0). */
-static void compose_group(struct target *t)
-{
-    char line[1200];
-    for (size_t i = 0; i < t->count; i++) {
-        if (t->ops[i] == OP_MAIL) {
-            if (compose_mail(&t->caps, &t->mail, line, sizeof line, &t->refusal) != 0)
-                return;
-        } else if (t->ops[i] == OP_RCPT) {
-            compose_rcpt(&t->caps, &t->rcpt, line, sizeof line);
-        } else {
-            continue;
-        }
-        t->lines[i] = strdup(line);
-    }
-}
-
-/* Can command i go now? Not without its line (above), nor DATA without PIPELINING (it goes
- * with the message then). */
-static bool sendable(const struct target *t, size_t i)
-{
-    return i < t->count && t->lines[i] != NULL && (t->ops[i] != OP_DATA || t->pipelined);
-}
-
-/* The group is over: one slot per command asked, code 0 for those not sent or not answered,
- * the refusal for a MAIL refused here. */
-static void end_group(struct target *t)
-{
-    for (size_t k = t->got; k < t->count; k++) {
-        memset(&t->replies[k], 0, sizeof t->replies[k]);
-        if (t->ops[k] == OP_MAIL && t->refusal.code != 0)
-            t->replies[k] = t->refusal;
-    }
-    t->want = t->count;
-    t->state = T_IDLE;
-    finish_op(t);
-}
-
-/* Writes the next command of the group, or all of them when the target pipelines (RFC 2920:
- * DATA only then, and only last). Without PIPELINING a DATA is not sent at all. */
-static void send_commands(struct target *t)
-{
-    t->state = T_WAIT;
-    while (sendable(t, t->sent)) {
-        send_line(t, t->lines[t->sent], TIMEOUT_COMMAND);
-        t->sent++;
-        if (!t->pipelined)
-            break;
-    }
-    t->want = t->sent;   /* replies to expect (a DATA not sent has none) */
-    if (t->sent == 0)
-        end_group(t);    /* nothing to send */
-}
-
-static void start_op(struct target *t)
-{
-    t->bdat = false;
-    if (t->ops[0] == OP_BODY) {
-        if (t->state == T_DATA_OPEN) {
-            start_body(t);
-            return;
-        }
-        if (t->caps.chunking) {
-            start_bdat(t);
-            return;
-        }
-        t->state = T_WAIT_354;
-        send_line(t, "DATA", TIMEOUT_DATA_INIT);
+    struct ttxn *x = t->txn;
+    if (fd < 0 || x == NULL || t->conn == NULL || fstat(fd, &st) != 0) {
+        /* No body to send: a DATA left open ends without its dot; the replies have code 0. */
+        detach_txn(t, true);
+        defer_unavailable(t);
         return;
     }
-    t->pipelined = t->caps.pipelining && !t->helo_fallback;
-    compose_group(t);
-    send_commands(t);
+    /* The spool file ends where the message ends: its size is the body's (BDAT's chunk). */
+    const struct smtp_client_body body = {.fd = fd, .offset = 0, .length = (uint64_t)st.st_size};
+    smtp_client_data(t->conn->client, &x->txn, &body);
 }
 
-static void on_greeting(struct target *t, const struct wire_reply *r)
+/* ---- the blocking probe: the same engine on a private event loop ---- */
+
+struct probe {
+    struct event_base *base;
+    struct smtp_client *client;
+    struct smtp_client_ext *caps;
+    bool ready;
+    char reason[200];
+};
+
+static void probe_ready(void *arg, const struct smtp_client_ext *ext,
+                        const struct smtp_client_reply *greeting)
 {
-    char line[300];
-    if (r->code != 220) {
-        drop(t, "greeting refused");
-        return;
-    }
-    t->state = T_HELLO;
-    snprintf(line, sizeof line, "%s %s", hello_verb(&t->spec), t->helo);
-    send_line(t, line, TIMEOUT_COMMAND);
+    struct probe *p = arg;
+    *p->caps = *ext;
+    p->ready = true;
+    smtp_client_quit(p->client);
 }
 
-static void on_hello(struct target *t, const struct wire_reply *r)
+static void probe_closed(void *arg, enum smtp_client_end how, const char *reason)
 {
-    char line[300];
-    if (r->code / 100 == 2) {
-        if (!t->helo_fallback)
-            parse_caps(r, &t->caps);
-        t->state = T_IDLE;
-        if (t->op_active)
-            start_op(t);
-    } else if (r->code / 100 == 5 && t->spec.kind == TARGET_SMTP && !t->helo_fallback) {
-        /* RFC 5321 3.2: a server that does not know EHLO gets HELO. */
-        t->helo_fallback = true;
-        memset(&t->caps, 0, sizeof t->caps);
-        snprintf(line, sizeof line, "HELO %s", t->helo);
-        send_line(t, line, TIMEOUT_COMMAND);
-    } else {
-        drop(t, "hello refused");
-    }
+    struct probe *p = arg;
+    snprintf(p->reason, sizeof p->reason, "%s", reason);
+    event_base_loopbreak(p->base);
 }
 
-/* RFC 5321 4.3.2: DATA is answered 354, or refused with 4xx/5xx. A 2xx (or another 3xx)
- * would be taken for the verdict on a message the target never saw: the target is out of
- * step, and what is in flight gets no reply (421 to the provider). */
-static bool valid_reply_to_data(const struct wire_reply *r)
+static void probe_txn_done(void *arg, struct smtp_client_txn *txn)
 {
-    return r->code == 354 || r->code / 100 >= 4;
 }
 
-/* A reply to a command of the group (or, after the body, one of the final replies). */
-static void on_reply(struct target *t, const struct wire_reply *r)
+static const struct smtp_client_callbacks probe_callbacks = {
+    .ready = probe_ready, .txn_done = probe_txn_done, .closed = probe_closed,
+};
+
+static int probe_exchange(const struct target_spec *spec, const struct client_options *o,
+                          const char *helo, struct smtp_client_ext *caps, char *err,
+                          size_t errlen)
 {
-    if (t->got >= t->want) {
-        drop(t, "unexpected reply");
-        return;
+    struct target t = {.spec = *spec, .opts = o, .tls_ctx = target_tls_context(spec)};
+    struct probe p = {.caps = caps};
+    snprintf(t.helo, sizeof t.helo, "%s", helo);
+    p.base = event_base_new();
+    if (p.base == NULL) {
+        SSL_CTX_free(t.tls_ctx);
+        snprintf(err, errlen, "out of memory");
+        return -1;
     }
-    size_t i = t->got++;
-    t->replies[i] = *r;
-    if (t->ops[0] == OP_BODY || t->count == 0) {
-        if (t->got == t->want) {
-            t->state = T_IDLE;
-            finish_op(t);
-        }
-        return;
+    p.client = engine_connect(p.base, &t, &probe_callbacks, &p, err, errlen);
+    if (p.client != NULL) {
+        event_base_dispatch(p.base);
+        smtp_client_free(p.client);
+        event_base_loop(p.base, EVLOOP_NONBLOCK);   /* libevent frees the bufferevent there */
+        if (!p.ready)
+            snprintf(err, errlen, "%s", p.reason);
     }
-    enum target_op op = t->ops[i];
-    if (op == OP_DATA && !valid_reply_to_data(r)) {
-        t->got = i;   /* that reply is no reply: drop() leaves its slot code 0 */
-        drop(t, "neither 354 nor a refusal to DATA");
-        return;
-    }
-    if (op == OP_RCPT && r->code / 100 == 2)
-        t->group_accepted = true;
-    if (op == OP_DATA && r->code == 354) {
-        if (!t->group_accepted && !t->others_accepted) {
-            /* RFC 2920 3.1: DATA accepted although every recipient was refused: a lone dot
-             * ends it (nothing to deliver to); its reply is not passed on. */
-            t->ops[t->count] = OP_DOT;
-            t->want++;
-            send_line(t, ".", TIMEOUT_DATA_END);
-            return;
-        }
-        t->state = T_DATA_OPEN;
-        set_timeout(t, TIMEOUT_DATA_END);   /* the provider's body may take long */
-        finish_op(t);
-        return;
-    }
-    /* One at a time: the next command only after a 2xx (MAIL refused: no RCPT). */
-    if (!t->pipelined && r->code / 100 == 2 && sendable(t, t->sent)) {
-        send_line(t, t->lines[t->sent], TIMEOUT_COMMAND);
-        t->sent++;
-        t->want = t->sent;
-        return;
-    }
-    if (t->got == t->want)
-        end_group(t);
+    event_base_free(p.base);
+    SSL_CTX_free(t.tls_ctx);
+    return p.ready ? 0 : -1;
 }
 
-/* The reply to a DATA sent alone, before the body of target_data(). */
-static void on_354(struct target *t, const struct wire_reply *r)
-{
-    if (!valid_reply_to_data(r)) {
-        drop(t, "neither 354 nor a refusal to DATA");
-        return;
-    }
-    if (r->code != 354) {
-        t->want = 1;
-        on_reply(t, r);
-        return;
-    }
-    start_body(t);
-}
+static int local_probe(const struct target_spec *spec, struct smtp_client_ext *caps, char *err,
+                       size_t errlen);
 
-static void dispatch(struct target *t, const struct wire_reply *r)
+int target_probe(const struct target_spec *spec, const struct client_options *o,
+                 const char *helo, struct smtp_client_ext *caps, char *err, size_t errlen)
 {
-    if (t->opts->verbose) {
-        char quoted[300];
-        log_debug("target.reply", " code=%d text=%s", r->code,
-                  log_quote(quoted, sizeof quoted, r->text, strlen(r->text)));
-    }
-    switch (t->state) {
-    case T_GREETING: on_greeting(t, r); break;
-    case T_HELLO: on_hello(t, r); break;
-    case T_WAIT: on_reply(t, r); break;
-    case T_WAIT_354: on_354(t, r); break;
-    default: drop(t, "unexpected reply"); break;
-    }
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    struct target *t = arg;
-    struct wire_reply r;
-    int rc;
-    while (t->bev != NULL && (rc = wire_read_reply(&t->reader, bufferevent_get_input(bev), &r)) != 0) {
-        if (rc < 0) {
-            drop(t, wire_reader_error(&t->reader));
-            return;
-        }
-        dispatch(t, &r);
-    }
-}
-
-static void on_write(struct bufferevent *bev, void *arg)
-{
-    struct target *t = arg;
-    if (t->state == T_BODY)
-        pump_body(t);
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct target *t = arg;
-    drop(t, what & BEV_EVENT_TIMEOUT ? "timeout" : what & BEV_EVENT_EOF ? "eof" : "error");
+    memset(caps, 0, sizeof *caps);
+    if (is_local(spec))
+        return local_probe(spec, caps, err, errlen);
+    return probe_exchange(spec, o, helo, caps, err, errlen);
 }
 
 /* ---- local targets: maildir: and mda: (local.h) ---- */
 
-static void local_caps(struct target_caps *caps)
+static void local_caps(struct smtp_client_ext *caps)
 {
     /* The message is stored or piped as it is: any 8-bit or UTF-8 content goes. */
-    *caps = (struct target_caps){.esmtp = true, .eightbitmime = true, .smtputf8 = true};
+    *caps = (struct smtp_client_ext){.esmtp = true, .eightbitmime = true, .smtputf8 = true};
 }
 
-static int local_probe(const struct target_spec *spec, struct target_caps *caps, char *err,
+static int local_probe(const struct target_spec *spec, struct smtp_client_ext *caps, char *err,
                        size_t errlen)
 {
     struct mda_command c;
@@ -742,57 +792,47 @@ static void local_reset(struct target *t)
     t->sender = NULL;
 }
 
-static void local_command(struct target *t, const char *line, const char *addr,
-                          struct wire_reply *out)
-{
-    if (strcasecmp(line, "RSET") == 0)
-        local_reset(t);
-    local_reply(out, 250, "2.0.0 OK");
-}
-
-static void local_mail(struct target *t, const char *line, const char *sender,
-                       struct wire_reply *out)
+static void local_mail(struct target *t, const char *sender, struct smtp_client_reply *out)
 {
     local_reset(t);
     if (t->spec.kind == TARGET_MDA && mda_address_ok(sender) != 0) {
-        local_reply(out, 553, "5.1.7 Sender address starting with '-' refused "
+        peer_reply_set(out, 553, "5.1.7 Sender address starting with '-' refused "
                     "by the MDA target");
         return;
     }
     t->sender = strdup(sender);
     if (t->sender == NULL)
-        local_reply(out, 451, "4.3.0 Out of memory");
+        peer_reply_set(out, 451, "4.3.0 Out of memory");
     else
-        local_reply(out, 250, "2.1.0 OK");
+        peer_reply_set(out, 250, "2.1.0 OK");
 }
 
 /* The recipient's destination: the expanded maildir, or nothing for an MDA. */
 static int local_destination(struct target *t, const char *rcpt, char **dest,
-                             struct wire_reply *out)
+                             struct smtp_client_reply *out)
 {
     char path[LOCAL_PATH_MAX], err[200];
     *dest = NULL;
     if (t->spec.kind == TARGET_MDA) {
         if (mda_address_ok(rcpt) == 0)
             return 0;
-        local_reply(out, 553, "5.1.3 Recipient address starting with '-' refused "
+        peer_reply_set(out, 553, "5.1.3 Recipient address starting with '-' refused "
                     "by the MDA target");
         return -1;
     }
     if (maildir_expand(t->spec.local, rcpt, path, sizeof path, err, sizeof err) != 0) {
-        local_reply(out, 553, "5.1.3 %s", err);
+        peer_reply_set(out, 553, "5.1.3 %s", err);
         return -1;
     }
     *dest = strdup(path);
     return 0;
 }
 
-static void local_rcpt(struct target *t, const char *line, const char *rcpt,
-                       struct wire_reply *out)
+static void local_rcpt(struct target *t, const char *rcpt, struct smtp_client_reply *out)
 {
     char *dest;
     if (t->sender == NULL || t->rcpt_count == MAX_REPLIES) {
-        local_reply(out, 452, "4.5.3 Too many recipients");
+        peer_reply_set(out, 452, "4.5.3 Too many recipients");
         return;
     }
     if (local_destination(t, rcpt, &dest, out) != 0)
@@ -803,216 +843,55 @@ static void local_rcpt(struct target *t, const char *line, const char *rcpt,
     if (r->addr == NULL || (dest == NULL && t->spec.kind == TARGET_MAILDIR)) {
         free(r->addr);
         free(dest);
-        local_reply(out, 451, "4.3.0 Out of memory");
+        peer_reply_set(out, 451, "4.3.0 Out of memory");
         return;
     }
     t->rcpt_count++;
-    local_reply(out, 250, "2.1.5 OK");
+    peer_reply_set(out, 250, "2.1.5 OK");
 }
 
-/* One delivery per recipient, each with its own verdict (folded by the relay). */
-static void local_body(struct target *t, const char *line, const char *addr,
-                       struct wire_reply *out)
+/* One delivery per recipient, each with its own verdict (folded by the relay), from the loop. */
+static void local_body(struct target *t, int fd)
 {
-    for (size_t i = 0; i < t->want && i < t->rcpt_count; i++) {
+    struct smtp_client_reply *out = t->answers;
+    memset(out, 0, t->data_count * sizeof *out);
+    for (size_t i = 0; i < t->data_count && i < t->rcpt_count; i++) {
         const struct local_rcpt *r = &t->rcpts[i];
         if (t->spec.kind == TARGET_MAILDIR)
-            maildir_deliver(r->dest, t->body_fd, t->sender, r->addr, &out[i]);
+            maildir_deliver(r->dest, fd, t->sender, r->addr, &out[i]);
         else
-            mda_deliver(&t->mda, t->body_fd, t->sender, r->addr,
+            mda_deliver(&t->mda, fd, t->sender, r->addr,
                         (double)client_timeout_seconds(t->opts, TIMEOUT_DATA_END), &out[i]);
         if (t->opts->verbose) {
-            char qaddr[300], qtext[300];
+            char qaddr[300], qtext[300], text[PEER_REPLY_TEXT];
+            peer_reply_text(&out[i], text, sizeof text);
             log_debug("target.local", " rcpt=%s code=%d reply=%s",
                       log_quote(qaddr, sizeof qaddr, r->addr, strlen(r->addr)), out[i].code,
-                      log_quote(qtext, sizeof qtext, out[i].text, strlen(out[i].text)));
+                      log_quote(qtext, sizeof qtext, text, strlen(text)));
         }
     }
     local_reset(t);
+    t->answer = ANSWER_DATA;
+    event_active(t->deliver, EV_WRITE, 0);
 }
 
 /* A group runs one command at a time and stops at the first refusal; DATA has nothing to do
- * here (the delivery is target_data()), so it stays unanswered (code 0). */
-static void local_run(struct target *t, enum target_op op, const char *line, const char *addr,
-                      struct wire_reply *out)
+ * here (the delivery is target_data()). */
+static void local_group(struct target *t, const struct target_group *g)
 {
-    static void (*const handlers[])(struct target *, const char *, const char *,
-                                    struct wire_reply *) = {
-        [OP_COMMAND] = local_command,
-        [OP_MAIL] = local_mail,
-        [OP_RCPT] = local_rcpt,
-        [OP_BODY] = local_body,
-    };
-    if (handlers[op] != NULL)
-        handlers[op](t, line, addr, out);
-}
-
-static int open_connection(struct target *t)
-{
-    char err[256];
-    int fd = wire_connect(t->spec.host, t->spec.port, t->spec.is_unix ? t->spec.unix_path : NULL,
-                          client_timeout(t->opts, TIMEOUT_CONNECT), err, sizeof err);
-    if (fd < 0) {
-        log_warn("target.connect_failed", " error=%s", err);
-        return -1;
-    }
-    t->bev = bufferevent_socket_new(t->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (t->bev == NULL) {
-        close(fd);
-        return -1;
-    }
-    t->generation++;
-    t->helo_fallback = false;
-    t->state = T_GREETING;
-    bufferevent_setcb(t->bev, on_read, on_write, on_event, t);
-    bufferevent_setwatermark(t->bev, EV_WRITE, BODY_LOW, 0);
-    /* libevent writes at most 16 KiB per callback by default: the body goes in bigger writes */
-    bufferevent_set_max_single_write(t->bev, BODY_HIGH);
-    set_timeout(t, TIMEOUT_GREETING);
-    bufferevent_enable(t->bev, EV_READ | EV_WRITE);
-    return 0;
-}
-
-/* A transaction never spans two connections: MAIL (or RSET) may open a new one, but RCPT and
- * DATA belong to the MAIL sent on the connection that is gone. On a new connection the target
- * would answer them 503, a permanent failure for mail that is only delayed. */
-static bool may_reconnect(enum target_op op)
-{
-    return op == OP_COMMAND || op == OP_MAIL;
-}
-
-/* Starts an operation: t->count commands of a group (t->ops[], t->lines[]), or the body
- * (t->ops[0] == OP_BODY, t->count 0); replies: slots the caller reads. */
-static void begin(struct target *t, size_t replies, target_cb cb, void *arg)
-{
-    if (t->state == T_DATA_OPEN && t->ops[0] != OP_BODY)
-        drop(t, "message abandoned after DATA");   /* never a command inside the data */
-    t->op_active = true;
-    t->sent = 0;
-    t->want = replies;
-    t->got = 0;
-    t->group_accepted = false;
-    t->cb = cb;
-    t->cb_arg = arg;
-    free(t->replies);
-    /* one more than asked: room for the reply to a lone dot (on_reply) */
-    t->replies = calloc(replies + 1, sizeof *t->replies);
-    if (t->replies == NULL) {
-        t->want = 0;
-        finish_op(t);
-        return;
-    }
-    if (is_local(&t->spec)) {
-        if (t->ops[0] == OP_BODY) {
-            local_run(t, OP_BODY, NULL, NULL, t->replies);
-        } else {
-            for (size_t i = 0; i < t->count; i++) {
-                local_run(t, t->ops[i], t->lines[i], t->addrs[i], &t->replies[i]);
-                if (t->replies[i].code / 100 != 2)
-                    break;
-            }
-        }
-        finish_op(t);
-        return;
-    }
-    if (t->state == T_DOWN && (!may_reconnect(t->ops[0]) || open_connection(t) != 0)) {
-        finish_op(t);   /* every reply code 0: unavailable */
-        return;
-    }
-    if (t->state == T_IDLE || t->state == T_DATA_OPEN)
-        start_op(t);
-}
-
-/* A command of the group; line NULL for MAIL and RCPT (composed when sent). */
-static int add_command(struct target *t, enum target_op op, const char *line, const char *addr)
-{
-    size_t i = t->count++;
-    t->ops[i] = op;
-    t->lines[i] = line != NULL ? strdup(line) : NULL;
-    t->addrs[i] = addr != NULL ? strdup(addr) : NULL;
-    return (line != NULL && t->lines[i] == NULL) || (addr != NULL && t->addrs[i] == NULL) ? -1
-                                                                                          : 0;
-}
-
-/* *to = a copy of from (NULL stays NULL), kept in t->params[slot] until the group is over. */
-static int keep_param(struct target *t, size_t slot, const char *from, const char **to)
-{
-    *to = NULL;
-    if (from == NULL)
-        return 0;
-    t->params[slot] = strdup(from);
-    *to = t->params[slot];
-    return *to != NULL ? 0 : -1;
-}
-
-/* The group's envelope, copied: MAIL and RCPT are composed from it when sent. */
-static int keep_envelope(struct target *t, const struct target_group *g)
-{
-    int rc = 0;
-    if (g->mail != NULL) {
-        t->mail = *g->mail;
-        rc |= add_command(t, OP_MAIL, NULL, g->mail->sender);
-        t->mail.sender = t->addrs[t->count - 1];
-        rc |= keep_param(t, 0, g->mail->ret, &t->mail.ret);
-        rc |= keep_param(t, 1, g->mail->envid, &t->mail.envid);
-    }
-    rc |= add_command(t, OP_RCPT, NULL, g->rcpt.address);
-    t->rcpt.address = t->addrs[t->count - 1];
-    rc |= keep_param(t, 2, g->rcpt.notify, &t->rcpt.notify);
-    rc |= keep_param(t, 3, g->rcpt.orcpt, &t->rcpt.orcpt);
-    return rc;
-}
-
-/* An operation that sends nothing: count replies, every one code 0 (unavailable), delivered
- * from the loop like any other. */
-static void answer_unavailable(struct target *t, size_t count, target_cb cb, void *arg)
-{
-    t->op_active = true;
-    t->cb = cb;
-    t->cb_arg = arg;
-    free(t->replies);
-    t->replies = calloc(count, sizeof *t->replies);
-    t->want = t->replies != NULL ? count : 0;
-    finish_op(t);
-}
-
-void target_group(struct target *t, const struct target_group *g, target_cb cb, void *arg)
-{
-    int rc = 0;
-    clear_op(t);
+    memset(&t->answer_mail, 0, sizeof t->answer_mail);
+    memset(&t->answer_rcpt, 0, sizeof t->answer_rcpt);
     if (g->rset)
-        rc |= add_command(t, OP_COMMAND, "RSET", NULL);
-    rc |= keep_envelope(t, g);
-    /* With CHUNKING the body goes as BDAT in target_data(): nothing to open here. */
-    if (g->data && !t->caps.chunking)
-        rc |= add_command(t, OP_DATA, "DATA", NULL);
-    t->others_accepted = g->others_accepted;
-    if (rc != 0) {
-        /* Out of memory: nothing is sent, every reply has code 0 (unavailable). */
-        size_t count = t->count;
-        clear_op(t);
-        answer_unavailable(t, count, cb, arg);
-        return;
-    }
-    begin(t, t->count, cb, arg);
+        local_reset(t);
+    if (g->mail != NULL)
+        local_mail(t, g->mail->sender, &t->answer_mail);
+    if (g->mail == NULL || t->answer_mail.code / 100 == 2)
+        local_rcpt(t, g->rcpt.address, &t->answer_rcpt);
+    t->answer = ANSWER_GROUP;
+    event_active(t->deliver, EV_WRITE, 0);
 }
 
-void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg)
-{
-    if (count > MAX_REPLIES)
-        count = MAX_REPLIES;
-    clear_op(t);
-    t->ops[0] = OP_BODY;
-    t->body_fd = fd;
-    if (fd < 0) {
-        /* No body to send: a DATA left open ends without its dot; the replies have code 0. */
-        if (t->state == T_DATA_OPEN)
-            drop(t, "no message to send");
-        answer_unavailable(t, count, cb, arg);
-        return;
-    }
-    begin(t, count, cb, arg);
-}
+/* ---- the target ---- */
 
 struct target *target_new(struct event_base *base, const struct target_spec *spec,
                           const struct client_options *o, const char *helo)
@@ -1023,11 +902,11 @@ struct target *target_new(struct event_base *base, const struct target_spec *spe
     t->base = base;
     t->spec = *spec;
     t->opts = o;
-    t->body_fd = -1;
     snprintf(t->helo, sizeof t->helo, "%s", helo);
-    wire_reader_init(&t->reader);
     t->deliver = event_new(base, -1, 0, on_deliver, t);
+    t->tls_ctx = target_tls_context(spec);
     t->rcpts = calloc(MAX_REPLIES, sizeof *t->rcpts);
+    t->answers = calloc(MAX_REPLIES, sizeof *t->answers);
     if (is_local(spec)) {
         char err[256];
         t->generation = 1;   /* nothing to lose: a transaction never spans a reconnection */
@@ -1035,36 +914,41 @@ struct target *target_new(struct event_base *base, const struct target_spec *spe
         if (spec->kind == TARGET_MDA && mda_parse(spec->local, &t->mda, err, sizeof err) != 0)
             log_warn("target.mda", " error=\"%s\"", err);
     }
-    if (t->deliver == NULL || t->rcpts == NULL) {
+    if (t->deliver == NULL || t->rcpts == NULL || t->answers == NULL) {
         target_free(t);
         return NULL;
     }
     return t;
 }
 
+/* QUIT if connected and idle (best effort, without waiting: the loop is over). */
 void target_quit(struct target *t)
 {
-    if (t->bev != NULL && t->state == T_IDLE) {
-        struct evbuffer *out = bufferevent_get_output(t->bev);
-        evbuffer_add(out, "QUIT\r\n", 6);
-        (void)evbuffer_write(out, bufferevent_getfd(t->bev));
-    }
+    if (t->conn != NULL && t->txn == NULL)
+        smtp_client_quit_now(t->conn->client);
 }
 
 void target_free(struct target *t)
 {
     if (t == NULL)
         return;
-    if (t->bev != NULL)
-        bufferevent_free(t->bev);
+    /* The engines hand back what they hold (txn_done, closed) only from the loop, which is
+     * over: end them here, and free what they held. */
+    while (t->conns != NULL) {
+        struct tconn *tc = t->conns;
+        t->conns = tc->next;
+        smtp_client_free(tc->client);
+        free(tc);
+    }
+    while (t->txns != NULL)
+        ttxn_free(t->txns);
     if (t->deliver != NULL)
         event_free(t->deliver);
-    wire_reader_free(&t->reader);
     if (t->rcpts != NULL)
         local_reset(t);
     free(t->rcpts);
-    free(t->replies);
-    clear_op(t);
+    free(t->answers);
+    SSL_CTX_free(t->tls_ctx);
     free(t);
 }
 
@@ -1073,7 +957,7 @@ unsigned target_generation(const struct target *t)
     return t->generation;
 }
 
-const struct target_caps *target_capabilities(const struct target *t)
+const struct smtp_client_ext *target_capabilities(const struct target *t)
 {
     return &t->caps;
 }

@@ -28,18 +28,7 @@ void wire_reader_free(struct wire_reader *r)
     reply_reader_free(&r->replies);
 }
 
-/* Keeps the text of one reply line: after "ddd-"/"ddd ", lines joined with '\n', cut at
- * WIRE_REPLY_TEXT (the reader bounds the lines and their number). */
-static void keep_line(struct wire_reply *cur, const struct reply_line *l)
-{
-    size_t used = strlen(cur->text);
-    cur->code = l->code;
-    cur->lines = l->index + 1;
-    snprintf(cur->text + used, sizeof cur->text - used, "%s%s", l->index > 0 ? "\n" : "",
-             l->text);
-}
-
-int wire_read_reply(struct wire_reader *r, struct evbuffer *in, struct wire_reply *out)
+int wire_read_reply(struct wire_reader *r, struct evbuffer *in, struct smtp_client_reply *out)
 {
     for (;;) {
         struct reply_line l;
@@ -51,7 +40,7 @@ int wire_read_reply(struct wire_reader *r, struct evbuffer *in, struct wire_repl
             r->error = st;
             return -1;
         }
-        keep_line(&r->cur, &l);
+        reply_reader_keep(&r->cur, &l);
         if (l.last) {
             *out = r->cur;
             memset(&r->cur, 0, sizeof r->cur);
@@ -65,25 +54,11 @@ const char *wire_reader_error(const struct wire_reader *r)
     return reply_status_name(r->error);
 }
 
-const char *wire_reply_line(const struct wire_reply *r, size_t i, char *buf, size_t len)
-{
-    const char *p = r->text;
-    for (size_t n = 0; n < i; n++) {
-        p = strchr(p, '\n');
-        if (p == NULL)
-            return NULL;
-        p++;
-    }
-    size_t l = strcspn(p, "\n");
-    snprintf(buf, len, "%.*s", (int)l, p);
-    return buf;
-}
-
-bool wire_ehlo_has(const struct wire_reply *r, const char *keyword, char *args, size_t argslen)
+bool wire_ehlo_has(const struct smtp_client_reply *r, const char *keyword, char *args, size_t argslen)
 {
     char line[REPLY_LINE_MAX];
     size_t klen = strlen(keyword);
-    for (size_t i = 1; wire_reply_line(r, i, line, sizeof line) != NULL; i++) {
+    for (size_t i = 1; peer_reply_line(r, i, line, sizeof line) != NULL; i++) {
         if (strncasecmp(line, keyword, klen) != 0 || (line[klen] != '\0' && line[klen] != ' '))
             continue;
         if (args != NULL)
@@ -91,15 +66,6 @@ bool wire_ehlo_has(const struct wire_reply *r, const char *keyword, char *args, 
         return true;
     }
     return false;
-}
-
-void wire_to_smtp_reply(const struct wire_reply *w, struct smtp_reply *out)
-{
-    out->code = w->code;
-    out->enhanced[0] = '\0';
-    size_t n = strnlen(w->text, sizeof out->text - 1);
-    memcpy(out->text, w->text, n);
-    out->text[n] = '\0';
 }
 
 /* ---- connecting ---- */

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -24,6 +25,9 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "lib/reply_reader.h"
 #include "lib/log.h"
@@ -35,14 +39,16 @@ enum {
     WRITE_LOW = 64 << 10,    /* refill when the output drops to this */
 };
 
-enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT, EX_BDAT,
-                   EX_RSET, EX_QUIT };
+enum expect_kind { EX_GREETING, EX_EHLO, EX_HELO, EX_STARTTLS, EX_MAIL, EX_RCPT, EX_DATA, EX_DOT,
+                   EX_BDAT, EX_RSET, EX_QUIT };
 
 enum timeout_kind { TO_GREETING, TO_COMMAND, TO_DATA_INIT, TO_DATA_END };
 
-enum txn_phase { TX_MAIL, TX_RCPT, TX_DATA, TX_WAIT_354, TX_BODY, TX_SENT };
+/* TX_WAIT_BODY: DATA answered 354 before the caller gave the body (incremental use). */
+enum txn_phase { TX_MAIL, TX_RCPT, TX_DATA, TX_WAIT_354, TX_WAIT_BODY, TX_BODY, TX_SENT };
 
-enum client_state { ST_GREETING, ST_HELLO, ST_READY, ST_QUITTING, ST_ENDING };
+/* ST_TLS: the TLS handshake after STARTTLS's 220 (RFC 3207 4.2). */
+enum client_state { ST_GREETING, ST_HELLO, ST_TLS, ST_READY, ST_QUITTING, ST_ENDING };
 
 struct expect {
     enum expect_kind kind;
@@ -58,9 +64,11 @@ struct smtp_client {
     char *helo_name;
     struct smtp_client_callbacks cb;
     void *arg;
+    void (*command_sent)(void *arg, const char *line);
+    void (*reply_seen)(void *arg, const struct smtp_client_reply *reply);
     enum client_state state;
     struct smtp_client_ext ext;
-    bool pipelining, chunking, lmtp, line_mode, fast_on_request;
+    bool pipelining, chunking, lmtp, line_mode, fast_on_request, tls_active;
     /* replies */
     struct reply_reader reader;
     struct smtp_client_reply cur;   /* the reply being assembled */
@@ -70,10 +78,12 @@ struct smtp_client {
     /* transactions: head..tail not yet reported; wtxn the first not yet fully written */
     struct smtp_client_txn *head, *tail, *wtxn;
     bool quit_requested, refused;
+    bool finished;           /* closed() was called: nothing more happens */
     /* body being sent */
     struct smtp_client_txn *pumping;
     uint64_t pumped;
-    bool stuff, at_line_start, ends_with_lf;
+    bool stuff;
+    struct smtp_dot_stuffer stuffer;
     struct evbuffer *staged;
     /* events */
     struct event *timer, *kick;
@@ -190,30 +200,58 @@ static void command(struct smtp_client *c, enum expect_kind kind, struct smtp_cl
 static void command(struct smtp_client *c, enum expect_kind kind, struct smtp_client_txn *txn,
                     size_t index, const char *fmt, ...)
 {
+    char line[2048];
     va_list ap;
     va_start(ap, fmt);
-    evbuffer_add_vprintf(c->staged, fmt, ap);
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
     va_end(ap);
-    evbuffer_add(c->staged, "\r\n", 2);
+    if (n < 0 || (size_t)n >= sizeof line - 2) {
+        end_session(c, SMTP_CLIENT_END_ERROR, "command line too long");
+        return;
+    }
+    if (c->command_sent != NULL)
+        c->command_sent(c->arg, line);
+    memcpy(line + n, "\r\n", 2);
+    evbuffer_add(c->staged, line, (size_t)n + 2);
     if (push_expect(c, kind, txn, index) != 0)
         end_session(c, SMTP_CLIENT_END_ERROR, "out of memory");
 }
 
 /* ---- message body ---- */
 
-/* RFC 5321 4.5.2: a line starting with "." gets one more "." in front. */
-static void stage_stuffed(struct smtp_client *c, const char *buf, size_t len)
+/* RFC 5321 4.5.2: a line starting with "." gets one more "." in front. memchr finds the line
+ * starts; whether the piece before ended a line is carried across calls. */
+void smtp_dot_stuff_begin(struct smtp_dot_stuffer *s)
 {
-    size_t from = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (c->at_line_start && buf[i] == '.') {
-            evbuffer_add(c->staged, buf + from, i - from);
-            evbuffer_add(c->staged, ".", 1);
-            from = i;
+    s->at_line_start = true;
+}
+
+void smtp_dot_stuff(struct smtp_dot_stuffer *s, struct evbuffer *out, const char *buf,
+                    size_t len)
+{
+    const char *from = buf, *end = buf + len, *p = buf;
+    if (len == 0)
+        return;
+    if (s->at_line_start && buf[0] == '.')
+        evbuffer_add(out, ".", 1);
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL && ++p < end) {
+        if (*p == '.') {
+            evbuffer_add(out, from, (size_t)(p - from));
+            evbuffer_add(out, ".", 1);
+            from = p;
         }
-        c->at_line_start = buf[i] == '\n';
     }
-    evbuffer_add(c->staged, buf + from, len - from);
+    evbuffer_add(out, from, (size_t)(end - from));
+    s->at_line_start = end[-1] == '\n';
+}
+
+void smtp_dot_stuff_end(struct smtp_dot_stuffer *s, struct evbuffer *out)
+{
+    if (s->at_line_start)   /* after a line end, or nothing at all: an empty message */
+        evbuffer_add(out, ".\r\n", 3);
+    else
+        evbuffer_add(out, "\r\n.\r\n", 5);
+    smtp_dot_stuff_begin(s);
 }
 
 static ssize_t body_read(struct smtp_client *c, char *buf, size_t len)
@@ -233,8 +271,7 @@ static void start_body(struct smtp_client *c, struct smtp_client_txn *txn, bool 
     c->pumping = txn;
     c->pumped = 0;
     c->stuff = stuff;
-    c->at_line_start = true;
-    c->ends_with_lf = false;
+    smtp_dot_stuff_begin(&c->stuffer);
     txn->phase = TX_BODY;
 }
 
@@ -243,10 +280,7 @@ static void end_body(struct smtp_client *c)
 {
     struct smtp_client_txn *txn = c->pumping;
     if (c->stuff) {
-        /* RFC 5321 4.1.1.4: the data ends with CRLF . CRLF; add the CRLF a body lacks. */
-        if (!c->ends_with_lf)
-            evbuffer_add(c->staged, "\r\n", 2);
-        evbuffer_add(c->staged, ".\r\n", 3);
+        smtp_dot_stuff_end(&c->stuffer, c->staged);
         if (push_expect(c, EX_DOT, txn, 0) != 0)
             end_session(c, SMTP_CLIENT_END_ERROR, "out of memory");
     }
@@ -274,18 +308,30 @@ static void pump_body(struct smtp_client *c)
             return;
         }
         if (c->stuff)
-            stage_stuffed(c, buf, (size_t)n);
+            smtp_dot_stuff(&c->stuffer, c->staged, buf, (size_t)n);
         else
             evbuffer_add(c->staged, buf, (size_t)n);
-        c->ends_with_lf = buf[n - 1] == '\n';
         c->pumped += (uint64_t)n;
     }
 }
 
 /* ---- writing transactions: one step per phase ---- */
 
+/* A transaction given up before its data: RSET (RFC 5321 4.1.1.5), unless nothing is open on
+ * the server (MAIL not sent, or refused). */
+static void step_cancelled(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (txn->phase != TX_MAIL && (txn->mail_reply.code == 0 || is_2xx(txn->mail_reply.code)))
+        command(c, EX_RSET, txn, 0, "RSET");
+    txn->phase = TX_SENT;
+}
+
 static bool step_mail(struct smtp_client *c, struct smtp_client_txn *txn)
 {
+    if (txn->cancelled) {
+        step_cancelled(c, txn);
+        return true;
+    }
     command(c, EX_MAIL, txn, 0, "MAIL FROM:<%s>%s", txn->mail_from,
             txn->mail_params != NULL ? txn->mail_params : "");
     txn->phase = TX_RCPT;
@@ -294,7 +340,13 @@ static bool step_mail(struct smtp_client *c, struct smtp_client_txn *txn)
 
 static bool step_rcpt(struct smtp_client *c, struct smtp_client_txn *txn)
 {
+    if (txn->cancelled) {
+        step_cancelled(c, txn);
+        return true;
+    }
     if (txn->stop_rcpts || txn->rcpts_written == txn->rcpt_count) {
+        if (!txn->rcpts_closed)
+            return false;   /* more recipients may come (smtp_client_add_rcpt) */
         txn->phase = TX_DATA;
         return true;
     }
@@ -307,6 +359,14 @@ static bool step_rcpt(struct smtp_client *c, struct smtp_client_txn *txn)
 
 static bool step_data(struct smtp_client *c, struct smtp_client_txn *txn)
 {
+    if (txn->cancelled) {
+        step_cancelled(c, txn);
+        return true;
+    }
+    /* Only DATA may go before the body is known (its 354 then waits for it): BDAT needs the
+     * size, and without PIPELINING the replies so far decide. */
+    if (!txn->body_set && (c->chunking || !c->pipelining))
+        return false;
     /* Without pipelining the replies are known: no DATA after a refused MAIL, and RSET instead
      * of DATA when every RCPT was refused. Pipelined, DATA is already on its way with the
      * RCPTs (RFC 2920 3.1) and the server refuses it itself. */
@@ -339,7 +399,8 @@ static bool step_sent(struct smtp_client *c, struct smtp_client_txn *txn)
 
 static bool (*const phase_steps[])(struct smtp_client *, struct smtp_client_txn *) = {
     [TX_MAIL] = step_mail,     [TX_RCPT] = step_rcpt, [TX_DATA] = step_data,
-    [TX_WAIT_354] = step_wait, [TX_BODY] = step_wait, [TX_SENT] = step_sent,
+    [TX_WAIT_354] = step_wait, [TX_WAIT_BODY] = step_wait, [TX_BODY] = step_wait,
+    [TX_SENT] = step_sent,
 };
 
 /* RFC 2920 3.1: with PIPELINING commands go out without waiting, up to DATA; without it, one
@@ -362,13 +423,14 @@ static void rearm_timer(struct smtp_client *c)
     const struct expect *e = head_expect(c);
     static const enum timeout_kind kinds[] = {
         [EX_GREETING] = TO_GREETING, [EX_EHLO] = TO_COMMAND, [EX_HELO] = TO_COMMAND,
+        [EX_STARTTLS] = TO_COMMAND,
         [EX_MAIL] = TO_COMMAND,      [EX_RCPT] = TO_COMMAND, [EX_DATA] = TO_DATA_INIT,
         [EX_DOT] = TO_DATA_END,      [EX_BDAT] = TO_DATA_END, [EX_RSET] = TO_COMMAND,
         [EX_QUIT] = TO_COMMAND,
     };
     time_t seconds = 0;
-    if (c->state == ST_ENDING)
-        return;
+    if (c->state == ST_ENDING || c->state == ST_TLS)
+        return;   /* ST_TLS: the handshake's timer, set when it began */
     if (c->pumping != NULL || evbuffer_get_length(c->staged) != 0)
         seconds = c->cfg.timeouts.data_block;   /* RFC 5321 4.5.3.2.5: each data write */
     else if (e != NULL)
@@ -382,11 +444,13 @@ static void rearm_timer(struct smtp_client *c)
 }
 
 static void complete_head_txns(struct smtp_client *c);
+static void report_all_rcpts(struct smtp_client *c);
 
 static void advance(struct smtp_client *c)
 {
     while (c->wtxn != NULL && may_write(c) && phase_steps[c->wtxn->phase](c, c->wtxn))
         ;
+    report_all_rcpts(c);
     complete_head_txns(c);
     if (c->state == ST_ENDING)
         return;
@@ -398,11 +462,41 @@ static void advance(struct smtp_client *c)
 
 /* ---- completing transactions ---- */
 
+/* Is recipient i's verdict known: its RCPT reply came, or it will never be sent? */
+static bool rcpt_settled(const struct smtp_client *c, const struct smtp_client_txn *txn,
+                         size_t i)
+{
+    if (c->state == ST_ENDING)
+        return true;
+    if (i < txn->rcpts_written)
+        return txn->rcpts[i].reply.code != 0;
+    return txn->stop_rcpts || txn->cancelled || txn->phase > TX_RCPT;
+}
+
+/* rcpt_done() for every recipient newly settled, in order (incremental transactions). */
+static void report_rcpts(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    while (txn->rcpt_done != NULL && txn->rcpts_reported < txn->rcpt_count &&
+           rcpt_settled(c, txn, txn->rcpts_reported)) {
+        size_t i = txn->rcpts_reported++;
+        txn->rcpt_done(txn->user, txn, i);
+    }
+}
+
+static void report_all_rcpts(struct smtp_client *c)
+{
+    for (struct smtp_client_txn *t = c->head; t != NULL; t = t->next)
+        report_rcpts(c, t);
+}
+
 static void complete_head_txns(struct smtp_client *c)
 {
     while (c->state != ST_ENDING && c->head != NULL && c->head->phase == TX_SENT &&
            c->head->replies_pending == 0) {
         struct smtp_client_txn *txn = c->head;
+        report_rcpts(c, txn);
+        if (c->state == ST_ENDING || txn->replies_pending != 0)
+            break;   /* a rcpt_done() ended the session or sent a command of this txn */
         if (c->wtxn == txn)
             c->wtxn = txn->next;
         c->head = txn->next;
@@ -442,11 +536,28 @@ static void become_ready(struct smtp_client *c)
     c->cb.ready(c->arg, &c->ext, &c->greeting);
 }
 
+/* RFC 3207 4: STARTTLS when the server offers it and we were asked to; required, never a
+ * MAIL in clear. */
+static void after_hello(struct smtp_client *c)
+{
+    unsigned flags = c->cfg.flags;
+    bool required = flags & SMTP_CLIENT_STARTTLS_REQUIRED;
+    if (!c->tls_active && c->ext.starttls && c->cfg.tls_ctx != NULL &&
+        (flags & (SMTP_CLIENT_STARTTLS | SMTP_CLIENT_STARTTLS_REQUIRED))) {
+        command(c, EX_STARTTLS, NULL, 0, "STARTTLS");
+        return;
+    }
+    if (required && !c->tls_active)
+        end_session(c, SMTP_CLIENT_END_REFUSED, "STARTTLS required but not offered");
+    else
+        become_ready(c);
+}
+
 static void on_ehlo(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
 {
     if (is_2xx(r->code)) {
         c->ext.esmtp = true;
-        become_ready(c);
+        after_hello(c);
     } else if (r->code >= 500 && !c->lmtp) {
         /* RFC 5321 3.2: a server that does not know EHLO gets HELO. */
         memset(&c->ext, 0, sizeof c->ext);
@@ -460,9 +571,66 @@ static void on_ehlo(struct smtp_client *c, struct expect *e, const struct smtp_c
 static void on_helo(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
 {
     if (is_2xx(r->code))
-        become_ready(c);
+        after_hello(c);
     else
         end_session(c, SMTP_CLIENT_END_REFUSED, "HELO refused: %d", r->code);
+}
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_write(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+/* The connection continues through a TLS filter; EHLO again once the handshake is done. */
+static void start_tls(struct smtp_client *c)
+{
+    SSL *ssl = SSL_new(c->cfg.tls_ctx);
+    if (ssl != NULL && c->cfg.tls_name != NULL) {
+        SSL_set_tlsext_host_name(ssl, c->cfg.tls_name);
+        SSL_set1_host(ssl, c->cfg.tls_name);
+    }
+    struct bufferevent *tls = ssl == NULL ? NULL
+        : bufferevent_openssl_filter_new(c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                         BEV_OPT_CLOSE_ON_FREE);
+    if (tls == NULL) {
+        if (ssl != NULL)
+            SSL_free(ssl);
+        end_session(c, SMTP_CLIENT_END_ERROR, "cannot start TLS");
+        return;
+    }
+    c->bev = tls;
+    c->state = ST_TLS;
+    bufferevent_setcb(tls, on_read, on_write, on_event, c);
+    bufferevent_setwatermark(tls, EV_WRITE, WRITE_LOW, 0);
+    bufferevent_enable(tls, EV_READ | EV_WRITE);
+    struct timeval tv = {timeout_value(c, TO_COMMAND), 0};
+    event_add(c->timer, &tv);
+}
+
+static void on_starttls(struct smtp_client *c, struct expect *e,
+                        const struct smtp_client_reply *r)
+{
+    if (r->code != 220 && (c->cfg.flags & SMTP_CLIENT_STARTTLS_REQUIRED)) {
+        end_session(c, SMTP_CLIENT_END_REFUSED, "STARTTLS refused: %d", r->code);
+    } else if (r->code != 220) {
+        become_ready(c);   /* RFC 3207 4: the client may go on without TLS (opportunistic) */
+    } else if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+        /* RFC 3207 5: nothing may come between the 220 and the handshake; bytes there would
+         * be taken for the server's words under TLS (command injection, CVE-2011-0411). */
+        end_session(c, SMTP_CLIENT_END_PROTOCOL, "data after the 220 to STARTTLS");
+    } else {
+        start_tls(c);
+    }
+}
+
+/* RFC 3207 4.2: after the handshake nothing learned before counts: EHLO again. */
+static void tls_established(struct smtp_client *c)
+{
+    c->tls_active = true;
+    c->state = ST_HELLO;
+    memset(&c->ext, 0, sizeof c->ext);
+    event_del(c->timer);
+    command(c, EX_EHLO, NULL, 0, "%s %s", c->lmtp ? "LHLO" : "EHLO", c->helo_name);
+    advance(c);
 }
 
 static void on_mail(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
@@ -470,6 +638,7 @@ static void on_mail(struct smtp_client *c, struct expect *e, const struct smtp_c
     reply_copy(&e->txn->mail_reply, r);
     if (!is_2xx(r->code))
         e->txn->stop_rcpts = true;
+    report_rcpts(c, e->txn);
 }
 
 static void on_rcpt(struct smtp_client *c, struct expect *e, const struct smtp_client_reply *r)
@@ -478,9 +647,11 @@ static void on_rcpt(struct smtp_client *c, struct expect *e, const struct smtp_c
     reply_copy(&txn->rcpts[e->index].reply, r);
     if (is_2xx(r->code))
         txn->accepted++;
-    /* RFC 5321 4.5.3.1.10: 452 = too many recipients; send the rest in a later transaction. */
-    if (r->code == 452)
+    /* RFC 5321 4.5.3.1.10: 452 = too many recipients; send the rest in a later transaction.
+     * (An incremental caller gets the 452 as that recipient's verdict and decides itself.) */
+    if (r->code == 452 && !txn->incremental)
         txn->stop_rcpts = true;
+    report_rcpts(c, txn);
 }
 
 static void apply_data_refusal(struct smtp_client_txn *txn, const struct smtp_client_reply *r)
@@ -495,7 +666,9 @@ static void on_data(struct smtp_client *c, struct expect *e, const struct smtp_c
 {
     struct smtp_client_txn *txn = e->txn;
     reply_copy(&txn->data_reply, r);
-    if (r->code == 354 && txn->accepted > 0) {
+    if (r->code == 354 && txn->accepted > 0 && !txn->body_set) {
+        txn->phase = TX_WAIT_BODY;
+    } else if (r->code == 354 && txn->accepted > 0) {
         start_body(c, txn, true);
     } else if (r->code == 354) {
         /* Pipelined DATA accepted although every RCPT was refused: end it empty, at once. */
@@ -553,6 +726,7 @@ static const struct expect_rule expect_rules[] = {
     [EX_GREETING] = {"greeting", on_greeting, false},
     [EX_EHLO] = {"EHLO", on_ehlo, false},
     [EX_HELO] = {"HELO", on_helo, false},
+    [EX_STARTTLS] = {"STARTTLS", on_starttls, false},
     [EX_MAIL] = {"MAIL", on_mail, false},
     [EX_RCPT] = {"RCPT", on_rcpt, false},
     [EX_DATA] = {"DATA", on_data, false},
@@ -596,10 +770,7 @@ static void parse_ehlo_line(struct smtp_client *c, const char *text)
  * line, lines joined with '\n'; EHLO keywords are taken as they come. */
 static void take_reply_line(struct smtp_client *c, const struct reply_line *l)
 {
-    c->cur.code = l->code;
-    size_t used = strlen(c->cur.text);
-    snprintf(c->cur.text + used, sizeof c->cur.text - used, "%s%s", used > 0 ? "\n" : "",
-             l->line);
+    reply_reader_keep(&c->cur, l);
     const struct expect *e = head_expect(c);
     if (e != NULL && e->kind == EX_EHLO && l->index > 0 && l->len > 4)
         parse_ehlo_line(c, l->text);
@@ -617,6 +788,8 @@ static void dispatch_reply(struct smtp_client *c)
         return;
     }
     const struct expect_rule *rule = &expect_rules[e->kind];
+    if (c->reply_seen != NULL)
+        c->reply_seen(c->arg, &r);
     if (c->cfg.log_id != NULL) {
         char quoted[200];
         log_debug("smtp_client.reply", " session=%s cmd=%s reply=%s", c->cfg.log_id, rule->name,
@@ -631,7 +804,7 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
     struct smtp_client *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    while (c->state != ST_ENDING) {
+    while (c->state != ST_ENDING && c->state != ST_TLS) {   /* ST_TLS: in is the filter's now */
         struct reply_line l;
         enum reply_status st = reply_reader_next(&c->reader, in, &l);
         if (st == REPLY_AGAIN)
@@ -660,7 +833,13 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct smtp_client *c = arg;
-    if (what & BEV_EVENT_EOF) {
+    if ((what & BEV_EVENT_CONNECTED) && c->state == ST_TLS) {
+        tls_established(c);
+    } else if ((what & BEV_EVENT_ERROR) && c->state == ST_TLS) {
+        char why[120];
+        ERR_error_string_n(bufferevent_get_openssl_error(bev), why, sizeof why);
+        end_session(c, SMTP_CLIENT_END_ERROR, "TLS handshake failed: %s", why);
+    } else if (what & BEV_EVENT_EOF) {
         if (c->state == ST_QUITTING)
             end_session(c, c->refused ? SMTP_CLIENT_END_REFUSED : SMTP_CLIENT_END_QUIT,
                         "closed after QUIT");
@@ -679,13 +858,16 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     struct smtp_client *c = arg;
     const struct expect *e = head_expect(c);
     end_session(c, SMTP_CLIENT_END_TIMEOUT, "timeout %s",
-                c->pumping != NULL || e == NULL ? "sending the message data"
-                                                : expect_rules[e->kind].name);
+                c->state == ST_TLS                 ? "TLS handshake"
+                : c->pumping != NULL || e == NULL ? "sending the message data"
+                                                  : expect_rules[e->kind].name);
 }
 
 /* Ends: every transaction still held is handed back, then closed(); c may be freed in it. */
 static void finish(struct smtp_client *c)
 {
+    c->finished = true;   /* a call from the callbacks below must not start anything */
+    report_all_rcpts(c);
     while (c->head != NULL) {
         struct smtp_client_txn *txn = c->head;
         c->head = txn->next;
@@ -699,6 +881,8 @@ static void finish(struct smtp_client *c)
 static void on_kick(evutil_socket_t fd, short what, void *arg)
 {
     struct smtp_client *c = arg;
+    if (c->finished)
+        return;
     if (c->state == ST_ENDING)
         finish(c);
     else
@@ -729,7 +913,7 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent 
     c->timer = event_new(base, -1, 0, on_timeout, c);
     c->kick = event_new(base, -1, 0, on_kick, c);
     /* docs/push.md: a bare LF line end is tolerated (fetchmail relays its MTA line by line). */
-    reply_reader_init(&c->reader, true);
+    reply_reader_init(&c->reader, !(cfg->flags & SMTP_CLIENT_STRICT_CRLF));
     if (c->helo_name == NULL || c->staged == NULL || c->timer == NULL || c->kick == NULL ||
         push_expect(c, EX_GREETING, NULL, 0) != 0) {
         c->bev = NULL;
@@ -748,20 +932,27 @@ struct smtp_client *smtp_client_new(struct event_base *base, struct bufferevent 
     return c;
 }
 
-int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn)
+static void clear_rcpt_replies(struct smtp_client_rcpt *r)
+{
+    memset(&r->reply, 0, sizeof r->reply);
+    memset(&r->data_reply, 0, sizeof r->data_reply);
+}
+
+static int enqueue(struct smtp_client *c, struct smtp_client_txn *txn, bool incremental)
 {
     if (c->state == ST_ENDING || c->state == ST_QUITTING || c->quit_requested)
         return -1;
     txn->next = NULL;
-    txn->rcpts_written = txn->replies_pending = txn->data_replies = txn->accepted = 0;
-    txn->stop_rcpts = txn->body_done = txn->data_sent = false;
+    txn->rcpts_written = txn->rcpts_reported = txn->replies_pending = txn->data_replies = 0;
+    txn->accepted = 0;
+    txn->stop_rcpts = txn->body_done = txn->data_sent = txn->cancelled = false;
+    txn->incremental = incremental;
+    txn->rcpts_closed = txn->body_set = !incremental;
     txn->phase = TX_MAIL;
     memset(&txn->mail_reply, 0, sizeof txn->mail_reply);
     memset(&txn->data_reply, 0, sizeof txn->data_reply);
-    for (size_t i = 0; i < txn->rcpt_count; i++) {
-        memset(&txn->rcpts[i].reply, 0, sizeof txn->rcpts[i].reply);
-        memset(&txn->rcpts[i].data_reply, 0, sizeof txn->rcpts[i].data_reply);
-    }
+    for (size_t i = 0; i < txn->rcpt_count; i++)
+        clear_rcpt_replies(&txn->rcpts[i]);
     if (c->tail != NULL)
         c->tail->next = txn;
     else
@@ -773,11 +964,81 @@ int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn)
     return 0;
 }
 
+int smtp_client_send(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    return enqueue(c, txn, false);
+}
+
+int smtp_client_open(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    return enqueue(c, txn, true);
+}
+
+int smtp_client_add_rcpt(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (txn->rcpts_closed || txn->cancelled || c->state == ST_ENDING) {
+        txn->rcpt_count--;
+        return -1;
+    }
+    clear_rcpt_replies(&txn->rcpts[txn->rcpt_count - 1]);
+    kick(c);
+    return 0;
+}
+
+void smtp_client_rcpts_done(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    txn->rcpts_closed = true;
+    kick(c);
+}
+
+void smtp_client_data(struct smtp_client *c, struct smtp_client_txn *txn,
+                      const struct smtp_client_body *body)
+{
+    txn->body = *body;
+    txn->body_set = txn->rcpts_closed = true;
+    if (txn->phase == TX_WAIT_BODY)
+        start_body(c, txn, true);
+    kick(c);
+}
+
+void smtp_client_cancel(struct smtp_client *c, struct smtp_client_txn *txn)
+{
+    if (txn->phase == TX_WAIT_354 || txn->phase == TX_WAIT_BODY) {
+        /* RFC 5321 4.1.1.4: inside the data only the final dot ends it; without it nothing
+         * is delivered. */
+        end_session(c, SMTP_CLIENT_END_ABORTED, "message abandoned after DATA");
+        return;
+    }
+    if (txn->phase >= TX_BODY)
+        return;   /* the data is on its way: its outcome comes with txn_done() */
+    txn->cancelled = txn->rcpts_closed = true;
+    kick(c);
+}
+
 void smtp_client_quit(struct smtp_client *c)
 {
     c->quit_requested = true;
     if (c->state != ST_ENDING)
         kick(c);
+}
+
+void smtp_client_trace(struct smtp_client *c, void (*sent)(void *arg, const char *line),
+                       void (*seen)(void *arg, const struct smtp_client_reply *reply))
+{
+    c->command_sent = sent;
+    c->reply_seen = seen;
+}
+
+void smtp_client_quit_now(struct smtp_client *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->state != ST_READY || c->pumping != NULL || c->expect_count != 0 ||
+        evbuffer_get_length(c->staged) != 0 || evbuffer_get_length(out) != 0 ||
+        bufferevent_get_underlying(c->bev) != NULL)
+        return;
+    evbuffer_add(out, "QUIT\r\n", 6);
+    (void)evbuffer_write(out, bufferevent_getfd(c->bev));
+    c->state = ST_QUITTING;
 }
 
 void smtp_client_abort(struct smtp_client *c, const char *reason)
@@ -796,6 +1057,11 @@ size_t smtp_client_pending(const struct smtp_client *c)
     for (const struct smtp_client_txn *t = c->head; t != NULL; t = t->next)
         n++;
     return n;
+}
+
+bool smtp_client_tls_active(const struct smtp_client *c)
+{
+    return c->tls_active;
 }
 
 const struct smtp_client_ext *smtp_client_extensions(const struct smtp_client *c)

@@ -2,7 +2,10 @@
 /* SMTP reply reader (see reply_reader.h). */
 #include "lib/reply_reader.h"
 
+#include <stdio.h>
 #include <string.h>
+
+#include "lib/reply.h"
 
 void reply_reader_init(struct reply_reader *r, bool allow_bare_lf)
 {
@@ -85,4 +88,12 @@ const char *reply_status_name(enum reply_status status)
         [REPLY_TOO_MANY_LINES] = "too many lines in one reply",
     };
     return names[status];
+}
+
+void reply_reader_keep(struct smtp_client_reply *cur, const struct reply_line *l)
+{
+    size_t used = strlen(cur->text);
+    cur->code = l->code;
+    cur->lines = l->index + 1;
+    snprintf(cur->text + used, sizeof cur->text - used, "%s%s", used > 0 ? "\n" : "", l->line);
 }

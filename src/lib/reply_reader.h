@@ -53,6 +53,10 @@ void reply_reader_free(struct reply_reader *r);
  * expected to end the session (the stream is out of step). */
 enum reply_status reply_reader_next(struct reply_reader *r, struct evbuffer *in,
                                     struct reply_line *out);
+struct smtp_client_reply;
+/* Adds one line to the reply being assembled in cur (cut at its size; a first line starts it
+ * afresh only after the caller cleared it). */
+void reply_reader_keep(struct smtp_client_reply *cur, const struct reply_line *l);
 /* "malformed", "over-long", ... for logs and error messages. */
 const char *reply_status_name(enum reply_status status);
 

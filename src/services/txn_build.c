@@ -2,46 +2,17 @@
 /* One transaction for one queued message (txn_build.h): parameters, recipients, outcomes. */
 #include "services/txn_build.h"
 
-#include <inttypes.h>
+#include "engines/smtp_params.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Envelope values come from the queue, checked at intake; still, nothing with a space or a
- * control octet is ever written into a command line. */
-static bool safe_value(const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
-        if (*p <= 0x20 || *p == 0x7f)
-            return false;
-    }
-    return true;
-}
-
-static bool safe_address(const char *v)
-{
-    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++) {
-        if (*p < 0x20 || *p == 0x7f || *p == '<' || *p == '>')
-            return false;
-    }
-    return true;
-}
-
-static void append_param(char *buf, size_t len, const char *name, const char *value)
-{
-    size_t used = strlen(buf);
-    snprintf(buf + used, len - used, " %s%s%s", name, value != NULL ? "=" : "",
-             value != NULL ? value : "");
-}
-
-/* RFC 3461 4: NOTIFY and ORCPT only to a server that advertises DSN. */
+/* NOTIFY and ORCPT as engines/smtp_params.c allows them (RFC 3461 4: only with DSN). */
 static char *rcpt_params(const struct smtp_client_ext *ext, const struct queue_rcpt *r)
 {
-    char buf[TXN_PARAMS_MAX] = "";
-    if (ext->dsn && r->notify != NULL && safe_value(r->notify))
-        append_param(buf, sizeof buf, "NOTIFY", r->notify);
-    if (ext->dsn && r->orcpt != NULL && safe_value(r->orcpt))
-        append_param(buf, sizeof buf, "ORCPT", r->orcpt);
+    char buf[TXN_PARAMS_MAX];
+    smtp_params_rcpt(ext, r->notify, r->orcpt, buf, sizeof buf);
     return buf[0] != '\0' ? strdup(buf) : NULL;
 }
 
@@ -57,7 +28,8 @@ int txn_build_rcpts(struct txn_build *b, const struct queue_message *m,
         return -1;
     for (size_t i = 0; i < env->rcpt_count; i++) {
         const struct queue_rcpt *r = &env->rcpts[i];
-        if (r->state != QUEUE_RCPT_PENDING || !wanted(r, arg) || !safe_address(r->address))
+        if (r->state != QUEUE_RCPT_PENDING || !wanted(r, arg) ||
+            !smtp_params_address_ok(r->address))
             continue;
         b->trcpts[b->count] = (struct txn_rcpt){i, rcpt_params(ext, r)};
         b->rcpts[b->count].address = r->address;
@@ -67,38 +39,30 @@ int txn_build_rcpts(struct txn_build *b, const struct queue_message *m,
     return 0;
 }
 
-/* RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME), RFC 3030 (BINARYMIME), RFC 6531 (SMTPUTF8),
- * RFC 3461 (RET, ENVID: only to a server that advertises DSN). NULL, or why the server
- * cannot take the message. */
+/* The message's parameters (engines/smtp_params.c), or why the customer cannot take it. */
 static const char *mail_params(const struct smtp_client_ext *ext, bool binarymime_ok,
                                const struct queue_envelope *env, char *buf, size_t len)
 {
-    static const char *const body_names[] = {[QUEUE_BODY_8BITMIME] = "8BITMIME",
-                                             [QUEUE_BODY_BINARYMIME] = "BINARYMIME"};
-    buf[0] = '\0';
-    if (env->body == QUEUE_BODY_8BITMIME && !ext->eightbitmime)
-        return "554 5.6.3 message needs 8BITMIME, which the customer does not support";
-    if (env->body == QUEUE_BODY_BINARYMIME &&
-        !(ext->binarymime && ext->chunking && binarymime_ok))
-        return "554 5.6.3 message needs BINARYMIME and CHUNKING, which the customer does not "
-               "support";
-    if (env->smtputf8 && !ext->smtputf8)
-        return "554 5.6.7 message needs SMTPUTF8, which the customer does not support";
-    if (!safe_address(env->sender))
-        return "554 5.6.0 unusable reverse-path in the queue";
-    char size[32];
-    snprintf(size, sizeof size, "%" PRIu64, env->body_size);
-    if (ext->size)
-        append_param(buf, len, "SIZE", size);
-    if (env->body != QUEUE_BODY_7BIT)
-        append_param(buf, len, "BODY", body_names[env->body]);
-    if (env->smtputf8)
-        append_param(buf, len, "SMTPUTF8", NULL);
-    if (ext->dsn && env->ret != NULL && safe_value(env->ret))
-        append_param(buf, len, "RET", env->ret);
-    if (ext->dsn && env->envid != NULL && safe_value(env->envid))
-        append_param(buf, len, "ENVID", env->envid);
-    return NULL;
+    static const enum smtp_params_body bodies[] = {[QUEUE_BODY_7BIT] = SMTP_PARAMS_7BIT,
+                                                   [QUEUE_BODY_8BITMIME] = SMTP_PARAMS_8BITMIME,
+                                                   [QUEUE_BODY_BINARYMIME] =
+                                                       SMTP_PARAMS_BINARYMIME};
+    static const char *const refusals[] = {
+        [SMTP_PARAMS_NEEDS_8BITMIME] =
+            "554 5.6.3 message needs 8BITMIME, which the customer does not support",
+        [SMTP_PARAMS_NEEDS_BINARYMIME] = "554 5.6.3 message needs BINARYMIME and CHUNKING, "
+                                         "which the customer does not support",
+        [SMTP_PARAMS_NEEDS_SMTPUTF8] =
+            "554 5.6.7 message needs SMTPUTF8, which the customer does not support",
+        [SMTP_PARAMS_BAD_SENDER] = "554 5.6.0 unusable reverse-path in the queue",
+    };
+    const struct smtp_params_mail m = {
+        .sender = env->sender, .size = env->body_size, .size_known = true,
+        .body = bodies[env->body], .smtputf8 = env->smtputf8, .ret = env->ret,
+        .envid = env->envid,
+    };
+    enum smtp_params_refusal refusal = smtp_params_mail(ext, binarymime_ok, &m, buf, len);
+    return refusal != SMTP_PARAMS_OK ? refusals[refusal] : NULL;
 }
 
 const char *txn_build_mail(struct txn_build *b, const struct smtp_client_ext *ext,

@@ -7,9 +7,15 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/client/local.c"
-#include "../../src/client/maildir.c"
-#include "../../src/client/mda.c"
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client/local.h"
 
 #include <dirent.h>
 #include <stdlib.h>
@@ -86,7 +92,7 @@ static void test_deliver_maildir(void **state)
     assert_non_null(mkdtemp(base));
     snprintf(dir, sizeof dir, "%s/example.org/u/Maildir", base);
     int fd = spool("Subject: x\r\n\r\nline one\r\n.dot\r\nend\r\n");
-    struct wire_reply r;
+    struct smtp_client_reply r;
     maildir_deliver(dir, fd, "s@sender.example", "u@example.org", &r);
     assert_int_equal(r.code, 250);
     snprintf(path, sizeof path, "%s/new", dir);
@@ -123,7 +129,7 @@ static void test_deliver_maildir(void **state)
 static void test_deliver_maildir_unwritable(void **state)
 {
     int fd = spool("x\r\n");
-    struct wire_reply r;
+    struct smtp_client_reply r;
     maildir_deliver("/proc/odmr-no/Maildir", fd, "", "u@example.org", &r);
     assert_int_equal(r.code / 100, 4);
     close(fd);
@@ -132,11 +138,11 @@ static void test_deliver_maildir_unwritable(void **state)
 static void test_copy_lf_across_chunks(void **state)
 {
     /* a CRLF split across the 64 KiB read boundary */
-    size_t n = COPY_CHUNK + 10;
+    size_t n = LOCAL_COPY_CHUNK + 10;
     char *text = malloc(n + 1);
     memset(text, 'a', n);
-    text[COPY_CHUNK - 1] = '\r';
-    text[COPY_CHUNK] = '\n';
+    text[LOCAL_COPY_CHUNK - 1] = '\r';
+    text[LOCAL_COPY_CHUNK] = '\n';
     text[n - 2] = '\r';
     text[n - 1] = '\n';
     text[n] = '\0';
@@ -184,7 +190,7 @@ static void deliver_with(const char *command, int want)
 {
     struct mda_command c;
     char err[200];
-    struct wire_reply r;
+    struct smtp_client_reply r;
     assert_int_equal(mda_parse(command, &c, err, sizeof err), 0);
     int fd = spool("Subject: x\r\n\r\nbody\r\n");
     mda_deliver(&c, fd, "s@x", "r@y", 10, &r);

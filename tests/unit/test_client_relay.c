@@ -7,27 +7,16 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/client/local.c"
-#include "../../src/client/maildir.c"
-#include "../../src/client/mda.c"
-#include "../../src/client/relay.c"
-#include "../../src/client/target.c"
-#include "../../src/client/wire.c"
-
 #include <event2/buffer.h>
+#include <stdio.h>
+#include <string.h>
 
-struct timeval client_timeout(const struct client_options *o, enum client_timeout_kind kind)
-{
-    struct timeval tv = {60, 0};
-    return tv;
-}
+#include "client/relay.h"
+#include "client/target.h"
+#include "client/wire.h"
+#include "lib/reply.h"
 
-time_t client_timeout_seconds(const struct client_options *o, enum client_timeout_kind kind)
-{
-    return 60;
-}
-
-static int feed(const char *text, struct wire_reply *out, bool one_byte_at_a_time)
+static int feed(const char *text, struct smtp_client_reply *out, bool one_byte_at_a_time)
 {
     struct wire_reader r;
     struct evbuffer *in = evbuffer_new();
@@ -46,7 +35,7 @@ static int feed(const char *text, struct wire_reply *out, bool one_byte_at_a_tim
 
 static void test_multiline_reply(void **state)
 {
-    struct wire_reply r;
+    struct smtp_client_reply r;
     for (int bytewise = 0; bytewise < 2; bytewise++) {
         assert_int_equal(feed("250-mx.example\r\n250-AUTH SCRAM-SHA-256 CRAM-MD5\r\n250 ATRN\r\n",
                               &r, bytewise), 1);
@@ -63,7 +52,7 @@ static void test_multiline_reply(void **state)
 
 static void test_malformed_replies(void **state)
 {
-    struct wire_reply r;
+    struct smtp_client_reply r;
     assert_int_equal(feed("250-a\r\n251 b\r\n", &r, false), -1);   /* code changes */
     assert_int_equal(feed("25 x\r\n", &r, false), -1);
     assert_int_equal(feed("250x\r\n", &r, false), -1);
@@ -80,7 +69,7 @@ static void test_malformed_replies(void **state)
 /* Over-long lines fail before their end arrives; replies of more than 100 lines fail. */
 static void test_reply_bounds(void **state)
 {
-    struct wire_reply r;
+    struct smtp_client_reply r;
     char line[600];
     memset(line, 'x', sizeof line);
     memcpy(line, "220 ", 4);
@@ -100,10 +89,10 @@ static void test_reply_bounds(void **state)
 
 static void test_to_smtp_reply_keeps_text(void **state)
 {
-    struct wire_reply w;
+    struct smtp_client_reply w;
     struct smtp_reply s;
     assert_int_equal(feed("550-5.1.1 no\r\n550 5.1.1 such user\r\n", &w, false), 1);
-    wire_to_smtp_reply(&w, &s);
+    peer_reply_to_smtp(&w, &s);
     assert_int_equal(s.code, 550);
     assert_string_equal(s.enhanced, "");
     assert_string_equal(s.text, "5.1.1 no\n5.1.1 such user");
@@ -137,40 +126,68 @@ static void test_target_parse(void **state)
     assert_int_equal(target_parse("pipe:/bin/x", &t, err, sizeof err), -1);
 }
 
-static struct wire_reply wr(int code, const char *text)
+static struct smtp_client_reply wr(int code, const char *text)
 {
-    struct wire_reply r = {.code = code, .lines = 1};
-    snprintf(r.text, sizeof r.text, "%s", text);
+    struct smtp_client_reply r;
+    if (code == 0)
+        memset(&r, 0, sizeof r);
+    else
+        peer_reply_set(&r, code, "%s", text);
     return r;
 }
 
 static void test_fold_lmtp(void **state)
 {
     struct smtp_reply out;
-    struct wire_reply all_ok[] = {wr(250, "2.0.0 a"), wr(250, "2.0.0 b")};
+    struct smtp_client_reply all_ok[] = {wr(250, "2.0.0 a"), wr(250, "2.0.0 b")};
     relay_fold_lmtp(all_ok, 2, &out);
     assert_int_equal(out.code, 250);
     assert_string_equal(out.text, "2.0.0 a");
 
-    struct wire_reply mixed[] = {wr(250, "2.0.0 a"), wr(550, "5.1.1 b")};
+    struct smtp_client_reply mixed[] = {wr(250, "2.0.0 a"), wr(550, "5.1.1 b")};
     relay_fold_lmtp(mixed, 2, &out);
     assert_int_equal(out.code, 451);   /* one reply cannot say both: retry all */
 
-    struct wire_reply all_5[] = {wr(550, "5.1.1 a"), wr(552, "5.2.2 b")};
+    struct smtp_client_reply all_5[] = {wr(550, "5.1.1 a"), wr(552, "5.2.2 b")};
     relay_fold_lmtp(all_5, 2, &out);
     assert_int_equal(out.code, 550);
 
-    struct wire_reply refused_mixed[] = {wr(550, "5.1.1 a"), wr(452, "4.2.2 full")};
+    struct smtp_client_reply refused_mixed[] = {wr(550, "5.1.1 a"), wr(452, "4.2.2 full")};
     relay_fold_lmtp(refused_mixed, 2, &out);
     assert_int_equal(out.code, 452);   /* a temporary failure wins: nothing bounced early */
 
     /* The target was lost before every reply came: 421, the session ends (docs/client.md). */
-    struct wire_reply lost[] = {wr(250, "2.0.0 a"), wr(0, "")};
+    struct smtp_client_reply lost[] = {wr(250, "2.0.0 a"), wr(0, "")};
     relay_fold_lmtp(lost, 2, &out);
     assert_int_equal(out.code, 421);
-    struct wire_reply lost_after_5xx[] = {wr(550, "5.1.1 a"), wr(0, "")};
+    struct smtp_client_reply lost_after_5xx[] = {wr(550, "5.1.1 a"), wr(0, "")};
     relay_fold_lmtp(lost_after_5xx, 2, &out);
     assert_int_equal(out.code, 421);
+}
+
+/* The MAIL and RCPT lines the engine writes from the target's parameters. */
+static int compose_mail(const struct smtp_client_ext *caps, const struct target_mail *m,
+                        char *line, size_t len, struct smtp_client_reply *refusal)
+{
+    char params[400];
+    int rc = target_mail_params(caps, m, params, sizeof params, refusal);
+    snprintf(line, len, "MAIL FROM:<%s>%s", m->sender, params);
+    return rc;
+}
+
+static void compose_rcpt(const struct smtp_client_ext *caps, const struct target_rcpt *r,
+                         char *line, size_t len)
+{
+    char params[400];
+    target_rcpt_params(caps, r, params, sizeof params);
+    snprintf(line, len, "RCPT TO:<%s>%s", r->address, params);
+}
+
+/* A reply's text after its code (lib/reply.h keeps the wire form). */
+static const char *text_of(const struct smtp_client_reply *r)
+{
+    static char buf[PEER_REPLY_TEXT];
+    return peer_reply_text(r, buf, sizeof buf);
 }
 
 /* MAIL and RCPT carry only what the target advertised (RFC 5321 4.1.1.11, docs/client.md
@@ -179,36 +196,36 @@ static void test_compose_mail(void **state)
 {
     const struct target_mail m = {"s@x.example", 1234, true, true, "HDRS", "id+2B1"};
     const struct target_mail plain = {"", 77, false, false, NULL, NULL};
-    struct target_caps all = {.esmtp = true, .eightbitmime = true, .smtputf8 = true, .dsn = true,
-                              .size_ext = true, .size = 5000};
-    struct wire_reply refusal = {0};
+    struct smtp_client_ext all = {.esmtp = true, .eightbitmime = true, .smtputf8 = true, .dsn = true,
+                              .size = true, .size_max = 5000};
+    struct smtp_client_reply refusal = {0};
     char line[600];
     assert_int_equal(compose_mail(&all, &m, line, sizeof line, &refusal), 0);
     assert_string_equal(line, "MAIL FROM:<s@x.example> SIZE=1234 BODY=8BITMIME SMTPUTF8 "
                         "RET=HDRS ENVID=id+2B1");
-    struct target_caps no_dsn_no_size = all;
-    no_dsn_no_size.dsn = no_dsn_no_size.size_ext = false;
-    no_dsn_no_size.size = 0;
+    struct smtp_client_ext no_dsn_no_size = all;
+    no_dsn_no_size.dsn = no_dsn_no_size.size = false;
+    no_dsn_no_size.size_max = 0;
     assert_int_equal(compose_mail(&no_dsn_no_size, &m, line, sizeof line, &refusal), 0);
     assert_string_equal(line, "MAIL FROM:<s@x.example> BODY=8BITMIME SMTPUTF8");
-    struct target_caps size_no_limit = no_dsn_no_size;
-    size_no_limit.size_ext = true;   /* "SIZE" alone (RFC 1870: no fixed limit) */
+    struct smtp_client_ext size_no_limit = no_dsn_no_size;
+    size_no_limit.size = true;   /* "SIZE" alone (RFC 1870: no fixed limit) */
     assert_int_equal(compose_mail(&size_no_limit, &plain, line, sizeof line, &refusal), 0);
     assert_string_equal(line, "MAIL FROM:<> SIZE=77");
     assert_int_equal(refusal.code, 0);
 
-    struct target_caps no_utf8 = all;
+    struct smtp_client_ext no_utf8 = all;
     no_utf8.smtputf8 = false;
     assert_int_equal(compose_mail(&no_utf8, &m, line, sizeof line, &refusal), -1);
     assert_int_equal(refusal.code, 553);
-    assert_true(strncmp(refusal.text, "5.6.7 ", 6) == 0);
-    struct target_caps no_8bit = all;
+    assert_true(strncmp(text_of(&refusal), "5.6.7 ", 6) == 0);
+    struct smtp_client_ext no_8bit = all;
     no_8bit.eightbitmime = false;
     assert_int_equal(compose_mail(&no_8bit, &m, line, sizeof line, &refusal), -1);
     assert_int_equal(refusal.code, 554);
-    assert_true(strncmp(refusal.text, "5.6.3 ", 6) == 0);
+    assert_true(strncmp(text_of(&refusal), "5.6.3 ", 6) == 0);
     /* After the HELO fallback nothing is advertised: a 7-bit message goes bare. */
-    struct target_caps helo = {0};
+    struct smtp_client_ext helo = {0};
     assert_int_equal(compose_mail(&helo, &plain, line, sizeof line, &refusal), 0);
     assert_string_equal(line, "MAIL FROM:<>");
 }
@@ -217,8 +234,8 @@ static void test_compose_rcpt(void **state)
 {
     const struct target_rcpt r = {"u@x.example", "SUCCESS,FAILURE", "rfc822;U@X.example"};
     const struct target_rcpt bare = {"u@x.example", NULL, NULL};
-    struct target_caps dsn = {.esmtp = true, .dsn = true};
-    struct target_caps no_dsn = {.esmtp = true};
+    struct smtp_client_ext dsn = {.esmtp = true, .dsn = true};
+    struct smtp_client_ext no_dsn = {.esmtp = true};
     char line[600];
     compose_rcpt(&dsn, &r, line, sizeof line);
     assert_string_equal(line, "RCPT TO:<u@x.example> NOTIFY=SUCCESS,FAILURE "

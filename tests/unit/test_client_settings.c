@@ -7,7 +7,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "../../src/client/settings.c"
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client/settings.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,11 +176,13 @@ static void test_every_key(void **state)
 /* Every key of the table appears in the example above, so a new key cannot go untested. */
 static void test_example_covers_the_table(void **state)
 {
-    for (size_t i = 0; i < SETTING_COUNT; i++) {
+    bool refused;
+    const char *key;
+    for (size_t i = 0; (key = settings_table_key(i, &refused)) != NULL; i++) {
         char needle[80];
-        if (settings[i].parse == refuse_password)
+        if (refused)
             continue;
-        snprintf(needle, sizeof needle, "\n%s = ", settings[i].key);
+        snprintf(needle, sizeof needle, "\n%s = ", key);
         assert_non_null(strstr(every_key, needle));
     }
 }
