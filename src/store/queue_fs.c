@@ -32,6 +32,7 @@
 #include "store/queue_fs_admin.h"
 #include "store/queue_fs_entry.h"
 #include "store/queue_format.h"
+#include "store/queue_journal.h"
 #include "store/queue_fs_spool.h"
 
 struct fs_lease {
@@ -48,6 +49,7 @@ struct fs_queue {
     struct event_base *evbase;
     struct worker_pool *workers;         /* commits and outcome records; NULL for tools */
     struct group_sync *msg_sync;         /* fsync(msg/) shared by concurrent commits, removals */
+    struct queue_journal *journal;       /* the daemon's commit journal; NULL for tools */
     /* leases held by this process */
     struct fs_lease *leases;
     size_t lease_count;
@@ -470,7 +472,7 @@ static int create_tmp_file(struct fs_writer *w, struct queue_envelope *copy)
         int rc = queue_id_generate(w->id, &now);
         if (rc != 0)
             return rc;
-        w->fd = openat(w->fq->tmp_fd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        w->fd = openat(w->fq->tmp_fd, w->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (w->fd >= 0) {
             memcpy(copy->id, w->id, sizeof copy->id);
             copy->arrival = now.tv_sec;   /* the same clock reading as the id */
@@ -608,11 +610,43 @@ static int create_entries(struct fs_writer *w)
     return rc;
 }
 
+/* The commit through the journal (the daemon): one record, one shared fdatasync, then the
+ * file goes into msg/ and the entries are made, none of it synced: the journal holds the
+ * message until the checkpointer has made the file durable (docs/queue.md "Group commit"). */
+static int commit_journaled(struct fs_writer *w)
+{
+    struct fs_queue *fq = w->fq;
+    struct queue_journal_segment *seg = NULL;
+    struct stat st;
+    int rc = w->error != 0 ? w->error : write_trailer(w);
+    if (rc == 0 && fstat(w->fd, &st) != 0)
+        rc = errno;
+    if (rc == 0)
+        rc = queue_journal_commit(fq->journal, w->id, w->fd, (uint64_t)st.st_size, &seg);
+    int close_rc = close_checked(w->fd);
+    w->fd = -1;
+    rc = rc != 0 ? rc : close_rc;
+    /* THE commit point was the sync of the record; the rename only makes the file visible. */
+    if (rc == 0 && renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) != 0)
+        rc = errno;
+    if (rc == 0)
+        rc = create_entries(w);
+    if (rc != 0) {
+        unlinkat(fq->tmp_fd, w->id, 0);
+        undo_commit(w);
+    }
+    if (seg != NULL)
+        queue_journal_commit_done(fq->journal, seg);
+    return rc;
+}
+
 /* The durable part of a commit; runs on a worker thread (or inline for commit_sync). Returns 0
  * when the message is committed and indexed, else errno with nothing of the message left. */
 static int commit_durable(struct fs_writer *w)
 {
     struct fs_queue *fq = w->fq;
+    if (fq->journal != NULL)
+        return commit_journaled(w);
     int rc = make_file_durable(w);
     if (rc != 0) {
         unlinkat(fq->tmp_fd, w->id, 0);
@@ -1009,6 +1043,9 @@ static int remove_message(struct fs_queue *fq, const char *id, const struct queu
 {
     if (fq->read_only)
         return EROFS;
+    /* A message still in an unretired journal segment would come back at a replay. */
+    if (fq->journal != NULL)
+        queue_journal_wait_retired(fq->journal, id);
     if (unlinkat(fq->msg_fd, id, 0) != 0)
         return errno;
     int rc = group_sync(fq->msg_sync);
@@ -1321,7 +1358,11 @@ static int recover(struct fs_queue *fq)
 {
     struct recovery_stats st = {0};
     struct queue_fs_names messages = {0}, domains = {0};
-    int rc = recover_tmp(fq, &st);
+    unsigned replayed = 0, torn = 0;
+    /* The journal first: it may write back messages whose file in msg/ did not survive. */
+    int rc = queue_journal_replay(fq->spool_fd, fq->tmp_fd, fq->msg_fd, &replayed, &torn);
+    if (rc == 0)
+        rc = recover_tmp(fq, &st);
     if (rc == 0)
         rc = queue_fs_list_dir(fq->msg_fd, ".", NULL, &messages);
     for (size_t i = 0; rc == 0 && i < messages.count; i++)
@@ -1346,9 +1387,9 @@ static int recover(struct fs_queue *fq)
         return rc;
     log_info("queue.recovered",
              " messages=%zu tmp_removed=%zu corrupt=%zu unreadable=%zu entries_rebuilt=%zu"
-             " orphans_removed=%zu temps_removed=%zu",
+             " orphans_removed=%zu temps_removed=%zu journal_replayed=%u journal_torn=%u",
              st.messages, st.tmp_removed, st.corrupt, st.unreadable, st.entries_rebuilt,
-             st.orphans_removed, st.temps_removed);
+             st.orphans_removed, st.temps_removed, replayed, torn);
     return 0;
 }
 
@@ -1396,6 +1437,7 @@ static void fs_close(struct queue *q)
 {
     struct fs_queue *fq = fs_queue_of(q);
     worker_pool_free(fq->workers);
+    queue_journal_close(fq->journal);   /* after the workers: no commit is running */
     group_sync_free(fq->msg_sync);
     for (size_t i = 0; i < fq->lease_count; i++)
         close(fq->leases[i].fd);
@@ -1436,6 +1478,10 @@ static int start_daemon_queue(struct fs_queue *fq, unsigned worker_count, const 
         *step = "recovery failed";
     if (rc == 0)
         rc = recover(fq);
+    if (rc == 0)
+        *step = "cannot open the commit journal";
+    if (rc == 0)
+        rc = queue_journal_open(fq->spool_fd, fq->msg_fd, &fq->journal);
     if (rc == 0)
         *step = "cannot start commit workers";
     if (rc == 0 && (fq->workers = worker_pool_new(fq->evbase, worker_count)) == NULL)
