@@ -157,10 +157,10 @@ static int list_messages(struct queue *q, int argc, char **argv)
     if (!run.ids_only)
         printf("%-16s  %-24s  %-32s  %5s  %10s  %5s\n", "ID", "DOMAINS", "SENDER", "RCPTS",
                "SIZE", "AGE");
-    int n = domain != NULL ? queue_list_domain_with_held(q, domain, list_one, &run)
-                           : queue_list_all(q, list_one, &run);
-    if (n < 0) {
-        fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(errno));
+    int rc = domain != NULL ? queue_list_domain_with_held(q, domain, list_one, &run)
+                            : queue_list_all(q, list_one, &run);
+    if (rc != 0) {
+        fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(rc));
         return EX_IOERR;
     }
     if (!run.ids_only)

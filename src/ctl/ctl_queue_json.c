@@ -118,12 +118,11 @@ int ctl_queue_list_json(struct queue *q, const char *domain)
 {
     struct json_run run = {.q = q};
     fputs("{\"messages\": [", stdout);
-    int n = domain != NULL ? queue_list_domain_with_held(q, domain, json_message, &run)
-                           : queue_list_all(q, json_message, &run);
-    int error = errno;
+    int rc = domain != NULL ? queue_list_domain_with_held(q, domain, json_message, &run)
+                            : queue_list_all(q, json_message, &run);
     fputs(run.shown > 0 ? "\n]}\n" : "]}\n", stdout);
-    if (n < 0) {
-        fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(error));
+    if (rc != 0) {
+        fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(rc));
         return EX_IOERR;
     }
     return run.status;

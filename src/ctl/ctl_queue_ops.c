@@ -156,13 +156,13 @@ static int resolve_selection(struct queue *q, struct selection *sel)
     int rc = sel->from_stdin ? read_stdin_ids(sel) : 0;
     if (rc != 0)
         return rc;
-    if (sel->domain != NULL && queue_list_domain_with_held(q, sel->domain, add_id, sel) < 0) {
-        fprintf(stderr, "odmrctl: cannot list %s: %s\n", sel->domain, strerror(errno));
+    if (sel->domain != NULL && (rc = queue_list_domain_with_held(q, sel->domain, add_id, sel)) != 0) {
+        fprintf(stderr, "odmrctl: cannot list %s: %s\n", sel->domain, strerror(rc));
         return EX_IOERR;
     }
     struct older_filter f = {sel, time(NULL)};
-    if (sel->older_than >= 0 && queue_list_all(q, add_if_older, &f) < 0) {
-        fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(errno));
+    if (sel->older_than >= 0 && (rc = queue_list_all(q, add_if_older, &f)) != 0) {
+        fprintf(stderr, "odmrctl: cannot list the queue: %s\n", strerror(rc));
         return EX_IOERR;
     }
     return 0;

@@ -53,7 +53,7 @@ static void age_text(time_t since, time_t now, char *out, size_t len)
 static int print_domains(struct queue *q, const struct userdb *users, time_t now)
 {
     struct domain_set set = {0};
-    int rc = queue_list_domains(q, add_domain, &set) < 0 ? EX_IOERR : 0;
+    int rc = queue_list_domains(q, add_domain, &set) != 0 ? EX_IOERR : 0;
     for (size_t i = 0; rc == 0 && users != NULL && i < userdb_user_count(users); i++) {
         const struct odmr_user *u = userdb_user_at(users, i);
         for (size_t j = 0; rc == 0 && j < u->domain_count; j++)

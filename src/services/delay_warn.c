@@ -115,8 +115,9 @@ bool delay_warn_start(struct delay_warn *w, void (*done)(void *arg), void *arg)
 {
     w->count = w->next = 0;
     w->skipped = w->stopping = false;
-    if (queue_expire_scan(w->queue, w->delay, collect, w) < 0) {
-        log_error("delay.scan_failed", " error=\"%s\"", strerror(errno));
+    int rc = queue_expire_scan(w->queue, w->delay, collect, w);
+    if (rc != 0) {
+        log_error("delay.scan_failed", " error=\"%s\"", strerror(rc));
         return false;
     }
     if (w->count == 0)

@@ -115,7 +115,7 @@ static bool expire_one(struct expire *e, const char *id)
         if (!started)
             release_leases(e);
     } else if (!skipped) {
-        queue_remove_if_finished(e->queue, id);   /* nothing left: a removal a crash cut short */
+        queue_remove_if_finished(e->queue, id, NULL);   /* nothing left: a removal a crash cut short */
     }
     free(f);
     queue_message_close(m);
@@ -160,8 +160,9 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     struct expire *e = arg;
     if (e->busy || e->stopping)
         return;
-    if (queue_expire_scan(e->queue, e->max_hold, collect, e) < 0) {
-        log_error("expire.scan_failed", " error=\"%s\"", strerror(errno));
+    int rc = queue_expire_scan(e->queue, e->max_hold, collect, e);
+    if (rc != 0) {
+        log_error("expire.scan_failed", " error=\"%s\"", strerror(rc));
         e->count = 0;
         return;
     }

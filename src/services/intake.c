@@ -183,7 +183,7 @@ static int write_received(struct intake *intake, struct smtp_session *s,
                      smtp_session_helo(s), smtp_session_peer(s), intake->hostname,
                      smtp_session_protocol(s), id, for_clause, date);
     if (n < 0 || (size_t)n >= sizeof header)
-        return -1;
+        return EOVERFLOW;
     return queue_write(w, header, (size_t)n);
 }
 
@@ -198,10 +198,11 @@ static int intake_data_begin(void *ctx, struct smtp_session *s, struct smtp_repl
         reply_set(reply, 452, "4.3.1", "Out of memory");
         return -1;
     }
-    struct queue_writer *w = queue_put(intake->queue, &env);
+    struct queue_writer *w;
+    int rc = queue_put(intake->queue, &env, &w);
     free_envelope_rcpts(s, &env);
-    if (w == NULL || write_received(intake, s, w, env.id) != 0) {
-        storage_failed(smtp_session_id(s), w == NULL ? "create" : "write", errno);
+    if (rc != 0 || (rc = write_received(intake, s, w, env.id)) != 0) {
+        storage_failed(smtp_session_id(s), w == NULL ? "create" : "write", rc);
         if (w)
             queue_abort(w);
         reply_set(reply, 452, "4.3.1", "Insufficient system storage");
@@ -215,12 +216,12 @@ static int intake_data_write(void *ctx, struct smtp_session *s, const char *data
 {
     int rc = queue_write(smtp_session_user(s), data, len);
     if (rc != 0) {
-        int error = errno;
         /* once per message: the engine writes no more of it after an error */
-        storage_failed(smtp_session_id(s), "write", error);
-        errno = error;
+        storage_failed(smtp_session_id(s), "write", rc);
+        errno = rc;   /* the engine's convention: -1 with errno */
+        return -1;
     }
-    return rc;
+    return 0;
 }
 
 static void intake_data_abort(void *ctx, struct smtp_session *s)

@@ -114,9 +114,9 @@ int metrics_queue_scan(struct queue *q, int msg_dir_fd, unsigned top_domains,
     struct scan sc = {q, msg_dir_fd, out, NULL, 0, 0};
     memset(out, 0, sizeof *out);
     clock_gettime(CLOCK_MONOTONIC, &start);
-    int rc = 0;
-    if (queue_list_all(q, on_message, &sc) < 0 || queue_list_domains(q, on_domain, &sc) < 0)
-        rc = errno != 0 ? errno : EIO;
+    int rc = queue_list_all(q, on_message, &sc);   /* 0 or an errno value (queue.h) */
+    if (rc == 0)
+        rc = queue_list_domains(q, on_domain, &sc);
     keep_top(&sc, top_domains);
     clock_gettime(CLOCK_MONOTONIC, &end);
     out->scan_seconds = (double)(end.tv_sec - start.tv_sec) +

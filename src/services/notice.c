@@ -353,11 +353,11 @@ static int commit_notice(struct notice_job *j, const struct dsn_notice *text)
         .rcpt_count = 1,
         .rcpts = &rcpt,
     };
-    struct queue_writer *w = queue_put(j->queue, &env);
-    if (w == NULL)
-        return errno != 0 ? errno : EIO;
-    if (queue_write(w, text->text, text->len) != 0) {
-        int rc = errno != 0 ? errno : EIO;
+    struct queue_writer *w;
+    int rc = queue_put(j->queue, &env, &w);
+    if (rc != 0)
+        return rc;
+    if ((rc = queue_write(w, text->text, text->len)) != 0) {
         queue_abort(w);
         return rc;
     }

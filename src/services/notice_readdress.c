@@ -75,8 +75,8 @@ static int copy_body(struct queue_writer *w, const struct queue_message *m)
         ssize_t got = pread(m->fd, buf, want, m->body_offset + (off_t)done);
         if (got <= 0)
             rc = got < 0 ? errno : EIO;
-        else if (queue_write(w, buf, (size_t)got) != 0)
-            rc = errno != 0 ? errno : EIO;
+        else
+            rc = queue_write(w, buf, (size_t)got);
         done += got > 0 ? (uint64_t)got : 0;
     }
     free(buf);
@@ -96,11 +96,13 @@ static int commit_copy(const struct readdress_request *req, struct readdress_job
         .helo = (char *)req->hostname, .protocol = "local", .rcpt_count = 1, .rcpts = &rcpt,
     };
     header_fields(req, header, sizeof header);
-    struct queue_writer *w = queue_put(req->queue, &env);
-    if (w == NULL)
-        return errno != 0 ? errno : EIO;
-    int rc = queue_write(w, header, strlen(header)) != 0 ? (errno != 0 ? errno : EIO)
-                                                         : copy_body(w, req->m);
+    struct queue_writer *w;
+    int rc = queue_put(req->queue, &env, &w);
+    if (rc != 0)
+        return rc;
+    rc = queue_write(w, header, strlen(header));
+    if (rc == 0)
+        rc = copy_body(w, req->m);
     if (rc != 0) {
         queue_abort(w);
         return rc;

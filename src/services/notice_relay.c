@@ -324,8 +324,9 @@ static void list_candidates(struct notice_relay *r)
 {
     struct scan sc = {r, NULL, 0};
     r->id_count = 0;
-    if (queue_list_domains(r->queue, collect_domain, &sc) < 0)
-        log_error("notice_relay.scan_failed", " error=\"%s\"", strerror(errno));
+    int rc = queue_list_domains(r->queue, collect_domain, &sc);
+    if (rc != 0)
+        log_error("notice_relay.scan_failed", " error=\"%s\"", strerror(rc));
     for (size_t i = 0; i < sc.domain_count; i++) {
         queue_list_domain(r->queue, sc.domains[i], collect_id, r);
         free(sc.domains[i]);

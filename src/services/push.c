@@ -163,9 +163,10 @@ static size_t list_pass(struct push_session *s)
     free_ids(s);
     s->passes++;
     for (size_t i = 0; i < s->domain_count; i++) {
-        if (queue_list_domain(s->queue, s->domains[i], collect_id, s) < 0)
+        int rc = queue_list_domain(s->queue, s->domains[i], collect_id, s);
+        if (rc != 0)
             log_warn("push.list_failed", " session=%s domain=%s error=\"%s\"", s->session_id,
-                     s->domains[i], strerror(errno));
+                     s->domains[i], strerror(rc));
     }
     if (s->id_count > 1)
         qsort(s->ids, s->id_count, sizeof *s->ids, compare_ids);

@@ -2,6 +2,10 @@
 /* The queue interface (docs/queue.md). Sessions see only this header; the filesystem backend
  * (queue_fs.c) is the embedded default, a PostgreSQL backend can sit behind the same calls.
  *
+ * Return convention: every function that reports a status returns 0 or a positive errno value
+ * (never -1 with errno); results come back through out-parameters or callbacks. The exceptions
+ * are the opening functions (NULL with err filled and errno set) and the predicates (bool).
+ *
  * Threading: every function is called from the event-loop thread except where noted.
  * queue_commit() does its durable work (fsync of file and directories) on worker threads and
  * reports back on the event loop through the callback. */
@@ -79,10 +83,11 @@ struct queue *queue_open_fs(const char *spool, struct event_base *base, unsigned
 struct queue *queue_open_fs_existing(const char *spool, bool read_only, char *err, size_t errlen);
 void queue_close(struct queue *q);   /* waits for in-flight commits */
 
-/* Starts a new message: assigns env->id and env->arrival and returns a writer.
- * NULL on error (errno set: ENOSPC, EIO ...). */
-struct queue_writer *queue_put(struct queue *q, struct queue_envelope *env);
-/* Appends message octets (CRLF line endings, already dot-unstuffed). 0 or -1 (errno). */
+/* Starts a new message: assigns env->id and env->arrival and stores a writer in *out. 0 or an
+ * errno (ENOSPC, EIO, EINVAL for a bad domain, EROFS ...; *out is then NULL). */
+int queue_put(struct queue *q, struct queue_envelope *env, struct queue_writer **out);
+/* Appends message octets (CRLF line endings, already dot-unstuffed). 0 or errno; the first
+ * error is sticky (every later write and the commit fail with it). */
 int queue_write(struct queue_writer *w, const void *data, size_t len);
 /* Throws the message away; nothing of it remains. Frees w. */
 void queue_abort(struct queue_writer *w);
@@ -92,13 +97,12 @@ void queue_abort(struct queue_writer *w);
  * The callback runs on the event-loop thread; w is freed by the queue after it returns. */
 typedef void (*queue_commit_cb)(int status, const char *id, void *arg);
 void queue_commit(struct queue_writer *w, queue_commit_cb cb, void *arg);
-/* Synchronous commit, for tools and tests without an event loop. 0 or errno. */
-int queue_commit_sync(struct queue_writer *w);
 
 /* ---- reading and updating (used by the ODMR push and odmrctl) ---- */
 
 /* Calls fn(id, arg) for each message held for domain that still has pending recipients of
- * that domain, oldest first. Does not scan messages of other domains. Returns count or -1. */
+ * that domain, oldest first. Does not scan messages of other domains. 0 or errno (EINVAL: not
+ * a domain name); the listing functions below return the same. */
 typedef int (*queue_id_fn)(const char *id, void *arg);   /* non-zero return stops */
 int queue_list_domain(struct queue *q, const char *domain, queue_id_fn fn, void *arg);
 /* Every message id in the queue. */
@@ -116,14 +120,9 @@ struct queue_message {
 int queue_message_open(struct queue *q, const char *id, struct queue_message **out);
 void queue_message_close(struct queue_message *m);
 
-/* Records the outcome for one recipient (index into env.rcpts) durably (fsync before return).
- * reply may be NULL. DONE/FAILED/BOUNCED are final (the one move out of a final state is
- * FAILED -> BOUNCED, once its notice exists); PENDING counts an attempt. */
-int queue_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
-                         enum queue_rcpt_state state, const char *reply);
 /* Removes the message when every recipient is DONE or BOUNCED (a FAILED one still owes its
- * notice and keeps the message); returns 1 if removed. */
-int queue_remove_if_finished(struct queue *q, const char *id);
+ * notice and keeps the message). 0 or errno; *removed (may be NULL) tells whether it went. */
+int queue_remove_if_finished(struct queue *q, const char *id, bool *removed);
 /* One recipient's outcome, for queue_record_outcomes_async(). reply may be NULL; it is copied. */
 struct queue_outcome {
     size_t rcpt_index;
@@ -133,9 +132,9 @@ struct queue_outcome {
 /* status: 0, or the first error (EALREADY: a recipient was already final and was skipped; the
  * others were recorded). removed: 1 when the message was removed. */
 typedef void (*queue_outcomes_cb)(int status, int removed, const char *id, void *arg);
-/* queue_record_outcome() for n recipients of one message plus, when remove_if_finished,
- * queue_remove_if_finished() -- run on the commit workers, never blocking the event loop on
- * fsync. Each touched domain entry is rewritten once. cb runs on the event-loop thread and never
+/* Records the outcome of n recipients of one message durably (fsync before cb) plus, when
+ * remove_if_finished, queue_remove_if_finished() -- run on the commit workers, never blocking
+ * the event loop on fsync. Each touched domain entry is rewritten once. cb runs on the event-loop thread and never
  * from inside this call (without an event base the work runs inline and cb is called before
  * this returns). Updates of the same message run one at a time in submission order. */
 void queue_record_outcomes_async(struct queue *q, const char *id,

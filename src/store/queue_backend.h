@@ -3,7 +3,7 @@
  * store/queue.h through the ops table of the queue it is given; a backend's own structs embed
  * struct queue / struct queue_writer as their first member.
  *
- * The helpers below (ids, domain names, the envelope text codec) are backend-neutral so every
+ * The helpers below (ids, domain names) and store/queue_format.h are backend-neutral so every
  * backend names, checks and serialises things the same way. */
 #ifndef ODMR_STORE_QUEUE_BACKEND_H
 #define ODMR_STORE_QUEUE_BACKEND_H
@@ -15,21 +15,21 @@
 
 #include "store/queue.h"
 
+/* Operations every backend implements; each one has a caller in odmrd or odmrctl. Helpers only
+ * tests need (a synchronous commit, one recipient's outcome) are the backend's own (for the
+ * filesystem backend: store/queue_fs.h). */
 struct queue_ops {
     const char *name;
     void (*close)(struct queue *q);
-    struct queue_writer *(*put)(struct queue *q, struct queue_envelope *env);
+    int (*put)(struct queue *q, struct queue_envelope *env, struct queue_writer **out);
     int (*write)(struct queue_writer *w, const void *data, size_t len);
     void (*abort)(struct queue_writer *w);
     void (*commit)(struct queue_writer *w, queue_commit_cb cb, void *arg);
-    int (*commit_sync)(struct queue_writer *w);
     int (*list_domain)(struct queue *q, const char *domain, queue_id_fn fn, void *arg);
     int (*list_all)(struct queue *q, queue_id_fn fn, void *arg);
     int (*list_domains)(struct queue *q, queue_id_fn fn, void *arg);
     int (*message_open)(struct queue *q, const char *id, struct queue_message **out);
-    int (*record_outcome)(struct queue *q, const char *id, size_t rcpt_index,
-                          enum queue_rcpt_state state, const char *reply);
-    int (*remove_if_finished)(struct queue *q, const char *id);
+    int (*remove_if_finished)(struct queue *q, const char *id, bool *removed);
     void (*record_outcomes_async)(struct queue *q, const char *id,
                                   const struct queue_outcome *outcomes, size_t n,
                                   bool remove_if_finished, queue_outcomes_cb cb, void *arg);
@@ -75,35 +75,6 @@ enum { QUEUE_DOMAIN_MAX = 254 };   /* 253 octets + NUL */
  * 1..253 octets. 0 or EINVAL. */
 int queue_domain_normalize(const char *in, char out[QUEUE_DOMAIN_MAX]);
 
-/* ---- value encoding: any string becomes one token without space, CR, LF or NUL ---- */
-
-/* A growable text buffer. */
-struct queue_text {
-    char *data;
-    size_t len, cap;
-};
-int queue_text_append(struct queue_text *t, const void *data, size_t len);
-int queue_text_printf(struct queue_text *t, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-/* Appends value as one token: "-" for NULL; otherwise "=" followed by the value with every
- * octet outside 0x21..0x7e and '%' written as %XX. 0 or ENOMEM (for all the appenders). */
-int queue_text_token(struct queue_text *t, const char *value);
-void queue_text_free(struct queue_text *t);
-/* Decodes one token made by queue_text_token() (len octets, no separators). *out is NULL for
- * "-", else a fresh NUL-terminated string. 0, EBADMSG or ENOMEM. Values containing NUL are
- * refused (EBADMSG). */
-int queue_token_decode(const char *token, size_t len, char **out);
-
-/* ---- the envelope as text (docs/queue.md "Envelope lines") ---- */
-
-/* Appends the envelope lines (no magic line, no blank line). 0 or ENOMEM. */
-int queue_envelope_format(struct queue_text *t, const struct queue_envelope *env);
-/* Parses envelope lines (len octets, every line ending in LF, no blank line) into env, which
- * the caller clears. 0, EBADMSG (with a reason) or ENOMEM. */
-int queue_envelope_parse(const char *text, size_t len, struct queue_envelope *env,
-                         const char **reason);
-
-const char *queue_rcpt_state_name(enum queue_rcpt_state state);
-int queue_rcpt_state_parse(const char *name, size_t len, enum queue_rcpt_state *out);
+#include "store/queue_format.h"   /* the envelope codec every backend shares */
 
 #endif

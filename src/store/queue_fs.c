@@ -17,7 +17,6 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <openssl/evp.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,33 +26,18 @@
 #include <unistd.h>
 
 #include "lib/log.h"
+#include "platform/group_sync.h"
+#include "platform/worker_pool.h"
 #include "store/queue_backend.h"
 #include "store/queue_fs_admin.h"
 #include "store/queue_fs_entry.h"
+#include "store/queue_format.h"
+#include "store/queue_journal.h"
 #include "store/queue_fs_spool.h"
 
 struct fs_lease {
     char domain[QUEUE_DOMAIN_MAX];
     int fd;
-};
-
-struct fs_writer;
-
-/* A unit of work for the commit workers (a commit, or a batch of outcomes). run() executes on a
- * worker thread; report() on the event-loop thread afterwards and frees the job; drop() frees a
- * finished job whose report the stopped loop never ran (queue_close). Jobs with the same
- * serial key run one at a time in submission order (outcomes of one message); NULL: no key. */
-struct fs_job {
-    void (*run)(struct fs_job *job);
-    void (*report)(struct fs_job *job);
-    void (*drop)(struct fs_job *job);
-    const char *serial;
-    uint64_t seq;
-    bool finished;
-    struct fs_queue *fq;
-    struct event *done_event;
-    struct fs_job *next_job;
-    struct fs_job *inflight_prev, *inflight_next;
 };
 
 struct fs_queue {
@@ -63,16 +47,9 @@ struct fs_queue {
     int spool_lock_fd;                   /* -1 for tools (base == NULL) */
     bool read_only;                      /* odmrctl's read commands: never write anything */
     struct event_base *evbase;
-    /* commit workers */
-    pthread_mutex_t mutex;
-    pthread_cond_t wake;
-    pthread_cond_t serial_done;                /* a job with a serial key finished */
-    struct fs_job *jobs_head, *jobs_tail;      /* waiting for a worker */
-    struct fs_job *inflight;                   /* submitted, report not yet run */
-    uint64_t next_seq;
-    bool stopping;
-    pthread_t *threads;
-    unsigned thread_count;
+    struct worker_pool *workers;         /* commits and outcome records; NULL for tools */
+    struct group_sync *msg_sync;         /* fsync(msg/) shared by concurrent commits, removals */
+    struct queue_journal *journal;       /* the daemon's commit journal; NULL for tools */
     /* leases held by this process */
     struct fs_lease *leases;
     size_t lease_count;
@@ -94,7 +71,7 @@ struct fs_writer {
     queue_commit_cb cb;
     void *cb_arg;
     int status;
-    struct fs_job job;
+    struct worker_job job;
 };
 
 static const struct queue_ops fs_ops;
@@ -117,22 +94,6 @@ static int write_all(int fd, const void *data, size_t len)
             return n < 0 ? errno : EIO;
         p += n;
         len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int pread_all(int fd, void *data, size_t len, off_t offset)
-{
-    char *p = data;
-    while (len > 0) {
-        ssize_t n = pread(fd, p, len, offset);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? errno : EIO;   /* a short file here is an I/O surprise */
-        p += n;
-        len -= (size_t)n;
-        offset += n;
     }
     return 0;
 }
@@ -214,7 +175,7 @@ static int read_entry(struct fs_queue *fq, const char *domain, const char *id,
     }
     size_t len = (size_t)st.st_size;
     char *text = malloc(len + 1);
-    int rc = text == NULL ? ENOMEM : pread_all(fd, text, len, 0);
+    int rc = text == NULL ? ENOMEM : queue_format_pread(fd, text, len, 0);
     close(fd);
     if (rc == 0) {
         text[len] = '\0';
@@ -274,208 +235,18 @@ static int write_entry(struct fs_queue *fq, const struct queue_envelope *env, co
 
 /* ---- message files: reading and validation ---- */
 
-static bool header_complete(const char *buf, size_t len, size_t from, size_t *header_len)
-{
-    for (size_t i = from > 0 ? from - 1 : 0; i + 1 < len; i++) {
-        if (buf[i] == '\n' && buf[i + 1] == '\n') {
-            *header_len = i + 2;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Appends chunk to the header buffer until the blank line is seen. */
-static int collect_header(struct queue_text *header, bool *done, size_t *header_len,
-                          const char *chunk, size_t n)
-{
-    if (*done)
-        return 0;
-    size_t before = header->len;
-    int rc = queue_text_append(header, chunk, n);
-    if (rc != 0)
-        return rc;
-    if (header_complete(header->data, header->len, before, header_len))
-        *done = true;
-    else if (header->len > QUEUE_FS_HEADER_MAX)
-        return EBADMSG;
-    return 0;
-}
-
-struct parsed_trailer {
-    uint64_t body_len;
-    unsigned char sha256[32];
-};
-
-static int parse_trailer(const char *t, struct parsed_trailer *out)
-{
-    size_t prefix = strlen(QUEUE_FS_TRAILER_PREFIX);
-    if (memcmp(t, QUEUE_FS_TRAILER_PREFIX, prefix) != 0 || t[prefix + 20] != ' ' ||
-        t[QUEUE_FS_TRAILER_LEN - 1] != '\n')
-        return EBADMSG;
-    char digits[21];
-    memcpy(digits, t + prefix, 20);
-    digits[20] = '\0';
-    if (!queue_fs_parse_number(digits, UINT64_MAX, &out->body_len))
-        return EBADMSG;
-    const char *hex = t + prefix + 21;
-    for (size_t i = 0; i < 32; i++) {
-        unsigned hi, lo;
-        char pair[3] = {hex[2 * i], hex[2 * i + 1], '\0'};
-        if (strspn(pair, "0123456789abcdef") != 2 || sscanf(pair, "%1x%1x", &hi, &lo) != 2)
-            return EBADMSG;
-        out->sha256[i] = (unsigned char)(hi * 16 + lo);
-    }
-    return 0;
-}
-
-struct validated {
-    struct queue_envelope env;
-    off_t body_offset;
-    uint64_t body_len;
-};
-
-static int check_magic(const struct queue_text *header, const char **reason)
-{
-    size_t prefix = strlen(QUEUE_FS_MAGIC_PREFIX);
-    if (header->len < prefix || memcmp(header->data, QUEUE_FS_MAGIC_PREFIX, prefix) != 0) {
-        *reason = "bad magic";
-        return EBADMSG;
-    }
-    if (header->len < strlen(QUEUE_FS_MAGIC_LINE) ||
-        memcmp(header->data, QUEUE_FS_MAGIC_LINE, strlen(QUEUE_FS_MAGIC_LINE)) != 0) {
-        *reason = "unsupported version";
-        return EBADMSG;
-    }
-    return 0;
-}
-
-/* Hashes [0, content_len) and collects the header on the way. 0, EBADMSG or errno. */
-static int hash_and_collect(int fd, uint64_t content_len, unsigned char sha256[32],
-                            struct queue_text *header, size_t *header_len, const char **reason)
-{
-    enum { CHUNK = 64 << 10 };
-    char *chunk = malloc(CHUNK);
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool done = false;
-    int rc = chunk == NULL || ctx == NULL ? ENOMEM : 0;
-    if (rc == 0 && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
-        rc = EIO;
-    for (uint64_t off = 0; rc == 0 && off < content_len;) {
-        size_t n = content_len - off < CHUNK ? (size_t)(content_len - off) : CHUNK;
-        rc = pread_all(fd, chunk, n, (off_t)off);
-        if (rc == 0 && EVP_DigestUpdate(ctx, chunk, n) != 1)
-            rc = EIO;
-        if (rc == 0)
-            rc = collect_header(header, &done, header_len, chunk, n);
-        if (rc == EBADMSG)
-            *reason = "header too long";
-        off += n;
-    }
-    if (rc == 0 && EVP_DigestFinal_ex(ctx, sha256, NULL) != 1)
-        rc = EIO;
-    if (rc == 0 && !done) {
-        *reason = "no end of envelope";
-        rc = EBADMSG;
-    }
-    EVP_MD_CTX_free(ctx);
-    free(chunk);
-    return rc;
-}
-
-/* Validates a message file completely: magic, version, trailer, checksum, envelope, id.
- * 0, EBADMSG (reason set) or an I/O errno (the file may be fine: never quarantine for that). */
-static int validate_message(int fd, const char *id, struct validated *out, const char **reason)
-{
-    struct stat st;
-    struct queue_text header = {0};
-    struct parsed_trailer trailer;
-    char trailer_text[QUEUE_FS_TRAILER_LEN];
-    unsigned char sha256[32];
-    size_t header_len = 0;
-    memset(out, 0, sizeof *out);
-    if (fstat(fd, &st) != 0)
-        return errno;
-    if ((uint64_t)st.st_size < strlen(QUEUE_FS_MAGIC_LINE) + 1 + QUEUE_FS_TRAILER_LEN) {
-        *reason = "truncated";
-        return EBADMSG;
-    }
-    uint64_t content_len = (uint64_t)st.st_size - QUEUE_FS_TRAILER_LEN;
-    int rc = pread_all(fd, trailer_text, sizeof trailer_text, (off_t)content_len);
-    if (rc == 0 && parse_trailer(trailer_text, &trailer) != 0) {
-        *reason = "bad trailer (truncated?)";
-        rc = EBADMSG;
-    }
-    if (rc == 0)
-        rc = hash_and_collect(fd, content_len, sha256, &header, &header_len, reason);
-    if (rc == 0)
-        rc = check_magic(&header, reason);
-    if (rc == 0 && memcmp(sha256, trailer.sha256, sizeof sha256) != 0) {
-        *reason = "checksum mismatch";
-        rc = EBADMSG;
-    }
-    if (rc == 0 && content_len - header_len != trailer.body_len) {
-        *reason = "length mismatch";
-        rc = EBADMSG;
-    }
-    if (rc == 0) {
-        size_t magic_len = strlen(QUEUE_FS_MAGIC_LINE);
-        rc = queue_envelope_parse(header.data + magic_len, header_len - 1 - magic_len, &out->env,
-                                  reason);
-    }
-    if (rc == 0 && strcmp(out->env.id, id) != 0) {
-        *reason = "id does not match the file name";
-        rc = EBADMSG;
-    }
-    queue_text_free(&header);
-    if (rc != 0) {
-        queue_envelope_clear(&out->env);
-        return rc;
-    }
-    out->body_offset = (off_t)header_len;
-    out->body_len = trailer.body_len;
-    out->env.body_size = trailer.body_len;
-    return 0;
-}
-
 /* Reads only the envelope of msg/<id> (no checksum: for updates of a message that was validated
  * when it was opened for delivery). 0, ENOENT, EBADMSG or errno. */
 static int read_envelope(struct fs_queue *fq, const char *id, struct queue_envelope *env)
 {
-    enum { CHUNK = 16 << 10 };
-    char chunk[CHUNK];
-    struct queue_text header = {0};
-    const char *reason = NULL;
-    bool done = false;
-    size_t header_len = 0;
     memset(env, 0, sizeof *env);
     if (!queue_id_valid(id))
         return ENOENT;
     int fd = queue_fs_open_file(fq->msg_fd, id, O_RDONLY, 0);
     if (fd < 0)
         return errno;
-    int rc = 0;
-    for (off_t off = 0; rc == 0 && !done;) {
-        ssize_t n = pread(fd, chunk, sizeof chunk, off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            rc = n < 0 ? errno : EBADMSG;
-        else
-            rc = collect_header(&header, &done, &header_len, chunk, (size_t)n);
-        off += n > 0 ? n : 0;
-    }
+    int rc = queue_format_read_envelope(fd, env);
     close(fd);
-    if (rc == 0)
-        rc = check_magic(&header, &reason);
-    if (rc == 0) {
-        size_t magic_len = strlen(QUEUE_FS_MAGIC_LINE);
-        rc = queue_envelope_parse(header.data + magic_len, header_len - 1 - magic_len, env,
-                                  &reason);
-    }
-    queue_text_free(&header);
-    if (rc != 0)
-        queue_envelope_clear(env);
     return rc;
 }
 
@@ -701,7 +472,7 @@ static int create_tmp_file(struct fs_writer *w, struct queue_envelope *copy)
         int rc = queue_id_generate(w->id, &now);
         if (rc != 0)
             return rc;
-        w->fd = openat(w->fq->tmp_fd, w->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        w->fd = openat(w->fq->tmp_fd, w->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (w->fd >= 0) {
             memcpy(copy->id, w->id, sizeof copy->id);
             copy->arrival = now.tv_sec;   /* the same clock reading as the id */
@@ -727,15 +498,14 @@ static int write_header(struct fs_writer *w, const struct queue_envelope *copy)
     return rc;
 }
 
-static struct queue_writer *fs_put(struct queue *q, struct queue_envelope *env)
+static int fs_put(struct queue *q, struct queue_envelope *env, struct queue_writer **out)
 {
     struct fs_queue *fq = fs_queue_of(q);
     struct queue_envelope copy = {0};
     char (*normalized)[QUEUE_DOMAIN_MAX] = NULL;
-    if (fq->read_only) {
-        errno = EROFS;
-        return NULL;
-    }
+    *out = NULL;
+    if (fq->read_only)
+        return EROFS;
     struct fs_writer *w = writer_new(fq, env->rcpt_count > 0 ? env->rcpt_count : 1);
     int rc = w == NULL ? ENOMEM : 0;
     if (rc == 0)
@@ -754,21 +524,19 @@ static struct queue_writer *fs_put(struct queue *q, struct queue_envelope *env)
         if (w != NULL)
             writer_free(w);
         log_debug("queue.put_failed", " error=\"%s\"", strerror(rc));   /* caller logs */
-        errno = rc;
-        return NULL;
+        return rc;
     }
     memcpy(env->id, copy.id, sizeof env->id);
     env->arrival = copy.arrival;
-    return &w->base;
+    *out = &w->base;
+    return 0;
 }
 
 static int fs_write(struct queue_writer *qw, const void *data, size_t len)
 {
     struct fs_writer *w = (struct fs_writer *)qw;
-    if (writer_append(w, data, len) != 0) {
-        errno = w->error;
-        return -1;
-    }
+    if (writer_append(w, data, len) != 0)
+        return w->error;
     w->body_len += len;
     return 0;
 }
@@ -833,11 +601,52 @@ static void undo_commit(struct fs_writer *w)
     fsync(w->fq->msg_fd);
 }
 
+static int create_entries(struct fs_writer *w)
+{
+    int rc = 0;
+    /* Index entries need no fsync: recovery rebuilds lost ones from msg/ (docs/queue.md). */
+    for (size_t i = 0; rc == 0 && i < w->domain_count; i++)
+        rc = create_empty_entry(w->fq, w->domains[i], w->id, NULL);
+    return rc;
+}
+
+/* The commit through the journal (the daemon): one record, one shared fdatasync, then the
+ * file goes into msg/ and the entries are made, none of it synced: the journal holds the
+ * message until the checkpointer has made the file durable (docs/queue.md "Group commit"). */
+static int commit_journaled(struct fs_writer *w)
+{
+    struct fs_queue *fq = w->fq;
+    struct queue_journal_segment *seg = NULL;
+    struct stat st;
+    int rc = w->error != 0 ? w->error : write_trailer(w);
+    if (rc == 0 && fstat(w->fd, &st) != 0)
+        rc = errno;
+    if (rc == 0)
+        rc = queue_journal_commit(fq->journal, w->id, w->fd, (uint64_t)st.st_size, &seg);
+    int close_rc = close_checked(w->fd);
+    w->fd = -1;
+    rc = rc != 0 ? rc : close_rc;
+    /* THE commit point was the sync of the record; the rename only makes the file visible. */
+    if (rc == 0 && renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) != 0)
+        rc = errno;
+    if (rc == 0)
+        rc = create_entries(w);
+    if (rc != 0) {
+        unlinkat(fq->tmp_fd, w->id, 0);
+        undo_commit(w);
+    }
+    if (seg != NULL)
+        queue_journal_commit_done(fq->journal, seg);
+    return rc;
+}
+
 /* The durable part of a commit; runs on a worker thread (or inline for commit_sync). Returns 0
  * when the message is committed and indexed, else errno with nothing of the message left. */
 static int commit_durable(struct fs_writer *w)
 {
     struct fs_queue *fq = w->fq;
+    if (fq->journal != NULL)
+        return commit_journaled(w);
     int rc = make_file_durable(w);
     if (rc != 0) {
         unlinkat(fq->tmp_fd, w->id, 0);
@@ -849,11 +658,11 @@ static int commit_durable(struct fs_writer *w)
         unlinkat(fq->tmp_fd, w->id, 0);
         return rc;
     }
-    /* The rename is a change of the directory: only fsync(msg/) makes it survive a crash. */
-    rc = fsync_fd(fq->msg_fd);
-    /* Index entries need no fsync: recovery rebuilds lost ones from msg/ (docs/queue.md). */
-    for (size_t i = 0; rc == 0 && i < w->domain_count; i++)
-        rc = create_empty_entry(fq, w->domains[i], w->id, NULL);
+    /* The rename is a change of the directory: only fsync(msg/) makes it survive a crash. One
+     * fsync covers the renames of every commit waiting for it (group commit). */
+    rc = group_sync(fq->msg_sync);
+    if (rc == 0)
+        rc = create_entries(w);
     if (rc != 0)
         undo_commit(w);
     return rc;
@@ -868,7 +677,7 @@ static void log_commit(const struct fs_writer *w, int status)
         log_debug("queue.commit_failed", " id=%s error=\"%s\"", w->id, strerror(status));
 }
 
-static int fs_commit_sync(struct queue_writer *qw)
+int queue_fs_commit_sync(struct queue_writer *qw)
 {
     struct fs_writer *w = (struct fs_writer *)qw;
     int status = commit_durable(w);
@@ -877,116 +686,25 @@ static int fs_commit_sync(struct queue_writer *qw)
     return status;
 }
 
-static void inflight_unlink(struct fs_queue *fq, struct fs_job *job)
-{
-    if (job->inflight_prev != NULL)
-        job->inflight_prev->inflight_next = job->inflight_next;
-    else
-        fq->inflight = job->inflight_next;
-    if (job->inflight_next != NULL)
-        job->inflight_next->inflight_prev = job->inflight_prev;
-}
-
-/* Runs on the event-loop thread once a worker has finished the job. */
-static void job_done_trampoline(evutil_socket_t fd, short what, void *arg)
-{
-    struct fs_job *job = arg;
-    struct fs_queue *fq = job->fq;
-    pthread_mutex_lock(&fq->mutex);
-    inflight_unlink(fq, job);
-    pthread_mutex_unlock(&fq->mutex);
-    event_free(job->done_event);
-    job->done_event = NULL;
-    job->report(job);
-}
-
-/* True while an earlier job with the same serial key has not finished (mutex held). */
-static bool job_must_wait(const struct fs_queue *fq, const struct fs_job *job)
-{
-    if (job->serial == NULL)
-        return false;
-    for (const struct fs_job *j = fq->inflight; j != NULL; j = j->inflight_next) {
-        if (j != job && !j->finished && j->seq < job->seq && j->serial != NULL &&
-            strcmp(j->serial, job->serial) == 0)
-            return true;
-    }
-    return false;
-}
-
-static struct fs_job *next_job_locked(struct fs_queue *fq)
-{
-    while (fq->jobs_head == NULL && !fq->stopping)
-        pthread_cond_wait(&fq->wake, &fq->mutex);
-    struct fs_job *job = fq->jobs_head;
-    if (job != NULL) {
-        fq->jobs_head = job->next_job;
-        if (fq->jobs_head == NULL)
-            fq->jobs_tail = NULL;
-        while (job_must_wait(fq, job))
-            pthread_cond_wait(&fq->serial_done, &fq->mutex);
-    }
-    return job;
-}
-
-static void *job_worker(void *arg)
-{
-    struct fs_queue *fq = arg;
-    for (;;) {
-        pthread_mutex_lock(&fq->mutex);
-        struct fs_job *job = next_job_locked(fq);
-        pthread_mutex_unlock(&fq->mutex);
-        if (job == NULL)
-            return NULL;   /* stopping and every queued job done */
-        job->run(job);
-        pthread_mutex_lock(&fq->mutex);
-        job->finished = true;
-        pthread_cond_broadcast(&fq->serial_done);
-        pthread_mutex_unlock(&fq->mutex);
-        /* Hands the job back to the loop thread; it may be freed there from now on. */
-        event_active(job->done_event, EV_WRITE, 0);
-    }
-}
-
 /* Queues job for the workers. false when there is no loop or no worker (a tool) or no memory
- * for the event: the caller then runs the job inline. */
-static bool job_submit(struct fs_queue *fq, struct fs_job *job)
+ * for its event: the caller then runs the job inline. */
+static bool job_submit(struct fs_queue *fq, struct worker_job *job)
 {
-    job->fq = fq;
-    if (fq->evbase == NULL || fq->thread_count == 0)
-        return false;
-    job->done_event = event_new(fq->evbase, -1, 0, job_done_trampoline, job);
-    if (job->done_event == NULL)
-        return false;
-    pthread_mutex_lock(&fq->mutex);
-    job->seq = fq->next_seq++;
-    job->inflight_prev = NULL;
-    job->inflight_next = fq->inflight;
-    if (fq->inflight != NULL)
-        fq->inflight->inflight_prev = job;
-    fq->inflight = job;
-    job->next_job = NULL;
-    if (fq->jobs_tail != NULL)
-        fq->jobs_tail->next_job = job;
-    else
-        fq->jobs_head = job;
-    fq->jobs_tail = job;
-    pthread_cond_signal(&fq->wake);
-    pthread_mutex_unlock(&fq->mutex);
-    return true;
+    return fq->workers != NULL && worker_pool_submit(fq->workers, job);
 }
 
-static struct fs_writer *writer_of_job(struct fs_job *job)
+static struct fs_writer *writer_of_job(struct worker_job *job)
 {
     return (struct fs_writer *)((char *)job - offsetof(struct fs_writer, job));
 }
 
-static void commit_job_run(struct fs_job *job)
+static void commit_job_run(struct worker_job *job)
 {
     struct fs_writer *w = writer_of_job(job);
     w->status = commit_durable(w);
 }
 
-static void commit_job_report(struct fs_job *job)
+static void commit_job_report(struct worker_job *job)
 {
     struct fs_writer *w = writer_of_job(job);
     log_commit(w, w->status);
@@ -994,7 +712,7 @@ static void commit_job_report(struct fs_job *job)
     writer_free(w);
 }
 
-static void commit_job_drop(struct fs_job *job)
+static void commit_job_drop(struct worker_job *job)
 {
     struct fs_writer *w = writer_of_job(job);
     log_warn("queue.commit_unreported", " id=%s status=%d", w->id, w->status);
@@ -1013,7 +731,7 @@ static void fs_commit(struct queue_writer *qw, queue_commit_cb cb, void *arg)
         /* No loop (a tool) or no memory for the event: commit inline. */
         char id[QUEUE_ID_MAX];
         memcpy(id, w->id, sizeof id);
-        int status = fs_commit_sync(qw);
+        int status = queue_fs_commit_sync(qw);
         cb(status, id, arg);
     }
 }
@@ -1042,39 +760,26 @@ static int fs_list_domain(struct queue *q, const char *domain, queue_id_fn fn, v
     struct fs_queue *fq = fs_queue_of(q);
     char name[QUEUE_DOMAIN_MAX];
     struct queue_fs_names ids;
-    if (queue_domain_normalize(domain, name) != 0) {
-        errno = EINVAL;
-        return -1;
-    }
+    if (queue_domain_normalize(domain, name) != 0)
+        return EINVAL;
     /* Only this domain's directory is read: ATRN never scans the whole queue. */
     int rc = queue_fs_list_dir(fq->dom_fd, name, accept_id, &ids);
-    if (rc == ENOENT)
-        return 0;
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    int count = 0;
+    if (rc != 0)
+        return rc == ENOENT ? 0 : rc;
     for (size_t i = 0; i < ids.count; i++) {
-        if (!entry_pending(fq, name, ids.names[i]))
-            continue;
-        count++;
-        if (fn(ids.names[i], arg) != 0)
+        if (entry_pending(fq, name, ids.names[i]) && fn(ids.names[i], arg) != 0)
             break;
     }
     queue_fs_names_free(&ids);
-    return count;
+    return 0;
 }
 
-static int call_for_names(const struct queue_fs_names *names, queue_id_fn fn, void *arg)
+static void call_for_names(const struct queue_fs_names *names, queue_id_fn fn, void *arg)
 {
-    int count = 0;
     for (size_t i = 0; i < names->count; i++) {
-        count++;
         if (fn(names->names[i], arg) != 0)
             break;
     }
-    return count;
 }
 
 static int fs_list_all(struct queue *q, queue_id_fn fn, void *arg)
@@ -1082,13 +787,11 @@ static int fs_list_all(struct queue *q, queue_id_fn fn, void *arg)
     struct fs_queue *fq = fs_queue_of(q);
     struct queue_fs_names ids;
     int rc = queue_fs_list_dir(fq->msg_fd, ".", accept_id, &ids);
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    int count = call_for_names(&ids, fn, arg);
+    if (rc != 0)
+        return rc;
+    call_for_names(&ids, fn, arg);
     queue_fs_names_free(&ids);
-    return count;
+    return 0;
 }
 
 static bool accept_domain(const char *name)
@@ -1117,11 +820,10 @@ static int fs_list_domains(struct queue *q, queue_id_fn fn, void *arg)
             rc = queue_fs_names_add(&nonempty, domains.names[i]);
     }
     queue_fs_names_free(&domains);
-    int count = rc == 0 ? call_for_names(&nonempty, fn, arg) : -1;
+    if (rc == 0)
+        call_for_names(&nonempty, fn, arg);
     queue_fs_names_free(&nonempty);
-    if (rc != 0)
-        errno = rc;
-    return count;
+    return rc;
 }
 
 static int fs_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void *arg)
@@ -1129,23 +831,19 @@ static int fs_expire_scan(struct queue *q, time_t max_age, queue_id_fn fn, void 
     struct fs_queue *fq = fs_queue_of(q);
     struct queue_fs_names ids;
     int rc = queue_fs_list_dir(fq->msg_fd, ".", accept_id, &ids);
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
+    if (rc != 0)
+        return rc;
     time_t now = time(NULL);
-    int count = 0;
     for (size_t i = 0; i < ids.count; i++) {
         /* Ids carry their arrival time, so the scan opens no file. */
         int64_t usec = queue_id_time_usec(ids.names[i]);
         if (usec < 0 || now - (time_t)(usec / 1000000) < max_age)
             continue;
-        count++;
         if (fn(ids.names[i], arg) != 0)
             break;
     }
     queue_fs_names_free(&ids);
-    return count;
+    return 0;
 }
 
 /* ---- opening messages, outcomes, removal ---- */
@@ -1164,7 +862,7 @@ static int reject_message(struct fs_queue *fq, const char *id, const char *reaso
 static int fs_message_open(struct queue *q, const char *id, struct queue_message **out)
 {
     struct fs_queue *fq = fs_queue_of(q);
-    struct validated v;
+    struct queue_format_validated v;
     const char *reason = "unknown";
     *out = NULL;
     if (!queue_id_valid(id))
@@ -1172,7 +870,7 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
     int fd = queue_fs_open_file(fq->msg_fd, id, O_RDONLY, 0);
     if (fd < 0)
         return errno == EBADMSG ? reject_message(fq, id, "not a regular file") : errno;
-    int rc = validate_message(fd, id, &v, &reason);
+    int rc = queue_format_validate(fd, id, &v, &reason);
     if (rc == EBADMSG) {
         close(fd);
         return reject_message(fq, id, reason);
@@ -1320,7 +1018,7 @@ static int record_outcomes(struct fs_queue *fq, const char *id, const struct que
     return rc != 0 ? rc : first;
 }
 
-static int fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
+int queue_fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
                              enum queue_rcpt_state state, const char *reply)
 {
     struct queue_outcome o = {rcpt_index, state, reply};
@@ -1345,9 +1043,12 @@ static int remove_message(struct fs_queue *fq, const char *id, const struct queu
 {
     if (fq->read_only)
         return EROFS;
+    /* A message still in an unretired journal segment would come back at a replay. */
+    if (fq->journal != NULL)
+        queue_journal_wait_retired(fq->journal, id);
     if (unlinkat(fq->msg_fd, id, 0) != 0)
         return errno;
-    int rc = fsync_fd(fq->msg_fd);
+    int rc = group_sync(fq->msg_sync);
     void *arg[2] = {fq, (void *)id};
     if (env != NULL) {
         for_each_domain(env, unlink_entry_of, arg);
@@ -1362,7 +1063,7 @@ static int remove_message(struct fs_queue *fq, const char *id, const struct queu
     return rc;
 }
 
-static int fs_remove_if_finished(struct queue *q, const char *id)
+static int fs_remove_if_finished(struct queue *q, const char *id, bool *removed)
 {
     struct fs_queue *fq = fs_queue_of(q);
     struct queue_envelope env;
@@ -1375,11 +1076,8 @@ static int fs_remove_if_finished(struct queue *q, const char *id)
     if (rc == 0 && finished)
         log_info("queue.removed", " id=%s reason=delivered", id);
     queue_envelope_clear(&env);
-    if (rc != 0) {
-        errno = rc;
-        return -1;
-    }
-    return finished ? 1 : 0;
+    *removed = rc == 0 && finished;
+    return rc;
 }
 
 static int fs_remove(struct queue *q, const char *id)
@@ -1409,11 +1107,12 @@ int queue_fs_write_touched(struct queue *q, const struct queue_envelope *env, co
 /* ---- asynchronous outcomes ---- */
 
 struct outcome_job {
-    struct fs_job job;           /* first member */
+    struct worker_job job;           /* first member */
     char id[QUEUE_ID_MAX];
     struct queue_outcome *outcomes;
     size_t count;
     bool remove;
+    struct fs_queue *fq;
     queue_outcomes_cb cb;
     void *arg;
     int status, removed;
@@ -1427,22 +1126,22 @@ static void outcome_job_free(struct outcome_job *j)
     free(j);
 }
 
-static void outcome_job_run(struct fs_job *job)
+static void outcome_job_run(struct worker_job *job)
 {
     struct outcome_job *j = (struct outcome_job *)job;
     bool removed;
-    j->status = record_outcomes(job->fq, j->id, j->outcomes, j->count, j->remove, &removed);
+    j->status = record_outcomes(j->fq, j->id, j->outcomes, j->count, j->remove, &removed);
     j->removed = removed;
 }
 
-static void outcome_job_report(struct fs_job *job)
+static void outcome_job_report(struct worker_job *job)
 {
     struct outcome_job *j = (struct outcome_job *)job;
     j->cb(j->status, j->removed, j->id, j->arg);
     outcome_job_free(j);
 }
 
-static void outcome_job_drop(struct fs_job *job)
+static void outcome_job_drop(struct worker_job *job)
 {
     struct outcome_job *j = (struct outcome_job *)job;
     log_warn("queue.outcome_unreported", " id=%s status=%d", j->id, j->status);
@@ -1480,6 +1179,7 @@ static void fs_record_outcomes_async(struct queue *q, const char *id,
         cb(ENOMEM, 0, id, arg);
         return;
     }
+    j->fq = fs_queue_of(q);
     j->remove = remove_if_finished;
     j->cb = cb;
     j->arg = arg;
@@ -1590,7 +1290,7 @@ static int rebuild_entry(const char *domain, void *arg)
  * committed by the rename alone, so its entries may have been lost in a crash. */
 static int recover_message(struct fs_queue *fq, const char *name, struct recovery_stats *st)
 {
-    struct validated v;
+    struct queue_format_validated v;
     const char *reason = "unknown";
     if (!queue_id_valid(name)) {
         st->corrupt++;
@@ -1599,7 +1299,7 @@ static int recover_message(struct fs_queue *fq, const char *name, struct recover
     int fd = queue_fs_open_file(fq->msg_fd, name, O_RDONLY, 0);
     if (fd < 0 && errno != EBADMSG)
         return errno;
-    int rc = fd < 0 ? EBADMSG : validate_message(fd, name, &v, &reason);
+    int rc = fd < 0 ? EBADMSG : queue_format_validate(fd, name, &v, &reason);
     if (fd < 0)
         reason = "not a regular file";   /* a FIFO, socket, directory or symlink */
     else
@@ -1658,7 +1358,11 @@ static int recover(struct fs_queue *fq)
 {
     struct recovery_stats st = {0};
     struct queue_fs_names messages = {0}, domains = {0};
-    int rc = recover_tmp(fq, &st);
+    unsigned replayed = 0, torn = 0;
+    /* The journal first: it may write back messages whose file in msg/ did not survive. */
+    int rc = queue_journal_replay(fq->spool_fd, fq->tmp_fd, fq->msg_fd, &replayed, &torn);
+    if (rc == 0)
+        rc = recover_tmp(fq, &st);
     if (rc == 0)
         rc = queue_fs_list_dir(fq->msg_fd, ".", NULL, &messages);
     for (size_t i = 0; rc == 0 && i < messages.count; i++)
@@ -1683,9 +1387,9 @@ static int recover(struct fs_queue *fq)
         return rc;
     log_info("queue.recovered",
              " messages=%zu tmp_removed=%zu corrupt=%zu unreadable=%zu entries_rebuilt=%zu"
-             " orphans_removed=%zu temps_removed=%zu",
+             " orphans_removed=%zu temps_removed=%zu journal_replayed=%u journal_torn=%u",
              st.messages, st.tmp_removed, st.corrupt, st.unreadable, st.entries_rebuilt,
-             st.orphans_removed, st.temps_removed);
+             st.orphans_removed, st.temps_removed, replayed, torn);
     return 0;
 }
 
@@ -1711,6 +1415,8 @@ static int open_spool(struct fs_queue *fq, bool create, const char **missing)
     fq->dom_fd = sub[QUEUE_FS_SUB_DOM];
     fq->corrupt_fd = sub[QUEUE_FS_SUB_CORRUPT];
     fq->lock_fd = sub[QUEUE_FS_SUB_LOCK];
+    if (rc == 0 && (fq->msg_sync = group_sync_new(fq->msg_fd, false)) == NULL)
+        rc = ENOMEM;
     return rc;
 }
 
@@ -1727,43 +1433,12 @@ static int lock_spool(struct fs_queue *fq)
     return 0;
 }
 
-static int start_workers(struct fs_queue *fq, unsigned count)
-{
-    fq->threads = calloc(count, sizeof *fq->threads);
-    if (fq->threads == NULL)
-        return ENOMEM;
-    for (; fq->thread_count < count; fq->thread_count++) {
-        int rc = pthread_create(&fq->threads[fq->thread_count], NULL, job_worker, fq);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-static void stop_workers(struct fs_queue *fq)
-{
-    pthread_mutex_lock(&fq->mutex);
-    fq->stopping = true;
-    pthread_cond_broadcast(&fq->wake);
-    pthread_mutex_unlock(&fq->mutex);
-    for (unsigned i = 0; i < fq->thread_count; i++)
-        pthread_join(fq->threads[i], NULL);
-    fq->thread_count = 0;
-    /* Jobs finished but whose callback the loop never ran (the loop has stopped): the message
-     * is committed or gone as the status says; the session that waited no longer exists. */
-    while (fq->inflight != NULL) {
-        struct fs_job *job = fq->inflight;
-        inflight_unlink(fq, job);
-        event_free(job->done_event);
-        job->done_event = NULL;
-        job->drop(job);
-    }
-}
-
 static void fs_close(struct queue *q)
 {
     struct fs_queue *fq = fs_queue_of(q);
-    stop_workers(fq);
+    worker_pool_free(fq->workers);
+    queue_journal_close(fq->journal);   /* after the workers: no commit is running */
+    group_sync_free(fq->msg_sync);
     for (size_t i = 0; i < fq->lease_count; i++)
         close(fq->leases[i].fd);
     int fds[] = {fq->spool_lock_fd, fq->tmp_fd, fq->msg_fd, fq->dom_fd, fq->corrupt_fd,
@@ -1772,10 +1447,6 @@ static void fs_close(struct queue *q)
         if (fds[i] >= 0)
             close(fds[i]);
     }
-    pthread_mutex_destroy(&fq->mutex);
-    pthread_cond_destroy(&fq->wake);
-    pthread_cond_destroy(&fq->serial_done);
-    free(fq->threads);
     free(fq->leases);
     free(fq->spool);
     free(fq);
@@ -1790,9 +1461,6 @@ static struct fs_queue *fs_queue_new(const char *spool, struct event_base *base)
     fq->evbase = base;
     fq->spool_fd = fq->tmp_fd = fq->msg_fd = fq->dom_fd = fq->corrupt_fd = fq->lock_fd = -1;
     fq->spool_lock_fd = -1;
-    pthread_mutex_init(&fq->mutex, NULL);
-    pthread_cond_init(&fq->wake, NULL);
-    pthread_cond_init(&fq->serial_done, NULL);
     fq->spool = strdup(spool);
     if (fq->spool == NULL) {
         fs_close(&fq->base);
@@ -1811,9 +1479,13 @@ static int start_daemon_queue(struct fs_queue *fq, unsigned worker_count, const 
     if (rc == 0)
         rc = recover(fq);
     if (rc == 0)
-        *step = "cannot start commit workers";
+        *step = "cannot open the commit journal";
     if (rc == 0)
-        rc = start_workers(fq, worker_count > 0 ? worker_count : 1);
+        rc = queue_journal_open(fq->spool_fd, fq->msg_fd, &fq->journal);
+    if (rc == 0)
+        *step = "cannot start commit workers";
+    if (rc == 0 && (fq->workers = worker_pool_new(fq->evbase, worker_count)) == NULL)
+        rc = errno;
     return rc;
 }
 
@@ -1843,7 +1515,7 @@ static struct queue *open_fs(const char *spool, struct event_base *base, unsigne
         errno = rc;
         return NULL;
     }
-    log_info("queue.opened", " spool=%s workers=%u recovered=%s", spool, fq->thread_count,
+    log_info("queue.opened", " spool=%s workers=%u recovered=%s", spool, worker_pool_size(fq->workers),
              base != NULL ? "yes" : "no");
     return &fq->base;
 }
@@ -1866,12 +1538,10 @@ static const struct queue_ops fs_ops = {
     .write = fs_write,
     .abort = fs_abort,
     .commit = fs_commit,
-    .commit_sync = fs_commit_sync,
     .list_domain = fs_list_domain,
     .list_all = fs_list_all,
     .list_domains = fs_list_domains,
     .message_open = fs_message_open,
-    .record_outcome = fs_record_outcome,
     .record_outcomes_async = fs_record_outcomes_async,
     .remove_if_finished = fs_remove_if_finished,
     .remove = fs_remove,

@@ -30,4 +30,14 @@ enum {
 #define QUEUE_FS_ENTRY_MAGIC_V1 "ODMRD 1\n"
 #define QUEUE_FS_ENTRY_END_LINE "end\n"
 
+/* For tests and tools without an event loop (not part of struct queue_ops: odmrd commits and
+ * records outcomes with queue_commit() and queue_record_outcomes_async()). */
+/* Synchronous commit. 0 or errno. */
+int queue_fs_commit_sync(struct queue_writer *w);
+/* Records the outcome for one recipient (index into env.rcpts) durably (fsync before return).
+ * reply may be NULL. DONE/FAILED/BOUNCED are final (the one move out of a final state is
+ * FAILED -> BOUNCED, once its notice exists); PENDING counts an attempt. 0 or errno. */
+int queue_fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
+                            enum queue_rcpt_state state, const char *reply);
+
 #endif

@@ -58,25 +58,8 @@ def stored_tags(d):
     return found
 
 
-def test_sigkill_while_sending(make_odmrd):
-    d = make_odmrd()
-    acknowledged = {}
-    attempted = {}
-    for round_no in range(ROUNDS):
-        stop = threading.Event()
-        threads = [threading.Thread(target=sender, args=(d.smtp_port, "r%dc%d" % (round_no, i),
-                                                         acknowledged, attempted, stop))
-                   for i in range(SENDERS)]
-        for t in threads:
-            t.start()
-        time.sleep(random.uniform(0.3, 1.5))
-        d.stop(sig=signal.SIGKILL)
-        stop.set()
-        for t in threads:
-            t.join(timeout=20)
-        d.start()
-    found = stored_tags(d)
-    assert len(acknowledged) > 20, "too few messages acknowledged to mean anything"
+def check_found(found, acknowledged, attempted):
+    """found (tag -> stored bodies) holds every acknowledged message, and nothing partial."""
     missing = [tag for tag in acknowledged if tag not in found]
     assert missing == [], "acknowledged but lost: %s" % missing[:10]
     for tag, bodies in found.items():
@@ -85,6 +68,33 @@ def test_sigkill_while_sending(make_odmrd):
         for body in bodies:
             assert body.endswith(attempted[tag]), "message %s is not intact" % tag
             assert body.startswith(b"Received: ")
+
+
+def kill_while_sending(d, prefix, senders, seconds, acknowledged, attempted):
+    """One round: senders sessions send until a SIGKILL of odmrd at a random moment within
+    seconds (min, max); odmrd is left stopped."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=sender, args=(d.smtp_port, "%sc%d" % (prefix, i),
+                                                     acknowledged, attempted, stop))
+               for i in range(senders)]
+    for t in threads:
+        t.start()
+    time.sleep(random.uniform(*seconds))
+    d.stop(sig=signal.SIGKILL)
+    stop.set()
+    for t in threads:
+        t.join(timeout=20)
+
+
+def test_sigkill_while_sending(make_odmrd):
+    d = make_odmrd()
+    acknowledged = {}
+    attempted = {}
+    for round_no in range(ROUNDS):
+        kill_while_sending(d, "r%d" % round_no, SENDERS, (0.3, 1.5), acknowledged, attempted)
+        d.start()
+    assert len(acknowledged) > 20, "too few messages acknowledged to mean anything"
+    check_found(stored_tags(d), acknowledged, attempted)
     d.stop()
     log = d.log()
     assert "queue.recover" in log or "recovered" in log

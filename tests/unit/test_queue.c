@@ -124,11 +124,11 @@ static void store_message(struct queue *q, const struct test_rcpt *list, size_t 
     struct queue_envelope env;
     struct queue_rcpt rcpts[8];
     make_envelope(&env, rcpts, list, n);
-    struct queue_writer *w = queue_put(q, &env);
-    assert_non_null(w);
+    struct queue_writer *w;
+    assert_int_equal(queue_put(q, &env, &w), 0);
     const char body[] = "Subject: test\r\n\r\nhello\r\n";
     assert_int_equal(queue_write(w, body, sizeof body - 1), 0);
-    assert_int_equal(queue_commit_sync(w), 0);
+    assert_int_equal(queue_fs_commit_sync(w), 0);
     strcpy(id, env.id);
 }
 
@@ -148,9 +148,15 @@ static int collect_id(const char *id, void *arg)
 static struct id_list list_domain(struct queue *q, const char *domain)
 {
     struct id_list l = {0};
-    int count = queue_list_domain(q, domain, collect_id, &l);
-    assert_int_equal(count, (int)l.count);
+    assert_int_equal(queue_list_domain(q, domain, collect_id, &l), 0);
     return l;
+}
+
+static bool remove_if_finished(struct queue *q, const char *id)
+{
+    bool removed = false;
+    assert_int_equal(queue_remove_if_finished(q, id, &removed), 0);
+    return removed;
 }
 
 static void flip_byte(const char *id, off_t from_end)
@@ -189,8 +195,8 @@ static void test_round_trip_is_byte_exact(void **state)
     env.declared_size = 123456;
     env.helo = "[192.0.2.7]";
 
-    struct queue_writer *w = queue_put(q, &env);
-    assert_non_null(w);
+    struct queue_writer *w;
+    assert_int_equal(queue_put(q, &env, &w), 0);
     assert_true(queue_id_valid(env.id));
     assert_true(env.arrival > 0);
     assert_int_equal(count_files("tmp"), 1);
@@ -204,7 +210,7 @@ static void test_round_trip_is_byte_exact(void **state)
         size_t n = body_len - off < 3001 ? body_len - off : 3001;
         assert_int_equal(queue_write(w, body + off, n), 0);
     }
-    assert_int_equal(queue_commit_sync(w), 0);
+    assert_int_equal(queue_fs_commit_sync(w), 0);
     assert_int_equal(count_files("tmp"), 0);
     assert_true(exists("msg/%s%s", env.id, ""));
     assert_true(exists("dom/example.org/%s%s", env.id, ""));
@@ -276,8 +282,8 @@ static void test_async_commit_reports_on_the_loop(void **state)
         struct queue_envelope env;
         struct queue_rcpt rcpts[1];
         make_envelope(&env, rcpts, one_rcpt, 1);
-        struct queue_writer *w = queue_put(q, &env);
-        assert_non_null(w);
+        struct queue_writer *w;
+        assert_int_equal(queue_put(q, &env, &w), 0);
         assert_int_equal(queue_write(w, "x\r\n", 3), 0);
         queue_commit(w, on_committed, &s);
     }
@@ -311,7 +317,8 @@ static void test_multi_domain_message_is_indexed_under_each(void **state)
     assert_int_equal(list_domain(q, "B.Example").count, 1);
     assert_int_equal(list_domain(q, "c.example").count, 0);
     struct id_list domains = {0};
-    assert_int_equal(queue_list_domains(q, collect_id, &domains), 2);
+    assert_int_equal(queue_list_domains(q, collect_id, &domains), 0);
+    assert_int_equal(domains.count, 2);
     assert_string_equal(domains.ids[0], "a.example");
     assert_string_equal(domains.ids[1], "b.example");
     queue_close(q);
@@ -334,10 +341,10 @@ static void test_list_domain_is_isolated_and_oldest_first(void **state)
     assert_int_equal(b.count, 1);
     assert_string_equal(b.ids[0], other);
     struct id_list all = {0};
-    assert_int_equal(queue_list_all(q, collect_id, &all), 3);
-    errno = 0;
-    assert_int_equal(queue_list_domain(q, "../msg", collect_id, &all), -1);
-    assert_int_equal(errno, EINVAL);
+    assert_int_equal(queue_list_all(q, collect_id, &all), 0);
+    assert_int_equal(all.count, 3);
+    assert_int_equal(queue_list_domain(q, "../msg", collect_id, &all), EINVAL);
+    assert_int_equal(all.count, 3);
     queue_close(q);
 }
 
@@ -351,10 +358,10 @@ static void test_outcomes_then_removal(void **state)
     char id[QUEUE_ID_MAX];
     store_message(q, rcpts, 2, id);
 
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_DONE, "250 ok"), 0);
-    assert_int_equal(queue_remove_if_finished(q, id), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_DONE, "250 ok"), 0);
+    assert_false(remove_if_finished(q, id));
     assert_int_equal(list_domain(q, "a.example").count, 1);   /* y still pending */
-    assert_int_equal(queue_record_outcome(q, id, 1, QUEUE_RCPT_PENDING,
+    assert_int_equal(queue_fs_record_outcome(q, id, 1, QUEUE_RCPT_PENDING,
                                           "451 4.3.0 try later\r\n"),
                      0);
 
@@ -369,14 +376,14 @@ static void test_outcomes_then_removal(void **state)
     assert_string_equal(m->env.rcpts[1].last_reply, "451 4.3.0 try later\r\n");
     queue_message_close(m);
 
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_DONE, NULL), EALREADY);
-    assert_int_equal(queue_record_outcome(q, id, 7, QUEUE_RCPT_DONE, NULL), EINVAL);
-    assert_int_equal(queue_record_outcome(q, id, 1, QUEUE_RCPT_DONE, "250 2.0.0 ok"), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_DONE, NULL), EALREADY);
+    assert_int_equal(queue_fs_record_outcome(q, id, 7, QUEUE_RCPT_DONE, NULL), EINVAL);
+    assert_int_equal(queue_fs_record_outcome(q, id, 1, QUEUE_RCPT_DONE, "250 2.0.0 ok"), 0);
     assert_int_equal(list_domain(q, "a.example").count, 0);
-    assert_int_equal(queue_remove_if_finished(q, id), 1);
+    assert_true(remove_if_finished(q, id));
     assert_false(exists("msg/%s%s", id, ""));
     assert_false(exists("dom/a.example/%s%s", id, ""));
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_DONE, NULL), ENOENT);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_DONE, NULL), ENOENT);
     queue_close(q);
 }
 
@@ -389,11 +396,11 @@ static void test_failed_recipient_keeps_the_message(void **state)
     };
     char id[QUEUE_ID_MAX];
     store_message(q, rcpts, 2, id);
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_FAILED, "550 5.1.1 no user"), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_FAILED, "550 5.1.1 no user"), 0);
     assert_int_equal(list_domain(q, "a.example").count, 0);   /* nothing pending there */
     assert_int_equal(list_domain(q, "b.example").count, 1);   /* other domain unaffected */
-    assert_int_equal(queue_record_outcome(q, id, 1, QUEUE_RCPT_DONE, "250 ok"), 0);
-    assert_int_equal(queue_remove_if_finished(q, id), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 1, QUEUE_RCPT_DONE, "250 ok"), 0);
+    assert_false(remove_if_finished(q, id));
     assert_true(exists("msg/%s%s", id, ""));
     assert_int_equal(queue_remove(q, id), 0);
     assert_false(exists("msg/%s%s", id, ""));
@@ -416,13 +423,13 @@ static void test_bounced_recipient_is_final_and_finished(void **state)
     char id[QUEUE_ID_MAX];
     struct queue_message *m;
     store_message(q, rcpts, 3, id);
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_FAILED, "550 5.1.1 no"), 0);
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_BOUNCED, "550 5.1.1 no"), 0);
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_BOUNCED, NULL), EALREADY);
-    assert_int_equal(queue_record_outcome(q, id, 0, QUEUE_RCPT_PENDING, NULL), EALREADY);
-    assert_int_equal(queue_record_outcome(q, id, 1, QUEUE_RCPT_BOUNCED, "554 5.4.7"), 0);
-    assert_int_equal(queue_record_outcome(q, id, 2, QUEUE_RCPT_DONE, "250 ok"), 0);
-    assert_int_equal(queue_record_outcome(q, id, 2, QUEUE_RCPT_BOUNCED, NULL), EALREADY);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_FAILED, "550 5.1.1 no"), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_BOUNCED, "550 5.1.1 no"), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_BOUNCED, NULL), EALREADY);
+    assert_int_equal(queue_fs_record_outcome(q, id, 0, QUEUE_RCPT_PENDING, NULL), EALREADY);
+    assert_int_equal(queue_fs_record_outcome(q, id, 1, QUEUE_RCPT_BOUNCED, "554 5.4.7"), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 2, QUEUE_RCPT_DONE, "250 ok"), 0);
+    assert_int_equal(queue_fs_record_outcome(q, id, 2, QUEUE_RCPT_BOUNCED, NULL), EALREADY);
     assert_int_equal(queue_message_open(q, id, &m), 0);
     assert_int_equal(m->env.rcpts[0].state, QUEUE_RCPT_BOUNCED);
     assert_int_equal(m->env.rcpts[0].attempts, 2);
@@ -431,7 +438,7 @@ static void test_bounced_recipient_is_final_and_finished(void **state)
     queue_message_close(m);
     assert_int_equal(list_domain(q, "a.example").count, 0);
     assert_string_equal(queue_rcpt_state_name(QUEUE_RCPT_BOUNCED), "bounced");
-    assert_int_equal(queue_remove_if_finished(q, id), 1);   /* done + bounced: finished */
+    assert_true(remove_if_finished(q, id));   /* done + bounced: finished */
     assert_false(exists("msg/%s%s", id, ""));
     queue_close(q);
 }
@@ -574,8 +581,8 @@ static void test_abort_leaves_nothing(void **state)
     struct queue_envelope env;
     struct queue_rcpt rcpts[1];
     make_envelope(&env, rcpts, one_rcpt, 1);
-    struct queue_writer *w = queue_put(q, &env);
-    assert_non_null(w);
+    struct queue_writer *w;
+    assert_int_equal(queue_put(q, &env, &w), 0);
     assert_int_equal(queue_write(w, "partial", 7), 0);
     queue_abort(w);
     assert_int_equal(count_files("tmp"), 0);
@@ -593,14 +600,16 @@ static void test_bad_envelopes_are_refused(void **state)
         struct queue_envelope env;
         struct queue_rcpt rcpts[1];
         make_envelope(&env, rcpts, &r, 1);
-        errno = 0;
-        assert_null(queue_put(q, &env));
-        assert_int_equal(errno, EINVAL);
+        struct queue_writer *w = (struct queue_writer *)&env;   /* must be reset to NULL */
+        assert_int_equal(queue_put(q, &env, &w), EINVAL);
+        assert_null(w);
     }
     struct queue_envelope env;
     struct queue_rcpt rcpts[1];
     make_envelope(&env, rcpts, one_rcpt, 0);
-    assert_null(queue_put(q, &env));
+    struct queue_writer *w;
+    assert_int_not_equal(queue_put(q, &env, &w), 0);
+    assert_null(w);
     assert_int_equal(count_files("tmp"), 0);
     queue_close(q);
 }
@@ -643,7 +652,7 @@ static void test_recovery_after_a_crash(void **state)
     store_message(q, two_domains, 2, multi);
     store_message(q, one_rcpt, 1, flipped);
     store_message(q, one_rcpt, 1, cut);
-    assert_int_equal(queue_record_outcome(q, multi, 0, QUEUE_RCPT_PENDING, "421 busy"), 0);
+    assert_int_equal(queue_fs_record_outcome(q, multi, 0, QUEUE_RCPT_PENDING, "421 busy"), 0);
     queue_close(q);
 
     char rel[128];
@@ -737,14 +746,15 @@ static void test_read_only_queue_writes_nothing(void **state)
     assert_int_equal(count_files("corrupt"), 0);                    /* ... and nothing moved */
     assert_true(exists("msg/%s%s", corrupt, ""));
     assert_int_equal(list_domain(q, "a.example").count, 2);
-    assert_int_equal(queue_record_outcome(q, damaged, 0, QUEUE_RCPT_DONE, NULL), EROFS);
+    assert_int_equal(queue_fs_record_outcome(q, damaged, 0, QUEUE_RCPT_DONE, NULL), EROFS);
     assert_int_equal(queue_remove(q, damaged), EROFS);
     assert_int_equal(queue_lease_domain(q, "a.example"), EROFS);
     struct queue_envelope env;
     struct queue_rcpt rcpts[1];
     make_envelope(&env, rcpts, one_rcpt, 1);
-    assert_null(queue_put(q, &env));
-    assert_int_equal(errno, EROFS);
+    struct queue_writer *w;
+    assert_int_equal(queue_put(q, &env, &w), EROFS);
+    assert_null(w);
     assert_int_equal(count_files("tmp"), 0);
     assert_int_equal(count_files("lock"), 0);
     queue_close(q);
@@ -829,9 +839,11 @@ static void test_expire_scan_uses_arrival(void **state)
     char id[QUEUE_ID_MAX];
     store_message(q, one_rcpt, 1, id);
     struct id_list l = {0};
-    assert_int_equal(queue_expire_scan(q, 0, collect_id, &l), 1);
+    assert_int_equal(queue_expire_scan(q, 0, collect_id, &l), 0);
+    assert_int_equal(l.count, 1);
     assert_string_equal(l.ids[0], id);
     assert_int_equal(queue_expire_scan(q, 3600, collect_id, &l), 0);
+    assert_int_equal(l.count, 1);
     queue_close(q);
 }
 

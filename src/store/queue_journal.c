@@ -1,0 +1,578 @@
+/* SPDX-License-Identifier: ISC */
+/* The commit journal of the filesystem queue (queue_journal.h, docs/queue.md "Group commit"). */
+#include "store/queue_journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/log.h"
+#include "platform/group_sync.h"
+#include "store/queue_backend.h"
+#include "store/queue_format.h"
+#include "store/queue_fs_entry.h"
+#include "store/queue_fs_spool.h"
+
+enum {
+    SEGMENT_MAX = 64 << 20,         /* a segment takes no new record past this size */
+    CHECKPOINT_SECONDS = 1,         /* a segment is sealed at most this long after it opened */
+    SEGMENT_NAME_DIGITS = 20,
+    RECORD_HEADER_MAX = 8 + QUEUE_ID_MAX + 1 + 20 + 1 + 1,
+    COPY_CHUNK = 64 << 10,
+    CHECKPOINT_BATCH = 256,         /* message files open at once in a checkpoint */
+};
+
+struct queue_journal_segment {
+    uint64_t number;
+    int fd;
+    uint64_t size;                  /* octets of complete records */
+    time_t opened;                  /* CLOCK_MONOTONIC seconds */
+    char (*ids)[QUEUE_ID_MAX];      /* the messages with a record here */
+    size_t id_count, id_cap;
+    unsigned pending;               /* appended, commit_done not yet called */
+    bool sealed;                    /* takes no new record */
+    struct group_sync *sync;
+    struct queue_journal_segment *next;
+};
+
+struct queue_journal {
+    int wal_fd, msg_fd;
+    pthread_mutex_t mutex;
+    pthread_cond_t changed;
+    struct queue_journal_segment *segments;   /* oldest first; the last may be current */
+    uint64_t next_number;
+    bool seal_requested, stopping;
+    pthread_t checkpointer;
+    bool checkpointer_started;
+};
+
+static time_t monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec;
+}
+
+static void segment_name(char out[SEGMENT_NAME_DIGITS + 1], uint64_t number)
+{
+    snprintf(out, SEGMENT_NAME_DIGITS + 1, "%0*" PRIu64, SEGMENT_NAME_DIGITS, number);
+}
+
+static bool accept_segment_name(const char *name)
+{
+    return strlen(name) == SEGMENT_NAME_DIGITS &&
+           strspn(name, "0123456789") == SEGMENT_NAME_DIGITS;
+}
+
+/* Copies len octets from in_fd at in_off to out_fd at out_off, in the kernel when it can. */
+static int copy_range(int in_fd, off_t in_off, int out_fd, off_t out_off, uint64_t len)
+{
+    bool kernel = true;
+    char *buf = NULL;
+    int rc = 0;
+    while (rc == 0 && len > 0) {
+        size_t want = len < COPY_CHUNK ? (size_t)len : COPY_CHUNK;
+        ssize_t n = -1;
+        if (kernel) {
+            n = copy_file_range(in_fd, &in_off, out_fd, &out_off, want, 0);
+            if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL ||
+                          errno == EOPNOTSUPP)) {
+                kernel = false;
+                continue;
+            }
+        } else if (buf == NULL && (buf = malloc(COPY_CHUNK)) == NULL) {
+            rc = ENOMEM;
+            break;
+        } else if ((n = pread(in_fd, buf, want, in_off)) > 0) {
+            n = pwrite(out_fd, buf, (size_t)n, out_off);
+            in_off += n > 0 ? n : 0;
+            out_off += n > 0 ? n : 0;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            rc = n < 0 ? errno : EIO;   /* a short source: it shrank under us */
+        else
+            len -= (uint64_t)n;
+    }
+    free(buf);
+    return rc;
+}
+
+/* ---- segments ---- */
+
+static void segment_free(struct queue_journal_segment *seg)
+{
+    if (seg->fd >= 0)
+        close(seg->fd);
+    group_sync_free(seg->sync);
+    free(seg->ids);
+    free(seg);
+}
+
+/* Opens a new current segment at the end of the list (mutex held). 0 or errno. */
+static int segment_open_locked(struct queue_journal *j, struct queue_journal_segment **out)
+{
+    char name[SEGMENT_NAME_DIGITS + 1];
+    struct queue_journal_segment *seg = calloc(1, sizeof *seg);
+    if (seg == NULL)
+        return ENOMEM;
+    seg->number = j->next_number++;
+    segment_name(name, seg->number);
+    seg->fd = openat(j->wal_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    seg->sync = seg->fd >= 0 ? group_sync_new(seg->fd, true) : NULL;
+    /* The new name must survive a crash with the records that the first sync will cover. */
+    int rc = seg->fd < 0 ? errno : seg->sync == NULL ? ENOMEM : fsync(j->wal_fd) != 0 ? errno : 0;
+    if (rc != 0) {
+        if (seg->fd >= 0)
+            unlinkat(j->wal_fd, name, 0);
+        segment_free(seg);
+        return rc;
+    }
+    seg->opened = monotonic_seconds();
+    struct queue_journal_segment **tail = &j->segments;
+    while (*tail != NULL)
+        tail = &(*tail)->next;
+    *tail = seg;
+    *out = seg;
+    return 0;
+}
+
+/* The segment new records go to, opened if needed (mutex held). */
+static int current_segment_locked(struct queue_journal *j, struct queue_journal_segment **out)
+{
+    struct queue_journal_segment *last = j->segments;
+    while (last != NULL && last->next != NULL)
+        last = last->next;
+    if (last != NULL && !last->sealed && last->size < SEGMENT_MAX) {
+        *out = last;
+        return 0;
+    }
+    if (last != NULL && !last->sealed) {
+        last->sealed = true;
+        pthread_cond_broadcast(&j->changed);
+    }
+    return segment_open_locked(j, out);
+}
+
+static int segment_add_id(struct queue_journal_segment *seg, const char *id)
+{
+    if (seg->id_count == seg->id_cap) {
+        size_t cap = seg->id_cap > 0 ? seg->id_cap * 2 : 64;
+        void *ids = realloc(seg->ids, cap * sizeof *seg->ids);
+        if (ids == NULL)
+            return ENOMEM;
+        seg->ids = ids;
+        seg->id_cap = cap;
+    }
+    snprintf(seg->ids[seg->id_count++], QUEUE_ID_MAX, "%s", id);
+    return 0;
+}
+
+/* Appends one record at the end of seg (mutex held); a failed append leaves no trace. */
+static int append_record_locked(struct queue_journal_segment *seg, const char *id, int fd,
+                                uint64_t len)
+{
+    char header[RECORD_HEADER_MAX];
+    int n = snprintf(header, sizeof header, "%s%s %" PRIu64 "\n", QUEUE_JOURNAL_RECORD_MAGIC, id,
+                     len);
+    if (n < 0 || (size_t)n >= sizeof header)
+        return EINVAL;
+    off_t start = (off_t)seg->size;
+    int rc = pwrite(seg->fd, header, (size_t)n, start) == n ? 0 : errno != 0 ? errno : EIO;
+    if (rc == 0)
+        rc = copy_range(fd, 0, seg->fd, start + n, len);
+    if (rc == 0)
+        rc = segment_add_id(seg, id);
+    if (rc != 0) {
+        /* Cut the partial record off so the records appended after it stay reachable. */
+        if (ftruncate(seg->fd, start) != 0)
+            seg->sealed = true;   /* cannot cut: take no more records here */
+        return rc;
+    }
+    seg->size = (uint64_t)start + (uint64_t)n + len;
+    return 0;
+}
+
+int queue_journal_commit(struct queue_journal *j, const char *id, int fd, uint64_t len,
+                         struct queue_journal_segment **out)
+{
+    struct queue_journal_segment *seg = NULL;
+    *out = NULL;
+    pthread_mutex_lock(&j->mutex);
+    int rc = current_segment_locked(j, &seg);
+    if (rc == 0)
+        rc = append_record_locked(seg, id, fd, len);
+    if (rc == 0) {
+        seg->pending++;
+        *out = seg;
+    }
+    pthread_mutex_unlock(&j->mutex);
+    /* Group commit: one fdatasync covers every record appended before it started. */
+    return rc != 0 ? rc : group_sync(seg->sync);
+}
+
+void queue_journal_commit_done(struct queue_journal *j, struct queue_journal_segment *seg)
+{
+    pthread_mutex_lock(&j->mutex);
+    if (--seg->pending == 0 && seg->sealed)
+        pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->mutex);
+}
+
+static bool segment_holds(const struct queue_journal_segment *seg, const char *id)
+{
+    for (size_t i = 0; i < seg->id_count; i++) {
+        if (strcmp(seg->ids[i], id) == 0)
+            return true;
+    }
+    return false;
+}
+
+void queue_journal_wait_retired(struct queue_journal *j, const char *id)
+{
+    pthread_mutex_lock(&j->mutex);
+    for (;;) {
+        struct queue_journal_segment *seg = j->segments;
+        while (seg != NULL && !segment_holds(seg, id))
+            seg = seg->next;
+        if (seg == NULL)
+            break;
+        if (!seg->sealed) {
+            j->seal_requested = true;
+            pthread_cond_broadcast(&j->changed);
+        }
+        pthread_cond_wait(&j->changed, &j->mutex);
+    }
+    pthread_mutex_unlock(&j->mutex);
+}
+
+/* ---- the checkpointer ---- */
+
+/* fdatasync of the message files ids[0..n): first writeback is started for all of them, so
+ * that the syncs that follow mostly find their data written by one journal commit. A missing
+ * file was removed or never renamed (a failed commit): nothing to keep. */
+static int sync_message_files(int msg_fd, char (*ids)[QUEUE_ID_MAX], size_t n)
+{
+    int fds[CHECKPOINT_BATCH];
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        fds[i] = queue_fs_open_file(msg_fd, ids[i], O_RDONLY, 0);
+        if (fds[i] < 0 && errno != ENOENT && rc == 0)
+            rc = errno;
+        if (fds[i] >= 0)
+            sync_file_range(fds[i], 0, 0, SYNC_FILE_RANGE_WRITE);
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] >= 0 && fdatasync(fds[i]) != 0 && rc == 0)
+            rc = errno;
+        if (fds[i] >= 0)
+            close(fds[i]);
+    }
+    return rc;
+}
+
+/* Makes every message of seg durable without the journal (its file, then its name in msg/),
+ * then deletes seg. */
+static int checkpoint_segment(struct queue_journal *j, struct queue_journal_segment *seg)
+{
+    char name[SEGMENT_NAME_DIGITS + 1];
+    segment_name(name, seg->number);
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < seg->id_count; i += CHECKPOINT_BATCH) {
+        size_t n = seg->id_count - i < CHECKPOINT_BATCH ? seg->id_count - i : CHECKPOINT_BATCH;
+        rc = sync_message_files(j->msg_fd, seg->ids + i, n);
+    }
+    if (rc == 0 && seg->id_count > 0 && fsync(j->msg_fd) != 0)
+        rc = errno;
+    if (rc == 0 && unlinkat(j->wal_fd, name, 0) != 0)
+        rc = errno;
+    if (rc == 0 && fsync(j->wal_fd) != 0)
+        rc = errno;
+    return rc;
+}
+
+static struct queue_journal_segment *retirable_locked(struct queue_journal *j)
+{
+    for (struct queue_journal_segment *seg = j->segments; seg != NULL; seg = seg->next) {
+        if (seg->sealed && seg->pending == 0)
+            return seg;
+    }
+    return NULL;
+}
+
+static void unlink_segment_locked(struct queue_journal *j, struct queue_journal_segment *seg)
+{
+    struct queue_journal_segment **p = &j->segments;
+    while (*p != seg)
+        p = &(*p)->next;
+    *p = seg->next;
+}
+
+/* Seals the current segment when it is old enough, or asked for, or at close (mutex held). */
+static void seal_if_due_locked(struct queue_journal *j)
+{
+    struct queue_journal_segment *last = j->segments;
+    while (last != NULL && last->next != NULL)
+        last = last->next;
+    if (last == NULL || last->sealed)
+        return;
+    if (j->seal_requested || j->stopping ||
+        monotonic_seconds() - last->opened >= CHECKPOINT_SECONDS)
+        last->sealed = true;
+    j->seal_requested = false;
+}
+
+static void *checkpointer_main(void *arg)
+{
+    struct queue_journal *j = arg;
+    pthread_mutex_lock(&j->mutex);
+    for (;;) {
+        seal_if_due_locked(j);
+        struct queue_journal_segment *seg = retirable_locked(j);
+        if (seg == NULL && j->stopping && j->segments == NULL)
+            break;
+        if (seg == NULL) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 200 * 1000 * 1000;
+            if (until.tv_nsec >= 1000 * 1000 * 1000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000 * 1000 * 1000;
+            }
+            pthread_cond_timedwait(&j->changed, &j->mutex, &until);
+            continue;
+        }
+        pthread_mutex_unlock(&j->mutex);
+        int rc = checkpoint_segment(j, seg);
+        pthread_mutex_lock(&j->mutex);
+        if (rc != 0) {
+            /* The segment stays (replayed at the next start); waiting removals stay blocked
+             * rather than risk a resurrection. Try again later. */
+            log_error("queue.checkpoint_failed", " segment=%" PRIu64 " error=\"%s\"",
+                      seg->number, strerror(rc));
+            j->seal_requested = false;
+            pthread_cond_timedwait(&j->changed, &j->mutex, &(struct timespec){
+                .tv_sec = time(NULL) + 1});
+            if (!j->stopping)
+                continue;
+        }
+        unlink_segment_locked(j, seg);
+        segment_free(seg);
+        pthread_cond_broadcast(&j->changed);
+    }
+    pthread_mutex_unlock(&j->mutex);
+    return NULL;
+}
+
+/* ---- open and close ---- */
+
+static int open_wal_dir(int spool_fd, bool create, int *out)
+{
+    if (create && mkdirat(spool_fd, QUEUE_JOURNAL_DIR, 0700) == 0 && fsync(spool_fd) != 0)
+        return errno;
+    *out = openat(spool_fd, QUEUE_JOURNAL_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return *out < 0 ? errno : 0;
+}
+
+int queue_journal_open(int spool_fd, int msg_fd, struct queue_journal **out)
+{
+    struct queue_journal *j = calloc(1, sizeof *j);
+    *out = NULL;
+    if (j == NULL)
+        return ENOMEM;
+    j->msg_fd = msg_fd;
+    j->wal_fd = -1;
+    j->next_number = 1;
+    pthread_mutex_init(&j->mutex, NULL);
+    pthread_cond_init(&j->changed, NULL);
+    int rc = open_wal_dir(spool_fd, true, &j->wal_fd);
+    if (rc == 0)
+        rc = pthread_create(&j->checkpointer, NULL, checkpointer_main, j);
+    j->checkpointer_started = rc == 0;
+    if (rc != 0) {
+        queue_journal_close(j);
+        return rc;
+    }
+    *out = j;
+    return 0;
+}
+
+void queue_journal_close(struct queue_journal *j)
+{
+    if (j == NULL)
+        return;
+    pthread_mutex_lock(&j->mutex);
+    j->stopping = true;
+    pthread_cond_broadcast(&j->changed);
+    pthread_mutex_unlock(&j->mutex);
+    if (j->checkpointer_started)
+        pthread_join(j->checkpointer, NULL);
+    while (j->segments != NULL) {   /* only when the checkpointer never ran */
+        struct queue_journal_segment *seg = j->segments;
+        j->segments = seg->next;
+        segment_free(seg);
+    }
+    if (j->wal_fd >= 0)
+        close(j->wal_fd);
+    pthread_mutex_destroy(&j->mutex);
+    pthread_cond_destroy(&j->changed);
+    free(j);
+}
+
+/* ---- start-up replay ---- */
+
+struct replay_stats {
+    unsigned replayed, torn;
+};
+
+/* Reads the record header at off: 1 and the id and length, 0 at the clean end of the segment,
+ * -1 for a torn or damaged header. */
+static int read_record_header(int fd, off_t off, char id[QUEUE_ID_MAX], uint64_t *len,
+                              size_t *header_len)
+{
+    char buf[RECORD_HEADER_MAX + 1];
+    ssize_t n = pread(fd, buf, RECORD_HEADER_MAX, off);
+    if (n == 0)
+        return 0;
+    if (n < 0)
+        return -1;
+    buf[n] = '\0';
+    size_t magic = strlen(QUEUE_JOURNAL_RECORD_MAGIC);
+    char *nl = memchr(buf, '\n', (size_t)n);
+    if (nl == NULL || strncmp(buf, QUEUE_JOURNAL_RECORD_MAGIC, magic) != 0)
+        return -1;
+    *nl = '\0';
+    char *space = strchr(buf + magic, ' ');
+    if (space == NULL || (size_t)(space - (buf + magic)) >= QUEUE_ID_MAX)
+        return -1;
+    *space = '\0';
+    memcpy(id, buf + magic, (size_t)(space - (buf + magic)) + 1);
+    if (!queue_id_valid(id) || !queue_fs_parse_number(space + 1, UINT64_MAX, len))
+        return -1;
+    *header_len = (size_t)(nl - buf) + 1;
+    return 1;
+}
+
+/* True when fd is a valid message file of id. */
+static bool message_valid(int fd, const char *id)
+{
+    struct queue_format_validated v;
+    const char *reason = NULL;
+    if (queue_format_validate(fd, id, &v, &reason) != 0)
+        return false;
+    queue_envelope_clear(&v.env);
+    return true;
+}
+
+/* msg/<id> exists and is valid: make it durable (a crash of the process leaves it in the page
+ * cache only). 0 when done, ENOENT/EBADMSG when it must be written back, or errno. */
+static int keep_existing(int msg_fd, const char *id)
+{
+    int fd = queue_fs_open_file(msg_fd, id, O_RDONLY, 0);
+    if (fd < 0)
+        return errno == ENOENT || errno == EBADMSG ? ENOENT : errno;
+    int rc = message_valid(fd, id) ? (fsync(fd) == 0 ? 0 : errno) : EBADMSG;
+    close(fd);
+    return rc;
+}
+
+/* Writes the record's octets back as msg/<id>, through tmp/<id>. EBADMSG: the record is
+ * incomplete or damaged (the torn tail of the segment). */
+static int write_back(int seg_fd, off_t off, uint64_t len, int tmp_fd, int msg_fd,
+                      const char *id)
+{
+    int fd = openat(tmp_fd, id, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno;
+    struct stat st;
+    int rc = fstat(seg_fd, &st) != 0 ? errno : 0;
+    if (rc == 0 && (uint64_t)st.st_size - (uint64_t)off < len)
+        rc = EBADMSG;   /* cut short */
+    if (rc == 0)
+        rc = copy_range(seg_fd, off, fd, 0, len);
+    if (rc == 0 && !message_valid(fd, id))
+        rc = EBADMSG;
+    if (rc == 0 && fsync(fd) != 0)
+        rc = errno;
+    close(fd);
+    if (rc == 0 && renameat(tmp_fd, id, msg_fd, id) != 0)
+        rc = errno;
+    if (rc != 0)
+        unlinkat(tmp_fd, id, 0);
+    return rc;
+}
+
+/* Replays one segment: every complete record whose message is missing or damaged in msg/ is
+ * written back; the first torn record ends it. */
+static int replay_segment(int seg_fd, const char *name, int tmp_fd, int msg_fd,
+                          struct replay_stats *st)
+{
+    off_t off = 0;
+    for (;;) {
+        char id[QUEUE_ID_MAX];
+        uint64_t len;
+        size_t header_len;
+        int h = read_record_header(seg_fd, off, id, &len, &header_len);
+        if (h == 0)
+            return 0;
+        int rc = h < 0 ? EBADMSG : keep_existing(msg_fd, id);
+        if (rc == ENOENT || rc == EBADMSG) {
+            rc = h < 0 ? EBADMSG
+                       : write_back(seg_fd, off + (off_t)header_len, len, tmp_fd, msg_fd, id);
+            if (rc == 0)
+                st->replayed++;
+        }
+        if (rc == EBADMSG) {
+            /* Never delivered: the sync that would have covered it did not return, so no 250
+             * was sent for it (docs/queue.md "Group commit"). */
+            log_warn("queue.journal_torn", " segment=%s offset=%jd", name, (intmax_t)off);
+            st->torn++;
+            return 0;
+        }
+        if (rc != 0)
+            return rc;
+        off += (off_t)header_len + (off_t)len;
+    }
+}
+
+int queue_journal_replay(int spool_fd, int tmp_fd, int msg_fd, unsigned *replayed,
+                         unsigned *torn)
+{
+    struct replay_stats st = {0};
+    struct queue_fs_names names = {0};
+    int wal_fd = -1;
+    int rc = open_wal_dir(spool_fd, false, &wal_fd);
+    if (rc == ENOENT)
+        rc = 0;   /* a spool from before the journal */
+    else if (rc == 0)
+        rc = queue_fs_list_dir(wal_fd, ".", accept_segment_name, &names);
+    for (size_t i = 0; rc == 0 && i < names.count; i++) {
+        int fd = queue_fs_open_file(wal_fd, names.names[i], O_RDONLY, 0);
+        rc = fd < 0 ? errno : replay_segment(fd, names.names[i], tmp_fd, msg_fd, &st);
+        if (fd >= 0)
+            close(fd);
+    }
+    /* The written-back files are synced; their names in msg/ now, then the segments go. */
+    if (rc == 0 && names.count > 0 && fsync(msg_fd) != 0)
+        rc = errno;
+    for (size_t i = 0; rc == 0 && i < names.count; i++) {
+        if (unlinkat(wal_fd, names.names[i], 0) != 0)
+            rc = errno;
+    }
+    if (rc == 0 && names.count > 0 && fsync(wal_fd) != 0)
+        rc = errno;
+    queue_fs_names_free(&names);
+    if (wal_fd >= 0)
+        close(wal_fd);
+    *replayed = st.replayed;
+    *torn = st.torn;
+    return rc;
+}

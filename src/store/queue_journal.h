@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: ISC */
+/* The commit journal of the filesystem queue (docs/queue.md "Group commit"): segment files
+ * wal/<number> to which every commit appends its whole message file as one record; one
+ * fdatasync() of the segment covers every record appended before it started (group commit), so
+ * a commit costs one sync, shared with every concurrent commit. The message file itself is
+ * renamed into msg/ without any sync; a checkpointer thread later fsyncs the message files and
+ * msg/ of a sealed segment and then deletes the segment. Start-up replays the segments left. */
+#ifndef ODMR_STORE_QUEUE_JOURNAL_H
+#define ODMR_STORE_QUEUE_JOURNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define QUEUE_JOURNAL_DIR "wal"
+#define QUEUE_JOURNAL_RECORD_MAGIC "ODMRJ 1 "   /* "ODMRJ 1 <id> <length>\n" + file octets */
+
+struct queue_journal;
+struct queue_journal_segment;
+
+/* Opens the journal in spool_fd/wal (created if missing) for a spool whose msg/ is msg_fd, and
+ * starts the checkpointer. Call after queue_journal_replay(). 0 or errno. */
+int queue_journal_open(int spool_fd, int msg_fd, struct queue_journal **out);
+/* Checkpoints and retires every segment, stops the checkpointer, frees. NULL is a no-op. */
+void queue_journal_close(struct queue_journal *j);
+
+/* Appends the message file fd (len octets from offset 0, the whole file with its trailer) of
+ * id as one record and waits until a sync covers it. *seg is the segment it went to: pass it
+ * to queue_journal_commit_done() once the file is in msg/ (or the commit was undone), so the
+ * checkpointer knows when the segment's messages are all in place. 0 or errno (*seg is then
+ * still set when a record was appended: call commit_done all the same). */
+int queue_journal_commit(struct queue_journal *j, const char *id, int fd, uint64_t len,
+                         struct queue_journal_segment **seg);
+void queue_journal_commit_done(struct queue_journal *j, struct queue_journal_segment *seg);
+
+/* Returns once no unretired segment holds a record of id: the message file is durable on its
+ * own, so deleting it cannot be undone by a replay. Asks the checkpointer to seal and retire
+ * the segment now if needed. */
+void queue_journal_wait_retired(struct queue_journal *j, const char *id);
+
+/* Start-up: re-materialises into msg/ every message of the segments left in spool_fd/wal whose
+ * msg/<id> is missing or fails validation, makes every message of those segments durable
+ * (fsync of the files and msg/), then deletes the segments. A record that is incomplete or
+ * fails validation (a torn tail) ends its segment and is never delivered. tmp_fd is the
+ * scratch directory. *replayed counts the messages written back. 0 or errno. */
+int queue_journal_replay(int spool_fd, int tmp_fd, int msg_fd, unsigned *replayed,
+                         unsigned *torn);
+
+#endif
