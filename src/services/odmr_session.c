@@ -491,9 +491,11 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
 static void on_push_done(void *arg, const struct push_result *r)
 {
     struct odmr_session *s = arg;
+    char reason[4 * sizeof r->reason];   /* the customer's words: quoted (lib/log.h) */
     log_info("odmr.push_done", " session=%s user=%s messages=%u delivered=%u deferred=%u "
-             "failed=%u clean=%d reason=\"%s\"", s->id, s->user, r->messages, r->delivered,
-             r->deferred, r->failed, r->clean, r->reason);
+             "failed=%u clean=%d reason=%s", s->id, s->user, r->messages, r->delivered,
+             r->deferred, r->failed, r->clean,
+             log_quote(reason, sizeof reason, r->reason, strlen(r->reason)));
     smtp_server_detached_end(s->service->server, &s->detached);
     session_free(s);
 }
