@@ -472,7 +472,7 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         if (c->opts->verbose) {
             char q[200];
-            log_debug("client.reply", " step=%s code=%d text=%s", steps[c->step].name, r.code,
+            log_debug("client.reply", " step=%s code=%d text=\"%s\"", steps[c->step].name, r.code,
                       peer_text(q, sizeof q, &r));
         }
         if (steps[c->step].handle == NULL) {

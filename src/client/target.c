@@ -420,8 +420,11 @@ static void on_closed(void *arg, enum smtp_client_end how, const char *reason)
 {
     struct tconn *tc = arg;
     struct target *t = tc->t;
+    char quoted[300];
     if (t != NULL && how != SMTP_CLIENT_END_QUIT)
-        log_warn("target.lost", " reason=\"%s\" end=%s", reason, smtp_client_end_name(how));
+        log_warn("target.lost", " reason=%s end=%s",
+                 log_quote(quoted, sizeof quoted, reason, strlen(reason)),
+                 smtp_client_end_name(how));
     unlink_item((void **)&tc->owner->conns, tc, offsetof(struct tconn, next));
     smtp_client_free(tc->client);   /* reason lives in it */
     free(tc);

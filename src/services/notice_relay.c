@@ -245,11 +245,12 @@ static void attempts_unsent(struct notice_relay *r, const char *why)
 static void on_closed(void *arg, enum smtp_client_end how, const char *reason)
 {
     struct notice_relay *r = arg;
-    char why[300];
+    char why[300], quoted[300];
     snprintf(why, sizeof why, "relay %s: %s", smtp_client_end_name(how), reason);
     if (how != SMTP_CLIENT_END_QUIT)
-        log_warn("notice_relay.connection", " relay=%s end=%s reason=\"%s\"", r->relay,
-                 smtp_client_end_name(how), reason);
+        log_warn("notice_relay.connection", " relay=%s end=%s reason=%s", r->relay,
+                 smtp_client_end_name(how),
+                 log_quote(quoted, sizeof quoted, reason, strlen(reason)));
     attempts_unsent(r, why);
     smtp_client_free(r->client);
     r->client = NULL;
