@@ -289,6 +289,9 @@ class Container:
             if r.stdout.strip():
                 return int(r.stdout.split()[0])
             time.sleep(0.1)
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        subprocess.run(["umount", "-l", self.merged], timeout=30)
         raise AssertionError("systemd did not start in the container: %s"
                              % open(self.log.name).read()[-2000:])
 
@@ -309,9 +312,17 @@ class Container:
         raise AssertionError("the container did not finish booting: %r" % state)
 
     def close(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=30)
+        # Killing the container's PID 1 kills every process of its PID namespace; killing
+        # systemd-nspawn alone would leave them running.
+        try:
+            os.kill(self.pid1, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
         self.log.close()
         subprocess.run(["umount", "-l", self.merged], timeout=30)
 
