@@ -7,6 +7,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -444,6 +445,21 @@ static int lease_all(struct odmr_session *s, const struct atrn_domains *d, const
     return 0;
 }
 
+/* Every reply to ATRN goes through here, so the metrics count each one by its code. */
+static void atrn_reply(struct odmr_session *s, int code, const char *enhanced, const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
+static void atrn_reply(struct odmr_session *s, int code, const char *enhanced, const char *fmt,
+                       ...)
+{
+    char text[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    metrics_count_atrn(code);
+    reply_send(out(s), code, enhanced, "%s", text);
+}
+
 static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn_domains *d)
 {
     const char *why = NULL;
@@ -456,8 +472,7 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
         return false;
     }
     if (u == NULL) {
-        metrics_count_atrn(450);
-        reply_send(out(s), 450, "4.7.1", "ATRN request refused: the user no longer exists");
+        atrn_reply(s, 450, "4.7.1", "ATRN request refused: the user no longer exists");
         return false;
     }
     for (size_t i = 0; i < d->parsed.count; i++)
@@ -470,8 +485,7 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
         d->count = u->domain_count;
     }
     if (d->count == 0) {
-        metrics_count_atrn(450);
-        reply_send(out(s), 450, "4.7.1", "ATRN request refused: no domains for this user");
+        atrn_reply(s, 450, "4.7.1", "ATRN request refused: no domains for this user");
         return false;
     }
     /* RFC 2645 5.2.1: not authorized for one domain -> nothing is sent for any (450). */
@@ -479,8 +493,7 @@ static bool resolve_domains(struct odmr_session *s, const char *arg, struct atrn
         if (!userdb_user_has_domain(u, d->names[i])) {
             log_warn("odmr.atrn_refused", " session=%s user=%s domain=%s", s->id, s->user,
                      d->names[i]);
-            metrics_count_atrn(450);
-            reply_send(out(s), 450, "4.7.1", "ATRN request refused: not authorized for %s",
+            atrn_reply(s, 450, "4.7.1", "ATRN request refused: not authorized for %s",
                        d->names[i]);
             return false;
         }
@@ -536,19 +549,17 @@ static bool lease_with_mail(struct odmr_session *s, const struct atrn_domains *d
 {
     const char *busy;
     if (lease_all(s, domains, &busy) != 0) {
-        metrics_count_atrn(451);
         if (busy != NULL)
-            reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now: %s is being "
+            atrn_reply(s, 451, "4.3.0", "Unable to process ATRN request now: %s is being "
                        "delivered by another session", busy);
         else
-            reply_send(out(s), 451, "4.3.0", "Unable to process ATRN request now");
+            atrn_reply(s, 451, "4.3.0", "Unable to process ATRN request now");
         return false;
     }
     if (!any_mail(s)) {
         release_leases(s);
         last_atrn_record(s->user);   /* odmrctl queue summary: when the customer last polled */
-        metrics_count_atrn(453);
-        reply_send(out(s), 453, "4.3.0", "You have no mail");
+        atrn_reply(s, 453, "4.3.0", "You have no mail");
         return false;
     }
     return true;
@@ -566,14 +577,12 @@ static void cmd_atrn(void *ctx, struct smtp_session *smtp, const char *arg)
     if (smtp_session_input_pending(smtp)) {
         log_warn("odmr.atrn_pipelined", " session=%s user=%s", s->id, s->user);
         release_leases(s);
-        metrics_count_atrn(554);
-        reply_send(out(s), 554, "5.5.0", "Pipelined data after ATRN; closing");
+        atrn_reply(s, 554, "5.5.0", "Pipelined data after ATRN; closing");
         smtp_session_close(smtp);
         return;
     }
     last_atrn_record(s->user);
-    metrics_count_atrn(250);
-    reply_send(out(s), 250, "2.0.0", "OK, now reversing the connection");
+    atrn_reply(s, 250, "2.0.0", "OK, now reversing the connection");
     turn_around(s);
 }
 
