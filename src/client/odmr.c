@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "client/target_probe.h"
 #include "client/tls_client.h"
 #include "client/wire.h"
 #include "lib/log.h"

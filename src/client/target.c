@@ -1,160 +1,24 @@
 /* SPDX-License-Identifier: ISC */
-/* The local target (target.h): the spec, the connection on the client engine, Maildir and MDA. */
+/* The local target (target.h): transactions on the client engine, the connection opened when
+ * first needed and again after it is lost; the spec is target_spec.c, the connect
+ * target_connect.c, the probe target_probe.c, maildir: and mda: target_local.c. */
 #include "client/target.h"
 
-#include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
+#include "client/target_connect.h"
+#include "client/target_local.h"
 #include "engines/smtp_params.h"
 #include "lib/log.h"
 
-#include <openssl/ssl.h>
-
 enum {
-    BODY_HIGH = 256 << 10,   /* the largest single write of the body */
-    MAX_REPLIES = 1000,      /* LMTP: one per recipient */
     TXN_PARAMS = 1024,       /* MAIL's or a RCPT's parameters */
 };
-
-/* ---- the spec ---- */
-
-static int split_host_port(const char *text, struct target_spec *out, char *err, size_t errlen)
-{
-    const char *colon;
-    const char *host = text;
-    size_t hlen;
-    if (text[0] == '[') {
-        const char *close = strchr(text, ']');
-        if (close == NULL || close[1] != ':')
-            goto bad;
-        host = text + 1;
-        hlen = (size_t)(close - host);
-        colon = close + 1;
-    } else {
-        colon = strrchr(text, ':');
-        if (colon == NULL)
-            goto bad;
-        hlen = (size_t)(colon - text);
-    }
-    if (hlen == 0 || hlen >= sizeof out->host || strlen(colon + 1) == 0 ||
-        strlen(colon + 1) >= sizeof out->port || strspn(colon + 1, "0123456789") != strlen(colon + 1))
-        goto bad;
-    memcpy(out->host, host, hlen);
-    out->host[hlen] = '\0';
-    snprintf(out->port, sizeof out->port, "%s", colon + 1);
-    return 0;
-bad:
-    snprintf(err, errlen, "bad target address '%s': use HOST:PORT", text);
-    return -1;
-}
-
-static int parse_network(const char *text, const char *rest, struct target_spec *out, char *err,
-                         size_t errlen)
-{
-    if (strncmp(rest, "unix:", 5) != 0)
-        return split_host_port(rest, out, err, errlen);
-    if (rest[5] != '/' || strlen(rest + 5) >= sizeof out->unix_path) {
-        snprintf(err, errlen, "bad unix socket path in '%s'", text);
-        return -1;
-    }
-    out->is_unix = true;
-    snprintf(out->unix_path, sizeof out->unix_path, "%s", rest + 5);
-    return 0;
-}
-
-static int parse_network_tls(const char *text, const char *rest, struct target_spec *out,
-                             char *err, size_t errlen)
-{
-    out->starttls_required = true;
-    if (strncmp(rest, "unix:", 5) == 0) {
-        snprintf(err, errlen, "STARTTLS needs a TCP target: '%s'", text);
-        return -1;
-    }
-    return parse_network(text, rest, out, err, errlen);
-}
-
-static int parse_maildir(const char *text, const char *rest, struct target_spec *out, char *err,
-                         size_t errlen)
-{
-    snprintf(out->local, sizeof out->local, "%s", rest);
-    return maildir_template_check(rest, err, errlen);
-}
-
-static int parse_mda(const char *text, const char *rest, struct target_spec *out, char *err,
-                     size_t errlen)
-{
-    struct mda_command c;
-    snprintf(out->local, sizeof out->local, "%s", rest);
-    return mda_parse(rest, &c, err, errlen);
-}
-
-int target_parse(const char *text, struct target_spec *out, char *err, size_t errlen)
-{
-    static const struct {
-        const char *prefix;
-        enum target_kind kind;
-        int (*parse)(const char *, const char *, struct target_spec *, char *, size_t);
-    } kinds[] = {
-        {"smtp:", TARGET_SMTP, parse_network},
-        {"lmtp:", TARGET_LMTP, parse_network},
-        {"smtp+starttls:", TARGET_SMTP, parse_network_tls},
-        {"lmtp+starttls:", TARGET_LMTP, parse_network_tls},
-        {"maildir:", TARGET_MAILDIR, parse_maildir},
-        {"mda:", TARGET_MDA, parse_mda},
-    };
-    memset(out, 0, sizeof *out);
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        size_t plen = strlen(kinds[i].prefix);
-        if (strncmp(text, kinds[i].prefix, plen) != 0)
-            continue;
-        out->kind = kinds[i].kind;
-        return kinds[i].parse(text, text + plen, out, err, errlen);
-    }
-    snprintf(err, errlen, "unsupported --deliver '%s': use smtp:HOST:PORT, lmtp:HOST:PORT, "
-             "lmtp:unix:/path, smtp+starttls:HOST:PORT, lmtp+starttls:HOST:PORT, "
-             "maildir:/path or mda:/path/to/command args", text);
-    return -1;
-}
-
-static bool is_local(const struct target_spec *spec)
-{
-    return spec->kind == TARGET_MAILDIR || spec->kind == TARGET_MDA;
-}
-
-static bool is_loopback(const char *host)
-{
-    return strcmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
-           strcmp(host, "::1") == 0;
-}
-
-/* STARTTLS toward the target (RFC 3207, docs/client.md "Local delivery target"): required and
- * verified for +starttls; otherwise opportunistic and unauthenticated (RFC 7435) toward a host
- * that is not loopback; never over loopback or a unix socket, where TLS protects nothing. */
-static SSL_CTX *target_tls_context(const struct target_spec *spec)
-{
-    if (is_local(spec) || spec->is_unix || (!spec->starttls_required && is_loopback(spec->host)))
-        return NULL;
-    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL)
-        return NULL;
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(ctx, spec->starttls_required ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
-    if (spec->starttls_required && SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        SSL_CTX_free(ctx);
-        return NULL;   /* the engine then refuses to go on in clear */
-    }
-    return ctx;
-}
-
 
 /* ---- MAIL and RCPT parameters (engines/smtp_params.c: the rules; the wording here) ---- */
 
@@ -249,11 +113,7 @@ struct target {
     enum answer_kind answer;
     struct smtp_client_reply answer_mail, answer_rcpt;
     struct smtp_client_reply *answers;
-    /* local targets: the open transaction */
-    struct mda_command mda;
-    char *sender;
-    struct local_rcpt { char *addr; char *dest; } *rcpts;
-    size_t rcpt_count;
+    struct target_local local;   /* maildir: and mda: */
 };
 
 /* Unlinks item from a list whose links are at offset next_off. */
@@ -311,6 +171,14 @@ static void on_deliver(evutil_socket_t fd, short what, void *arg)
         answer_data(t, t->answers);
 }
 
+/* Answers made here (answer_mail and answer_rcpt, or answers) go from the loop, never from
+ * inside a target_* call. */
+static void answer_later(struct target *t, enum answer_kind kind)
+{
+    t->answer = kind;
+    event_active(t->deliver, EV_WRITE, 0);
+}
+
 /* A verdict made here (no reply from the target: code 0, or a refusal), from the loop. */
 static void defer_group(struct target *t, const struct smtp_client_reply *mail)
 {
@@ -319,16 +187,14 @@ static void defer_group(struct target *t, const struct smtp_client_reply *mail)
         t->answer_mail = *mail;
     else
         memset(&t->answer_mail, 0, sizeof t->answer_mail);
-    t->answer = ANSWER_GROUP;
-    event_active(t->deliver, EV_WRITE, 0);
+    answer_later(t, ANSWER_GROUP);
 }
 
 /* count replies with code 0 (target unavailable), from the loop. */
 static void defer_unavailable(struct target *t)
 {
     memset(t->answers, 0, t->data_count * sizeof *t->answers);
-    t->answer = ANSWER_DATA;
-    event_active(t->deliver, EV_WRITE, 0);
+    answer_later(t, ANSWER_DATA);
 }
 
 /* The transaction is no longer the target's concern: given up, or over. */
@@ -442,59 +308,6 @@ static const struct smtp_client_callbacks target_callbacks = {
     .ready = on_ready, .txn_done = on_txn_done, .closed = on_closed,
 };
 
-/* RFC 5321 4.5.3.2 timeouts, from the client's settings (whole seconds, scaled). */
-static struct smtp_client_config engine_config(const struct target *t)
-{
-    const struct client_options *o = t->opts;
-    unsigned flags = SMTP_CLIENT_USE_PIPELINING | SMTP_CLIENT_USE_CHUNKING |
-                     SMTP_CLIENT_STRICT_CRLF;
-    if (t->spec.kind == TARGET_LMTP)
-        flags |= SMTP_CLIENT_LMTP;
-    if (t->spec.starttls_required)
-        flags |= SMTP_CLIENT_STARTTLS_REQUIRED;
-    else if (t->tls_ctx != NULL)
-        flags |= SMTP_CLIENT_STARTTLS;
-    return (struct smtp_client_config){
-        .helo_name = t->helo,
-        .flags = flags,
-        .tls_ctx = t->tls_ctx,
-        .tls_name = t->spec.host,
-        .timeouts = {
-            .greeting = client_timeout_seconds(o, TIMEOUT_GREETING),
-            .command = client_timeout_seconds(o, TIMEOUT_COMMAND),
-            .data_init = client_timeout_seconds(o, TIMEOUT_DATA_INIT),
-            .data_block = client_timeout_seconds(o, TIMEOUT_DATA_BLOCK),
-            .data_end = client_timeout_seconds(o, TIMEOUT_DATA_END),
-        },
-    };
-}
-
-/* Connects (blocking, bounded) and hands the socket to the engine on base. */
-static struct smtp_client *engine_connect(struct event_base *base, const struct target *t,
-                                          const struct smtp_client_callbacks *cb, void *arg,
-                                          char *err, size_t errlen)
-{
-    int fd = wire_connect(t->spec.host, t->spec.port, t->spec.is_unix ? t->spec.unix_path : NULL,
-                          client_timeout(t->opts, TIMEOUT_CONNECT), err, errlen);
-    if (fd < 0)
-        return NULL;
-    struct bufferevent *bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (bev == NULL) {
-        close(fd);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    /* libevent writes at most 16 KiB per callback by default: the body goes in bigger writes */
-    bufferevent_set_max_single_write(bev, BODY_HIGH);
-    const struct smtp_client_config cfg = engine_config(t);
-    struct smtp_client *c = smtp_client_new(base, bev, &cfg, cb, arg);
-    if (c == NULL) {
-        bufferevent_free(bev);
-        snprintf(err, errlen, "out of memory");
-    }
-    return c;
-}
-
 static int open_connection(struct target *t)
 {
     char err[256];
@@ -502,7 +315,9 @@ static int open_connection(struct target *t)
     if (tc == NULL)
         return -1;
     tc->t = tc->owner = t;
-    tc->client = engine_connect(t->base, t, &target_callbacks, tc, err, sizeof err);
+    const struct target_link link = {
+        .spec = &t->spec, .opts = t->opts, .helo = t->helo, .tls_ctx = t->tls_ctx};
+    tc->client = target_connect(t->base, &link, &target_callbacks, tc, err, sizeof err);
     if (tc->client == NULL) {
         log_warn("target.connect_failed", " error=%s", err);
         free(tc);
@@ -644,15 +459,15 @@ static void group_join(struct target *t, const struct target_group *g)
         smtp_client_rcpts_done(t->conn->client, &x->txn);
 }
 
-static void local_group(struct target *t, const struct target_group *g);
-
 void target_group(struct target *t, const struct target_group *g, target_rcpt_cb cb, void *arg)
 {
     t->group_cb = cb;
     t->group_arg = arg;
     t->group_mail = g->mail != NULL;
-    if (is_local(&t->spec)) {
-        local_group(t, g);
+    if (target_spec_is_local(&t->spec)) {
+        target_local_group(&t->local, g->rset, g->mail != NULL ? g->mail->sender : NULL,
+                           g->rcpt.address, &t->answer_mail, &t->answer_rcpt);
+        answer_later(t, ANSWER_GROUP);
         return;
     }
     if (g->rset || g->mail != NULL)
@@ -668,16 +483,15 @@ void target_group(struct target *t, const struct target_group *g, target_rcpt_cb
         group_join(t, g);
 }
 
-static void local_body(struct target *t, int fd);
-
 void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg)
 {
     struct stat st;
     t->data_cb = cb;
     t->data_arg = arg;
-    t->data_count = count < MAX_REPLIES ? count : MAX_REPLIES;
-    if (is_local(&t->spec) && fd >= 0) {
-        local_body(t, fd);
+    t->data_count = count < TARGET_MAX_RCPTS ? count : TARGET_MAX_RCPTS;
+    if (target_spec_is_local(&t->spec) && fd >= 0) {
+        target_local_data(&t->local, fd, t->answers, t->data_count);
+        answer_later(t, ANSWER_DATA);
         return;
     }
     struct ttxn *x = t->txn;
@@ -690,208 +504,6 @@ void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg
     /* The spool file ends where the message ends: its size is the body's (BDAT's chunk). */
     const struct smtp_client_body body = {.fd = fd, .offset = 0, .length = (uint64_t)st.st_size};
     smtp_client_data(t->conn->client, &x->txn, &body);
-}
-
-/* ---- the blocking probe: the same engine on a private event loop ---- */
-
-struct probe {
-    struct event_base *base;
-    struct smtp_client *client;
-    struct smtp_client_ext *caps;
-    bool ready;
-    char reason[200];
-};
-
-static void probe_ready(void *arg, const struct smtp_client_ext *ext,
-                        const struct smtp_client_reply *greeting)
-{
-    struct probe *p = arg;
-    *p->caps = *ext;
-    p->ready = true;
-    smtp_client_quit(p->client);
-}
-
-static void probe_closed(void *arg, enum smtp_client_end how, const char *reason)
-{
-    struct probe *p = arg;
-    snprintf(p->reason, sizeof p->reason, "%s", reason);
-    event_base_loopbreak(p->base);
-}
-
-static void probe_txn_done(void *arg, struct smtp_client_txn *txn)
-{
-}
-
-static const struct smtp_client_callbacks probe_callbacks = {
-    .ready = probe_ready, .txn_done = probe_txn_done, .closed = probe_closed,
-};
-
-static int probe_exchange(const struct target_spec *spec, const struct client_options *o,
-                          const char *helo, struct smtp_client_ext *caps, char *err,
-                          size_t errlen)
-{
-    struct target t = {.spec = *spec, .opts = o, .tls_ctx = target_tls_context(spec)};
-    struct probe p = {.caps = caps};
-    snprintf(t.helo, sizeof t.helo, "%s", helo);
-    p.base = event_base_new();
-    if (p.base == NULL) {
-        SSL_CTX_free(t.tls_ctx);
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    p.client = engine_connect(p.base, &t, &probe_callbacks, &p, err, errlen);
-    if (p.client != NULL) {
-        event_base_dispatch(p.base);
-        smtp_client_free(p.client);
-        event_base_loop(p.base, EVLOOP_NONBLOCK);   /* libevent frees the bufferevent there */
-        if (!p.ready)
-            snprintf(err, errlen, "%s", p.reason);
-    }
-    event_base_free(p.base);
-    SSL_CTX_free(t.tls_ctx);
-    return p.ready ? 0 : -1;
-}
-
-static int local_probe(const struct target_spec *spec, struct smtp_client_ext *caps, char *err,
-                       size_t errlen);
-
-int target_probe(const struct target_spec *spec, const struct client_options *o,
-                 const char *helo, struct smtp_client_ext *caps, char *err, size_t errlen)
-{
-    memset(caps, 0, sizeof *caps);
-    if (is_local(spec))
-        return local_probe(spec, caps, err, errlen);
-    return probe_exchange(spec, o, helo, caps, err, errlen);
-}
-
-/* ---- local targets: maildir: and mda: (local.h) ---- */
-
-static void local_caps(struct smtp_client_ext *caps)
-{
-    /* The message is stored or piped as it is: any 8-bit or UTF-8 content goes. */
-    *caps = (struct smtp_client_ext){.esmtp = true, .eightbitmime = true, .smtputf8 = true};
-}
-
-static int local_probe(const struct target_spec *spec, struct smtp_client_ext *caps, char *err,
-                       size_t errlen)
-{
-    struct mda_command c;
-    local_caps(caps);
-    if (spec->kind == TARGET_MAILDIR)
-        return maildir_probe(spec->local, err, errlen);
-    if (mda_parse(spec->local, &c, err, errlen) != 0)
-        return -1;
-    return mda_probe(&c, err, errlen);
-}
-
-static void local_reset(struct target *t)
-{
-    for (size_t i = 0; i < t->rcpt_count; i++) {
-        free(t->rcpts[i].addr);
-        free(t->rcpts[i].dest);
-    }
-    t->rcpt_count = 0;
-    free(t->sender);
-    t->sender = NULL;
-}
-
-static void local_mail(struct target *t, const char *sender, struct smtp_client_reply *out)
-{
-    local_reset(t);
-    if (t->spec.kind == TARGET_MDA && mda_address_ok(sender) != 0) {
-        peer_reply_set(out, 553, "5.1.7 Sender address starting with '-' refused "
-                    "by the MDA target");
-        return;
-    }
-    t->sender = strdup(sender);
-    if (t->sender == NULL)
-        peer_reply_set(out, 451, "4.3.0 Out of memory");
-    else
-        peer_reply_set(out, 250, "2.1.0 OK");
-}
-
-/* The recipient's destination: the expanded maildir, or nothing for an MDA. */
-static int local_destination(struct target *t, const char *rcpt, char **dest,
-                             struct smtp_client_reply *out)
-{
-    char path[LOCAL_PATH_MAX], err[200];
-    *dest = NULL;
-    if (t->spec.kind == TARGET_MDA) {
-        if (mda_address_ok(rcpt) == 0)
-            return 0;
-        peer_reply_set(out, 553, "5.1.3 Recipient address starting with '-' refused "
-                    "by the MDA target");
-        return -1;
-    }
-    if (maildir_expand(t->spec.local, rcpt, path, sizeof path, err, sizeof err) != 0) {
-        peer_reply_set(out, 553, "5.1.3 %s", err);
-        return -1;
-    }
-    *dest = strdup(path);
-    return 0;
-}
-
-static void local_rcpt(struct target *t, const char *rcpt, struct smtp_client_reply *out)
-{
-    char *dest;
-    if (t->sender == NULL || t->rcpt_count == MAX_REPLIES) {
-        peer_reply_set(out, 452, "4.5.3 Too many recipients");
-        return;
-    }
-    if (local_destination(t, rcpt, &dest, out) != 0)
-        return;
-    struct local_rcpt *r = &t->rcpts[t->rcpt_count];
-    r->addr = strdup(rcpt);
-    r->dest = dest;
-    if (r->addr == NULL || (dest == NULL && t->spec.kind == TARGET_MAILDIR)) {
-        free(r->addr);
-        free(dest);
-        peer_reply_set(out, 451, "4.3.0 Out of memory");
-        return;
-    }
-    t->rcpt_count++;
-    peer_reply_set(out, 250, "2.1.5 OK");
-}
-
-/* One delivery per recipient, each with its own verdict (folded by the relay), from the loop. */
-static void local_body(struct target *t, int fd)
-{
-    struct smtp_client_reply *out = t->answers;
-    memset(out, 0, t->data_count * sizeof *out);
-    for (size_t i = 0; i < t->data_count && i < t->rcpt_count; i++) {
-        const struct local_rcpt *r = &t->rcpts[i];
-        if (t->spec.kind == TARGET_MAILDIR)
-            maildir_deliver(r->dest, fd, t->sender, r->addr, &out[i]);
-        else
-            mda_deliver(&t->mda, fd, t->sender, r->addr,
-                        (double)client_timeout_seconds(t->opts, TIMEOUT_DATA_END), &out[i]);
-        if (t->opts->verbose) {
-            char qaddr[300], qtext[300], text[PEER_REPLY_TEXT];
-            peer_reply_text(&out[i], text, sizeof text);
-            log_debug("target.local", " rcpt=%s code=%d reply=%s",
-                      log_quote(qaddr, sizeof qaddr, r->addr, strlen(r->addr)), out[i].code,
-                      log_quote(qtext, sizeof qtext, text, strlen(text)));
-        }
-    }
-    local_reset(t);
-    t->answer = ANSWER_DATA;
-    event_active(t->deliver, EV_WRITE, 0);
-}
-
-/* A group runs one command at a time and stops at the first refusal; DATA has nothing to do
- * here (the delivery is target_data()). */
-static void local_group(struct target *t, const struct target_group *g)
-{
-    memset(&t->answer_mail, 0, sizeof t->answer_mail);
-    memset(&t->answer_rcpt, 0, sizeof t->answer_rcpt);
-    if (g->rset)
-        local_reset(t);
-    if (g->mail != NULL)
-        local_mail(t, g->mail->sender, &t->answer_mail);
-    if (g->mail == NULL || t->answer_mail.code / 100 == 2)
-        local_rcpt(t, g->rcpt.address, &t->answer_rcpt);
-    t->answer = ANSWER_GROUP;
-    event_active(t->deliver, EV_WRITE, 0);
 }
 
 /* ---- the target ---- */
@@ -908,16 +520,14 @@ struct target *target_new(struct event_base *base, const struct target_spec *spe
     snprintf(t->helo, sizeof t->helo, "%s", helo);
     t->deliver = event_new(base, -1, 0, on_deliver, t);
     t->tls_ctx = target_tls_context(spec);
-    t->rcpts = calloc(MAX_REPLIES, sizeof *t->rcpts);
-    t->answers = calloc(MAX_REPLIES, sizeof *t->answers);
-    if (is_local(spec)) {
-        char err[256];
+    t->answers = calloc(TARGET_MAX_RCPTS, sizeof *t->answers);
+    int local_failed = 0;
+    if (target_spec_is_local(spec)) {
         t->generation = 1;   /* nothing to lose: a transaction never spans a reconnection */
-        local_caps(&t->caps);
-        if (spec->kind == TARGET_MDA && mda_parse(spec->local, &t->mda, err, sizeof err) != 0)
-            log_warn("target.mda", " error=\"%s\"", err);
+        target_local_caps(&t->caps);
+        local_failed = target_local_init(&t->local, &t->spec, o);
     }
-    if (t->deliver == NULL || t->rcpts == NULL || t->answers == NULL) {
+    if (t->deliver == NULL || t->answers == NULL || local_failed != 0) {
         target_free(t);
         return NULL;
     }
@@ -947,9 +557,7 @@ void target_free(struct target *t)
         ttxn_free(t->txns);
     if (t->deliver != NULL)
         event_free(t->deliver);
-    if (t->rcpts != NULL)
-        local_reset(t);
-    free(t->rcpts);
+    target_local_free(&t->local);
     free(t->answers);
     SSL_CTX_free(t->tls_ctx);
     free(t);

@@ -1,12 +1,12 @@
 /* SPDX-License-Identifier: ISC */
 /* The local target odmr-client hands mail to: smtp:HOST:PORT, lmtp:HOST:PORT, lmtp:unix:/path,
- * or, without an MTA, maildir:/path and mda:COMMAND (local.h; one reply per recipient, like
- * LMTP). SMTP and LMTP go through the client engine (engines/smtp_client.h: PIPELINING,
- * CHUNKING, LMTP's replies per recipient, the one dot-stuffing); this module keeps the target
- * spec, the connection (opened when first needed and again after it is lost) and the local
- * targets. A transaction is built as the provider's commands come: each recipient's verdict,
- * then the replies after the data, always from the event loop, never from inside a target_*
- * call. */
+ * or, without an MTA, maildir:/path and mda:COMMAND (target_local.h; one reply per recipient,
+ * like LMTP). SMTP and LMTP go through the client engine (engines/smtp_client.h: PIPELINING,
+ * CHUNKING, LMTP's replies per recipient, the one dot-stuffing); this module keeps the
+ * connection (opened when first needed and again after it is lost, target_connect.h) and the
+ * transactions; the spec is target_spec.h, the check before ATRN target_probe.h. A
+ * transaction is built as the provider's commands come: each recipient's verdict, then the
+ * replies after the data, always from the event loop, never from inside a target_* call. */
 #ifndef ODMR_CLIENT_TARGET_H
 #define ODMR_CLIENT_TARGET_H
 
@@ -15,34 +15,11 @@
 #include <stdint.h>
 
 #include "client/client.h"
-#include "client/local.h"
+#include "client/target_spec.h"
 #include "client/wire.h"
 #include "engines/smtp_client.h"
 
 struct event_base;
-
-enum target_kind { TARGET_SMTP, TARGET_LMTP, TARGET_MAILDIR, TARGET_MDA };
-
-struct target_spec {
-    enum target_kind kind;
-    bool is_unix;
-    bool starttls_required;   /* smtp+starttls: / lmtp+starttls: (docs/client.md) */
-    char host[256];
-    char port[16];
-    char unix_path[108];
-    char local[LOCAL_PATH_MAX];   /* maildir path template or mda command */
-};
-
-/* "smtp:HOST:PORT", "lmtp:HOST:PORT", "lmtp:unix:/path", "[v6]" hosts allowed; STARTTLS
- * (RFC 3207) when a host that is not loopback offers it, or "smtp+starttls:HOST:PORT",
- * "lmtp+starttls:HOST:PORT": STARTTLS required, the certificate verified (system CAs, HOST);
- * "maildir:/path/%d/%u", "mda:/usr/sbin/sendmail -i -f %s -- %r". */
-int target_parse(const char *text, struct target_spec *out, char *err, size_t errlen);
-/* Blocking check before ATRN: connect, the greeting, EHLO/LHLO, QUIT, through the client
- * engine on a private event loop (maildir: the fixed part of the path can be created; mda: the
- * command is executable). caps: what the target advertised. 0, or -1 with err. */
-int target_probe(const struct target_spec *spec, const struct client_options *o,
-                 const char *helo, struct smtp_client_ext *caps, char *err, size_t errlen);
 
 struct target;
 /* replies[count]; a reply with code 0 means no reply (target unavailable, lost, timeout). */
