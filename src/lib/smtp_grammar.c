@@ -103,35 +103,45 @@ static bool is_atext(unsigned char c)
     return is_alpha(c) || is_digit(c) || (c != 0 && strchr("!#$%&'*+-/=?^_`{|}~", c));
 }
 
-/* RFC 5321 4.1.2: Dot-string = Atom *("." Atom); RFC 6531 3.3 adds UTF8-non-ascii to atext. */
-static enum smtp_parse_status scan_dot_string(struct scan *s)
+/* Consumes the longest run of octets that are either ASCII for which ascii_ok holds or, RFC
+ * 6531 3.3, UTF8-non-ascii (take_utf8's rules); it may be empty. */
+static enum smtp_parse_status take_run(struct scan *s, bool (*ascii_ok)(unsigned char))
 {
-    const char *start = s->p;
-    bool atom_empty = true;
     for (;;) {
         unsigned char c = cur(s);
         if (c >= 0x80) {
             enum smtp_parse_status st = take_utf8(s);
             if (st != SMTP_PARSE_OK)
                 return st;
-            atom_empty = false;
-        } else if (is_atext(c)) {
+        } else if (ascii_ok(c)) {
             s->p++;
-            atom_empty = false;
-        } else if (c == '.') {
-            if (atom_empty)
-                return fail(s, SMTP_PARSE_SYNTAX, "empty atom in local part");
-            s->p++;
-            atom_empty = true;
         } else {
-            break;
+            return SMTP_PARSE_OK;
         }
     }
-    if (s->p == start)
-        return fail(s, SMTP_PARSE_SYNTAX, "empty or invalid local part");
-    if (atom_empty)
-        return fail(s, SMTP_PARSE_SYNTAX, "local part ends with a dot");
-    return SMTP_PARSE_OK;
+}
+
+/* RFC 5321 4.1.2: Dot-string = Atom *("." Atom); RFC 6531 3.3 adds UTF8-non-ascii to atext. */
+static enum smtp_parse_status scan_dot_string(struct scan *s)
+{
+    const char *start = s->p;
+    for (;;) {
+        const char *atom = s->p;
+        enum smtp_parse_status st = take_run(s, is_atext);
+        if (st != SMTP_PARSE_OK)
+            return st;
+        bool atom_empty = s->p == atom;
+        if (cur(s) != '.') {
+            if (s->p == start)
+                return fail(s, SMTP_PARSE_SYNTAX, "empty or invalid local part");
+            if (atom_empty)
+                return fail(s, SMTP_PARSE_SYNTAX, "local part ends with a dot");
+            return SMTP_PARSE_OK;
+        }
+        if (atom_empty)
+            return fail(s, SMTP_PARSE_SYNTAX, "empty atom in local part");
+        s->p++;
+    }
 }
 
 /* RFC 5321 4.1.2: Quoted-string = DQUOTE *QcontentSMTP DQUOTE; qtextSMTP = %d32-33 /
@@ -406,22 +416,19 @@ static enum smtp_parse_status parse_keyword(struct scan *s, struct smtp_param *p
     return SMTP_PARSE_OK;
 }
 
-/* RFC 5321 4.1.2: esmtp-value = 1*(%d33-60 / %d62-126); RFC 6531 3.3 adds UTF8-non-ascii. */
+/* RFC 5321 4.1.2: esmtp-value = 1*(%d33-60 / %d62-126). */
+static bool is_esmtp_value_char(unsigned char c)
+{
+    return c >= 33 && c <= 126 && c != '=';
+}
+
+/* RFC 6531 3.3 adds UTF8-non-ascii to esmtp-value. */
 static enum smtp_parse_status parse_value(struct scan *s, struct smtp_param *pm)
 {
     const char *start = s->p;
-    for (;;) {
-        unsigned char c = cur(s);
-        if (c >= 0x80) {
-            enum smtp_parse_status st = take_utf8(s);
-            if (st != SMTP_PARSE_OK)
-                return st;
-        } else if (c >= 33 && c <= 126 && c != '=') {
-            s->p++;
-        } else {
-            break;
-        }
-    }
+    enum smtp_parse_status st = take_run(s, is_esmtp_value_char);
+    if (st != SMTP_PARSE_OK)
+        return st;
     size_t n = (size_t)(s->p - start);
     if (n == 0)
         return fail(s, SMTP_PARSE_SYNTAX, "empty parameter value");

@@ -11,23 +11,20 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "platform/periodic.h"
 #include "services/delay_warn.h"
 #include "services/delivery_log.h"
 #include "services/lease_set.h"
 #include "services/notice.h"
 
 struct expire {
-    struct event_base *base;
     struct queue *queue;
     time_t max_hold;
-    struct event *timer;
+    struct periodic scan;       /* the scan's timer; busy while a scan runs */
     char (*ids)[QUEUE_ID_MAX];  /* this scan's old ids, oldest first (EXPIRE_BATCH_MAX) */
     size_t count, next;
     struct lease_set leased;    /* domains leased for the message being expired */
     struct delay_warn *warn;    /* [queue] delay_warning, or NULL */
-    bool busy, stopping;
-    void (*idle)(void *arg);
-    void *idle_arg;
 };
 
 static void next_message(struct expire *e);
@@ -125,17 +122,12 @@ static bool expire_one(struct expire *e, const char *id)
 /* The scan (expiry, then warnings) is over. */
 static void scan_over(struct expire *e)
 {
-    e->busy = false;
-    if (e->stopping && e->idle != NULL) {
-        void (*idle)(void *) = e->idle;
-        e->idle = NULL;
-        idle(e->idle_arg);
-    }
+    periodic_done(&e->scan);
 }
 
 static void next_message(struct expire *e)
 {
-    while (e->next < e->count && !e->stopping) {
+    while (e->next < e->count && !e->scan.stopping) {
         if (expire_one(e, e->ids[e->next++]))
             return;
     }
@@ -158,7 +150,7 @@ static int collect(const char *id, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct expire *e = arg;
-    if (e->busy || e->stopping)
+    if (!periodic_may_run(&e->scan))
         return;
     int rc = queue_expire_scan(e->queue, e->max_hold, collect, e);
     if (rc != 0) {
@@ -168,13 +160,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     if (e->count == 0) {
         /* Nothing to expire: the delay warnings' turn. */
-        e->busy = true;
+        e->scan.busy = true;
         if (e->warn == NULL || !delay_warn_start(e->warn, scan_over_cb, e))
-            e->busy = false;
+            e->scan.busy = false;
         return;
     }
     log_info("expire.scan", " messages=%zu max_hold=%lld", e->count, (long long)e->max_hold);
-    e->busy = true;
+    e->scan.busy = true;
     next_message(e);
 }
 
@@ -184,46 +176,35 @@ struct expire *expire_start(struct event_base *base, struct queue *q, time_t max
     struct expire *e = calloc(1, sizeof *e);
     if (e == NULL)
         return NULL;
-    e->base = base;
     e->queue = q;
     e->max_hold = max_hold;
     e->ids = calloc(EXPIRE_BATCH_MAX, sizeof *e->ids);
-    e->timer = event_new(base, -1, EV_PERSIST, on_timer, e);
-    struct timeval period = {expire_period(max_hold), 0};
-    if (delay_warning > 0 && expire_period(delay_warning) < period.tv_sec)
-        period.tv_sec = expire_period(delay_warning);
+    time_t period = expire_period(max_hold);
+    if (delay_warning > 0 && expire_period(delay_warning) < period)
+        period = expire_period(delay_warning);
     e->warn = delay_warning > 0 ? delay_warn_new(q, delay_warning, max_hold) : NULL;
-    if (e->ids == NULL || e->timer == NULL || (delay_warning > 0 && e->warn == NULL) ||
-        event_add(e->timer, &period) != 0) {
+    if (e->ids == NULL || (delay_warning > 0 && e->warn == NULL) ||
+        periodic_start(&e->scan, base, period, on_timer, e) != 0) {
         expire_free(e);
         return NULL;
     }
     log_info("expire.start", " max_hold=%lld period=%lld delay_warning=%lld",
-             (long long)max_hold, (long long)period.tv_sec, (long long)delay_warning);
+             (long long)max_hold, (long long)period, (long long)delay_warning);
     return e;
 }
 
 void expire_shutdown(struct expire *e, void (*idle)(void *arg), void *arg)
 {
-    e->stopping = true;
-    if (e->timer != NULL)
-        event_del(e->timer);
     if (e->warn != NULL)
         delay_warn_stop(e->warn);
-    if (e->busy) {
-        e->idle = idle;
-        e->idle_arg = arg;
-    } else {
-        idle(arg);
-    }
+    periodic_stop(&e->scan, idle, arg);
 }
 
 void expire_free(struct expire *e)
 {
     if (e == NULL)
         return;
-    if (e->timer != NULL)
-        event_free(e->timer);
+    periodic_free(&e->scan);
     release_leases(e);
     delay_warn_free(e->warn);
     free(e->ids);

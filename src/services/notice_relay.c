@@ -18,6 +18,7 @@
 
 #include "engines/smtp_client.h"
 #include "lib/log.h"
+#include "platform/periodic.h"
 #include "services/delivery_log.h"
 #include "services/lease_set.h"
 #include "services/notice_readdress.h"
@@ -41,7 +42,7 @@ struct notice_relay {
     char *relay, *postmaster, *hostname;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    struct event *timer;
+    struct periodic scan;                /* the scan's timer; busy while a batch is out */
     char (*ids)[QUEUE_ID_MAX];           /* this scan's candidates, sorted */
     size_t id_count;
     char cursor[QUEUE_ID_MAX];           /* the last id opened: the next scan starts after it */
@@ -50,9 +51,7 @@ struct notice_relay {
     struct lease_set leased;
     struct smtp_client *client;
     unsigned jobs;                       /* outcome records and re-addressings under way */
-    bool busy, closed, stopping;
-    void (*idle)(void *arg);
-    void *idle_arg;
+    bool closed;
 };
 
 /* ---- configuration ---- */
@@ -110,18 +109,13 @@ static void item_free(struct relay_item *it)
 /* Once the connection is gone and every outcome is on disk. */
 static void maybe_finish(struct notice_relay *r)
 {
-    if (!r->busy || !r->closed || r->jobs > 0)
+    if (!r->scan.busy || !r->closed || r->jobs > 0)
         return;
     for (size_t i = 0; i < r->item_count; i++)
         item_free(r->items[i]);
     r->item_count = 0;
     lease_set_release(r->queue, &r->leased);
-    r->busy = false;
-    if (r->stopping && r->idle != NULL) {
-        void (*idle)(void *) = r->idle;
-        r->idle = NULL;
-        idle(r->idle_arg);
-    }
+    periodic_done(&r->scan);
 }
 
 /* ---- outcomes ---- */
@@ -265,7 +259,7 @@ static void connect_relay(struct notice_relay *r)
     struct smtp_client_config cfg = {.helo_name = r->hostname, .log_id = "notice-relay",
                                      .timeouts = {300, 300, 120, 180, 600}};
     struct bufferevent *bev = bufferevent_socket_new(r->base, -1, BEV_OPT_CLOSE_ON_FREE);
-    r->busy = true;
+    r->scan.busy = true;
     r->closed = false;
     if (bev != NULL && bufferevent_socket_connect(bev, (struct sockaddr *)&r->addr,
                                                   (int)r->addr_len) == 0)
@@ -385,7 +379,7 @@ static void consider(struct notice_relay *r, const char *id, time_t now)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct notice_relay *r = arg;
-    if (r->busy || r->stopping)
+    if (!periodic_may_run(&r->scan))
         return;
     list_candidates(r);
     size_t start = 0;
@@ -423,24 +417,22 @@ struct notice_relay *notice_relay_start(struct event_base *base, struct queue *q
     r->hostname = strdup(settings->hostname != NULL ? settings->hostname : "localhost");
     r->postmaster = settings->postmaster != NULL ? strdup(settings->postmaster) : NULL;
     r->ids = calloc(NOTICE_RELAY_OPEN_MAX * 4, sizeof *r->ids);
-    r->timer = event_new(base, -1, EV_PERSIST, on_timer, r);
     time_t period = settings->retry_min < RELAY_SCAN_PERIOD_MAX ? settings->retry_min
                                                                 : RELAY_SCAN_PERIOD_MAX;
-    struct timeval tv = {period > 0 ? period : 1, 0};
-    bool ok = r->relay != NULL && r->hostname != NULL && r->ids != NULL && r->timer != NULL &&
+    bool ok = r->relay != NULL && r->hostname != NULL && r->ids != NULL &&
               (settings->postmaster == NULL || r->postmaster != NULL);
     if (ok && notice_relay_resolve(r->relay, &r->addr, &r->addr_len, err, errlen) != 0)
         ok = false;
     else if (!ok)
         snprintf(err, errlen, "out of memory");
-    if (!ok || event_add(r->timer, &tv) != 0) {
+    if (!ok || periodic_start(&r->scan, base, period, on_timer, r) != 0) {
         notice_relay_free(r);
         return NULL;
     }
     log_info("notice_relay.start", " relay=%s postmaster=%s retry_min=%lld retry_max=%lld "
              "period=%lld", r->relay, r->postmaster != NULL ? r->postmaster : "-",
              (long long)settings->retry_min, (long long)settings->retry_max,
-             (long long)tv.tv_sec);
+             (long long)(period > 0 ? period : 1));
     return r;
 }
 
@@ -450,15 +442,7 @@ void notice_relay_shutdown(struct notice_relay *r, void (*idle)(void *arg), void
         idle(arg);
         return;
     }
-    r->stopping = true;
-    event_del(r->timer);
-    if (!r->busy) {
-        idle(arg);
-        return;
-    }
-    r->idle = idle;
-    r->idle_arg = arg;
-    if (r->client != NULL)
+    if (periodic_stop(&r->scan, idle, arg) && r->client != NULL)
         smtp_client_abort(r->client, "shutdown");
 }
 
@@ -466,8 +450,7 @@ void notice_relay_free(struct notice_relay *r)
 {
     if (r == NULL)
         return;
-    if (r->timer != NULL)
-        event_free(r->timer);
+    periodic_free(&r->scan);
     for (size_t i = 0; i < r->item_count; i++)
         item_free(r->items[i]);
     lease_set_release(r->queue, &r->leased);
