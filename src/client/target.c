@@ -1,80 +1,21 @@
 /* SPDX-License-Identifier: ISC */
 /* The local target (target.h): transactions on the client engine, the connection opened when
  * first needed and again after it is lost; the spec is target_spec.c, the connect
- * target_connect.c, the probe target_probe.c, maildir: and mda: target_local.c. */
+ * target_connect.c, one transaction's envelope and parameters target_txn.c, the probe
+ * target_probe.c, maildir: and mda: target_local.c. */
 #include "client/target.h"
 
 #include <event2/event.h>
 #include <stdio.h>
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "client/target_connect.h"
 #include "client/target_local.h"
-#include "engines/smtp_params.h"
 #include "lib/log.h"
 
-enum {
-    TXN_PARAMS = 1024,       /* MAIL's or a RCPT's parameters */
-};
-
-/* ---- MAIL and RCPT parameters (engines/smtp_params.c: the rules; the wording here) ---- */
-
-/* RFC 6531 3.5: a SMTPUTF8 message cannot go to a server without SMTPUTF8 (no downgrade
- * here): 553 5.6.7. RFC 6152 3: an 8-bit message to a server without 8BITMIME is converted or
- * returned; we do not convert: 554 5.6.3, the answer odmrd's own push gives a customer without
- * 8BITMIME (docs/client.md). */
-int target_mail_params(const struct smtp_client_ext *caps, const struct target_mail *m,
-                       char *params, size_t len, struct smtp_client_reply *refusal)
-{
-    const struct smtp_params_mail pm = {
-        .sender = m->sender, .size = m->size, .size_known = m->size != 0,
-        .body = m->eightbit ? SMTP_PARAMS_8BITMIME : SMTP_PARAMS_7BIT,
-        .smtputf8 = m->smtputf8, .ret = m->ret, .envid = m->envid,
-    };
-    switch (smtp_params_mail(caps, false, &pm, params, len)) {
-    case SMTP_PARAMS_OK:
-        return 0;
-    case SMTP_PARAMS_NEEDS_SMTPUTF8:
-        peer_reply_set(refusal, 553, "5.6.7 The message needs SMTPUTF8, which the local "
-                       "delivery target does not offer");
-        return -1;
-    case SMTP_PARAMS_NEEDS_8BITMIME:
-    case SMTP_PARAMS_NEEDS_BINARYMIME:
-        peer_reply_set(refusal, 554, "5.6.3 The message needs 8BITMIME, which the local "
-                       "delivery target does not offer");
-        return -1;
-    default:
-        peer_reply_set(refusal, 553, "5.1.7 Unusable reverse-path");
-        return -1;
-    }
-}
-
-void target_rcpt_params(const struct smtp_client_ext *caps, const struct target_rcpt *r,
-                        char *params, size_t len)
-{
-    smtp_params_rcpt(caps, r->notify, r->orcpt, params, len);
-}
-
 /* ---- the connection: the client engine ---- */
-
-/* One transaction on the engine: its recipients' strings are copies, kept until txn_done. */
-struct ttxn {
-    struct smtp_client_txn txn;
-    struct target *t;                 /* NULL once given up (detach_txn) */
-    struct target *owner;             /* frees it (target_free at the latest) */
-    struct ttxn *next;                /* the owner's list */
-    size_t cap;
-    char *sender;
-    char mail_params[TXN_PARAMS];
-    struct target_mail mail;          /* the envelope until MAIL is composed (ready) */
-    char *mail_strings[2];            /* ret, envid */
-    struct target_rcpt first;         /* the first recipient until then */
-    char *first_strings[3];           /* address, notify, orcpt */
-    bool started, first_data;
-};
 
 /* One connection; the engine's callbacks carry it, so that a connection given up (a new one
  * may be open already) still ends in order. */
@@ -94,12 +35,12 @@ struct target {
     char helo[256];
     struct tconn *conn;          /* NULL: no connection */
     struct tconn *conns;         /* every connection not closed yet (conn among them) */
-    struct ttxn *txns;           /* every transaction the engine may still hand back */
+    struct target_txn *txns;           /* every transaction the engine may still hand back */
     SSL_CTX *tls_ctx;            /* for STARTTLS, or NULL (target_tls_context) */
     bool ready;                  /* EHLO/LHLO answered: caps known */
     unsigned generation;
     struct smtp_client_ext caps;
-    struct ttxn *txn;            /* the transaction open on the target, or NULL */
+    struct target_txn *txn;            /* the transaction open on the target, or NULL */
     /* the group waiting for its verdict, the data waiting for its replies */
     target_rcpt_cb group_cb;
     void *group_arg;
@@ -115,32 +56,6 @@ struct target {
     struct smtp_client_reply *answers;
     struct target_local local;   /* maildir: and mda: */
 };
-
-/* Unlinks item from a list whose links are at offset next_off. */
-static void unlink_item(void **head, void *item, size_t next_off)
-{
-    for (void **p = head; *p != NULL; p = (void **)((char *)*p + next_off))
-        if (*p == item) {
-            *p = *(void **)((char *)item + next_off);
-            return;
-        }
-}
-
-static void ttxn_free(struct ttxn *x)
-{
-    unlink_item((void **)&x->owner->txns, x, offsetof(struct ttxn, next));
-    for (size_t i = 0; i < x->txn.rcpt_count; i++) {
-        free((char *)x->txn.rcpts[i].address);
-        free((char *)x->txn.rcpts[i].params);
-    }
-    for (size_t i = 0; i < 2; i++)
-        free(x->mail_strings[i]);
-    for (size_t i = 0; i < 3; i++)
-        free(x->first_strings[i]);
-    free(x->txn.rcpts);
-    free(x->sender);
-    free(x);
-}
 
 /* Hands a group's verdict to the caller (once). */
 static void answer_group(struct target *t, const struct smtp_client_reply *mail,
@@ -200,12 +115,12 @@ static void defer_unavailable(struct target *t)
 /* The transaction is no longer the target's concern: given up, or over. */
 static void detach_txn(struct target *t, bool cancel)
 {
-    struct ttxn *x = t->txn;
+    struct target_txn *x = t->txn;
     t->txn = NULL;
     if (x == NULL)
         return;
     if (!x->started) {
-        ttxn_free(x);   /* never handed to the engine */
+        target_txn_free(x);   /* never handed to the engine */
         return;
     }
     x->t = NULL;        /* freed at its txn_done */
@@ -216,7 +131,7 @@ static void detach_txn(struct target *t, bool cancel)
 /* The engine's verdict on one recipient: the group's, if it is the one waited for. */
 static void on_rcpt_done(void *user, struct smtp_client_txn *txn, size_t index)
 {
-    struct ttxn *x = user;
+    struct target_txn *x = user;
     struct target *t = x->t;
     if (t == NULL || t->txn != x || index != t->group_rcpt)
         return;
@@ -230,7 +145,7 @@ static void on_rcpt_done(void *user, struct smtp_client_txn *txn, size_t index)
  * one reply (SMTP), or the refusal of DATA; code 0 for what never came. */
 static void on_txn_done(void *arg, struct smtp_client_txn *txn)
 {
-    struct ttxn *x = txn->user;
+    struct target_txn *x = txn->user;
     struct target *t = x->t;
     if (t != NULL && t->txn == x) {
         t->txn = NULL;
@@ -239,11 +154,11 @@ static void on_txn_done(void *arg, struct smtp_client_txn *txn)
         for (size_t i = 0; i < txn->rcpt_count && k < t->data_count; i++)
             if (txn->rcpts[i].reply.code / 100 == 2)
                 t->answers[k++] = txn->rcpts[i].data_reply;
-        ttxn_free(x);
+        target_txn_free(x);
         answer_data(t, t->answers);
         return;
     }
-    ttxn_free(x);
+    target_txn_free(x);
 }
 
 /* -v: every command to the target, quoted. */
@@ -291,7 +206,11 @@ static void on_closed(void *arg, enum smtp_client_end how, const char *reason)
         log_warn("target.lost", " reason=%s end=%s",
                  log_quote(quoted, sizeof quoted, reason, strlen(reason)),
                  smtp_client_end_name(how));
-    unlink_item((void **)&tc->owner->conns, tc, offsetof(struct tconn, next));
+    for (struct tconn **p = &tc->owner->conns; *p != NULL; p = &(*p)->next)
+        if (*p == tc) {
+            *p = tc->next;
+            break;
+        }
     smtp_client_free(tc->client);   /* reason lives in it */
     free(tc);
     if (t == NULL)
@@ -333,48 +252,11 @@ static int open_connection(struct target *t)
     return 0;
 }
 
-/* Copies of the caller's strings, kept with the transaction. */
-static int keep(char **slot, const char *from, const char **to)
-{
-    *to = NULL;
-    if (from == NULL)
-        return 0;
-    *slot = strdup(from);
-    *to = *slot;
-    return *slot != NULL ? 0 : -1;
-}
-
-/* Appends a recipient to x, its parameters composed for the connection's capabilities. */
-static int add_rcpt(struct target *t, struct ttxn *x, const struct target_rcpt *r)
-{
-    char params[TXN_PARAMS];
-    if (x->txn.rcpt_count == x->cap) {
-        size_t cap = x->cap != 0 ? x->cap * 2 : 4;
-        struct smtp_client_rcpt *grown = realloc(x->txn.rcpts, cap * sizeof *grown);
-        if (grown == NULL)
-            return -1;
-        x->txn.rcpts = grown;
-        x->cap = cap;
-    }
-    target_rcpt_params(&t->caps, r, params, sizeof params);
-    struct smtp_client_rcpt *rc = &x->txn.rcpts[x->txn.rcpt_count];
-    memset(rc, 0, sizeof *rc);
-    rc->address = strdup(r->address);
-    rc->params = params[0] != '\0' ? strdup(params) : NULL;
-    if (rc->address == NULL || (params[0] != '\0' && rc->params == NULL)) {
-        free((char *)rc->address);
-        free((char *)rc->params);
-        return -1;
-    }
-    t->group_rcpt = x->txn.rcpt_count++;
-    return 0;
-}
-
 /* The connection is ready: MAIL (composed now, from its EHLO reply) and the first RCPT. A
  * message the target cannot take gets its refusal as MAIL's reply, and nothing is sent. */
 static void start_txn(struct target *t)
 {
-    struct ttxn *x = t->txn;
+    struct target_txn *x = t->txn;
     struct smtp_client_reply refusal = {0};
     if (target_mail_params(&t->caps, &x->mail, x->mail_params, sizeof x->mail_params,
                            &refusal) != 0) {
@@ -386,7 +268,8 @@ static void start_txn(struct target *t)
         .mail_from = x->sender, .mail_params = x->mail_params, .user = x,
         .rcpt_done = on_rcpt_done,
     };
-    if (add_rcpt(t, x, &x->first) != 0 || smtp_client_open(t->conn->client, &x->txn) != 0) {
+    if (target_txn_add_rcpt(x, &t->caps, &x->first, &t->group_rcpt) != 0 ||
+        smtp_client_open(t->conn->client, &x->txn) != 0) {
         detach_txn(t, false);
         defer_group(t, NULL);
         return;
@@ -394,31 +277,6 @@ static void start_txn(struct target *t)
     x->started = true;
     if (x->first_data)
         smtp_client_rcpts_done(t->conn->client, &x->txn);
-}
-
-/* A new transaction: the envelope copied until the connection is ready. */
-static struct ttxn *new_txn(struct target *t, const struct target_group *g)
-{
-    struct ttxn *x = calloc(1, sizeof *x);
-    if (x == NULL)
-        return NULL;
-    x->t = x->owner = t;
-    x->next = t->txns;
-    t->txns = x;
-    x->mail = *g->mail;
-    x->first_data = g->data;
-    x->sender = strdup(g->mail->sender);
-    int rc = keep(&x->mail_strings[0], g->mail->ret, &x->mail.ret);
-    rc |= keep(&x->mail_strings[1], g->mail->envid, &x->mail.envid);
-    rc |= keep(&x->first_strings[0], g->rcpt.address, &x->first.address);
-    rc |= keep(&x->first_strings[1], g->rcpt.notify, &x->first.notify);
-    rc |= keep(&x->first_strings[2], g->rcpt.orcpt, &x->first.orcpt);
-    x->mail.sender = x->sender;
-    if (rc != 0 || x->sender == NULL) {
-        ttxn_free(x);
-        return NULL;
-    }
-    return x;
 }
 
 /* MAIL and the first RCPT. A transaction never spans two connections, but MAIL may open a new
@@ -429,7 +287,7 @@ static void group_open(struct target *t, const struct target_group *g)
         defer_group(t, NULL);
         return;
     }
-    t->txn = new_txn(t, g);
+    t->txn = target_txn_new(&t->txns, t, g->mail, &g->rcpt, g->data);
     if (t->txn == NULL) {
         defer_group(t, NULL);
         return;
@@ -443,15 +301,14 @@ static void group_open(struct target *t, const struct target_group *g)
  * (code 0) instead. */
 static void group_join(struct target *t, const struct target_group *g)
 {
-    struct ttxn *x = t->txn;
-    if (x == NULL || !x->started || t->conn == NULL || add_rcpt(t, x, &g->rcpt) != 0) {
+    struct target_txn *x = t->txn;
+    if (x == NULL || !x->started || t->conn == NULL ||
+        target_txn_add_rcpt(x, &t->caps, &g->rcpt, &t->group_rcpt) != 0) {
         defer_group(t, NULL);
         return;
     }
     if (smtp_client_add_rcpt(t->conn->client, &x->txn) != 0) {
-        /* the list is closed: the engine took the recipient back */
-        free((char *)x->txn.rcpts[x->txn.rcpt_count].address);
-        free((char *)x->txn.rcpts[x->txn.rcpt_count].params);
+        target_txn_forget_rcpt(x);   /* the list is closed: the engine took it back */
         defer_group(t, NULL);
         return;
     }
@@ -494,7 +351,7 @@ void target_data(struct target *t, int fd, size_t count, target_cb cb, void *arg
         answer_later(t, ANSWER_DATA);
         return;
     }
-    struct ttxn *x = t->txn;
+    struct target_txn *x = t->txn;
     if (fd < 0 || x == NULL || t->conn == NULL || fstat(fd, &st) != 0) {
         /* No body to send: a DATA left open ends without its dot; the replies have code 0. */
         detach_txn(t, true);
@@ -554,7 +411,7 @@ void target_free(struct target *t)
         free(tc);
     }
     while (t->txns != NULL)
-        ttxn_free(t->txns);
+        target_txn_free(t->txns);
     if (t->deliver != NULL)
         event_free(t->deliver);
     target_local_free(&t->local);

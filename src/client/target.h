@@ -16,6 +16,7 @@
 
 #include "client/client.h"
 #include "client/target_spec.h"
+#include "client/target_txn.h"
 #include "client/wire.h"
 #include "engines/smtp_client.h"
 
@@ -34,28 +35,6 @@ typedef void (*target_rcpt_cb)(void *arg, const struct smtp_client_reply *mail,
 struct target *target_new(struct event_base *base, const struct target_spec *spec,
                           const struct client_options *o, const char *helo);
 void target_free(struct target *t);
-/* The envelope of a group, as the provider gave it. The target composes MAIL and RCPT from it
- * when it sends them, from the EHLO/LHLO reply of the connection they go on: a parameter the
- * target does not advertise is left out (RFC 5321 4.1.1.11), and a message the target cannot
- * take is refused without sending its MAIL (SMTPUTF8: 553 5.6.7, 8BITMIME: 554 5.6.3). */
-struct target_mail {
-    const char *sender;        /* reverse-path without brackets, "" for <> */
-    uint64_t size;             /* SIZE= the provider declared (RFC 1870), 0 when none */
-    bool eightbit;             /* BODY=8BITMIME (RFC 6152) */
-    bool smtputf8;             /* SMTPUTF8 (RFC 6531) */
-    const char *ret, *envid;   /* RFC 3461 RET and ENVID, or NULL */
-};
-struct target_rcpt {
-    const char *address;       /* forward-path without brackets */
-    const char *notify, *orcpt;   /* RFC 3461 NOTIFY and ORCPT, or NULL */
-};
-/* MAIL's parameters for the target's capabilities (engines/smtp_params.c), or -1 with the
- * refusal of a message the target cannot take (SMTPUTF8: 553 5.6.7, 8BITMIME: 554 5.6.3). */
-int target_mail_params(const struct smtp_client_ext *caps, const struct target_mail *m,
-                       char *params, size_t len, struct smtp_client_reply *refusal);
-/* RCPT's parameters: NOTIFY and ORCPT to a target that offers DSN (RFC 3461 5.2.1, 5.2.2). */
-void target_rcpt_params(const struct smtp_client_ext *caps, const struct target_rcpt *r,
-                        char *params, size_t len);
 /* One recipient of the provider's transaction: [RSET] [MAIL] RCPT [DATA]. The first one
  * opens the transaction (MAIL; a transaction left open is given up first: RSET, or the
  * connection dropped when the target was already waiting for its data); later ones join it.
