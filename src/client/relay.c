@@ -368,12 +368,9 @@ struct relay *relay_new(struct event_base *base, const struct client_options *o,
     struct relay *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
-    r->base = base;
-    r->opts = o;
-    r->target = t;
-    r->spool_fd = -1;
-    r->on_end = on_end;
-    r->on_end_arg = arg;
+    *r = (struct relay){
+        .base = base, .opts = o, .target = t, .spool_fd = -1, .on_end = on_end, .on_end_arg = arg,
+    };
     struct smtp_server_settings settings = {
         .mode = SMTP_SERVER_SMTP,
         .hostname = hostname,

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "platform/tls.h"
+
 /* RFC 7469 2.4 digest of the leaf's SubjectPublicKeyInfo against the pins; with a CA the chain
  * and the name (X509_verify_cert, with the host set by new_ssl()) must hold as well. Without a
  * CA nothing else is checked: the pin is the trust anchor. */
@@ -94,27 +96,13 @@ static SSL *new_ssl(SSL_CTX *ctx, const char *name)
 struct bufferevent *tls_client_start(struct event_base *base, struct bufferevent *plain,
                                      SSL_CTX *ctx, const char *name)
 {
-    SSL *ssl = new_ssl(ctx, name);
-    if (ssl == NULL)
-        return NULL;
-    struct bufferevent *tls = bufferevent_openssl_filter_new(
-        base, plain, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (tls == NULL)
-        SSL_free(ssl);
-    return tls;
+    return tls_bufferevent(base, plain, -1, new_ssl(ctx, name), true);
 }
 
 struct bufferevent *tls_client_socket(struct event_base *base, int fd, SSL_CTX *ctx,
                                       const char *name)
 {
-    SSL *ssl = new_ssl(ctx, name);
-    if (ssl == NULL)
-        return NULL;
-    struct bufferevent *tls = bufferevent_openssl_socket_new(
-        base, fd, ssl, BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (tls == NULL)
-        SSL_free(ssl);
-    return tls;
+    return tls_bufferevent(base, NULL, fd, new_ssl(ctx, name), true);
 }
 
 static void describe_pin_mismatch(const struct tls_client_trust *trust, char *out, size_t outlen)

@@ -164,29 +164,31 @@ fail:
     return NULL;
 }
 
-struct bufferevent *tls_start_server(struct event_base *base, struct bufferevent *plain,
-                                     SSL_CTX *ctx)
+struct bufferevent *tls_bufferevent(struct event_base *base, struct bufferevent *plain, int fd,
+                                    SSL *ssl, bool connecting)
 {
-    SSL *ssl = SSL_new(ctx);
+    const enum bufferevent_ssl_state state =
+        connecting ? BUFFEREVENT_SSL_CONNECTING : BUFFEREVENT_SSL_ACCEPTING;
+    const int options = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
     if (ssl == NULL)
         return NULL;
-    struct bufferevent *tls = bufferevent_openssl_filter_new(
-        base, plain, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    struct bufferevent *tls = plain != NULL
+                                  ? bufferevent_openssl_filter_new(base, plain, ssl, state, options)
+                                  : bufferevent_openssl_socket_new(base, fd, ssl, state, options);
     if (tls == NULL)
         SSL_free(ssl);
     return tls;
 }
 
+struct bufferevent *tls_start_server(struct event_base *base, struct bufferevent *plain,
+                                     SSL_CTX *ctx)
+{
+    return tls_bufferevent(base, plain, -1, SSL_new(ctx), false);
+}
+
 struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *ctx)
 {
-    SSL *ssl = SSL_new(ctx);
-    if (ssl == NULL)
-        return NULL;
-    struct bufferevent *tls = bufferevent_openssl_socket_new(
-        base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    if (tls == NULL)
-        SSL_free(ssl);
-    return tls;
+    return tls_bufferevent(base, NULL, fd, SSL_new(ctx), false);
 }
 
 bool tls_handshake_done(struct bufferevent *bev)

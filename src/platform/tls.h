@@ -27,6 +27,11 @@ struct bufferevent *tls_start_server(struct event_base *base, struct bufferevent
                                      SSL_CTX *ctx);
 /* A server-side TLS bufferevent on a fresh socket (implicit TLS). NULL on error. */
 struct bufferevent *tls_accept_socket(struct event_base *base, int fd, SSL_CTX *ctx);
+/* ssl as a bufferevent, for either side (connecting: client, else server): a filter over plain
+ * (STARTTLS), or, plain NULL, on the socket fd. It closes what it wraps when freed and defers
+ * its callbacks. NULL when ssl is NULL or on error (ssl then freed, plain untouched). */
+struct bufferevent *tls_bufferevent(struct event_base *base, struct bufferevent *plain, int fd,
+                                    SSL *ssl, bool connecting);
 /* True once the TLS handshake of a TLS bufferevent has completed. */
 bool tls_handshake_done(struct bufferevent *bev);
 /* RFC 9266 tls-exporter channel binding of the connection, base64, into out. -1 if none. */

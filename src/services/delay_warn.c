@@ -138,10 +138,10 @@ struct delay_warn *delay_warn_new(struct queue *q, time_t delay_warning, time_t 
     struct delay_warn *w = calloc(1, sizeof *w);
     if (w == NULL)
         return NULL;
-    w->queue = q;
-    w->delay = delay_warning;
-    w->max_hold = max_hold;
-    w->ids = calloc(EXPIRE_BATCH_MAX, sizeof *w->ids);
+    *w = (struct delay_warn){
+        .queue = q, .delay = delay_warning, .max_hold = max_hold,
+        .ids = calloc(EXPIRE_BATCH_MAX, sizeof *w->ids),
+    };
     if (w->ids == NULL) {
         free(w);
         return NULL;

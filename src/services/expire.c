@@ -176,9 +176,9 @@ struct expire *expire_start(struct event_base *base, struct queue *q, time_t max
     struct expire *e = calloc(1, sizeof *e);
     if (e == NULL)
         return NULL;
-    e->queue = q;
-    e->max_hold = max_hold;
-    e->ids = calloc(EXPIRE_BATCH_MAX, sizeof *e->ids);
+    *e = (struct expire){
+        .queue = q, .max_hold = max_hold, .ids = calloc(EXPIRE_BATCH_MAX, sizeof *e->ids),
+    };
     time_t period = expire_period(max_hold);
     if (delay_warning > 0 && expire_period(delay_warning) < period)
         period = expire_period(delay_warning);

@@ -410,13 +410,13 @@ struct notice_relay *notice_relay_start(struct event_base *base, struct queue *q
     struct notice_relay *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
-    r->base = base;
-    r->queue = q;
-    r->set = *settings;
-    r->relay = strdup(settings->relay);
-    r->hostname = strdup(settings->hostname != NULL ? settings->hostname : "localhost");
-    r->postmaster = settings->postmaster != NULL ? strdup(settings->postmaster) : NULL;
-    r->ids = calloc(NOTICE_RELAY_OPEN_MAX * 4, sizeof *r->ids);
+    *r = (struct notice_relay){
+        .base = base, .queue = q, .set = *settings,
+        .relay = strdup(settings->relay),
+        .hostname = strdup(settings->hostname != NULL ? settings->hostname : "localhost"),
+        .postmaster = settings->postmaster != NULL ? strdup(settings->postmaster) : NULL,
+        .ids = calloc(NOTICE_RELAY_OPEN_MAX * 4, sizeof *r->ids),
+    };
     time_t period = settings->retry_min < RELAY_SCAN_PERIOD_MAX ? settings->retry_min
                                                                 : RELAY_SCAN_PERIOD_MAX;
     bool ok = r->relay != NULL && r->hostname != NULL && r->ids != NULL &&

@@ -167,17 +167,16 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
     struct odmr_service *service = calloc(1, sizeof *service);
     if (service == NULL)
         return NULL;
-    service->base = base;
-    service->queue = queue;
-    service->users = users;
-    service->settings = *settings;
-    service->sasl = sasl_server_new(odmr_auth_lookup_credentials, service);
-    /* every counted address holds at least one live session */
-    service->peers = peer_count_new(settings->max_sessions);
-    service->unauthenticated = peer_count_new(settings->max_sessions);
-    service->exchanges = peer_count_new(settings->max_sessions);
-    service->failures = auth_failures_new(settings->failure_window);
-    service->pushes = push_service_new();
+    *service = (struct odmr_service){
+        .base = base, .queue = queue, .users = users, .settings = *settings,
+        .sasl = sasl_server_new(odmr_auth_lookup_credentials, service),
+        /* every counted address holds at least one live session */
+        .peers = peer_count_new(settings->max_sessions),
+        .unauthenticated = peer_count_new(settings->max_sessions),
+        .exchanges = peer_count_new(settings->max_sessions),
+        .failures = auth_failures_new(settings->failure_window),
+        .pushes = push_service_new(),
+    };
     service->server = service->peers && service->unauthenticated ? make_server(service) : NULL;
     if (service->sasl == NULL || service->server == NULL || service->exchanges == NULL ||
         service->pushes == NULL || service->failures == NULL) {
