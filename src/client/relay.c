@@ -246,16 +246,7 @@ static int relay_data_write(void *ctx, struct smtp_session *s, const char *data,
     r->msg_bytes += len;
     if (r->msg_bytes > r->spool_len)
         r->spool_len = r->msg_bytes;
-    while (len > 0) {
-        ssize_t n = write(r->spool_fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return local_write_all(r->spool_fd, data, len, 0);   /* a file: no deadline */
 }
 
 static void count_outcome(struct relay *r, const struct smtp_reply *reply)

@@ -255,15 +255,8 @@ static int parse_factor(struct client_options *o, const struct setting *s, const
 static int parse_switch(struct client_options *o, const struct setting *s, const char *value,
                         const struct setting_input *in, char *err, size_t errlen)
 {
-    static const struct { const char *word; bool on; } words[] = {
-        {"yes", true}, {"true", true}, {"on", true}, {"1", true},
-        {"no", false}, {"false", false}, {"off", false}, {"0", false},
-    };
-    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
-        if (strcasecmp(value, words[i].word) == 0) {
-            *(bool *)((char *)o + s->field) = words[i].on;
-            return 0;
-        }
+    if (config_parse_bool(value, (bool *)((char *)o + s->field)) == 0)
+        return 0;
     return set_error(err, errlen, "bad value \"%s\" (expected yes or no)", value);
 }
 

@@ -4,6 +4,7 @@
  * the engine's own verbs: EHLO/HELO/LHLO, MAIL, RCPT and their parameters, STARTTLS, RSET,
  * NOOP, QUIT, VRFY, EXPN, HELP. */
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -309,23 +310,32 @@ static bool orcpt_valid(const char *value)
     return strncasecmp(value, "utf-8;", 6) == 0 || smtp_xtext_valid(semi + 1);
 }
 
+/* RCPT's parameters: each once, with a value its rule accepts, else 501 with its syntax. */
+static const struct rcpt_param_rule {
+    const char *keyword;
+    bool (*valid)(const char *value);
+    const char *syntax;
+    size_t field;   /* of the value's copy in struct smtp_txn_rcpt */
+} rcpt_params[] = {
+    {"NOTIFY", notify_valid, "Syntax: NOTIFY=NEVER or SUCCESS,FAILURE,DELAY (RFC 3461 4.1)",
+     offsetof(struct smtp_txn_rcpt, notify)},
+    {"ORCPT", orcpt_valid, "Syntax: ORCPT=addr-type;xtext (RFC 3461 4.2)",
+     offsetof(struct smtp_txn_rcpt, orcpt)},
+};
+
 static int rcpt_param(struct smtp_session *s, const struct smtp_param *p,
                       struct smtp_txn_rcpt *rcpt)
 {
-    if (strcasecmp(p->keyword, "NOTIFY") == 0) {
-        if (rcpt->notify || !p->has_value || !notify_valid(p->value)) {
-            reply_error(s, 501, "5.5.4", "Syntax: NOTIFY=NEVER or SUCCESS,FAILURE,DELAY (RFC 3461 4.1)");
+    for (size_t i = 0; i < sizeof rcpt_params / sizeof rcpt_params[0]; i++) {
+        const struct rcpt_param_rule *rule = &rcpt_params[i];
+        if (strcasecmp(p->keyword, rule->keyword) != 0)
+            continue;
+        char **slot = (char **)((char *)rcpt + rule->field);
+        if (*slot != NULL || !p->has_value || !rule->valid(p->value)) {
+            reply_error(s, 501, "5.5.4", rule->syntax);
             return -1;
         }
-        rcpt->notify = strdup(p->value);
-        return 0;
-    }
-    if (strcasecmp(p->keyword, "ORCPT") == 0) {
-        if (rcpt->orcpt || !p->has_value || !orcpt_valid(p->value)) {
-            reply_error(s, 501, "5.5.4", "Syntax: ORCPT=addr-type;xtext (RFC 3461 4.2)");
-            return -1;
-        }
-        rcpt->orcpt = strdup(p->value);
+        *slot = strdup(p->value);
         return 0;
     }
     return 1;

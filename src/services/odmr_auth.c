@@ -111,12 +111,14 @@ bool odmr_auth_lookup_credentials(void *arg, const char *authid, struct sasl_cre
     const struct odmr_user *u = userdb_find_user(*service->users, authid);
     if (u == NULL)
         return false;
-    c->password = u->cram_secret;
-    c->scram_iterations = u->scram_iterations;
-    c->scram_salt_b64 = u->scram_salt_b64;
-    c->scram_stored_key_b64 = u->scram_stored_key_b64;
-    c->scram_server_key_b64 = u->scram_server_key_b64;
-    c->tls_subject = u->tls_subject;
+    *c = (struct sasl_credentials){
+        .password = u->cram_secret,
+        .scram_iterations = u->scram_iterations,
+        .scram_salt_b64 = u->scram_salt_b64,
+        .scram_stored_key_b64 = u->scram_stored_key_b64,
+        .scram_server_key_b64 = u->scram_server_key_b64,
+        .tls_subject = u->tls_subject,
+    };
     return true;
 }
 
