@@ -180,20 +180,6 @@ static const char *body_name(enum queue_body_type body)
     }
 }
 
-static const char *state_name(enum queue_rcpt_state state)
-{
-    switch (state) {
-    case QUEUE_RCPT_DONE:
-        return "done";
-    case QUEUE_RCPT_FAILED:
-        return "failed";
-    case QUEUE_RCPT_BOUNCED:
-        return "bounced";
-    default:
-        return "pending";
-    }
-}
-
 static void show_field(const char *label, const char *value)
 {
     printf("%-12s", label);
@@ -208,7 +194,7 @@ static void show_recipient(size_t index, const struct queue_rcpt *r)
     printf("  [%zu] <", index);
     print_safe(r->address);
     printf(">\n      domain=%s state=%s attempts=%u last_attempt=%s\n", r->domain,
-           state_name(r->state), r->attempts, last);
+           queue_rcpt_state_name(r->state), r->attempts, last);
     printf("      notify=");
     print_safe(r->notify);
     printf(" orcpt=");

@@ -520,6 +520,82 @@ static int parse_options(int argc, char **argv, struct options *o)
     return -1;
 }
 
+/* What both a run and -t need: logging as configured, the checks that need no port, the
+ * descriptors, the users file. */
+static void prepare(struct daemon *d, bool check_only)
+{
+    char err[512];
+    log_init("odmrd", parse_level(d->cfg.log_level));
+    if (strcmp(d->cfg.log, "syslog") == 0 && !check_only)
+        log_use_syslog();
+    if (geteuid() == 0 && d->cfg.user == NULL && !check_only)
+        fail("started as root without an account to run as",
+             "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
+    check_listen_addresses(&d->cfg);
+    if (nofile_ensure(&d->cfg, err, sizeof err) != 0)
+        fail("open files", err);
+    d->users = load_users(d->cfg.users);
+}
+
+/* -t: the checks a run would fail on later, then the summary; the exit code. */
+static int check_configuration(struct daemon *d, const char *config_path)
+{
+    char err[512];
+    if (user_access_check(&d->cfg, err, sizeof err) != 0)
+        fail("configuration error", err);
+    check_relay(&d->cfg);
+    printf("odmrd: configuration ok (%s, %zu users)\n",
+           config_path ? config_path : "embedded defaults", userdb_user_count(d->users));
+    userdb_free(d->users);
+    config_free(&d->cfg);
+    return 0;
+}
+
+/* The loop, the ports, the privileges dropped, the queue and the services on it. */
+static void start(struct daemon *d)
+{
+    evthread_use_pthreads();
+    d->base = event_base_new();
+    if (d->base == NULL)
+        fail("cannot create the event loop", NULL);
+    /* Before any port opens: a SIGTERM from then on (systemctl stop while starting) is a
+     * graceful stop once the loop runs, never the default action. */
+    install_signals(d);
+    load_tls(d);
+    start_guard(d);
+    d->intake = (struct intake){NULL, &d->users, d->cfg.hostname, d->cfg.postmaster,
+                                d->cfg.spool, d->cfg.domain_max_messages,
+                                d->cfg.domain_max_bytes, d->cfg.min_free};
+    d->smtp = make_server(d, SMTP_SERVER_SMTP);
+    d->lmtp = make_server(d, SMTP_SERVER_LMTP);
+    open_listeners(d, d->cfg.smtp_listen, d->cfg.smtp_listen_count, on_accept, d->smtp);
+    open_listeners(d, d->cfg.lmtp_listen, d->cfg.lmtp_listen_count, on_accept, d->lmtp);
+    int odmr_first = (int)d->listener_count;
+    open_listeners(d, d->cfg.odmr_listen, d->cfg.odmr_listen_count, on_accept_odmr, NULL);
+    open_listeners(d, d->cfg.odmr_tls_listen, d->cfg.odmr_tls_listen_count, on_accept_odmrs,
+                   NULL);
+    open_metrics(d);
+    drop_privileges(&d->cfg);
+    open_queue(d);
+    watch_queue(d);
+    int atrn_rc = last_atrn_open(d->cfg.spool);   /* after the switch: owned by [server] user */
+    if (atrn_rc != 0)
+        log_warn("atrn.record_unavailable", " dir=%s/%s error=\"%s\"", d->cfg.spool,
+                 LAST_ATRN_DIR, strerror(atrn_rc));
+    d->intake.queue = d->queue;
+    d->odmr = make_odmr_service(d);
+    notice_configure(d->cfg.hostname, &d->users);
+    d->expire = expire_start(d->base, d->queue, d->cfg.max_hold, d->cfg.delay_warning);
+    if (d->expire == NULL)
+        fail("cannot start the expiry scan", NULL);
+    for (size_t i = (size_t)odmr_first; i < d->listener_count; i++)
+        accept_guard_set_target(d->guard, d->listeners[i],
+                                i < (size_t)odmr_first + d->cfg.odmr_listen_count ? on_accept_odmr
+                                                                                  : on_accept_odmrs,
+                                d->odmr);
+    start_relay(d);
+}
+
 int main(int argc, char **argv)
 {
     struct daemon d = {0};
@@ -529,74 +605,17 @@ int main(int argc, char **argv)
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
-    const char *config_path = o.config_path;
-    bool check_only = o.check_only;
-    if (config_load(&d.cfg, config_path, err, sizeof err) != 0)
+    if (config_load(&d.cfg, o.config_path, err, sizeof err) != 0)
         fail("configuration error", err);
     if (o.show_changed) {
         config_print_changed(&d.cfg, stdout);
         config_free(&d.cfg);
         return 0;
     }
-    log_init("odmrd", parse_level(d.cfg.log_level));
-    if (strcmp(d.cfg.log, "syslog") == 0 && !check_only)
-        log_use_syslog();
-    if (geteuid() == 0 && d.cfg.user == NULL && !check_only)
-        fail("started as root without an account to run as",
-             "set [server] user = ACCOUNT (an unprivileged user) in the configuration");
-    check_listen_addresses(&d.cfg);
-    if (nofile_ensure(&d.cfg, err, sizeof err) != 0)
-        fail("open files", err);
-    d.users = load_users(d.cfg.users);
-    if (check_only && user_access_check(&d.cfg, err, sizeof err) != 0)
-        fail("configuration error", err);
-    if (check_only) {
-        check_relay(&d.cfg);
-        printf("odmrd: configuration ok (%s, %zu users)\n",
-               config_path ? config_path : "embedded defaults", userdb_user_count(d.users));
-        userdb_free(d.users);
-        config_free(&d.cfg);
-        return 0;
-    }
-    evthread_use_pthreads();
-    d.base = event_base_new();
-    if (d.base == NULL)
-        fail("cannot create the event loop", NULL);
-    /* Before any port opens: a SIGTERM from then on (systemctl stop while starting) is a
-     * graceful stop once the loop runs, never the default action. */
-    install_signals(&d);
-    load_tls(&d);
-    start_guard(&d);
-    d.intake = (struct intake){NULL, &d.users, d.cfg.hostname, d.cfg.postmaster, d.cfg.spool,
-                               d.cfg.domain_max_messages, d.cfg.domain_max_bytes,
-                               d.cfg.min_free};
-    d.smtp = make_server(&d, SMTP_SERVER_SMTP);
-    d.lmtp = make_server(&d, SMTP_SERVER_LMTP);
-    open_listeners(&d, d.cfg.smtp_listen, d.cfg.smtp_listen_count, on_accept, d.smtp);
-    open_listeners(&d, d.cfg.lmtp_listen, d.cfg.lmtp_listen_count, on_accept, d.lmtp);
-    int odmr_first = (int)d.listener_count;
-    open_listeners(&d, d.cfg.odmr_listen, d.cfg.odmr_listen_count, on_accept_odmr, NULL);
-    open_listeners(&d, d.cfg.odmr_tls_listen, d.cfg.odmr_tls_listen_count, on_accept_odmrs, NULL);
-    open_metrics(&d);
-    drop_privileges(&d.cfg);
-    open_queue(&d);
-    watch_queue(&d);
-    int atrn_rc = last_atrn_open(d.cfg.spool);   /* after the switch: owned by [server] user */
-    if (atrn_rc != 0)
-        log_warn("atrn.record_unavailable", " dir=%s/%s error=\"%s\"", d.cfg.spool,
-                 LAST_ATRN_DIR, strerror(atrn_rc));
-    d.intake.queue = d.queue;
-    d.odmr = make_odmr_service(&d);
-    notice_configure(d.cfg.hostname, &d.users);
-    d.expire = expire_start(d.base, d.queue, d.cfg.max_hold, d.cfg.delay_warning);
-    if (d.expire == NULL)
-        fail("cannot start the expiry scan", NULL);
-    for (size_t i = (size_t)odmr_first; i < d.listener_count; i++)
-        accept_guard_set_target(d.guard, d.listeners[i],
-                                i < (size_t)odmr_first + d.cfg.odmr_listen_count ? on_accept_odmr
-                                                                                : on_accept_odmrs,
-                                d.odmr);
-    start_relay(&d);
+    prepare(&d, o.check_only);
+    if (o.check_only)
+        return check_configuration(&d, o.config_path);
+    start(&d);
     log_info("started", " hostname=%s spool=%s users=%zu", d.cfg.hostname, d.cfg.spool,
              userdb_user_count(d.users));
     notify_systemd(service_notify("READY=1"), "READY");
