@@ -135,7 +135,7 @@ static int note_missing_entry(const char *domain, void *arg)
 {
     struct missing_finder *f = arg;
     const struct domain_listing *l = find_listing(f->r, domain);
-    if (l != NULL && queue_fs_names_contains(&l->entries, f->id))
+    if (l != NULL && l->entries.count > 0 && queue_fs_names_contains(&l->entries, f->id))
         return 0;
     struct message_check *c = f->check;
     char **grown = realloc(c->missing, (c->missing_count + 1) * sizeof *grown);
