@@ -79,18 +79,18 @@ static void format_time(time_t t, char *out, size_t outlen)
         strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &utc);
 }
 
+static int print_domain(const char *domain, void *arg)
+{
+    int *width = arg;
+    *width += printf("%s%s", *width > 0 ? "," : "", domain);
+    return 0;
+}
+
 /* Writes the distinct recipient domains of env, comma-separated. */
 static void print_domains(const struct queue_envelope *env)
 {
     int width = 0;
-    for (size_t i = 0; i < env->rcpt_count; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = strcmp(env->rcpts[j].domain, env->rcpts[i].domain) == 0;
-        if (seen)
-            continue;
-        width += printf("%s%s", width > 0 ? "," : "", env->rcpts[i].domain);
-    }
+    queue_envelope_for_each_domain(env, print_domain, &width);
     printf("%*s", width < 24 ? 24 - width : 0, "");
 }
 

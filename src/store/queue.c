@@ -168,6 +168,22 @@ void queue_envelope_clear(struct queue_envelope *env)
     memset(env, 0, sizeof *env);
 }
 
+int queue_envelope_for_each_domain(const struct queue_envelope *env,
+                                   int (*fn)(const char *domain, void *arg), void *arg)
+{
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(env->rcpts[j].domain, env->rcpts[i].domain) == 0;
+        if (seen)
+            continue;
+        int rc = fn(env->rcpts[i].domain, arg);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 /* ---- ids ---- */
 
 static const char base62_digits[] =

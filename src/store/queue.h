@@ -176,5 +176,9 @@ struct queue_usage {
 int queue_domain_usage(struct queue *q, const char *domain, bool sizes, struct queue_usage *out);
 
 void queue_envelope_clear(struct queue_envelope *env);   /* frees the strings inside */
+/* Calls fn for each distinct recipient domain of env, in envelope order; stops at the first
+ * non-zero return of fn and returns it. */
+int queue_envelope_for_each_domain(const struct queue_envelope *env,
+                                   int (*fn)(const char *domain, void *arg), void *arg);
 
 #endif

@@ -463,25 +463,23 @@ static int parse_trailer(const char *t, struct parsed_trailer *out)
     if (!queue_fs_parse_number(digits, UINT64_MAX, &out->body_len))
         return EBADMSG;
     const char *hex = t + prefix + 21;
-    for (size_t i = 0; i < 32; i++) {
-        unsigned hi, lo;
-        char pair[3] = {hex[2 * i], hex[2 * i + 1], '\0'};
-        if (strspn(pair, "0123456789abcdef") != 2 || sscanf(pair, "%1x%1x", &hi, &lo) != 2)
-            return EBADMSG;
-        out->sha256[i] = (unsigned char)(hi * 16 + lo);
-    }
+    /* Lower-case hex only: the writer's form, so one file has one valid trailer. */
+    if (strspn(hex, "0123456789abcdef") < 64)
+        return EBADMSG;
+    for (size_t i = 0; i < 32; i++)
+        out->sha256[i] = (unsigned char)(hex_value(hex[2 * i]) * 16 + hex_value(hex[2 * i + 1]));
     return 0;
 }
 
-static int check_magic(const struct queue_text *header, const char **reason)
+static int check_magic(const char *header, size_t len, const char **reason)
 {
     size_t prefix = strlen(QUEUE_FS_MAGIC_PREFIX);
-    if (header->len < prefix || memcmp(header->data, QUEUE_FS_MAGIC_PREFIX, prefix) != 0) {
+    if (len < prefix || memcmp(header, QUEUE_FS_MAGIC_PREFIX, prefix) != 0) {
         *reason = "bad magic";
         return EBADMSG;
     }
-    if (header->len < strlen(QUEUE_FS_MAGIC_LINE) ||
-        memcmp(header->data, QUEUE_FS_MAGIC_LINE, strlen(QUEUE_FS_MAGIC_LINE)) != 0) {
+    if (len < strlen(QUEUE_FS_MAGIC_LINE) ||
+        memcmp(header, QUEUE_FS_MAGIC_LINE, strlen(QUEUE_FS_MAGIC_LINE)) != 0) {
         *reason = "unsupported version";
         return EBADMSG;
     }
@@ -521,6 +519,60 @@ static int hash_and_collect(int fd, uint64_t content_len, unsigned char sha256[3
     return rc;
 }
 
+/* The octets before the trailer of a file of size octets, when it can hold magic and trailer. */
+static int content_length(uint64_t size, uint64_t *content_len, const char **reason)
+{
+    if (size < strlen(QUEUE_FS_MAGIC_LINE) + 1 + QUEUE_FS_TRAILER_LEN) {
+        *reason = "truncated";
+        return EBADMSG;
+    }
+    *content_len = size - QUEUE_FS_TRAILER_LEN;
+    return 0;
+}
+
+static int check_trailer(const char *text, struct parsed_trailer *out, const char **reason)
+{
+    if (parse_trailer(text, out) == 0)
+        return 0;
+    *reason = "bad trailer (truncated?)";
+    return EBADMSG;
+}
+
+/* The checks after the hash, shared by both validators: header[0, header_len) is the magic,
+ * the envelope lines and the blank line; sha256 covers the content_len octets before the
+ * trailer. 0 (out filled) or EBADMSG / ENOMEM (out cleared). */
+static int check_message(const char *header, size_t header_len, uint64_t content_len,
+                         const unsigned char sha256[32], const struct parsed_trailer *trailer,
+                         const char *id, struct queue_format_validated *out, const char **reason)
+{
+    int rc = check_magic(header, header_len, reason);
+    if (rc == 0 && memcmp(sha256, trailer->sha256, 32) != 0) {
+        *reason = "checksum mismatch";
+        rc = EBADMSG;
+    }
+    if (rc == 0 && content_len - header_len != trailer->body_len) {
+        *reason = "length mismatch";
+        rc = EBADMSG;
+    }
+    if (rc == 0) {
+        size_t magic_len = strlen(QUEUE_FS_MAGIC_LINE);
+        rc = queue_envelope_parse(header + magic_len, header_len - 1 - magic_len, &out->env,
+                                  reason);
+    }
+    if (rc == 0 && strcmp(out->env.id, id) != 0) {
+        *reason = "id does not match the file name";
+        rc = EBADMSG;
+    }
+    if (rc != 0) {
+        queue_envelope_clear(&out->env);
+        return rc;
+    }
+    out->body_offset = (off_t)header_len;
+    out->body_len = trailer->body_len;
+    out->env.body_size = trailer->body_len;
+    return 0;
+}
+
 int queue_format_validate(int fd, const char *id, struct queue_format_validated *out,
                           const char **reason)
 {
@@ -530,49 +582,44 @@ int queue_format_validate(int fd, const char *id, struct queue_format_validated 
     char trailer_text[QUEUE_FS_TRAILER_LEN];
     unsigned char sha256[32];
     size_t header_len = 0;
+    uint64_t content_len = 0;
     memset(out, 0, sizeof *out);
     if (fstat(fd, &st) != 0)
         return errno;
-    if ((uint64_t)st.st_size < strlen(QUEUE_FS_MAGIC_LINE) + 1 + QUEUE_FS_TRAILER_LEN) {
-        *reason = "truncated";
-        return EBADMSG;
-    }
-    uint64_t content_len = (uint64_t)st.st_size - QUEUE_FS_TRAILER_LEN;
-    int rc = queue_format_pread(fd, trailer_text, sizeof trailer_text, (off_t)content_len);
-    if (rc == 0 && parse_trailer(trailer_text, &trailer) != 0) {
-        *reason = "bad trailer (truncated?)";
-        rc = EBADMSG;
-    }
+    int rc = content_length((uint64_t)st.st_size, &content_len, reason);
+    if (rc == 0)
+        rc = queue_format_pread(fd, trailer_text, sizeof trailer_text, (off_t)content_len);
+    if (rc == 0)
+        rc = check_trailer(trailer_text, &trailer, reason);
     if (rc == 0)
         rc = hash_and_collect(fd, content_len, sha256, &header, &header_len, reason);
     if (rc == 0)
-        rc = check_magic(&header, reason);
-    if (rc == 0 && memcmp(sha256, trailer.sha256, sizeof sha256) != 0) {
-        *reason = "checksum mismatch";
-        rc = EBADMSG;
-    }
-    if (rc == 0 && content_len - header_len != trailer.body_len) {
-        *reason = "length mismatch";
-        rc = EBADMSG;
-    }
-    if (rc == 0) {
-        size_t magic_len = strlen(QUEUE_FS_MAGIC_LINE);
-        rc = queue_envelope_parse(header.data + magic_len, header_len - 1 - magic_len, &out->env,
-                                  reason);
-    }
-    if (rc == 0 && strcmp(out->env.id, id) != 0) {
-        *reason = "id does not match the file name";
-        rc = EBADMSG;
-    }
+        rc = check_message(header.data, header_len, content_len, sha256, &trailer, id, out,
+                           reason);
     queue_text_free(&header);
-    if (rc != 0) {
-        queue_envelope_clear(&out->env);
-        return rc;
+    return rc;
+}
+
+int queue_format_validate_buffer(const char *data, size_t len, const char *id,
+                                 struct queue_format_validated *out, const char **reason)
+{
+    struct parsed_trailer trailer;
+    unsigned char sha256[32];
+    size_t header_len = 0;
+    uint64_t content_len = 0;
+    memset(out, 0, sizeof *out);
+    int rc = content_length(len, &content_len, reason);
+    if (rc == 0)
+        rc = check_trailer(data + content_len, &trailer, reason);
+    if (rc == 0 && EVP_Digest(data, (size_t)content_len, sha256, NULL, EVP_sha256(), NULL) != 1)
+        rc = EIO;
+    if (rc == 0 && !header_complete(data, (size_t)content_len, 0, &header_len)) {
+        *reason = content_len > QUEUE_FS_HEADER_MAX ? "header too long" : "no end of envelope";
+        rc = EBADMSG;
     }
-    out->body_offset = (off_t)header_len;
-    out->body_len = trailer.body_len;
-    out->env.body_size = trailer.body_len;
-    return 0;
+    if (rc == 0)
+        rc = check_message(data, header_len, content_len, sha256, &trailer, id, out, reason);
+    return rc;
 }
 
 int queue_format_read_envelope(int fd, struct queue_envelope *env)
@@ -596,7 +643,7 @@ int queue_format_read_envelope(int fd, struct queue_envelope *env)
         off += n > 0 ? n : 0;
     }
     if (rc == 0)
-        rc = check_magic(&header, &reason);
+        rc = check_magic(header.data, header.len, &reason);
     if (rc == 0) {
         size_t magic_len = strlen(QUEUE_FS_MAGIC_LINE);
         rc = queue_envelope_parse(header.data + magic_len, header_len - 1 - magic_len, env,

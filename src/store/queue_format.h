@@ -58,6 +58,10 @@ struct queue_format_validated {
  * I/O errno (the file may be fine: never quarantine for that). */
 int queue_format_validate(int fd, const char *id, struct queue_format_validated *out,
                           const char **reason);
+/* The same checks for a whole message file already in memory (data, len octets): no
+ * syscall, one SHA-256 pass (start-up recovery reads small files in one pread). */
+int queue_format_validate_buffer(const char *data, size_t len, const char *id,
+                                 struct queue_format_validated *out, const char **reason);
 /* Reads only the magic and envelope of a message file (no checksum). 0, EBADMSG or errno. */
 int queue_format_read_envelope(int fd, struct queue_envelope *env);
 

@@ -31,6 +31,7 @@
 #include "store/queue_backend.h"
 #include "store/queue_fs_admin.h"
 #include "store/queue_fs_entry.h"
+#include "store/queue_fs_recover.h"
 #include "store/queue_format.h"
 #include "store/queue_journal.h"
 #include "store/queue_fs_spool.h"
@@ -254,17 +255,7 @@ static int read_envelope(struct fs_queue *fq, const char *id, struct queue_envel
 static int for_each_domain(const struct queue_envelope *env,
                            int (*fn)(const char *domain, void *arg), void *arg)
 {
-    for (size_t i = 0; i < env->rcpt_count; i++) {
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++)
-            seen = strcmp(env->rcpts[j].domain, env->rcpts[i].domain) == 0;
-        if (seen)
-            continue;
-        int rc = fn(env->rcpts[i].domain, arg);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    return queue_envelope_for_each_domain(env, fn, arg);
 }
 
 /* ---- quarantine ---- */
@@ -1248,149 +1239,16 @@ static void fs_release_domain(struct queue *q, const char *domain)
 
 /* ---- start-up recovery ---- */
 
-struct recovery_stats {
-    size_t messages, tmp_removed, corrupt, unreadable, entries_rebuilt, orphans_removed,
-        temps_removed, domain_dirs_removed;
-};
-
-/* tmp/ holds only uncommitted messages: nobody was told 250 for them. */
-static int recover_tmp(struct fs_queue *fq, struct recovery_stats *st)
+/* For queue_fs_recover.c, which runs the recovery itself: the quarantine and the entry
+ * creation of this file (queue_fs_recover.h). */
+int queue_fs_quarantine(struct queue *q, const char *name, const char *reason)
 {
-    struct queue_fs_names names;
-    int rc = queue_fs_list_dir(fq->tmp_fd, ".", NULL, &names);
-    for (size_t i = 0; rc == 0 && i < names.count; i++) {
-        if (unlinkat(fq->tmp_fd, names.names[i], 0) == 0)
-            st->tmp_removed++;
-        else
-            rc = errno;
-    }
-    queue_fs_names_free(&names);
-    return rc;
+    return quarantine_message(fs_queue_of(q), name, reason);
 }
 
-struct rebuild {
-    struct fs_queue *fq;
-    const char *id;
-    struct recovery_stats *st;
-};
-
-static int rebuild_entry(const char *domain, void *arg)
+int queue_fs_create_entry(struct queue *q, const char *domain, const char *id, bool *created)
 {
-    struct rebuild *r = arg;
-    bool created = false;
-    int rc = create_empty_entry(r->fq, domain, r->id, &created);
-    if (created) {
-        r->st->entries_rebuilt++;
-        log_info("queue.entry_rebuilt", " id=%s domain=%s", r->id, domain);
-    }
-    return rc;
-}
-
-/* Validates one msg/ file and makes sure each of its domains has an index entry. A message is
- * committed by the rename alone, so its entries may have been lost in a crash. */
-static int recover_message(struct fs_queue *fq, const char *name, struct recovery_stats *st)
-{
-    struct queue_format_validated v;
-    const char *reason = "unknown";
-    if (!queue_id_valid(name)) {
-        st->corrupt++;
-        return quarantine_message(fq, name, "not a queue id");
-    }
-    int fd = queue_fs_open_file(fq->msg_fd, name, O_RDONLY, 0);
-    if (fd < 0 && errno != EBADMSG)
-        return errno;
-    int rc = fd < 0 ? EBADMSG : queue_format_validate(fd, name, &v, &reason);
-    if (fd < 0)
-        reason = "not a regular file";   /* a FIFO, socket, directory or symlink */
-    else
-        close(fd);
-    if (rc == EBADMSG) {
-        st->corrupt++;
-        return quarantine_message(fq, name, reason);
-    }
-    if (rc != 0) {
-        st->unreadable++;
-        log_error("queue.unreadable", " id=%s error=\"%s\" action=kept", name, strerror(rc));
-        return 0;
-    }
-    st->messages++;
-    struct rebuild r = {fq, name, st};
-    rc = for_each_domain(&v.env, rebuild_entry, &r);
-    queue_envelope_clear(&v.env);
-    return rc;
-}
-
-/* Deletes leftover temp files and entries whose message is gone, then empty domain dirs. */
-static int sweep_domain(struct fs_queue *fq, const char *domain,
-                        const struct queue_fs_names *messages, struct recovery_stats *st)
-{
-    struct queue_fs_names names;
-    int dirfd = open_dir_at(fq->dom_fd, domain);
-    if (dirfd < 0)
-        return errno == ENOTDIR ? 0 : errno;
-    int rc = queue_fs_list_dir(dirfd, ".", NULL, &names);
-    size_t kept = 0;
-    for (size_t i = 0; rc == 0 && i < names.count; i++) {
-        const char *n = names.names[i];
-        bool temp = n[0] == '.';
-        bool orphan = !temp && queue_id_valid(n) && !queue_fs_names_contains(messages, n);
-        if (!temp && !orphan) {
-            kept++;
-            continue;
-        }
-        if (unlinkat(dirfd, n, 0) != 0) {
-            rc = errno;
-            break;
-        }
-        if (temp)
-            st->temps_removed++;
-        else
-            st->orphans_removed++;
-    }
-    queue_fs_names_free(&names);
-    close(dirfd);
-    if (rc == 0 && kept == 0 && unlinkat(fq->dom_fd, domain, AT_REMOVEDIR) == 0)
-        st->domain_dirs_removed++;
-    return rc;
-}
-
-static int recover(struct fs_queue *fq)
-{
-    struct recovery_stats st = {0};
-    struct queue_fs_names messages = {0}, domains = {0};
-    unsigned replayed = 0, torn = 0;
-    /* The journal first: it may write back messages whose file in msg/ did not survive. */
-    int rc = queue_journal_replay(fq->spool_fd, fq->tmp_fd, fq->msg_fd, &replayed, &torn);
-    if (rc == 0)
-        rc = recover_tmp(fq, &st);
-    if (rc == 0)
-        rc = queue_fs_list_dir(fq->msg_fd, ".", NULL, &messages);
-    for (size_t i = 0; rc == 0 && i < messages.count; i++)
-        rc = recover_message(fq, messages.names[i], &st);
-    if (rc == 0) {
-        /* Quarantined names are gone from msg/ now: list again for the orphan check. */
-        queue_fs_names_free(&messages);
-        rc = queue_fs_list_dir(fq->msg_fd, ".", NULL, &messages);
-    }
-    if (rc == 0)
-        rc = queue_fs_list_dir(fq->dom_fd, ".", NULL, &domains);
-    for (size_t i = 0; rc == 0 && i < domains.count; i++) {
-        if (!accept_domain(domains.names[i])) {
-            log_warn("queue.unexpected_file", " file=dom/%s action=kept", domains.names[i]);
-            continue;
-        }
-        rc = sweep_domain(fq, domains.names[i], &messages, &st);
-    }
-    queue_fs_names_free(&messages);
-    queue_fs_names_free(&domains);
-    if (rc != 0)
-        return rc;
-    log_info("queue.recovered",
-             " messages=%zu tmp_removed=%zu corrupt=%zu unreadable=%zu entries_rebuilt=%zu"
-             " orphans_removed=%zu temps_removed=%zu journal_replayed=%u journal_torn=%u",
-             st.messages, st.tmp_removed, st.corrupt, st.unreadable, st.entries_rebuilt,
-             st.orphans_removed, st.temps_removed, replayed, torn);
-    return 0;
+    return create_empty_entry(fs_queue_of(q), domain, id, created);
 }
 
 /* For queue_fs_admin.c (holds, usage): a directory of the spool; QUEUE_FS_SUB_COUNT names
@@ -1477,7 +1335,7 @@ static int start_daemon_queue(struct fs_queue *fq, unsigned worker_count, const 
     if (rc == 0)
         *step = "recovery failed";
     if (rc == 0)
-        rc = recover(fq);
+        rc = queue_fs_recover(&fq->base);
     if (rc == 0)
         *step = "cannot open the commit journal";
     if (rc == 0)

@@ -431,6 +431,9 @@ void queue_journal_close(struct queue_journal *j)
 
 struct replay_stats {
     unsigned replayed, torn;
+    /* valid files kept in msg/, not yet synced: synced a batch at a time, as a checkpoint */
+    char kept[CHECKPOINT_BATCH][QUEUE_ID_MAX];
+    size_t kept_count;
 };
 
 /* Reads the record header at off: 1 and the id and length, 0 at the clean end of the segment,
@@ -472,15 +475,24 @@ static bool message_valid(int fd, const char *id)
     return true;
 }
 
-/* msg/<id> exists and is valid: make it durable (a crash of the process leaves it in the page
- * cache only). 0 when done, ENOENT/EBADMSG when it must be written back, or errno. */
-static int keep_existing(int msg_fd, const char *id)
+/* msg/<id> exists and is valid: it is queued for a sync (a crash of the process alone leaves
+ * it in the page cache only). 0 when kept, ENOENT/EBADMSG when it must be written back, or
+ * errno. */
+static int keep_existing(int msg_fd, const char *id, struct replay_stats *st)
 {
     int fd = queue_fs_open_file(msg_fd, id, O_RDONLY, 0);
     if (fd < 0)
         return errno == ENOENT || errno == EBADMSG ? ENOENT : errno;
-    int rc = message_valid(fd, id) ? (fsync(fd) == 0 ? 0 : errno) : EBADMSG;
+    bool valid = message_valid(fd, id);
     close(fd);
+    if (!valid)
+        return EBADMSG;
+    int rc = 0;
+    if (st->kept_count == CHECKPOINT_BATCH) {
+        rc = sync_message_files(msg_fd, st->kept, st->kept_count);
+        st->kept_count = 0;
+    }
+    snprintf(st->kept[st->kept_count++], QUEUE_ID_MAX, "%s", id);
     return rc;
 }
 
@@ -523,7 +535,7 @@ static int replay_segment(int seg_fd, const char *name, int tmp_fd, int msg_fd,
         int h = read_record_header(seg_fd, off, id, &len, &header_len);
         if (h == 0)
             return 0;
-        int rc = h < 0 ? EBADMSG : keep_existing(msg_fd, id);
+        int rc = h < 0 ? EBADMSG : keep_existing(msg_fd, id, st);
         if (rc == ENOENT || rc == EBADMSG) {
             rc = h < 0 ? EBADMSG
                        : write_back(seg_fd, off + (off_t)header_len, len, tmp_fd, msg_fd, id);
@@ -560,7 +572,10 @@ int queue_journal_replay(int spool_fd, int tmp_fd, int msg_fd, unsigned *replaye
         if (fd >= 0)
             close(fd);
     }
-    /* The written-back files are synced; their names in msg/ now, then the segments go. */
+    /* The kept files are synced now (the written-back ones were before their rename); their
+     * names in msg/ next, then the segments go. */
+    if (rc == 0 && st.kept_count > 0)
+        rc = sync_message_files(msg_fd, st.kept, st.kept_count);
     if (rc == 0 && names.count > 0 && fsync(msg_fd) != 0)
         rc = errno;
     for (size_t i = 0; rc == 0 && i < names.count; i++) {

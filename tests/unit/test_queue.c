@@ -695,6 +695,85 @@ static void test_recovery_after_a_crash(void **state)
     event_base_free(base);
 }
 
+static int count_id(const char *id, void *arg)
+{
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static size_t count_domain(struct queue *q, const char *domain)
+{
+    size_t n = 0;
+    assert_int_equal(queue_list_domain(q, domain, count_id, &n), 0);
+    return n;
+}
+
+/* A message whose file is larger than recovery reads in one go (queue_fs_recover.c). */
+static void store_big_message(struct queue *q, char *id)
+{
+    struct queue_envelope env;
+    struct queue_rcpt rcpts[1];
+    make_envelope(&env, rcpts, one_rcpt, 1);
+    struct queue_writer *w;
+    assert_int_equal(queue_put(q, &env, &w), 0);
+    static char line[1000];
+    memset(line, 'x', sizeof line - 2);
+    memcpy(line + sizeof line - 2, "\r\n", 2);
+    for (int i = 0; i < 400; i++)
+        assert_int_equal(queue_write(w, line, sizeof line), 0);
+    assert_int_equal(queue_fs_commit_sync(w), 0);
+    strcpy(id, env.id);
+}
+
+/* Enough messages for the recovery to check them on several threads: every damaged one, small
+ * or large, is quarantined with its entries, every lost entry comes back, nothing else moves. */
+static void test_recovery_of_a_large_queue(void **state)
+{
+    enum { COUNT = 700 };
+    static const struct test_rcpt two_domains[] = {
+        {"x@a.example", "a.example", NULL, NULL},
+        {"y@b.example", "b.example", NULL, NULL},
+    };
+    static char ids[COUNT][QUEUE_ID_MAX];
+    char big[QUEUE_ID_MAX], big_damaged[QUEUE_ID_MAX], rel[128];
+    struct queue *q = open_tool_queue();
+    for (size_t i = 0; i < COUNT; i++)
+        store_message(q, i % 2 == 0 ? one_rcpt : two_domains, i % 2 == 0 ? 1 : 2, ids[i]);
+    store_big_message(q, big);
+    store_big_message(q, big_damaged);
+    queue_close(q);
+    size_t flipped = 0, lost = 0;
+    for (size_t i = 0; i < COUNT; i++) {
+        if (i % 100 == 50) {
+            flip_byte(ids[i], QUEUE_FS_TRAILER_LEN + 3);
+            flipped++;
+        } else if (i % 100 == 1) {
+            snprintf(rel, sizeof rel, "dom/b.example/%.*s", QUEUE_ID_MAX, ids[i]);
+            assert_int_equal(unlink(spool_path(rel)), 0);
+            lost++;
+        }
+    }
+    flip_byte(big_damaged, 200000);
+
+    struct event_base *base = event_base_new();
+    q = open_daemon_queue(base, 2);
+    for (size_t i = 0; i < COUNT; i++) {
+        bool damaged = i % 100 == 50;
+        assert_int_equal(exists("msg/%s%s", ids[i], ""), !damaged);
+        assert_int_equal(exists("corrupt/%s%s", ids[i], ""), damaged);
+        assert_int_equal(exists("corrupt/%s.a.example.state%s", ids[i], ""), damaged);
+        assert_int_equal(exists("dom/b.example/%s%s", ids[i], ""), i % 2 == 1);
+    }
+    assert_true(exists("msg/%s%s", big, ""));
+    assert_true(exists("corrupt/%s%s", big_damaged, ""));
+    assert_int_equal(count_files("corrupt"), 2 * (flipped + 1));
+    assert_int_equal(count_domain(q, "a.example"), COUNT - flipped + 1);
+    assert_int_equal(count_domain(q, "b.example"), COUNT / 2);
+    assert_int_equal(lost, COUNT / 100);
+    queue_close(q);
+    event_base_free(base);
+}
+
 static void test_damaged_entry_is_replaced_by_pending(void **state)
 {
     struct queue *q = open_tool_queue();
@@ -914,6 +993,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupt_message_is_quarantined_on_open, setup_spool,
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_recovery_after_a_crash, setup_spool, teardown_spool),
+        cmocka_unit_test_setup_teardown(test_recovery_of_a_large_queue, setup_spool,
+                                        teardown_spool),
         cmocka_unit_test_setup_teardown(test_damaged_entry_is_replaced_by_pending, setup_spool,
                                         teardown_spool),
         cmocka_unit_test_setup_teardown(test_tool_open_creates_nothing, setup_spool,
