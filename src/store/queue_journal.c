@@ -27,12 +27,17 @@ enum {
     RECORD_HEADER_MAX = 8 + QUEUE_ID_MAX + 1 + 20 + 1 + 1,
     COPY_CHUNK = 64 << 10,
     CHECKPOINT_BATCH = 256,         /* message files open at once in a checkpoint */
+    CHECKPOINT_SYNC_THREADS = 16,   /* fdatasyncs of a checkpoint running at once */
+    STANDBY_MIN = 1 << 20,          /* octets of zeros written ahead into a standby segment */
+    STANDBY_MAX = 16 << 20,
+    ZERO_CHUNK = 1 << 20,
 };
 
 struct queue_journal_segment {
     uint64_t number;
     int fd;
     uint64_t size;                  /* octets of complete records */
+    uint64_t zeroed;                /* octets of zeros written and synced ahead; 0: appended */
     time_t opened;                  /* CLOCK_MONOTONIC seconds */
     char (*ids)[QUEUE_ID_MAX];      /* the messages with a record here */
     size_t id_count, id_cap;
@@ -48,6 +53,9 @@ struct queue_journal {
     pthread_cond_t changed;
     struct queue_journal_segment *segments;   /* oldest first; the last may be current */
     uint64_t next_number;
+    struct queue_journal_segment *standby;    /* zero-filled, synced, not in use yet */
+    uint64_t standby_octets;        /* how much the next standby gets: the last segment's size */
+    time_t standby_retry;           /* no new standby before this (after a failure) */
     bool seal_requested, stopping;
     pthread_t checkpointer;
     bool checkpointer_started;
@@ -117,30 +125,73 @@ static void segment_free(struct queue_journal_segment *seg)
     free(seg);
 }
 
-/* Opens a new current segment at the end of the list (mutex held). 0 or errno. */
-static int segment_open_locked(struct queue_journal *j, struct queue_journal_segment **out)
+/* Writes zeros over [start, end) of fd. 0 or errno. */
+static int write_zeros(int fd, uint64_t start, uint64_t end)
+{
+    char *zeros = start < end ? calloc(1, ZERO_CHUNK) : NULL;
+    int rc = start < end && zeros == NULL ? ENOMEM : 0;
+    for (uint64_t off = start; rc == 0 && off < end; off += ZERO_CHUNK) {
+        size_t n = end - off < ZERO_CHUNK ? (size_t)(end - off) : ZERO_CHUNK;
+        if (pwrite(fd, zeros, n, (off_t)off) != (ssize_t)n)
+            rc = errno != 0 ? errno : EIO;
+    }
+    free(zeros);
+    return rc;
+}
+
+/* Creates segment wal/<number>, with zeroed octets of zeros written and synced ahead (0: an
+ * empty file that records extend). Runs without the mutex. 0 or errno. */
+static int segment_create(int wal_fd, uint64_t number, uint64_t zeroed,
+                          struct queue_journal_segment **out)
 {
     char name[SEGMENT_NAME_DIGITS + 1];
     struct queue_journal_segment *seg = calloc(1, sizeof *seg);
+    *out = NULL;
     if (seg == NULL)
         return ENOMEM;
-    seg->number = j->next_number++;
+    seg->number = number;
+    seg->zeroed = zeroed;
     segment_name(name, seg->number);
-    seg->fd = openat(j->wal_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    seg->fd = openat(wal_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     seg->sync = seg->fd >= 0 ? group_sync_new(seg->fd, true) : NULL;
+    int rc = seg->fd < 0 ? errno : seg->sync == NULL ? ENOMEM : 0;
+    if (rc == 0 && zeroed > 0)
+        rc = write_zeros(seg->fd, 0, zeroed);
+    if (rc == 0 && zeroed > 0 && fdatasync(seg->fd) != 0)
+        rc = errno;
     /* The new name must survive a crash with the records that the first sync will cover. */
-    int rc = seg->fd < 0 ? errno : seg->sync == NULL ? ENOMEM : fsync(j->wal_fd) != 0 ? errno : 0;
+    if (rc == 0 && fsync(wal_fd) != 0)
+        rc = errno;
     if (rc != 0) {
         if (seg->fd >= 0)
-            unlinkat(j->wal_fd, name, 0);
+            unlinkat(wal_fd, name, 0);
         segment_free(seg);
         return rc;
     }
+    *out = seg;
+    return 0;
+}
+
+static void segment_append_locked(struct queue_journal *j, struct queue_journal_segment *seg)
+{
     seg->opened = monotonic_seconds();
     struct queue_journal_segment **tail = &j->segments;
     while (*tail != NULL)
         tail = &(*tail)->next;
     *tail = seg;
+}
+
+/* Opens a new current segment at the end of the list (mutex held): the standby when one is
+ * ready, else a new empty file. 0 or errno. */
+static int segment_open_locked(struct queue_journal *j, struct queue_journal_segment **out)
+{
+    struct queue_journal_segment *seg = j->standby;
+    j->standby = NULL;
+    int rc = seg != NULL ? 0 : segment_create(j->wal_fd, j->next_number++, 0, &seg);
+    if (rc != 0)
+        return rc;
+    segment_append_locked(j, seg);
+    pthread_cond_broadcast(&j->changed);   /* the checkpointer prepares the next standby */
     *out = seg;
     return 0;
 }
@@ -151,7 +202,9 @@ static int current_segment_locked(struct queue_journal *j, struct queue_journal_
     struct queue_journal_segment *last = j->segments;
     while (last != NULL && last->next != NULL)
         last = last->next;
-    if (last != NULL && !last->sealed && last->size < SEGMENT_MAX) {
+    /* An appended segment gives way to a zero-filled standby as soon as one is ready. */
+    bool switch_to_standby = last != NULL && last->zeroed == 0 && j->standby != NULL;
+    if (last != NULL && !last->sealed && last->size < SEGMENT_MAX && !switch_to_standby) {
         *out = last;
         return 0;
     }
@@ -176,6 +229,17 @@ static int segment_add_id(struct queue_journal_segment *seg, const char *id)
     return 0;
 }
 
+/* Removes what a failed append wrote into [start, end): zeros again inside the zero-filled part
+ * (the replay stops at a zero header), the file cut back to its size beyond it. */
+static int cut_record(struct queue_journal_segment *seg, uint64_t start, uint64_t end)
+{
+    int rc = write_zeros(seg->fd, start, end < seg->zeroed ? end : seg->zeroed);
+    if (rc == 0 && end > seg->zeroed &&
+        ftruncate(seg->fd, (off_t)(start > seg->zeroed ? start : seg->zeroed)) != 0)
+        rc = errno;
+    return rc;
+}
+
 /* Appends one record at the end of seg (mutex held); a failed append leaves no trace. */
 static int append_record_locked(struct queue_journal_segment *seg, const char *id, int fd,
                                 uint64_t len)
@@ -193,7 +257,7 @@ static int append_record_locked(struct queue_journal_segment *seg, const char *i
         rc = segment_add_id(seg, id);
     if (rc != 0) {
         /* Cut the partial record off so the records appended after it stay reachable. */
-        if (ftruncate(seg->fd, start) != 0)
+        if (cut_record(seg, (uint64_t)start, (uint64_t)start + (uint64_t)n + len) != 0)
             seg->sealed = true;   /* cannot cut: take no more records here */
         return rc;
     }
@@ -256,6 +320,51 @@ void queue_journal_wait_retired(struct queue_journal *j, const char *id)
 
 /* ---- the checkpointer ---- */
 
+/* The fdatasync of a batch of message files, shared by the checkpoint's sync threads. */
+struct sync_batch {
+    const int *fds;
+    size_t count;
+    size_t next;                    /* the next file to sync */
+    int error;                      /* the first error */
+    pthread_mutex_t mutex;
+};
+
+static void *sync_batch_thread(void *arg)
+{
+    struct sync_batch *b = arg;
+    pthread_mutex_lock(&b->mutex);
+    while (b->next < b->count) {
+        int fd = b->fds[b->next++];
+        pthread_mutex_unlock(&b->mutex);
+        int rc = fd >= 0 && fdatasync(fd) != 0 ? errno : 0;
+        pthread_mutex_lock(&b->mutex);
+        if (rc != 0 && b->error == 0)
+            b->error = rc;
+    }
+    pthread_mutex_unlock(&b->mutex);
+    return NULL;
+}
+
+/* fdatasync of every fds[i] >= 0, CHECKPOINT_SYNC_THREADS at a time: a file whose data and
+ * size a filesystem journal commit already made durable still costs a flush of the disk's
+ * write cache (ext4 issues one per fdatasync then); the block layer merges the flushes that
+ * are waiting at the same time into one, where one-by-one syncs would pay one each. */
+static int sync_files_concurrently(const int *fds, size_t count)
+{
+    struct sync_batch b = {.fds = fds, .count = count};
+    pthread_t threads[CHECKPOINT_SYNC_THREADS - 1];
+    size_t started = 0;
+    pthread_mutex_init(&b.mutex, NULL);
+    while (started < CHECKPOINT_SYNC_THREADS - 1 && started + 1 < count &&
+           pthread_create(&threads[started], NULL, sync_batch_thread, &b) == 0)
+        started++;
+    sync_batch_thread(&b);   /* this thread too; alone when no thread could start */
+    for (size_t i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&b.mutex);
+    return b.error;
+}
+
 /* fdatasync of the message files ids[0..n): first writeback is started for all of them, so
  * that the syncs that follow mostly find their data written by one journal commit. A missing
  * file was removed or never renamed (a failed commit): nothing to keep. */
@@ -270,13 +379,12 @@ static int sync_message_files(int msg_fd, char (*ids)[QUEUE_ID_MAX], size_t n)
         if (fds[i] >= 0)
             sync_file_range(fds[i], 0, 0, SYNC_FILE_RANGE_WRITE);
     }
+    int sync_rc = sync_files_concurrently(fds, n);
     for (size_t i = 0; i < n; i++) {
-        if (fds[i] >= 0 && fdatasync(fds[i]) != 0 && rc == 0)
-            rc = errno;
         if (fds[i] >= 0)
             close(fds[i]);
     }
-    return rc;
+    return rc != 0 ? rc : sync_rc;
 }
 
 /* Makes every message of seg durable without the journal (its file, then its name in msg/),
@@ -330,6 +438,63 @@ static void seal_if_due_locked(struct queue_journal *j)
     j->seal_requested = false;
 }
 
+/* ---- the standby segment ---- */
+
+/* Deletes an unused standby. No fsync of wal/: a zero-filled segment holds no record, and
+ * the replay deletes one that a crash left. */
+static void standby_discard(struct queue_journal *j, struct queue_journal_segment *seg)
+{
+    char name[SEGMENT_NAME_DIGITS + 1];
+    segment_name(name, seg->number);
+    unlinkat(j->wal_fd, name, 0);
+    segment_free(seg);
+}
+
+/* A standby is prepared while commits are arriving: the current segment is open. */
+static bool standby_wanted_locked(const struct queue_journal *j)
+{
+    const struct queue_journal_segment *last = j->segments;
+    while (last != NULL && last->next != NULL)
+        last = last->next;
+    return j->standby == NULL && !j->stopping && last != NULL && !last->sealed &&
+           monotonic_seconds() >= j->standby_retry;
+}
+
+/* As many zeros as the largest segment in use or last retired held, within bounds. */
+static uint64_t standby_octets_locked(const struct queue_journal *j)
+{
+    uint64_t octets = j->standby_octets;
+    for (const struct queue_journal_segment *seg = j->segments; seg != NULL; seg = seg->next)
+        octets = seg->size > octets ? seg->size : octets;
+    octets = octets < STANDBY_MIN ? STANDBY_MIN : octets > STANDBY_MAX ? STANDBY_MAX : octets;
+    return (octets + ZERO_CHUNK - 1) / ZERO_CHUNK * ZERO_CHUNK;
+}
+
+/* Creates the next segment ahead of need, filled with zeros and synced (mutex held on entry
+ * and on return, released around the disk work). Its records then overwrite blocks that
+ * exist, inside the file's size: the commit's fdatasync writes them and flushes the disk's
+ * cache, and needs no filesystem journal commit (fdatasync(2): metadata "not needed to
+ * retrieve the data" is not flushed), so it does not wait for every other file change on the
+ * filesystem (tmp/ creations, renames, index entries) the way an append does. */
+static void standby_prepare_locked(struct queue_journal *j)
+{
+    uint64_t number = j->next_number++;
+    uint64_t octets = standby_octets_locked(j);
+    pthread_mutex_unlock(&j->mutex);
+    struct queue_journal_segment *seg = NULL;
+    int rc = segment_create(j->wal_fd, number, octets, &seg);
+    pthread_mutex_lock(&j->mutex);
+    if (rc != 0) {
+        /* Commits go on appending to new empty segments; try again in a while. */
+        log_warn("queue.journal_standby_failed", " error=\"%s\"", strerror(rc));
+        j->standby_retry = monotonic_seconds() + 10;
+    } else if (j->next_number != number + 1 || j->stopping) {
+        standby_discard(j, seg);   /* a segment opened meanwhile has a higher number */
+    } else {
+        j->standby = seg;
+    }
+}
+
 static void *checkpointer_main(void *arg)
 {
     struct queue_journal *j = arg;
@@ -339,6 +504,14 @@ static void *checkpointer_main(void *arg)
         struct queue_journal_segment *seg = retirable_locked(j);
         if (seg == NULL && j->stopping && j->segments == NULL)
             break;
+        if (seg == NULL && standby_wanted_locked(j)) {
+            standby_prepare_locked(j);
+            continue;
+        }
+        if (seg == NULL && j->standby != NULL && j->segments == NULL) {
+            standby_discard(j, j->standby);   /* idle: wal/ empty again */
+            j->standby = NULL;
+        }
         if (seg == NULL) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
@@ -365,6 +538,7 @@ static void *checkpointer_main(void *arg)
                 continue;
         }
         unlink_segment_locked(j, seg);
+        j->standby_octets = seg->size;
         segment_free(seg);
         pthread_cond_broadcast(&j->changed);
     }
@@ -415,6 +589,8 @@ void queue_journal_close(struct queue_journal *j)
     pthread_mutex_unlock(&j->mutex);
     if (j->checkpointer_started)
         pthread_join(j->checkpointer, NULL);
+    if (j->standby != NULL)
+        standby_discard(j, j->standby);
     while (j->segments != NULL) {   /* only when the checkpointer never ran */
         struct queue_journal_segment *seg = j->segments;
         j->segments = seg->next;
@@ -443,7 +619,9 @@ static int read_record_header(int fd, off_t off, char id[QUEUE_ID_MAX], uint64_t
 {
     char buf[RECORD_HEADER_MAX + 1];
     ssize_t n = pread(fd, buf, RECORD_HEADER_MAX, off);
-    if (n == 0)
+    /* A zero octet where a header would start: the zero-filled rest of a standby segment
+     * that no record reached (no sync covered a record beyond it). */
+    if (n == 0 || (n > 0 && buf[0] == '\0'))
         return 0;
     if (n < 0)
         return -1;

@@ -4,7 +4,10 @@
  * fdatasync() of the segment covers every record appended before it started (group commit), so
  * a commit costs one sync, shared with every concurrent commit. The message file itself is
  * renamed into msg/ without any sync; a checkpointer thread later fsyncs the message files and
- * msg/ of a sealed segment and then deletes the segment. Start-up replays the segments left. */
+ * msg/ of a sealed segment and then deletes the segment. While commits arrive, the checkpointer
+ * also prepares the next segment filled with zeros and synced (a standby), so that the commit's
+ * fdatasync only overwrites existing blocks. Start-up replays the segments left; a zero octet
+ * where a record header would start ends a segment cleanly. */
 #ifndef ODMR_STORE_QUEUE_JOURNAL_H
 #define ODMR_STORE_QUEUE_JOURNAL_H
 
