@@ -30,6 +30,7 @@
 #include "platform/worker_pool.h"
 #include "store/queue_backend.h"
 #include "store/queue_fs_admin.h"
+#include "store/queue_fs_async.h"
 #include "store/queue_fs_entry.h"
 #include "store/queue_format.h"
 #include "store/queue_journal.h"
@@ -859,7 +860,75 @@ static int reject_message(struct fs_queue *fq, const char *id, const char *reaso
     return EBADMSG;
 }
 
-static int fs_message_open(struct queue *q, const char *id, struct queue_message **out)
+/* docs/queue.md "Opening for a push": file timestamps come from the kernel's coarse clock (at
+ * most one 10 ms tick behind the real one). An entry whose ctime is this much older than the
+ * moment it is stamped cannot share that ctime with any file written after it: a later stamp
+ * equal to this one means the same file, unchanged. A younger entry is read again instead. */
+enum { STAMP_SETTLED_NSEC = 50 * 1000 * 1000 };
+
+struct stamper {
+    struct fs_queue *fq;
+    const char *id;
+    struct timespec now;
+    struct queue_fs_stamp *stamps;
+    size_t count;
+};
+
+static int stamp_domain(const char *domain, void *arg)
+{
+    struct stamper *sp = arg;
+    char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
+    struct stat st;
+    if (sp->stamps == NULL) {
+        sp->count++;   /* only counting */
+        return 0;
+    }
+    struct queue_fs_stamp *out = &sp->stamps[sp->count++];
+    entry_path(path, sizeof path, domain, sp->id);
+    if (fstatat(sp->fq->dom_fd, path, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        out->trusted = errno == ENOENT;   /* no entry: any later one differs */
+        return 0;
+    }
+    *out = (struct queue_fs_stamp){false, true, st.st_dev, st.st_ino, st.st_size, st.st_ctim,
+                                   st.st_mtim};
+    int64_t age = ((int64_t)sp->now.tv_sec - st.st_ctim.tv_sec) * 1000000000 +
+                  (sp->now.tv_nsec - st.st_ctim.tv_nsec);
+    out->trusted = age >= STAMP_SETTLED_NSEC;
+    return 0;
+}
+
+static bool stamps_match(const struct queue_fs_stamp *a, const struct queue_fs_stamp *b)
+{
+    if (a->present != b->present)
+        return false;
+    return !a->present ||
+           (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec &&
+            a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec);
+}
+
+/* The message struct, stamped (one stamp per domain) before the states are read: an entry
+ * that changes in between is read again when the outcomes are recorded. */
+static struct queue_message *message_new(struct fs_queue *fq, const struct queue_envelope *env,
+                                         bool stamped)
+{
+    struct stamper sp = {fq, env->id, {0, 0}, NULL, 0};
+    if (stamped)
+        for_each_domain(env, stamp_domain, &sp);   /* counts */
+    struct queue_fs_message *fm = calloc(1, sizeof *fm + sp.count * sizeof fm->stamps[0]);
+    if (fm == NULL)
+        return NULL;
+    fm->stamp_count = sp.count;
+    sp.stamps = fm->stamps;
+    sp.count = 0;
+    clock_gettime(CLOCK_REALTIME, &sp.now);
+    if (fm->stamp_count > 0)
+        for_each_domain(env, stamp_domain, &sp);
+    return &fm->base;
+}
+
+int queue_fs_open_message(struct queue *q, const char *id, bool stamped,
+                          struct queue_message **out)
 {
     struct fs_queue *fq = fs_queue_of(q);
     struct queue_format_validated v;
@@ -875,17 +944,18 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
         close(fd);
         return reject_message(fq, id, reason);
     }
+    struct queue_message *m = rc == 0 ? message_new(fq, &v.env, stamped) : NULL;
+    if (rc == 0 && m == NULL)
+        rc = ENOMEM;
     if (rc == 0)
         rc = load_states(fq, &v.env);
     if (rc == 0 && lseek(fd, v.body_offset, SEEK_SET) < 0)
         rc = errno;
-    struct queue_message *m = rc == 0 ? calloc(1, sizeof *m) : NULL;
-    if (rc == 0 && m == NULL)
-        rc = ENOMEM;
     if (rc != 0) {
         if (rc != ENOMEM && rc != ENOENT)
             log_error("queue.open_failed", " id=%s error=\"%s\"", id, strerror(rc));
         queue_envelope_clear(&v.env);
+        free(m);
         close(fd);
         return rc;
     }
@@ -894,6 +964,11 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
     m->body_offset = v.body_offset;
     *out = m;
     return 0;
+}
+
+static int fs_message_open(struct queue *q, const char *id, struct queue_message **out)
+{
+    return queue_fs_open_message(q, id, false, out);
 }
 
 /* Applies one outcome to the loaded envelope (no I/O). 0, EINVAL, EALREADY or ENOMEM. */
@@ -974,25 +1049,22 @@ int queue_fs_load_for_update(struct queue *q, const char *id, struct queue_envel
     return rc == 0 && *touched == NULL ? ENOMEM : rc;
 }
 
-/* Records n outcomes of one message with one rewrite (F4, F5) per touched domain entry. An
- * outcome that cannot apply (EALREADY, EINVAL) is skipped and its error returned; the others
- * are still recorded. With remove_if_finished, a message whose every recipient is now DONE is
- * removed instead, and its entries are not rewritten first: the removal is the record (a crash
- * before it leaves the old states, so a duplicate delivery at worst, as a crash just before the
- * rewrite always could). *removed says whether it was. Returns 0 or the first error. */
-static int record_outcomes(struct fs_queue *fq, const char *id, const struct queue_outcome *o,
-                           size_t n, bool remove_if_finished, bool *removed)
+/* Records n outcomes of one message, loaded in env with its states (touched: all false), with
+ * one rewrite (F4, F5) per touched domain entry. An outcome that cannot apply (EALREADY,
+ * EINVAL) is skipped and its error returned; the others are still recorded. With
+ * remove_if_finished, a message whose every recipient is now DONE is removed instead, and its
+ * entries are not rewritten first: the removal is the record (a crash before it leaves the old
+ * states, so a duplicate delivery at worst, as a crash just before the rewrite always could).
+ * *removed says whether it was. Returns 0 or the first error. */
+static int record_loaded(struct fs_queue *fq, struct queue_envelope *env, bool *touched,
+                         const struct queue_outcome *o, size_t n, bool remove_if_finished,
+                         bool *removed)
 {
-    struct queue_envelope env;
-    bool *touched = NULL;
-    *removed = false;
-    int rc = queue_fs_load_for_update(&fq->base, id, &env, &touched);
-    if (rc == EROFS)
-        return rc;
-    int first = 0;
+    const char *id = env->id;
+    int rc = 0, first = 0;
     time_t now = time(NULL);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        int one = apply_outcome(&env, &o[i], now);
+        int one = apply_outcome(env, &o[i], now);
         if (one == 0)
             touched[o[i].rcpt_index] = true;
         else if (one == ENOMEM)
@@ -1000,22 +1072,107 @@ static int record_outcomes(struct fs_queue *fq, const char *id, const struct que
         first = first != 0 ? first : one;
     }
     bool finish = rc == 0 && remove_if_finished && (first == 0 || first == EALREADY) &&
-                  all_delivered(&env);
+                  all_delivered(env);
     if (rc == 0)
-        rc = finish ? remove_message(fq, id, &env) : write_touched_entries(fq, &env, touched);
+        rc = finish ? remove_message(fq, id, env) : write_touched_entries(fq, env, touched);
     for (size_t i = 0; i < n; i++) {
-        bool ok = rc == 0 && touched != NULL && o[i].rcpt_index < env.rcpt_count &&
-                  touched[o[i].rcpt_index];
+        bool ok = rc == 0 && o[i].rcpt_index < env->rcpt_count && touched[o[i].rcpt_index];
         log_outcome(id, &o[i], ok ? 0 : (rc != 0 ? rc : first),
-                    ok ? env.rcpts[o[i].rcpt_index].attempts : 0);
+                    ok ? env->rcpts[o[i].rcpt_index].attempts : 0);
     }
     if (rc == 0 && finish) {
         *removed = true;
         log_info("queue.removed", " id=%s reason=delivered", id);
     }
-    free(touched);
-    queue_envelope_clear(&env);
     return rc != 0 ? rc : first;
+}
+
+/* The record of queue_record_outcomes_async(): envelope and states read from disk first. */
+int queue_fs_record_by_id(struct queue *q, const char *id, const struct queue_outcome *o,
+                          size_t n, bool remove_if_finished, bool *removed)
+{
+    struct queue_envelope env;
+    bool *touched = NULL;
+    *removed = false;
+    int rc = queue_fs_load_for_update(q, id, &env, &touched);
+    if (rc == 0)
+        rc = record_loaded(fs_queue_of(q), &env, touched, o, n, remove_if_finished, removed);
+    else if (rc != EROFS)
+        for (size_t i = 0; i < n; i++)
+            log_outcome(id, &o[i], rc, 0);
+    free(touched);
+    if (rc != EROFS)
+        queue_envelope_clear(&env);
+    return rc;
+}
+
+/* Sets the recipients of domain back to "no entry": pending, no attempt, no reply. */
+static void forget_domain_states(struct queue_envelope *env, const char *domain)
+{
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        struct queue_rcpt *r = &env->rcpts[i];
+        if (strcmp(r->domain, domain) != 0)
+            continue;
+        free(r->last_reply);
+        r->last_reply = NULL;
+        r->state = QUEUE_RCPT_PENDING;
+        r->attempts = 0;
+        r->last_attempt = 0;
+        r->warned = false;
+    }
+}
+
+struct refresher {
+    struct fs_queue *fq;
+    struct queue_envelope *env;
+    const struct queue_fs_stamp *stamps;
+    size_t count, index, reread;
+};
+
+/* Reads the entry of domain again unless its stamp from the opening still holds. */
+static int refresh_domain(const char *domain, void *arg)
+{
+    struct refresher *r = arg;
+    size_t i = r->index++;
+    if (i < r->count && r->stamps[i].trusted) {
+        struct stamper sp = {r->fq, r->env->id, {0, 0}, NULL, 0};
+        struct queue_fs_stamp now = {0};
+        sp.stamps = &now;
+        stamp_domain(domain, &sp);
+        if (stamps_match(&now, &r->stamps[i]))
+            return 0;
+    }
+    r->reread++;
+    forget_domain_states(r->env, domain);
+    struct state_loader loader = {r->fq, r->env};
+    return load_domain_state(domain, &loader);
+}
+
+int queue_fs_record_opened(struct queue *q, struct queue_envelope *env,
+                           const struct queue_fs_stamp *stamps, size_t stamp_count,
+                           const struct queue_outcome *o, size_t n, bool remove_if_finished,
+                           bool *removed)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    struct refresher r = {fq, env, stamps, stamp_count, 0, 0};
+    struct stat st;
+    *removed = false;
+    if (fq->read_only)
+        return EROFS;
+    /* Message files are never rewritten: while msg/<id> exists, its envelope is env's. */
+    int rc = fstatat(fq->msg_fd, env->id, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    if (rc == 0)
+        rc = for_each_domain(env, refresh_domain, &r);
+    bool *touched = rc == 0 ? calloc(env->rcpt_count, sizeof *touched) : NULL;
+    if (rc == 0 && touched == NULL)
+        rc = ENOMEM;
+    if (rc == 0)
+        rc = record_loaded(fq, env, touched, o, n, remove_if_finished, removed);
+    else
+        for (size_t i = 0; i < n; i++)
+            log_outcome(env->id, &o[i], rc, 0);
+    free(touched);
+    return rc;
 }
 
 int queue_fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
@@ -1023,7 +1180,7 @@ int queue_fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
 {
     struct queue_outcome o = {rcpt_index, state, reply};
     bool removed;
-    return record_outcomes(fs_queue_of(q), id, &o, 1, false, &removed);
+    return queue_fs_record_by_id(q, id, &o, 1, false, &removed);
 }
 
 static int unlink_entry_of(const char *domain, void *arg)
@@ -1104,93 +1261,11 @@ int queue_fs_write_touched(struct queue *q, const struct queue_envelope *env, co
     return write_touched_entries(fs_queue_of(q), env, touched);
 }
 
-/* ---- asynchronous outcomes ---- */
+/* ---- asynchronous outcomes (the jobs: queue_fs_async.c) ---- */
 
-struct outcome_job {
-    struct worker_job job;           /* first member */
-    char id[QUEUE_ID_MAX];
-    struct queue_outcome *outcomes;
-    size_t count;
-    bool remove;
-    struct fs_queue *fq;
-    queue_outcomes_cb cb;
-    void *arg;
-    int status, removed;
-};
-
-static void outcome_job_free(struct outcome_job *j)
+bool queue_fs_submit(struct queue *q, struct worker_job *job)
 {
-    for (size_t i = 0; i < j->count; i++)
-        free((char *)j->outcomes[i].reply);
-    free(j->outcomes);
-    free(j);
-}
-
-static void outcome_job_run(struct worker_job *job)
-{
-    struct outcome_job *j = (struct outcome_job *)job;
-    bool removed;
-    j->status = record_outcomes(j->fq, j->id, j->outcomes, j->count, j->remove, &removed);
-    j->removed = removed;
-}
-
-static void outcome_job_report(struct worker_job *job)
-{
-    struct outcome_job *j = (struct outcome_job *)job;
-    j->cb(j->status, j->removed, j->id, j->arg);
-    outcome_job_free(j);
-}
-
-static void outcome_job_drop(struct worker_job *job)
-{
-    struct outcome_job *j = (struct outcome_job *)job;
-    log_warn("queue.outcome_unreported", " id=%s status=%d", j->id, j->status);
-    outcome_job_free(j);
-}
-
-static struct outcome_job *outcome_job_new(const char *id, const struct queue_outcome *o,
-                                           size_t n)
-{
-    struct outcome_job *j = calloc(1, sizeof *j);
-    if (j == NULL || strlen(id) >= sizeof j->id ||
-        (j->outcomes = calloc(n > 0 ? n : 1, sizeof *j->outcomes)) == NULL) {
-        free(j);
-        return NULL;
-    }
-    strcpy(j->id, id);
-    for (; j->count < n; j->count++) {
-        j->outcomes[j->count] = o[j->count];
-        j->outcomes[j->count].reply = NULL;
-        if (o[j->count].reply != NULL &&
-            (j->outcomes[j->count].reply = strdup(o[j->count].reply)) == NULL) {
-            outcome_job_free(j);
-            return NULL;
-        }
-    }
-    return j;
-}
-
-static void fs_record_outcomes_async(struct queue *q, const char *id,
-                                     const struct queue_outcome *outcomes, size_t n,
-                                     bool remove_if_finished, queue_outcomes_cb cb, void *arg)
-{
-    struct outcome_job *j = outcome_job_new(id, outcomes, n);
-    if (j == NULL) {
-        cb(ENOMEM, 0, id, arg);
-        return;
-    }
-    j->fq = fs_queue_of(q);
-    j->remove = remove_if_finished;
-    j->cb = cb;
-    j->arg = arg;
-    j->job.run = outcome_job_run;
-    j->job.report = outcome_job_report;
-    j->job.drop = outcome_job_drop;
-    j->job.serial = j->id;   /* one message's updates never overlap and keep their order */
-    if (!job_submit(fs_queue_of(q), &j->job)) {
-        outcome_job_run(&j->job);
-        outcome_job_report(&j->job);
-    }
+    return job_submit(fs_queue_of(q), job);
 }
 
 /* ---- leases ---- */
@@ -1542,7 +1617,9 @@ static const struct queue_ops fs_ops = {
     .list_all = fs_list_all,
     .list_domains = fs_list_domains,
     .message_open = fs_message_open,
-    .record_outcomes_async = fs_record_outcomes_async,
+    .message_open_async = queue_fs_message_open_async,
+    .record_outcomes_async = queue_fs_record_outcomes_async,
+    .record_message_outcomes_async = queue_fs_record_message_outcomes_async,
     .remove_if_finished = fs_remove_if_finished,
     .remove = fs_remove,
     .lease_domain = fs_lease_domain,
