@@ -32,11 +32,14 @@ enum {
     PUSH_FAST_IN_FLIGHT = 128,
     PUSH_FAST_IN_FLIGHT_OCTETS = 8 << 20,
     PUSH_MAX_WRITE = 256 << 10,   /* octets per write to the customer (libevent's default: 16 KiB) */
-    /* Messages opened ahead of the window (on the queue's workers, docs/push.md "Opening"):
-     * compat sends one at a time, so the next one or two are ready when its reply comes;
-     * fast keeps its pipeline fed without holding many more files open. */
-    PUSH_COMPAT_OPEN_AHEAD = 2,
-    PUSH_FAST_OPEN_AHEAD = 32,
+    /* Messages opened ahead of the window, in batches (one hand-off to the queue's workers
+     * and back per batch; docs/push.md "Opening"): compat sends one at a time, so a few ready
+     * ones are enough; fast keeps its pipeline fed, several batches opening in parallel,
+     * without holding many more files open than it has in flight. */
+    PUSH_COMPAT_OPEN_AHEAD = 8,
+    PUSH_COMPAT_OPEN_BATCH = 4,
+    PUSH_FAST_OPEN_AHEAD = 64,
+    PUSH_FAST_OPEN_BATCH = 16,
 };
 
 /* One message: opened on a worker, waiting in the session's list (in id order) until the
@@ -518,15 +521,16 @@ static void on_opened(int status, struct queue_message *m, void *arg)
         fill(s);
 }
 
-/* Takes the next id of the pass not yet taken in this session and starts its opening. */
-static void open_next(struct push_session *s)
+/* The next id of the pass not yet taken in this session, appended to the waiting list; NULL
+ * when there is none to open for this id. */
+static struct push_msg *take_next(struct push_session *s)
 {
     const char *id = s->ids[s->id_next++];
     if (seen_id(s, id) || mark_seen(s, id) != 0)
-        return;
+        return NULL;
     struct push_msg *pm = calloc(1, sizeof *pm);
     if (pm == NULL)
-        return;
+        return NULL;
     pm->s = s;
     snprintf(pm->id, sizeof pm->id, "%s", id);
     if (s->waiting_tail != NULL)
@@ -536,8 +540,22 @@ static void open_next(struct push_session *s)
     s->waiting_tail = pm;
     s->waiting++;
     s->opening++;
-    /* The SHA-256 check reads the whole file: on a worker, never on the loop. */
-    queue_message_open_async(s->queue, id, on_opened, pm);
+    return pm;
+}
+
+/* Opens the next batch of the pass. The SHA-256 check reads each whole file: on a worker,
+ * never on the loop. */
+static void open_batch(struct push_session *s, unsigned batch)
+{
+    struct queue_open_request req[PUSH_FAST_OPEN_BATCH];
+    size_t n = 0;
+    while (n < batch && n < sizeof req / sizeof req[0] && s->id_next < s->id_count) {
+        struct push_msg *pm = take_next(s);
+        if (pm != NULL)
+            req[n++] = (struct queue_open_request){pm->id, pm};
+    }
+    if (n > 0)
+        queue_messages_open_async(s->queue, req, n, on_opened);
 }
 
 /* Sends the oldest waiting message once it is opened. */
@@ -561,10 +579,13 @@ static bool window_open(const struct push_session *s)
            s->in_flight < PUSH_FAST_IN_FLIGHT && s->in_flight_octets < PUSH_FAST_IN_FLIGHT_OCTETS;
 }
 
-static unsigned open_ahead(const struct push_session *s)
+/* How many messages a new batch opens: 0 while enough are waiting. */
+static unsigned open_batch_size(const struct push_session *s)
 {
     bool fast = s->profile == PUSH_PROFILE_FAST && s->ext.pipelining;
-    return fast ? PUSH_FAST_OPEN_AHEAD : PUSH_COMPAT_OPEN_AHEAD;
+    unsigned ahead = fast ? PUSH_FAST_OPEN_AHEAD : PUSH_COMPAT_OPEN_AHEAD;
+    unsigned batch = fast ? PUSH_FAST_OPEN_BATCH : PUSH_COMPAT_OPEN_BATCH;
+    return s->waiting + batch <= ahead ? batch : 0;
 }
 
 /* One round of fill(): send what is opened and fits the window, open ahead, a new pass when
@@ -579,8 +600,9 @@ static void fill_once(struct push_session *s)
             send_head(s);
             continue;
         }
-        if (s->waiting < open_ahead(s) && s->id_next < s->id_count) {
-            open_next(s);
+        unsigned batch = open_batch_size(s);
+        if (batch > 0 && s->id_next < s->id_count) {
+            open_batch(s, batch);
             continue;
         }
         if (s->waiting > 0 || s->in_flight > 0 || s->id_next < s->id_count)

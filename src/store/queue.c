@@ -82,10 +82,10 @@ int queue_message_open(struct queue *q, const char *id, struct queue_message **o
     return q->ops->message_open(q, id, out);
 }
 
-void queue_message_open_async(struct queue *q, const char *id, queue_message_open_cb cb,
-                              void *arg)
+void queue_messages_open_async(struct queue *q, const struct queue_open_request *req, size_t n,
+                               queue_message_open_cb cb)
 {
-    q->ops->message_open_async(q, id, cb, arg);
+    q->ops->messages_open_async(q, req, n, cb);
 }
 
 void queue_message_close(struct queue_message *m)

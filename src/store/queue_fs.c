@@ -49,6 +49,7 @@ struct fs_queue {
     bool read_only;                      /* odmrctl's read commands: never write anything */
     struct event_base *evbase;
     struct worker_pool *workers;         /* commits and outcome records; NULL for tools */
+    struct worker_pool *readers;         /* openings for a push, started at the first one */
     struct group_sync *msg_sync;         /* fsync(msg/) shared by concurrent commits, removals */
     struct queue_journal *journal;       /* the daemon's commit journal; NULL for tools */
     /* leases held by this process */
@@ -1263,9 +1264,19 @@ int queue_fs_write_touched(struct queue *q, const struct queue_envelope *env, co
 
 /* ---- asynchronous outcomes (the jobs: queue_fs_async.c) ---- */
 
-bool queue_fs_submit(struct queue *q, struct worker_job *job)
+/* Openings run on threads of their own: queued behind the outcome records (each waiting for
+ * its fsync) on the commit workers, they held the push to the pace of the records. Two: the
+ * SHA-256 checks of two batches in parallel. */
+enum { READER_THREADS = 2 };
+
+bool queue_fs_submit(struct queue *q, struct worker_job *job, bool reading)
 {
-    return job_submit(fs_queue_of(q), job);
+    struct fs_queue *fq = fs_queue_of(q);
+    if (!reading || fq->workers == NULL)
+        return job_submit(fq, job);
+    if (fq->readers == NULL)
+        fq->readers = worker_pool_new(fq->evbase, READER_THREADS);
+    return fq->readers != NULL ? worker_pool_submit(fq->readers, job) : job_submit(fq, job);
 }
 
 /* ---- leases ---- */
@@ -1512,6 +1523,7 @@ static void fs_close(struct queue *q)
 {
     struct fs_queue *fq = fs_queue_of(q);
     worker_pool_free(fq->workers);
+    worker_pool_free(fq->readers);
     queue_journal_close(fq->journal);   /* after the workers: no commit is running */
     group_sync_free(fq->msg_sync);
     for (size_t i = 0; i < fq->lease_count; i++)
@@ -1617,7 +1629,7 @@ static const struct queue_ops fs_ops = {
     .list_all = fs_list_all,
     .list_domains = fs_list_domains,
     .message_open = fs_message_open,
-    .message_open_async = queue_fs_message_open_async,
+    .messages_open_async = queue_fs_messages_open_async,
     .record_outcomes_async = queue_fs_record_outcomes_async,
     .record_message_outcomes_async = queue_fs_record_message_outcomes_async,
     .remove_if_finished = fs_remove_if_finished,

@@ -13,6 +13,8 @@
 #include "lib/log.h"
 #include "platform/worker_pool.h"
 
+static void open_job_run(struct worker_job *job);
+
 /* Queues job on the workers under the message's id (serial: the jobs of one message never
  * overlap and keep their order), or runs and reports it inline without workers. */
 static void submit_job(struct queue *q, struct worker_job *job, const char *id,
@@ -23,7 +25,7 @@ static void submit_job(struct queue *q, struct worker_job *job, const char *id,
     job->report = report;
     job->drop = drop;
     job->serial = id;
-    if (!queue_fs_submit(q, job)) {
+    if (!queue_fs_submit(q, job, run == open_job_run)) {
         run(job);
         report(job);
     }
@@ -180,49 +182,63 @@ void queue_fs_record_message_outcomes_async(struct queue *q, const struct queue_
 
 /* ---- opening ---- */
 
-struct open_job {
-    struct worker_job job;           /* first member */
+/* One job opens a batch: one hand-off to a worker and one report back per batch, not per
+ * message. No serial key: a push never has updates outstanding for a message it opens. */
+struct open_slot {
     char id[QUEUE_ID_MAX];
-    struct queue *q;
-    queue_message_open_cb cb;
     void *arg;
     int status;
     struct queue_message *m;
 };
 
+struct open_job {
+    struct worker_job job;           /* first member */
+    struct queue *q;
+    queue_message_open_cb cb;
+    size_t count;
+    struct open_slot slots[];
+};
+
 static void open_job_run(struct worker_job *job)
 {
     struct open_job *j = (struct open_job *)job;
-    j->status = queue_fs_open_message(j->q, j->id, true, &j->m);
+    for (size_t i = 0; i < j->count; i++)
+        j->slots[i].status = queue_fs_open_message(j->q, j->slots[i].id, true, &j->slots[i].m);
 }
 
 static void open_job_report(struct worker_job *job)
 {
     struct open_job *j = (struct open_job *)job;
-    j->cb(j->status, j->m, j->arg);   /* the message is the callee's now */
+    for (size_t i = 0; i < j->count; i++)   /* each message is the callee's now */
+        j->cb(j->slots[i].status, j->slots[i].m, j->slots[i].arg);
     free(j);
 }
 
 static void open_job_drop(struct worker_job *job)
 {
     struct open_job *j = (struct open_job *)job;
-    queue_message_close(j->m);
+    for (size_t i = 0; i < j->count; i++)
+        queue_message_close(j->slots[i].m);
     free(j);
 }
 
-void queue_fs_message_open_async(struct queue *q, const char *id, queue_message_open_cb cb,
-                                 void *arg)
+void queue_fs_messages_open_async(struct queue *q, const struct queue_open_request *req,
+                                  size_t n, queue_message_open_cb cb)
 {
-    struct open_job *j = calloc(1, sizeof *j);
-    if (j == NULL || strlen(id) >= sizeof j->id) {
-        int rc = j == NULL ? ENOMEM : ENOENT;
-        free(j);
-        cb(rc, NULL, arg);
-        return;
+    struct open_job *j = calloc(1, sizeof *j + n * sizeof j->slots[0]);
+    for (size_t i = 0; i < n; i++) {
+        /* An id that does not fit is not a queue id: like queue_message_open(), ENOENT. */
+        if (j != NULL && strlen(req[i].id) < QUEUE_ID_MAX) {
+            struct open_slot *slot = &j->slots[j->count++];
+            strcpy(slot->id, req[i].id);
+            slot->arg = req[i].arg;
+        } else {
+            cb(j == NULL ? ENOMEM : ENOENT, NULL, req[i].arg);
+        }
     }
-    strcpy(j->id, id);
+    if (j == NULL)
+        return;
     j->q = q;
     j->cb = cb;
-    j->arg = arg;
-    submit_job(q, &j->job, j->id, open_job_run, open_job_report, open_job_drop);
+    submit_job(q, &j->job, NULL, open_job_run, open_job_report, open_job_drop);
 }

@@ -49,12 +49,13 @@ int queue_fs_record_opened(struct queue *q, struct queue_envelope *env,
                            const struct queue_fs_stamp *stamps, size_t stamp_count,
                            const struct queue_outcome *o, size_t n, bool remove_if_finished,
                            bool *removed);
-/* Queues job on the commit workers; false without workers (a tool) or memory: run it inline. */
-bool queue_fs_submit(struct queue *q, struct worker_job *job);
+/* Queues job on the commit workers, or with reading on the reader threads (openings); false
+ * without workers (a tool) or memory: run it inline. */
+bool queue_fs_submit(struct queue *q, struct worker_job *job, bool reading);
 
 /* Defined in queue_fs_async.c: the ops of struct queue_ops. */
-void queue_fs_message_open_async(struct queue *q, const char *id, queue_message_open_cb cb,
-                                 void *arg);
+void queue_fs_messages_open_async(struct queue *q, const struct queue_open_request *req,
+                                  size_t n, queue_message_open_cb cb);
 void queue_fs_record_outcomes_async(struct queue *q, const char *id,
                                     const struct queue_outcome *outcomes, size_t n,
                                     bool remove_if_finished, queue_outcomes_cb cb, void *arg);
