@@ -861,73 +861,6 @@ static int reject_message(struct fs_queue *fq, const char *id, const char *reaso
     return EBADMSG;
 }
 
-/* docs/queue.md "Opening for a push": file timestamps come from the kernel's coarse clock (at
- * most one 10 ms tick behind the real one). An entry whose ctime is this much older than the
- * moment it is stamped cannot share that ctime with any file written after it: a later stamp
- * equal to this one means the same file, unchanged. A younger entry is read again instead. */
-enum { STAMP_SETTLED_NSEC = 50 * 1000 * 1000 };
-
-struct stamper {
-    struct fs_queue *fq;
-    const char *id;
-    struct timespec now;
-    struct queue_fs_stamp *stamps;
-    size_t count;
-};
-
-static int stamp_domain(const char *domain, void *arg)
-{
-    struct stamper *sp = arg;
-    char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
-    struct stat st;
-    if (sp->stamps == NULL) {
-        sp->count++;   /* only counting */
-        return 0;
-    }
-    struct queue_fs_stamp *out = &sp->stamps[sp->count++];
-    entry_path(path, sizeof path, domain, sp->id);
-    if (fstatat(sp->fq->dom_fd, path, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        out->trusted = errno == ENOENT;   /* no entry: any later one differs */
-        return 0;
-    }
-    *out = (struct queue_fs_stamp){false, true, st.st_dev, st.st_ino, st.st_size, st.st_ctim,
-                                   st.st_mtim};
-    int64_t age = ((int64_t)sp->now.tv_sec - st.st_ctim.tv_sec) * 1000000000 +
-                  (sp->now.tv_nsec - st.st_ctim.tv_nsec);
-    out->trusted = age >= STAMP_SETTLED_NSEC;
-    return 0;
-}
-
-static bool stamps_match(const struct queue_fs_stamp *a, const struct queue_fs_stamp *b)
-{
-    if (a->present != b->present)
-        return false;
-    return !a->present ||
-           (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
-            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec &&
-            a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec);
-}
-
-/* The message struct, stamped (one stamp per domain) before the states are read: an entry
- * that changes in between is read again when the outcomes are recorded. */
-static struct queue_message *message_new(struct fs_queue *fq, const struct queue_envelope *env,
-                                         bool stamped)
-{
-    struct stamper sp = {fq, env->id, {0, 0}, NULL, 0};
-    if (stamped)
-        for_each_domain(env, stamp_domain, &sp);   /* counts */
-    struct queue_fs_message *fm = calloc(1, sizeof *fm + sp.count * sizeof fm->stamps[0]);
-    if (fm == NULL)
-        return NULL;
-    fm->stamp_count = sp.count;
-    sp.stamps = fm->stamps;
-    sp.count = 0;
-    clock_gettime(CLOCK_REALTIME, &sp.now);
-    if (fm->stamp_count > 0)
-        for_each_domain(env, stamp_domain, &sp);
-    return &fm->base;
-}
-
 int queue_fs_open_message(struct queue *q, const char *id, bool stamped,
                           struct queue_message **out)
 {
@@ -945,7 +878,7 @@ int queue_fs_open_message(struct queue *q, const char *id, bool stamped,
         close(fd);
         return reject_message(fq, id, reason);
     }
-    struct queue_message *m = rc == 0 ? message_new(fq, &v.env, stamped) : NULL;
+    struct queue_message *m = rc == 0 ? queue_fs_message_new(q, &v.env, stamped) : NULL;
     if (rc == 0 && m == NULL)
         rc = ENOMEM;
     if (rc == 0)
@@ -1099,81 +1032,37 @@ int queue_fs_record_by_id(struct queue *q, const char *id, const struct queue_ou
     if (rc == 0)
         rc = record_loaded(fs_queue_of(q), &env, touched, o, n, remove_if_finished, removed);
     else if (rc != EROFS)
-        for (size_t i = 0; i < n; i++)
-            log_outcome(id, &o[i], rc, 0);
+        queue_fs_log_failed(id, o, n, rc);
     free(touched);
     if (rc != EROFS)
         queue_envelope_clear(&env);
     return rc;
 }
 
-/* Sets the recipients of domain back to "no entry": pending, no attempt, no reply. */
-static void forget_domain_states(struct queue_envelope *env, const char *domain)
-{
-    for (size_t i = 0; i < env->rcpt_count; i++) {
-        struct queue_rcpt *r = &env->rcpts[i];
-        if (strcmp(r->domain, domain) != 0)
-            continue;
-        free(r->last_reply);
-        r->last_reply = NULL;
-        r->state = QUEUE_RCPT_PENDING;
-        r->attempts = 0;
-        r->last_attempt = 0;
-        r->warned = false;
-    }
-}
-
-struct refresher {
-    struct fs_queue *fq;
-    struct queue_envelope *env;
-    const struct queue_fs_stamp *stamps;
-    size_t count, index, reread;
-};
-
-/* Reads the entry of domain again unless its stamp from the opening still holds. */
-static int refresh_domain(const char *domain, void *arg)
-{
-    struct refresher *r = arg;
-    size_t i = r->index++;
-    if (i < r->count && r->stamps[i].trusted) {
-        struct stamper sp = {r->fq, r->env->id, {0, 0}, NULL, 0};
-        struct queue_fs_stamp now = {0};
-        sp.stamps = &now;
-        stamp_domain(domain, &sp);
-        if (stamps_match(&now, &r->stamps[i]))
-            return 0;
-    }
-    r->reread++;
-    forget_domain_states(r->env, domain);
-    struct state_loader loader = {r->fq, r->env};
-    return load_domain_state(domain, &loader);
-}
-
-int queue_fs_record_opened(struct queue *q, struct queue_envelope *env,
-                           const struct queue_fs_stamp *stamps, size_t stamp_count,
+/* For queue_fs_async.c: the record of an opened message, and what it needs. */
+int queue_fs_record_loaded(struct queue *q, struct queue_envelope *env, bool *touched,
                            const struct queue_outcome *o, size_t n, bool remove_if_finished,
                            bool *removed)
 {
-    struct fs_queue *fq = fs_queue_of(q);
-    struct refresher r = {fq, env, stamps, stamp_count, 0, 0};
-    struct stat st;
-    *removed = false;
-    if (fq->read_only)
-        return EROFS;
-    /* Message files are never rewritten: while msg/<id> exists, its envelope is env's. */
-    int rc = fstatat(fq->msg_fd, env->id, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
-    if (rc == 0)
-        rc = for_each_domain(env, refresh_domain, &r);
-    bool *touched = rc == 0 ? calloc(env->rcpt_count, sizeof *touched) : NULL;
-    if (rc == 0 && touched == NULL)
-        rc = ENOMEM;
-    if (rc == 0)
-        rc = record_loaded(fq, env, touched, o, n, remove_if_finished, removed);
-    else
-        for (size_t i = 0; i < n; i++)
-            log_outcome(env->id, &o[i], rc, 0);
-    free(touched);
-    return rc;
+    return record_loaded(fs_queue_of(q), env, touched, o, n, remove_if_finished, removed);
+}
+
+void queue_fs_log_failed(const char *id, const struct queue_outcome *o, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++)
+        log_outcome(id, &o[i], rc, 0);
+}
+
+int queue_fs_load_domain(struct queue *q, struct queue_envelope *env, const char *domain)
+{
+    struct state_loader loader = {fs_queue_of(q), env};
+    return load_domain_state(domain, &loader);
+}
+
+int queue_fs_for_each_domain(const struct queue_envelope *env,
+                             int (*fn)(const char *domain, void *arg), void *arg)
+{
+    return for_each_domain(env, fn, arg);
 }
 
 int queue_fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,

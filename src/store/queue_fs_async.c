@@ -1,17 +1,170 @@
 /* SPDX-License-Identifier: ISC */
-/* The filesystem queue's jobs on the commit workers for the push (docs/queue.md "Opening for a
- * push"): opening a message (the SHA-256 check reads the whole file) and recording outcomes,
- * by id or from the opened message. Every job of one message carries its id as the pool's
- * serial key, so an opening and the updates of the same message never overlap and keep their
- * order. Without workers (a tool) a job runs inline and reports before the call returns. */
+/* The filesystem queue's jobs for the push (docs/queue.md "Opening for a push"): batches of
+ * messages opened on the reader threads (the SHA-256 check reads each whole file), each with a
+ * stamp per index entry; outcome records on the commit workers, by id or from an opened
+ * message, whose states are reused unless an entry's stamp changed. The records of one message
+ * carry its id as the pool's serial key: they never overlap and keep their order. Without
+ * workers (a tool) a job runs inline and reports before the call returns. */
 #include "store/queue_fs_async.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "lib/log.h"
 #include "platform/worker_pool.h"
+#include "store/queue_backend.h"
+#include "store/queue_fs_admin.h"
+
+static int dir_fd(struct queue *q, enum queue_fs_subdir sub)
+{
+    bool read_only;
+    return queue_fs_dir_fd(q, sub, &read_only);
+}
+
+/* ---- stamps: what an index entry was when the opening read it ---- */
+
+/* docs/queue.md "Opening for a push": file timestamps come from the kernel's coarse clock (at
+ * most one 10 ms tick behind the real one). An entry whose ctime is this much older than the
+ * moment it is stamped cannot share that ctime with any file written after it: a later stamp
+ * equal to this one means the same file, unchanged. A younger entry is read again instead. */
+enum { STAMP_SETTLED_NSEC = 50 * 1000 * 1000 };
+
+struct stamper {
+    int dom_fd;
+    const char *id;
+    struct timespec now;
+    struct queue_fs_stamp *stamps;
+    size_t count;
+};
+
+static int stamp_domain(const char *domain, void *arg)
+{
+    struct stamper *sp = arg;
+    char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
+    struct stat st;
+    if (sp->stamps == NULL) {
+        sp->count++;   /* only counting */
+        return 0;
+    }
+    struct queue_fs_stamp *out = &sp->stamps[sp->count++];
+    snprintf(path, sizeof path, "%s/%s", domain, sp->id);
+    if (fstatat(sp->dom_fd, path, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        out->trusted = errno == ENOENT;   /* no entry: any later one differs */
+        return 0;
+    }
+    *out = (struct queue_fs_stamp){false, true, st.st_dev, st.st_ino, st.st_size, st.st_ctim,
+                                   st.st_mtim};
+    int64_t age = ((int64_t)sp->now.tv_sec - st.st_ctim.tv_sec) * 1000000000 +
+                  (sp->now.tv_nsec - st.st_ctim.tv_nsec);
+    out->trusted = age >= STAMP_SETTLED_NSEC;
+    return 0;
+}
+
+static bool stamps_match(const struct queue_fs_stamp *a, const struct queue_fs_stamp *b)
+{
+    if (a->present != b->present)
+        return false;
+    return !a->present ||
+           (a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec &&
+            a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec);
+}
+
+/* The message struct, stamped (one stamp per domain) before the states are read: an entry
+ * that changes in between is read again when the outcomes are recorded. */
+struct queue_message *queue_fs_message_new(struct queue *q, const struct queue_envelope *env,
+                                           bool stamped)
+{
+    struct stamper sp = {dir_fd(q, QUEUE_FS_SUB_DOM), env->id, {0, 0}, NULL, 0};
+    if (stamped)
+        queue_fs_for_each_domain(env, stamp_domain, &sp);   /* counts */
+    struct queue_fs_message *fm = calloc(1, sizeof *fm + sp.count * sizeof fm->stamps[0]);
+    if (fm == NULL)
+        return NULL;
+    fm->stamp_count = sp.count;
+    sp.stamps = fm->stamps;
+    sp.count = 0;
+    clock_gettime(CLOCK_REALTIME, &sp.now);
+    if (fm->stamp_count > 0)
+        queue_fs_for_each_domain(env, stamp_domain, &sp);
+    return &fm->base;
+}
+
+/* ---- the record of an opened message ---- */
+
+/* Sets the recipients of domain back to "no entry": pending, no attempt, no reply. */
+static void forget_domain_states(struct queue_envelope *env, const char *domain)
+{
+    for (size_t i = 0; i < env->rcpt_count; i++) {
+        struct queue_rcpt *r = &env->rcpts[i];
+        if (strcmp(r->domain, domain) != 0)
+            continue;
+        free(r->last_reply);
+        r->last_reply = NULL;
+        r->state = QUEUE_RCPT_PENDING;
+        r->attempts = 0;
+        r->last_attempt = 0;
+        r->warned = false;
+    }
+}
+
+struct refresher {
+    struct queue *q;
+    struct queue_envelope *env;
+    const struct queue_fs_stamp *stamps;
+    size_t count, index;
+};
+
+/* Reads the entry of domain again unless its stamp from the opening still holds. */
+static int refresh_domain(const char *domain, void *arg)
+{
+    struct refresher *r = arg;
+    size_t i = r->index++;
+    if (i < r->count && r->stamps[i].trusted) {
+        struct stamper sp = {dir_fd(r->q, QUEUE_FS_SUB_DOM), r->env->id, {0, 0}, NULL, 0};
+        struct queue_fs_stamp now = {0};
+        sp.stamps = &now;
+        stamp_domain(domain, &sp);
+        if (stamps_match(&now, &r->stamps[i]))
+            return 0;
+    }
+    forget_domain_states(r->env, domain);
+    return queue_fs_load_domain(r->q, r->env, domain);
+}
+
+/* Records n outcomes on env, a copy of the envelope and states of an opened message whose
+ * stamps say which entries may have changed since: those are read again, the rest is used as
+ * it is. ENOENT when the message is gone. env is updated; the caller clears it. */
+static int record_opened(struct queue *q, struct queue_envelope *env,
+                         const struct queue_fs_stamp *stamps, size_t stamp_count,
+                         const struct queue_outcome *o, size_t n, bool remove_if_finished,
+                         bool *removed)
+{
+    struct refresher r = {q, env, stamps, stamp_count, 0};
+    struct stat st;
+    bool read_only;
+    int msg_fd = queue_fs_dir_fd(q, QUEUE_FS_SUB_MSG, &read_only);
+    *removed = false;
+    if (read_only)
+        return EROFS;
+    /* Message files are never rewritten: while msg/<id> exists, its envelope is env's. */
+    int rc = fstatat(msg_fd, env->id, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : errno;
+    if (rc == 0)
+        rc = queue_fs_for_each_domain(env, refresh_domain, &r);
+    bool *touched = rc == 0 ? calloc(env->rcpt_count, sizeof *touched) : NULL;
+    if (rc == 0 && touched == NULL)
+        rc = ENOMEM;
+    if (rc == 0)
+        rc = queue_fs_record_loaded(q, env, touched, o, n, remove_if_finished, removed);
+    else
+        queue_fs_log_failed(env->id, o, n, rc);
+    free(touched);
+    return rc;
+}
 
 static void open_job_run(struct worker_job *job);
 
@@ -65,8 +218,8 @@ static void outcome_job_run(struct worker_job *job)
     struct outcome_job *j = (struct outcome_job *)job;
     bool removed;
     if (j->opened)
-        j->status = queue_fs_record_opened(j->q, &j->env, j->stamps, j->stamp_count,
-                                           j->outcomes, j->count, j->remove, &removed);
+        j->status = record_opened(j->q, &j->env, j->stamps, j->stamp_count, j->outcomes,
+                                  j->count, j->remove, &removed);
     else
         j->status = queue_fs_record_by_id(j->q, j->id, j->outcomes, j->count, j->remove,
                                           &removed);

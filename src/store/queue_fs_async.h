@@ -42,17 +42,24 @@ int queue_fs_open_message(struct queue *q, const char *id, bool stamped,
 /* Records n outcomes of id by reading its envelope and states (queue_record_outcomes_async). */
 int queue_fs_record_by_id(struct queue *q, const char *id, const struct queue_outcome *o,
                           size_t n, bool remove_if_finished, bool *removed);
-/* Records n outcomes on env, a copy of the envelope and states of an opened message whose
- * stamps say which entries may have changed since: those are read again, the rest is used as
- * it is. ENOENT when the message is gone. env is updated; the caller clears it. */
-int queue_fs_record_opened(struct queue *q, struct queue_envelope *env,
-                           const struct queue_fs_stamp *stamps, size_t stamp_count,
+/* The record itself, on env loaded with its states (touched: a flag per recipient, all
+ * false); the outcome_failed log lines of a record that could not start; the states of one
+ * domain's entry read into env; each distinct domain of env, in envelope order. */
+int queue_fs_record_loaded(struct queue *q, struct queue_envelope *env, bool *touched,
                            const struct queue_outcome *o, size_t n, bool remove_if_finished,
                            bool *removed);
+void queue_fs_log_failed(const char *id, const struct queue_outcome *o, size_t n, int rc);
+int queue_fs_load_domain(struct queue *q, struct queue_envelope *env, const char *domain);
+int queue_fs_for_each_domain(const struct queue_envelope *env,
+                             int (*fn)(const char *domain, void *arg), void *arg);
 /* Queues job on the commit workers, or with reading on the reader threads (openings); false
  * without workers (a tool) or memory: run it inline. */
 bool queue_fs_submit(struct queue *q, struct worker_job *job, bool reading);
 
+/* Defined in queue_fs_async.c. The message struct of an opening, with a stamp per domain of
+ * env taken now (before its states are read) when stamped. NULL: no memory. */
+struct queue_message *queue_fs_message_new(struct queue *q, const struct queue_envelope *env,
+                                           bool stamped);
 /* Defined in queue_fs_async.c: the ops of struct queue_ops. */
 void queue_fs_messages_open_async(struct queue *q, const struct queue_open_request *req,
                                   size_t n, queue_message_open_cb cb);
