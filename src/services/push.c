@@ -36,8 +36,8 @@ enum {
      * and back per batch; docs/push.md "Opening"): compat sends one at a time, so a few ready
      * ones are enough; fast keeps its pipeline fed, several batches opening in parallel,
      * without holding many more files open than it has in flight. */
-    PUSH_COMPAT_OPEN_AHEAD = 8,
-    PUSH_COMPAT_OPEN_BATCH = 4,
+    PUSH_COMPAT_OPEN_AHEAD = 16,
+    PUSH_COMPAT_OPEN_BATCH = 8,
     PUSH_FAST_OPEN_AHEAD = 64,
     PUSH_FAST_OPEN_BATCH = 16,
 };

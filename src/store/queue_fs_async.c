@@ -336,7 +336,8 @@ void queue_fs_record_message_outcomes_async(struct queue *q, const struct queue_
 /* ---- opening ---- */
 
 /* One job opens a batch: one hand-off to a worker and one report back per batch, not per
- * message. No serial key: a push never has updates outstanding for a message it opens. */
+ * message. No serial key: an opening does not wait for pending records of the same message (as
+ * queue_message_open() on the loop never did); an entry they rewrite later fails its stamp. */
 struct open_slot {
     char id[QUEUE_ID_MAX];
     void *arg;
