@@ -32,13 +32,26 @@ enum {
     PUSH_FAST_IN_FLIGHT = 128,
     PUSH_FAST_IN_FLIGHT_OCTETS = 8 << 20,
     PUSH_MAX_WRITE = 256 << 10,   /* octets per write to the customer (libevent's default: 16 KiB) */
+    /* Messages opened ahead of the window, in batches (one hand-off to the queue's workers
+     * and back per batch; docs/push.md "Opening"): compat sends one at a time, so a few ready
+     * ones are enough; fast keeps its pipeline fed, several batches opening in parallel,
+     * without holding many more files open than it has in flight. */
+    PUSH_COMPAT_OPEN_AHEAD = 16,
+    PUSH_COMPAT_OPEN_BATCH = 8,
+    PUSH_FAST_OPEN_AHEAD = 64,
+    PUSH_FAST_OPEN_BATCH = 16,
 };
 
-/* One message in flight: one transaction (a second one after 452 reuses it). */
+/* One message: opened on a worker, waiting in the session's list (in id order) until the
+ * window lets it go, then in flight: one transaction (a second one after 452 reuses it). */
 struct push_msg {
     struct push_session *s;
     struct queue_message *m;
     struct txn_build b;
+    bool opened;                  /* the opening reported back (m set when open_status is 0) */
+    int open_status;
+    struct push_msg *next;        /* in the waiting list */
+    char id[QUEUE_ID_MAX];
 };
 
 struct push_session {
@@ -63,7 +76,11 @@ struct push_session {
     size_t seen_count, seen_cap;
     unsigned passes, in_flight, outcome_jobs;
     uint64_t in_flight_octets;    /* body octets of the transactions in flight */
+    /* messages being opened or opened and not yet sent, oldest first */
+    struct push_msg *waiting_head, *waiting_tail;
+    unsigned waiting, opening;    /* in that list; of them, openings not yet reported */
     bool ready, closed, quitting, stopping, finished;
+    bool filling, refill;         /* fill() is running; an inline opening asked for another */
     struct push_service *service;
     struct push_session *next;
 };
@@ -74,6 +91,7 @@ struct push_service {
 };
 
 static void fill(struct push_session *s);
+static void msg_free(struct push_msg *pm);
 
 /* ---- helpers ---- */
 
@@ -213,7 +231,7 @@ static void session_free(struct push_session *s)
 /* done() runs once: after the connection is freed and every outcome is on disk. */
 static void maybe_finish(struct push_session *s)
 {
-    if (!s->closed || s->outcome_jobs > 0 || s->finished)
+    if (!s->closed || s->outcome_jobs > 0 || s->opening > 0 || s->finished)
         return;
     s->finished = true;
     unlink_session(s);
@@ -270,9 +288,10 @@ static void count_outcome(struct push_session *s, const struct queue_message *m,
     delivery_log(m->env.id, rcpt, s->relay, m->env.arrival, delivery_status_of(state), reply);
 }
 
-/* Hands n outcomes to the queue's workers; 5xx/4xx/250 alike. done() waits for them. */
-static void record_now(struct push_session *s, const char *id, const struct queue_outcome *o,
-                       size_t n)
+/* Hands n outcomes to the queue's workers with the open message, whose envelope and states
+ * the record reuses; 5xx/4xx/250 alike. done() waits for them. */
+static void record_now(struct push_session *s, const struct queue_message *m,
+                       const struct queue_outcome *o, size_t n)
 {
     bool any_done = false;
     for (size_t i = 0; i < n; i++)
@@ -280,7 +299,7 @@ static void record_now(struct push_session *s, const char *id, const struct queu
     if (n == 0)
         return;
     s->outcome_jobs++;
-    queue_record_outcomes_async(s->queue, id, o, n, any_done, on_outcomes_recorded, s);
+    queue_record_message_outcomes_async(s->queue, m, o, n, any_done, on_outcomes_recorded, s);
 }
 
 static void on_notice_done(int status, void *arg)
@@ -308,7 +327,7 @@ static void notify(struct push_session *s, const struct queue_message *m,
     for (size_t i = 0; o != NULL && i < n; i++)
         o[i] = (struct queue_outcome){f[i].rcpt_index, QUEUE_RCPT_PENDING, f[i].reply};
     if (o != NULL)
-        record_now(s, m->env.id, o, n);
+        record_now(s, m, o, n);
     free(o);
 }
 
@@ -340,9 +359,9 @@ static void record(struct push_session *s, const struct queue_message *m,
             rest[nrest++] = o[i];
     }
     if (rest == NULL || failed == NULL || relayed == NULL) {
-        record_now(s, m->env.id, o, n);   /* no memory: recorded failed, the notice owed */
+        record_now(s, m, o, n);   /* no memory: recorded failed, the notice owed */
     } else {
-        record_now(s, m->env.id, rest, nrest);
+        record_now(s, m, rest, nrest);
         notify(s, m, failed, nfailed, remote, NOTICE_REFUSED);
         notify(s, m, relayed, nrelayed, remote, NOTICE_RELAYED);
     }
@@ -425,40 +444,127 @@ static bool atrn_rcpt(const struct queue_rcpt *r, void *arg)
     return our_domain(arg, r->domain);
 }
 
-/* Opens id and queues its transaction. false when there was nothing to send for it. */
-static bool start_message(struct push_session *s, const char *id)
+/* Queues the transaction of an opened message. false when there was nothing to send for it. */
+static bool start_message(struct push_session *s, struct push_msg *pm)
 {
-    struct push_msg *pm = calloc(1, sizeof *pm);
-    if (pm == NULL)
+    if (pm->open_status != 0)
+        return false;   /* logged when it reported back */
+    if (txn_build_rcpts(&pm->b, pm->m, &s->ext, atrn_rcpt, s) != 0 || pm->b.count == 0)
         return false;
-    pm->s = s;
-    /* The SHA-256 check reads the whole file here, on the loop (acceptable for now). */
-    int rc = queue_message_open(s->queue, id, &pm->m);
-    if (rc != 0) {
-        log_warn("push.open_failed", " session=%s id=%s error=\"%s\"", s->session_id, id,
-                 strerror(rc));
-        free(pm);
-        return false;
-    }
-    if (txn_build_rcpts(&pm->b, pm->m, &s->ext, atrn_rcpt, s) != 0 || pm->b.count == 0) {
-        msg_free(pm);
-        return false;
-    }
     /* RFC 3030: BINARYMIME needs BDAT, which only the fast profile uses. */
     const char *refusal = txn_build_mail(&pm->b, &s->ext, s->profile == PUSH_PROFILE_FAST, pm);
     if (refusal != NULL) {
         fail_message(s, pm, refusal);
-        msg_free(pm);
         return false;
     }
-    if (smtp_client_send(s->client, &pm->b.txn) != 0) {
-        msg_free(pm);
+    if (smtp_client_send(s->client, &pm->b.txn) != 0)
         return false;
-    }
     s->in_flight++;
     s->in_flight_octets += pm->m->env.body_size;
     s->result.messages++;
     return true;
+}
+
+/* ---- the waiting list: openings on the queue's workers, in id order ---- */
+
+static void unlink_waiting(struct push_session *s, struct push_msg *pm)
+{
+    struct push_msg *prev = NULL;
+    for (struct push_msg *p = s->waiting_head; p != NULL; prev = p, p = p->next) {
+        if (p != pm)
+            continue;
+        if (prev != NULL)
+            prev->next = pm->next;
+        else
+            s->waiting_head = pm->next;
+        if (s->waiting_tail == pm)
+            s->waiting_tail = prev;
+        s->waiting--;
+        pm->next = NULL;
+        return;
+    }
+}
+
+/* Frees the opened messages that will not be sent (shutdown, connection gone); the ones still
+ * opening go when their opening reports back. */
+static void drop_opened(struct push_session *s)
+{
+    struct push_msg *pm = s->waiting_head;
+    while (pm != NULL) {
+        struct push_msg *next = pm->next;
+        if (pm->opened) {
+            unlink_waiting(s, pm);
+            msg_free(pm);
+        }
+        pm = next;
+    }
+}
+
+static void on_opened(int status, struct queue_message *m, void *arg)
+{
+    struct push_msg *pm = arg;
+    struct push_session *s = pm->s;
+    s->opening--;
+    pm->opened = true;
+    pm->open_status = status;
+    pm->m = m;
+    if (status != 0)
+        log_warn("push.open_failed", " session=%s id=%s error=\"%s\"", s->session_id, pm->id,
+                 strerror(status));
+    if (s->closed || s->stopping || s->quitting) {
+        unlink_waiting(s, pm);
+        msg_free(pm);
+    }
+    if (s->closed)
+        maybe_finish(s);
+    else
+        fill(s);
+}
+
+/* The next id of the pass not yet taken in this session, appended to the waiting list; NULL
+ * when there is none to open for this id. */
+static struct push_msg *take_next(struct push_session *s)
+{
+    const char *id = s->ids[s->id_next++];
+    if (seen_id(s, id) || mark_seen(s, id) != 0)
+        return NULL;
+    struct push_msg *pm = calloc(1, sizeof *pm);
+    if (pm == NULL)
+        return NULL;
+    pm->s = s;
+    snprintf(pm->id, sizeof pm->id, "%s", id);
+    if (s->waiting_tail != NULL)
+        s->waiting_tail->next = pm;
+    else
+        s->waiting_head = pm;
+    s->waiting_tail = pm;
+    s->waiting++;
+    s->opening++;
+    return pm;
+}
+
+/* Opens the next batch of the pass. The SHA-256 check reads each whole file: on a worker,
+ * never on the loop. */
+static void open_batch(struct push_session *s, unsigned batch)
+{
+    struct queue_open_request req[PUSH_FAST_OPEN_BATCH];
+    size_t n = 0;
+    while (n < batch && n < sizeof req / sizeof req[0] && s->id_next < s->id_count) {
+        struct push_msg *pm = take_next(s);
+        if (pm != NULL)
+            req[n++] = (struct queue_open_request){pm->id, pm};
+    }
+    if (n > 0)
+        queue_messages_open_async(s->queue, req, n, on_opened);
+}
+
+/* Sends the oldest waiting message once it is opened. */
+static void send_head(struct push_session *s)
+{
+    struct push_msg *pm = s->waiting_head;
+    unlink_waiting(s, pm);
+    if (!start_message(s, pm))
+        msg_free(pm);
 }
 
 /* ---- scheduling ---- */
@@ -473,27 +579,58 @@ static bool window_open(const struct push_session *s)
            s->in_flight < PUSH_FAST_IN_FLIGHT && s->in_flight_octets < PUSH_FAST_IN_FLIGHT_OCTETS;
 }
 
-/* Keeps the customer busy: next ids of this pass; a new pass when this one is done and nothing
- * is in flight; QUIT when a pass finds nothing new (or after PUSH_MAX_PASSES). */
-static void fill(struct push_session *s)
+/* How many messages a new batch opens: 0 while enough are waiting. */
+static unsigned open_batch_size(const struct push_session *s)
+{
+    bool fast = s->profile == PUSH_PROFILE_FAST && s->ext.pipelining;
+    unsigned ahead = fast ? PUSH_FAST_OPEN_AHEAD : PUSH_COMPAT_OPEN_AHEAD;
+    unsigned batch = fast ? PUSH_FAST_OPEN_BATCH : PUSH_COMPAT_OPEN_BATCH;
+    return s->waiting + batch <= ahead ? batch : 0;
+}
+
+/* One round of fill(): send what is opened and fits the window, open ahead, a new pass when
+ * this one is used up and nothing is waiting or in flight; QUIT when a pass finds nothing new
+ * (or after PUSH_MAX_PASSES), or on shutdown once nothing is in flight. */
+static void fill_once(struct push_session *s)
 {
     if (!s->ready || s->closed || s->quitting || smtp_client_ended(s->client))
         return;
-    while (!s->stopping && window_open(s)) {
-        if (s->id_next < s->id_count) {
-            const char *id = s->ids[s->id_next++];
-            if (!seen_id(s, id) && mark_seen(s, id) == 0)
-                start_message(s, id);
+    while (!s->stopping) {
+        if (s->waiting_head != NULL && s->waiting_head->opened && window_open(s)) {
+            send_head(s);
             continue;
         }
-        if (s->in_flight > 0)
+        unsigned batch = open_batch_size(s);
+        if (batch > 0 && s->id_next < s->id_count) {
+            open_batch(s, batch);
+            continue;
+        }
+        if (s->waiting > 0 || s->in_flight > 0 || s->id_next < s->id_count)
             return;
         /* Mail that arrived during the session goes out before QUIT. */
         if (s->passes >= PUSH_MAX_PASSES || list_pass(s) == 0)
             break;
     }
+    if (s->stopping)
+        drop_opened(s);
     if (s->in_flight == 0)
         quit(s);
+}
+
+/* Keeps the customer busy. An opening without workers reports inline, from inside fill():
+ * that report asks for another round instead of nesting. */
+static void fill(struct push_session *s)
+{
+    if (s->filling) {
+        s->refill = true;
+        return;
+    }
+    s->filling = true;
+    do {
+        s->refill = false;
+        fill_once(s);
+    } while (s->refill);
+    s->filling = false;
 }
 
 /* ---- engine callbacks ---- */
@@ -552,6 +689,7 @@ static void on_closed(void *arg, enum smtp_client_end how, const char *reason)
     }
     smtp_client_free(s->client);   /* frees the connection */
     s->client = NULL;
+    drop_opened(s);
     maybe_finish(s);
 }
 
@@ -666,6 +804,7 @@ void push_service_shutdown(struct push_service *service)
         set_reason(s, "shutdown");
         /* Before the customer's EHLO reply nothing is in flight: hang up. Otherwise QUIT
          * follows the transactions in flight, whose outcomes are recorded first. */
+        drop_opened(s);
         if (!s->ready)
             smtp_client_abort(s->client, "shutdown");
         else if (s->in_flight == 0)

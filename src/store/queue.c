@@ -82,6 +82,12 @@ int queue_message_open(struct queue *q, const char *id, struct queue_message **o
     return q->ops->message_open(q, id, out);
 }
 
+void queue_messages_open_async(struct queue *q, const struct queue_open_request *req, size_t n,
+                               queue_message_open_cb cb)
+{
+    q->ops->messages_open_async(q, req, n, cb);
+}
+
 void queue_message_close(struct queue_message *m)
 {
     if (m == NULL)
@@ -103,6 +109,14 @@ void queue_record_outcomes_async(struct queue *q, const char *id,
                                  bool remove_if_finished, queue_outcomes_cb cb, void *arg)
 {
     q->ops->record_outcomes_async(q, id, outcomes, n, remove_if_finished, cb, arg);
+}
+
+void queue_record_message_outcomes_async(struct queue *q, const struct queue_message *m,
+                                         const struct queue_outcome *outcomes, size_t n,
+                                         bool remove_if_finished, queue_outcomes_cb cb,
+                                         void *arg)
+{
+    q->ops->record_message_outcomes_async(q, m, outcomes, n, remove_if_finished, cb, arg);
 }
 
 int queue_remove(struct queue *q, const char *id)

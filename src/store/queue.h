@@ -119,6 +119,18 @@ struct queue_message {
  * is moved to corrupt/, logged, and ENOENT-like error EBADMSG returned. */
 int queue_message_open(struct queue *q, const char *id, struct queue_message **out);
 void queue_message_close(struct queue_message *m);
+/* The same opening for n messages at once, on the queue's workers: the SHA-256 check reads
+ * each whole file, which must not stall the event loop (docs/queue.md "Opening for a push").
+ * cb runs on the event-loop thread once per request, in order, with its arg: 0 and the message
+ * (the callee closes it), or an errno as queue_message_open() returns it and NULL. Never from
+ * inside this call, except without an event base (then inline) or without memory (ENOMEM). */
+struct queue_open_request {
+    const char *id;
+    void *arg;
+};
+typedef void (*queue_message_open_cb)(int status, struct queue_message *m, void *arg);
+void queue_messages_open_async(struct queue *q, const struct queue_open_request *req, size_t n,
+                               queue_message_open_cb cb);
 
 /* Removes the message when every recipient is DONE or BOUNCED (a FAILED one still owes its
  * notice and keeps the message). 0 or errno; *removed (may be NULL) tells whether it went. */
@@ -140,6 +152,13 @@ typedef void (*queue_outcomes_cb)(int status, int removed, const char *id, void 
 void queue_record_outcomes_async(struct queue *q, const char *id,
                                  const struct queue_outcome *outcomes, size_t n,
                                  bool remove_if_finished, queue_outcomes_cb cb, void *arg);
+/* Like queue_record_outcomes_async() for a message opened by queue_messages_open_async(): the
+ * envelope and states read at the opening are used instead of being read again (an index entry
+ * that changed since is read again). m may be closed as soon as this returns. */
+void queue_record_message_outcomes_async(struct queue *q, const struct queue_message *m,
+                                         const struct queue_outcome *outcomes, size_t n,
+                                         bool remove_if_finished, queue_outcomes_cb cb,
+                                         void *arg);
 /* Unconditional removal (odmrctl queue delete). */
 int queue_remove(struct queue *q, const char *id);
 

@@ -29,10 +29,16 @@ struct queue_ops {
     int (*list_all)(struct queue *q, queue_id_fn fn, void *arg);
     int (*list_domains)(struct queue *q, queue_id_fn fn, void *arg);
     int (*message_open)(struct queue *q, const char *id, struct queue_message **out);
+    void (*messages_open_async)(struct queue *q, const struct queue_open_request *req, size_t n,
+                                queue_message_open_cb cb);
     int (*remove_if_finished)(struct queue *q, const char *id, bool *removed);
     void (*record_outcomes_async)(struct queue *q, const char *id,
                                   const struct queue_outcome *outcomes, size_t n,
                                   bool remove_if_finished, queue_outcomes_cb cb, void *arg);
+    void (*record_message_outcomes_async)(struct queue *q, const struct queue_message *m,
+                                          const struct queue_outcome *outcomes, size_t n,
+                                          bool remove_if_finished, queue_outcomes_cb cb,
+                                          void *arg);
     int (*remove)(struct queue *q, const char *id);
     int (*lease_domain)(struct queue *q, const char *domain);
     void (*release_domain)(struct queue *q, const char *domain);

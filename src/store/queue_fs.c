@@ -30,6 +30,7 @@
 #include "platform/worker_pool.h"
 #include "store/queue_backend.h"
 #include "store/queue_fs_admin.h"
+#include "store/queue_fs_async.h"
 #include "store/queue_fs_entry.h"
 #include "store/queue_fs_recover.h"
 #include "store/queue_format.h"
@@ -49,6 +50,7 @@ struct fs_queue {
     bool read_only;                      /* odmrctl's read commands: never write anything */
     struct event_base *evbase;
     struct worker_pool *workers;         /* commits and outcome records; NULL for tools */
+    struct worker_pool *readers;         /* openings for a push, started at the first one */
     struct group_sync *msg_sync;         /* fsync(msg/) shared by concurrent commits, removals */
     struct queue_journal *journal;       /* the daemon's commit journal; NULL for tools */
     /* leases held by this process */
@@ -850,7 +852,8 @@ static int reject_message(struct fs_queue *fq, const char *id, const char *reaso
     return EBADMSG;
 }
 
-static int fs_message_open(struct queue *q, const char *id, struct queue_message **out)
+int queue_fs_open_message(struct queue *q, const char *id, bool stamped,
+                          struct queue_message **out)
 {
     struct fs_queue *fq = fs_queue_of(q);
     struct queue_format_validated v;
@@ -866,17 +869,18 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
         close(fd);
         return reject_message(fq, id, reason);
     }
+    struct queue_message *m = rc == 0 ? queue_fs_message_new(q, &v.env, stamped) : NULL;
+    if (rc == 0 && m == NULL)
+        rc = ENOMEM;
     if (rc == 0)
         rc = load_states(fq, &v.env);
     if (rc == 0 && lseek(fd, v.body_offset, SEEK_SET) < 0)
         rc = errno;
-    struct queue_message *m = rc == 0 ? calloc(1, sizeof *m) : NULL;
-    if (rc == 0 && m == NULL)
-        rc = ENOMEM;
     if (rc != 0) {
         if (rc != ENOMEM && rc != ENOENT)
             log_error("queue.open_failed", " id=%s error=\"%s\"", id, strerror(rc));
         queue_envelope_clear(&v.env);
+        free(m);
         close(fd);
         return rc;
     }
@@ -885,6 +889,11 @@ static int fs_message_open(struct queue *q, const char *id, struct queue_message
     m->body_offset = v.body_offset;
     *out = m;
     return 0;
+}
+
+static int fs_message_open(struct queue *q, const char *id, struct queue_message **out)
+{
+    return queue_fs_open_message(q, id, false, out);
 }
 
 /* Applies one outcome to the loaded envelope (no I/O). 0, EINVAL, EALREADY or ENOMEM. */
@@ -965,25 +974,22 @@ int queue_fs_load_for_update(struct queue *q, const char *id, struct queue_envel
     return rc == 0 && *touched == NULL ? ENOMEM : rc;
 }
 
-/* Records n outcomes of one message with one rewrite (F4, F5) per touched domain entry. An
- * outcome that cannot apply (EALREADY, EINVAL) is skipped and its error returned; the others
- * are still recorded. With remove_if_finished, a message whose every recipient is now DONE is
- * removed instead, and its entries are not rewritten first: the removal is the record (a crash
- * before it leaves the old states, so a duplicate delivery at worst, as a crash just before the
- * rewrite always could). *removed says whether it was. Returns 0 or the first error. */
-static int record_outcomes(struct fs_queue *fq, const char *id, const struct queue_outcome *o,
-                           size_t n, bool remove_if_finished, bool *removed)
+/* Records n outcomes of one message, loaded in env with its states (touched: all false), with
+ * one rewrite (F4, F5) per touched domain entry. An outcome that cannot apply (EALREADY,
+ * EINVAL) is skipped and its error returned; the others are still recorded. With
+ * remove_if_finished, a message whose every recipient is now DONE is removed instead, and its
+ * entries are not rewritten first: the removal is the record (a crash before it leaves the old
+ * states, so a duplicate delivery at worst, as a crash just before the rewrite always could).
+ * *removed says whether it was. Returns 0 or the first error. */
+static int record_loaded(struct fs_queue *fq, struct queue_envelope *env, bool *touched,
+                         const struct queue_outcome *o, size_t n, bool remove_if_finished,
+                         bool *removed)
 {
-    struct queue_envelope env;
-    bool *touched = NULL;
-    *removed = false;
-    int rc = queue_fs_load_for_update(&fq->base, id, &env, &touched);
-    if (rc == EROFS)
-        return rc;
-    int first = 0;
+    const char *id = env->id;
+    int rc = 0, first = 0;
     time_t now = time(NULL);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        int one = apply_outcome(&env, &o[i], now);
+        int one = apply_outcome(env, &o[i], now);
         if (one == 0)
             touched[o[i].rcpt_index] = true;
         else if (one == ENOMEM)
@@ -991,22 +997,63 @@ static int record_outcomes(struct fs_queue *fq, const char *id, const struct que
         first = first != 0 ? first : one;
     }
     bool finish = rc == 0 && remove_if_finished && (first == 0 || first == EALREADY) &&
-                  all_delivered(&env);
+                  all_delivered(env);
     if (rc == 0)
-        rc = finish ? remove_message(fq, id, &env) : write_touched_entries(fq, &env, touched);
+        rc = finish ? remove_message(fq, id, env) : write_touched_entries(fq, env, touched);
     for (size_t i = 0; i < n; i++) {
-        bool ok = rc == 0 && touched != NULL && o[i].rcpt_index < env.rcpt_count &&
-                  touched[o[i].rcpt_index];
+        bool ok = rc == 0 && o[i].rcpt_index < env->rcpt_count && touched[o[i].rcpt_index];
         log_outcome(id, &o[i], ok ? 0 : (rc != 0 ? rc : first),
-                    ok ? env.rcpts[o[i].rcpt_index].attempts : 0);
+                    ok ? env->rcpts[o[i].rcpt_index].attempts : 0);
     }
     if (rc == 0 && finish) {
         *removed = true;
         log_info("queue.removed", " id=%s reason=delivered", id);
     }
-    free(touched);
-    queue_envelope_clear(&env);
     return rc != 0 ? rc : first;
+}
+
+/* The record of queue_record_outcomes_async(): envelope and states read from disk first. */
+int queue_fs_record_by_id(struct queue *q, const char *id, const struct queue_outcome *o,
+                          size_t n, bool remove_if_finished, bool *removed)
+{
+    struct queue_envelope env;
+    bool *touched = NULL;
+    *removed = false;
+    int rc = queue_fs_load_for_update(q, id, &env, &touched);
+    if (rc == 0)
+        rc = record_loaded(fs_queue_of(q), &env, touched, o, n, remove_if_finished, removed);
+    else if (rc != EROFS)
+        queue_fs_log_failed(id, o, n, rc);
+    free(touched);
+    if (rc != EROFS)
+        queue_envelope_clear(&env);
+    return rc;
+}
+
+/* For queue_fs_async.c: the record of an opened message, and what it needs. */
+int queue_fs_record_loaded(struct queue *q, struct queue_envelope *env, bool *touched,
+                           const struct queue_outcome *o, size_t n, bool remove_if_finished,
+                           bool *removed)
+{
+    return record_loaded(fs_queue_of(q), env, touched, o, n, remove_if_finished, removed);
+}
+
+void queue_fs_log_failed(const char *id, const struct queue_outcome *o, size_t n, int rc)
+{
+    for (size_t i = 0; i < n; i++)
+        log_outcome(id, &o[i], rc, 0);
+}
+
+int queue_fs_load_domain(struct queue *q, struct queue_envelope *env, const char *domain)
+{
+    struct state_loader loader = {fs_queue_of(q), env};
+    return load_domain_state(domain, &loader);
+}
+
+int queue_fs_for_each_domain(const struct queue_envelope *env,
+                             int (*fn)(const char *domain, void *arg), void *arg)
+{
+    return for_each_domain(env, fn, arg);
 }
 
 int queue_fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
@@ -1014,7 +1061,7 @@ int queue_fs_record_outcome(struct queue *q, const char *id, size_t rcpt_index,
 {
     struct queue_outcome o = {rcpt_index, state, reply};
     bool removed;
-    return record_outcomes(fs_queue_of(q), id, &o, 1, false, &removed);
+    return queue_fs_record_by_id(q, id, &o, 1, false, &removed);
 }
 
 static int unlink_entry_of(const char *domain, void *arg)
@@ -1095,93 +1142,21 @@ int queue_fs_write_touched(struct queue *q, const struct queue_envelope *env, co
     return write_touched_entries(fs_queue_of(q), env, touched);
 }
 
-/* ---- asynchronous outcomes ---- */
+/* ---- asynchronous outcomes (the jobs: queue_fs_async.c) ---- */
 
-struct outcome_job {
-    struct worker_job job;           /* first member */
-    char id[QUEUE_ID_MAX];
-    struct queue_outcome *outcomes;
-    size_t count;
-    bool remove;
-    struct fs_queue *fq;
-    queue_outcomes_cb cb;
-    void *arg;
-    int status, removed;
-};
+/* Openings run on threads of their own: queued behind the outcome records (each waiting for
+ * its fsync) on the commit workers, they held the push to the pace of the records. Two: the
+ * SHA-256 checks of two batches in parallel. */
+enum { READER_THREADS = 2 };
 
-static void outcome_job_free(struct outcome_job *j)
+bool queue_fs_submit(struct queue *q, struct worker_job *job, bool reading)
 {
-    for (size_t i = 0; i < j->count; i++)
-        free((char *)j->outcomes[i].reply);
-    free(j->outcomes);
-    free(j);
-}
-
-static void outcome_job_run(struct worker_job *job)
-{
-    struct outcome_job *j = (struct outcome_job *)job;
-    bool removed;
-    j->status = record_outcomes(j->fq, j->id, j->outcomes, j->count, j->remove, &removed);
-    j->removed = removed;
-}
-
-static void outcome_job_report(struct worker_job *job)
-{
-    struct outcome_job *j = (struct outcome_job *)job;
-    j->cb(j->status, j->removed, j->id, j->arg);
-    outcome_job_free(j);
-}
-
-static void outcome_job_drop(struct worker_job *job)
-{
-    struct outcome_job *j = (struct outcome_job *)job;
-    log_warn("queue.outcome_unreported", " id=%s status=%d", j->id, j->status);
-    outcome_job_free(j);
-}
-
-static struct outcome_job *outcome_job_new(const char *id, const struct queue_outcome *o,
-                                           size_t n)
-{
-    struct outcome_job *j = calloc(1, sizeof *j);
-    if (j == NULL || strlen(id) >= sizeof j->id ||
-        (j->outcomes = calloc(n > 0 ? n : 1, sizeof *j->outcomes)) == NULL) {
-        free(j);
-        return NULL;
-    }
-    strcpy(j->id, id);
-    for (; j->count < n; j->count++) {
-        j->outcomes[j->count] = o[j->count];
-        j->outcomes[j->count].reply = NULL;
-        if (o[j->count].reply != NULL &&
-            (j->outcomes[j->count].reply = strdup(o[j->count].reply)) == NULL) {
-            outcome_job_free(j);
-            return NULL;
-        }
-    }
-    return j;
-}
-
-static void fs_record_outcomes_async(struct queue *q, const char *id,
-                                     const struct queue_outcome *outcomes, size_t n,
-                                     bool remove_if_finished, queue_outcomes_cb cb, void *arg)
-{
-    struct outcome_job *j = outcome_job_new(id, outcomes, n);
-    if (j == NULL) {
-        cb(ENOMEM, 0, id, arg);
-        return;
-    }
-    j->fq = fs_queue_of(q);
-    j->remove = remove_if_finished;
-    j->cb = cb;
-    j->arg = arg;
-    j->job.run = outcome_job_run;
-    j->job.report = outcome_job_report;
-    j->job.drop = outcome_job_drop;
-    j->job.serial = j->id;   /* one message's updates never overlap and keep their order */
-    if (!job_submit(fs_queue_of(q), &j->job)) {
-        outcome_job_run(&j->job);
-        outcome_job_report(&j->job);
-    }
+    struct fs_queue *fq = fs_queue_of(q);
+    if (!reading || fq->workers == NULL)
+        return job_submit(fq, job);
+    if (fq->readers == NULL)
+        fq->readers = worker_pool_new(fq->evbase, READER_THREADS);
+    return fq->readers != NULL ? worker_pool_submit(fq->readers, job) : job_submit(fq, job);
 }
 
 /* ---- leases ---- */
@@ -1295,6 +1270,7 @@ static void fs_close(struct queue *q)
 {
     struct fs_queue *fq = fs_queue_of(q);
     worker_pool_free(fq->workers);
+    worker_pool_free(fq->readers);
     queue_journal_close(fq->journal);   /* after the workers: no commit is running */
     group_sync_free(fq->msg_sync);
     for (size_t i = 0; i < fq->lease_count; i++)
@@ -1400,7 +1376,9 @@ static const struct queue_ops fs_ops = {
     .list_all = fs_list_all,
     .list_domains = fs_list_domains,
     .message_open = fs_message_open,
-    .record_outcomes_async = fs_record_outcomes_async,
+    .messages_open_async = queue_fs_messages_open_async,
+    .record_outcomes_async = queue_fs_record_outcomes_async,
+    .record_message_outcomes_async = queue_fs_record_message_outcomes_async,
     .remove_if_finished = fs_remove_if_finished,
     .remove = fs_remove,
     .lease_domain = fs_lease_domain,
