@@ -25,25 +25,9 @@
 #include "store/queue.h"
 #include "store/queue_fs.h"
 
-static char spool[64];
+#define TMP_SPOOL_TEMPLATE "/tmp/odmr-push-XXXXXX"
+#include "tmp_spool.h"
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static int setup_spool(void **state)
-{
-    strcpy(spool, "/tmp/odmr-push-XXXXXX");
-    assert_non_null(mkdtemp(spool));
-    return 0;
-}
-
-static int teardown_spool(void **state)
-{
-    nftw(spool, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    return 0;
-}
 
 /* ---- storing messages ---- */
 

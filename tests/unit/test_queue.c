@@ -25,27 +25,11 @@
 #include "store/queue_backend.h"
 #include "store/queue_fs.h"
 
-static char spool[64];
+#define TMP_SPOOL_TEMPLATE "/tmp/odmr-queue-XXXXXX"
+#include "tmp_spool.h"
 
 /* ---- fixtures and helpers ---- */
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static int setup_spool(void **state)
-{
-    strcpy(spool, "/tmp/odmr-queue-XXXXXX");
-    assert_non_null(mkdtemp(spool));
-    return 0;
-}
-
-static int teardown_spool(void **state)
-{
-    nftw(spool, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    return 0;
-}
 
 static struct queue *open_tool_queue(void)
 {

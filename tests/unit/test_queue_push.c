@@ -23,25 +23,9 @@
 #include "store/queue.h"
 #include "store/queue_fs.h"
 
-static char spool[64];
+#define TMP_SPOOL_TEMPLATE "/tmp/odmr-queue-push-XXXXXX"
+#include "tmp_spool.h"
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static int setup_spool(void **state)
-{
-    strcpy(spool, "/tmp/odmr-queue-push-XXXXXX");
-    assert_non_null(mkdtemp(spool));
-    return 0;
-}
-
-static int teardown_spool(void **state)
-{
-    nftw(spool, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    return 0;
-}
 
 static bool spool_has(const char *dir, const char *id)
 {
