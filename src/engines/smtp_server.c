@@ -456,6 +456,14 @@ static void input_ended(struct smtp_session *s)
 static void on_event(struct bufferevent *bev, short events, void *arg)
 {
     struct smtp_session *s = arg;
+    /* Before the handshake ends only the handshake deadline speaks: a bufferevent timeout
+     * (command_timeout, never shorter than the handshake's) that wins the tie is the same
+     * deadline, and nothing can be said to a peer without TLS up (RFC 3207 4.2). */
+    if ((events & BEV_EVENT_TIMEOUT) && deadline_kind(&s->deadline) == DEADLINE_HANDSHAKE &&
+        !tls_handshake_done(s->bev)) {
+        on_deadline(s, DEADLINE_HANDSHAKE);
+        return;
+    }
     if (events & BEV_EVENT_TIMEOUT) {
         log_info(s->server->events[SEV_TIMEOUT], " session=%s peer=%s state=%s", s->id, s->peer,
                  state_names[s->state]);
