@@ -31,6 +31,7 @@
 #include "store/queue_backend.h"
 #include "store/queue_fs_admin.h"
 #include "store/queue_fs_async.h"
+#include "store/queue_fs_empty.h"
 #include "store/queue_fs_entry.h"
 #include "store/queue_fs_recover.h"
 #include "store/queue_format.h"
@@ -48,6 +49,7 @@ struct fs_queue {
     int spool_fd, tmp_fd, msg_fd, dom_fd, corrupt_fd, lock_fd;
     int spool_lock_fd;                   /* -1 for tools (base == NULL) */
     bool read_only;                      /* odmrctl's read commands: never write anything */
+    struct queue_fs_empty *empty;        /* empty entries as links to dom/.empty (daemon) */
     struct event_base *evbase;
     struct worker_pool *workers;         /* commits and outcome records; NULL for tools */
     struct worker_pool *readers;         /* openings for a push, started at the first one */
@@ -138,22 +140,37 @@ static int ensure_domain_dir(struct fs_queue *fq, const char *domain)
     return errno == EEXIST ? 0 : errno;
 }
 
+/* An empty entry: a link to dom/.empty for the daemon (queue_fs_empty.c), else (a tool, or
+ * no link possible) a file of its own, as before. */
+static int make_entry_file(struct fs_queue *fq, const char *path)
+{
+    if (fq->empty != NULL) {
+        int rc = queue_fs_empty_link(fq->empty, path);
+        if (rc == 0 || rc == EEXIST || rc == ENOENT)
+            return rc;
+    }
+    int fd = openat(fq->dom_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno;
+    return close_checked(fd);
+}
+
 /* Creates the empty entry dom/<domain>/<id> (empty = every recipient of that domain pending,
- * no attempts). An existing entry is kept: it may already hold outcomes. No fsync: see top. */
+ * no attempts). An existing entry is kept: it may already hold outcomes. No fsync: see top.
+ * The domain's directory is made only when the entry cannot be (its first message). */
 static int create_empty_entry(struct fs_queue *fq, const char *domain, const char *id,
                               bool *created)
 {
     char path[QUEUE_DOMAIN_MAX + QUEUE_ID_MAX + 2];
-    int rc = ensure_domain_dir(fq, domain);
-    if (rc != 0)
-        return rc;
     entry_path(path, sizeof path, domain, id);
-    int fd = openat(fq->dom_fd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return errno == EEXIST ? 0 : errno;
-    if (created != NULL)
+    int rc = make_entry_file(fq, path);
+    if (rc == ENOENT && (rc = ensure_domain_dir(fq, domain)) == 0)
+        rc = make_entry_file(fq, path);
+    if (rc == EEXIST)
+        return 0;
+    if (rc == 0 && created != NULL)
         *created = true;
-    return close_checked(fd);
+    return rc;
 }
 
 /* Reads dom/<domain>/<id>: 0, ENOENT (no entry), EBADMSG (unparsable) or an I/O errno. */
@@ -1272,6 +1289,7 @@ static void fs_close(struct queue *q)
     worker_pool_free(fq->workers);
     worker_pool_free(fq->readers);
     queue_journal_close(fq->journal);   /* after the workers: no commit is running */
+    queue_fs_empty_close(fq->empty);
     group_sync_free(fq->msg_sync);
     for (size_t i = 0; i < fq->lease_count; i++)
         close(fq->leases[i].fd);
@@ -1312,6 +1330,9 @@ static int start_daemon_queue(struct fs_queue *fq, unsigned worker_count, const 
         *step = "recovery failed";
     if (rc == 0)
         rc = queue_fs_recover(&fq->base);
+    /* Without dom/.empty, empty entries are files of their own: slower, nothing else. */
+    if (rc == 0 && !fq->read_only)
+        fq->empty = queue_fs_empty_open(fq->dom_fd);
     if (rc == 0)
         *step = "cannot open the commit journal";
     if (rc == 0)

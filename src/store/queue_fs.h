@@ -13,6 +13,7 @@
 #define QUEUE_FS_CORRUPT_DIR "corrupt"   /* files that failed validation, kept for a human */
 #define QUEUE_FS_LOCK_DIR "lock"         /* lock/<domain>: delivery leases (flock) */
 #define QUEUE_FS_SPOOL_LOCK ".spool"     /* lock/.spool: held by the daemon that owns the spool */
+#define QUEUE_FS_EMPTY_ENTRY ".empty"    /* dom/.empty: the daemon's empty entries link to it */
 
 /* Message file: magic line, envelope lines, blank line, octets, fixed-size trailer. */
 #define QUEUE_FS_MAGIC_PREFIX "ODMRQ "

@@ -19,6 +19,7 @@
 #include "lib/log.h"
 #include "store/queue_backend.h"
 #include "store/queue_format.h"
+#include "store/queue_fs.h"
 #include "store/queue_fs_admin.h"
 #include "store/queue_fs_spool.h"
 #include "store/queue_journal.h"
@@ -94,6 +95,8 @@ static int list_domains(struct recovery *r)
         rc = ENOMEM;
     for (size_t i = 0; rc == 0 && i < r->domains.count; i++) {
         const char *name = r->domains.names[i];
+        if (strcmp(name, QUEUE_FS_EMPTY_ENTRY) == 0)
+            continue;   /* the daemon's empty entries link to it */
         if (!domain_dir_name(name)) {
             log_warn("queue.unexpected_file", " file=dom/%s action=kept", name);
             continue;

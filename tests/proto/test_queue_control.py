@@ -57,12 +57,15 @@ def wait_log(d, needle, count=1, timeout=30):
 
 
 def write_entry(d, domain, qid, text):
-    """Writes an index entry by hand (as the spool's owner), odmrd running."""
+    """Writes an index entry by hand (as the spool's owner), odmrd running: a new file renamed
+    over the entry, as odmrd itself does (an empty entry is a link to dom/.empty, shared)."""
     path = os.path.join(d.spool, "dom", domain, qid)
-    with open(path, "w") as f:
+    tmp = os.path.join(d.spool, "dom", domain, ".%s.tmp" % qid)
+    with open(tmp, "w") as f:
         f.write(text)
     st = os.stat(d.spool)
-    os.chown(path, st.st_uid, st.st_gid)
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.rename(tmp, path)
 
 
 # ---------------------------------------------------------------- hold and release
