@@ -31,53 +31,14 @@
 #include "store/queue_backend.h"
 #include "store/queue_fs_admin.h"
 #include "store/queue_fs_async.h"
+#include "store/queue_fs_batch.h"
 #include "store/queue_fs_empty.h"
 #include "store/queue_fs_entry.h"
 #include "store/queue_fs_recover.h"
 #include "store/queue_format.h"
 #include "store/queue_journal.h"
+#include "store/queue_fs_internal.h"
 #include "store/queue_fs_spool.h"
-
-struct fs_lease {
-    char domain[QUEUE_DOMAIN_MAX];
-    int fd;
-};
-
-struct fs_queue {
-    struct queue base;
-    char *spool;
-    int spool_fd, tmp_fd, msg_fd, dom_fd, corrupt_fd, lock_fd;
-    int spool_lock_fd;                   /* -1 for tools (base == NULL) */
-    bool read_only;                      /* odmrctl's read commands: never write anything */
-    struct queue_fs_empty *empty;        /* empty entries as links to dom/.empty (daemon) */
-    struct event_base *evbase;
-    struct worker_pool *workers;         /* commits and outcome records; NULL for tools */
-    struct worker_pool *readers;         /* openings for a push, started at the first one */
-    struct group_sync *msg_sync;         /* fsync(msg/) shared by concurrent commits, removals */
-    struct queue_journal *journal;       /* the daemon's commit journal; NULL for tools */
-    /* leases held by this process */
-    struct fs_lease *leases;
-    size_t lease_count;
-};
-
-struct fs_writer {
-    struct queue_writer base;
-    struct fs_queue *fq;
-    char id[QUEUE_ID_MAX];
-    int fd;
-    EVP_MD_CTX *digest;         /* SHA-256 over everything before the trailer */
-    unsigned char *buffer;
-    size_t buffered;
-    uint64_t body_len;          /* message octets (after the header) */
-    int error;                  /* first write error; sticky: commit then fails */
-    char (*domains)[QUEUE_DOMAIN_MAX];
-    size_t domain_count;
-    /* asynchronous commit */
-    queue_commit_cb cb;
-    void *cb_arg;
-    int status;
-    struct worker_job job;
-};
 
 static const struct queue_ops fs_ops;
 
@@ -620,23 +581,29 @@ static int create_entries(struct fs_writer *w)
     return rc;
 }
 
-/* The commit through the journal (the daemon): one record, one shared fdatasync, then the
- * file goes into msg/ and the entries are made, none of it synced: the journal holds the
- * message until the checkpointer has made the file durable (docs/queue.md "Group commit"). */
-static int commit_journaled(struct fs_writer *w)
+/* The commit through the journal (the daemon), in three steps so that a batch of commits
+ * shares one sync: append the record; sync (queue_journal_sync); then the file goes into msg/
+ * and the entries are made, none of it synced: the journal holds the message until the
+ * checkpointer has made the file durable (docs/queue.md "Group commit"). */
+int queue_fs_journal_append(struct fs_writer *w)
 {
-    struct fs_queue *fq = w->fq;
-    struct queue_journal_segment *seg = NULL;
     struct stat st;
     int rc = w->error != 0 ? w->error : write_trailer(w);
     if (rc == 0 && fstat(w->fd, &st) != 0)
         rc = errno;
     if (rc == 0)
-        rc = queue_journal_commit(fq->journal, w->id, w->fd, (uint64_t)st.st_size, &seg);
+        rc = queue_journal_append(w->fq->journal, w->id, w->fd, (uint64_t)st.st_size, &w->seg);
+    return rc;
+}
+
+/* rc: the append's or the sync's result. THE commit point was the sync of the record; the
+ * rename only makes the file visible. */
+int queue_fs_journal_finish(struct fs_writer *w, int rc)
+{
+    struct fs_queue *fq = w->fq;
     int close_rc = close_checked(w->fd);
     w->fd = -1;
     rc = rc != 0 ? rc : close_rc;
-    /* THE commit point was the sync of the record; the rename only makes the file visible. */
     if (rc == 0 && renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) != 0)
         rc = errno;
     if (rc == 0)
@@ -645,9 +612,17 @@ static int commit_journaled(struct fs_writer *w)
         unlinkat(fq->tmp_fd, w->id, 0);
         undo_commit(w);
     }
-    if (seg != NULL)
-        queue_journal_commit_done(fq->journal, seg);
+    if (w->seg != NULL)
+        queue_journal_commit_done(fq->journal, w->seg);
     return rc;
+}
+
+static int commit_journaled(struct fs_writer *w)
+{
+    int rc = queue_fs_journal_append(w);
+    if (rc == 0)
+        rc = queue_journal_sync(w->seg);
+    return queue_fs_journal_finish(w, rc);
 }
 
 /* The durable part of a commit; runs on a worker thread (or inline for commit_sync). Returns 0
@@ -714,7 +689,7 @@ static void commit_job_run(struct worker_job *job)
     w->status = commit_durable(w);
 }
 
-static void commit_job_report(struct worker_job *job)
+void queue_fs_commit_report(struct worker_job *job)
 {
     struct fs_writer *w = writer_of_job(job);
     log_commit(w, w->status);
@@ -722,7 +697,7 @@ static void commit_job_report(struct worker_job *job)
     writer_free(w);
 }
 
-static void commit_job_drop(struct worker_job *job)
+void queue_fs_commit_drop(struct worker_job *job)
 {
     struct fs_writer *w = writer_of_job(job);
     log_warn("queue.commit_unreported", " id=%s status=%d", w->id, w->status);
@@ -735,13 +710,21 @@ static void fs_commit(struct queue_writer *qw, queue_commit_cb cb, void *arg)
     w->cb = cb;
     w->cb_arg = arg;
     w->job.run = commit_job_run;
-    w->job.report = commit_job_report;
-    w->job.drop = commit_job_drop;
+    w->job.report = queue_fs_commit_report;
+    w->job.drop = queue_fs_commit_drop;
+    if (!queue_fs_batch_add(w->fq, w))   /* the daemon: with the loop turn's other commits */
+        queue_fs_commit_submit_one(w);
+}
+
+void queue_fs_commit_submit_one(struct fs_writer *w)
+{
     if (!job_submit(w->fq, &w->job)) {
         /* No loop (a tool) or no memory for the event: commit inline. */
         char id[QUEUE_ID_MAX];
+        queue_commit_cb cb = w->cb;
+        void *arg = w->cb_arg;
         memcpy(id, w->id, sizeof id);
-        int status = queue_fs_commit_sync(qw);
+        int status = queue_fs_commit_sync(&w->base);
         cb(status, id, arg);
     }
 }
@@ -1286,6 +1269,7 @@ static int lock_spool(struct fs_queue *fq)
 static void fs_close(struct queue *q)
 {
     struct fs_queue *fq = fs_queue_of(q);
+    queue_fs_batch_drop_unsubmitted(fq);
     worker_pool_free(fq->workers);
     worker_pool_free(fq->readers);
     queue_journal_close(fq->journal);   /* after the workers: no commit is running */

@@ -265,7 +265,7 @@ static int append_record_locked(struct queue_journal_segment *seg, const char *i
     return 0;
 }
 
-int queue_journal_commit(struct queue_journal *j, const char *id, int fd, uint64_t len,
+int queue_journal_append(struct queue_journal *j, const char *id, int fd, uint64_t len,
                          struct queue_journal_segment **out)
 {
     struct queue_journal_segment *seg = NULL;
@@ -279,8 +279,13 @@ int queue_journal_commit(struct queue_journal *j, const char *id, int fd, uint64
         *out = seg;
     }
     pthread_mutex_unlock(&j->mutex);
-    /* Group commit: one fdatasync covers every record appended before it started. */
-    return rc != 0 ? rc : group_sync(seg->sync);
+    return rc;
+}
+
+/* Group commit: one fdatasync covers every record appended before it started. */
+int queue_journal_sync(struct queue_journal_segment *seg)
+{
+    return group_sync(seg->sync);
 }
 
 void queue_journal_commit_done(struct queue_journal *j, struct queue_journal_segment *seg)

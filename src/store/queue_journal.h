@@ -27,12 +27,14 @@ int queue_journal_open(int spool_fd, int msg_fd, struct queue_journal **out);
 void queue_journal_close(struct queue_journal *j);
 
 /* Appends the message file fd (len octets from offset 0, the whole file with its trailer) of
- * id as one record and waits until a sync covers it. *seg is the segment it went to: pass it
- * to queue_journal_commit_done() once the file is in msg/ (or the commit was undone), so the
- * checkpointer knows when the segment's messages are all in place. 0 or errno (*seg is then
- * still set when a record was appended: call commit_done all the same). */
-int queue_journal_commit(struct queue_journal *j, const char *id, int fd, uint64_t len,
+ * id as one record; queue_journal_sync(*seg) then waits until a sync covers it (one call per
+ * segment covers every record appended to it before the call). *seg is the segment it went
+ * to: pass it to queue_journal_commit_done() once the file is in msg/ (or the commit was
+ * undone), so the checkpointer knows when the segment's messages are all in place. 0 or
+ * errno (*seg is NULL then: nothing was appended). */
+int queue_journal_append(struct queue_journal *j, const char *id, int fd, uint64_t len,
                          struct queue_journal_segment **seg);
+int queue_journal_sync(struct queue_journal_segment *seg);
 void queue_journal_commit_done(struct queue_journal *j, struct queue_journal_segment *seg);
 
 /* Returns once no unretired segment holds a record of id: the message file is durable on its
