@@ -154,3 +154,43 @@ def test_torn_journal_tail_is_never_delivered(make_odmrd):
         assert sorted(stored_tags(d)) == sorted(bodies)[:-1]
         d.stop()
         assert os.listdir(wal_dir(d)) == []
+
+
+def test_zeros_where_a_header_would_start_end_the_segment_cleanly(make_odmrd):
+    """docs/queue.md "Start-up replay": a standby segment is zero-filled ahead of its records,
+    so after a crash the octets past the last record are zeros: a zero octet where a header
+    would start is the clean end of the segment, not a torn record. A whole record written
+    beyond such zeros cannot have been synced by a commit (records are appended in order): it
+    is never delivered. A segment of zeros only (an unused standby) holds nothing."""
+    d = make_odmrd()
+    bodies = {("z%d" % i): send_one(d.smtp_port, "z%d" % i) for i in range(3)}
+    d.stop()
+    msg = os.path.join(d.spool, "msg")
+    files = {qid: open(os.path.join(msg, qid), "rb").read() for qid in os.listdir(msg)}
+    ids = sorted(files)
+    assert len(ids) == 3
+
+    def record(qid):
+        return b"ODMRJ 1 %s %d\n" % (qid.encode(), len(files[qid])) + files[qid]
+
+    segments = {1: record(ids[0]) + record(ids[1]) + b"\0" * 8192 + record(ids[2]),
+                2: b"\0" * 65536}
+    owner = pwd.getpwnam(d.run_user) if d.run_user else None
+    for number, data in segments.items():
+        path = os.path.join(wal_dir(d), "%020d" % number)
+        with open(path, "wb") as f:
+            f.write(data)
+        if owner:
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    for qid in ids:   # the unsynced files are gone
+        os.unlink(os.path.join(msg, qid))
+    d.start_fully()
+    assert sorted(os.listdir(msg)) == ids[:2]
+    for qid in ids[:2]:
+        assert open(os.path.join(msg, qid), "rb").read() == files[qid]
+    assert "event=queue.journal_torn" not in d.log(), d.log()[-2000:]
+    counts = re.findall(r"journal_replayed=(\d+) journal_torn=(\d+)", d.log())
+    assert counts[-1] == ("2", "0"), d.log()[-2000:]
+    assert sorted(stored_tags(d)) == sorted(bodies)[:2]
+    d.stop()
+    assert os.listdir(wal_dir(d)) == []
