@@ -123,6 +123,12 @@ static void leave_unauthenticated(struct smtp_session *s)
  * connection (the new owner's), and its service heard of the end from the detach itself. */
 static void session_free(struct smtp_session *s)
 {
+    /* A hook that answered at once, inside the handler process_input() called, may end the
+     * session (the peer went meanwhile): the running process_input() frees it on return. */
+    if (s->processing) {
+        s->free_deferred = true;
+        return;
+    }
     struct smtp_server *server = s->server;
     bool detached = s->state == STATE_DETACHED;
     if (!detached && hooks(s)->session_closed != NULL)
@@ -339,10 +345,38 @@ static bool take_line(struct smtp_session *s, struct evbuffer *in)
 
 static bool stops_input(const struct smtp_session *s)
 {
-    return held(s) || s->state == STATE_CLOSING || s->state == STATE_DETACHED;
+    return held(s) || s->state == STATE_CLOSING || s->state == STATE_DETACHED ||
+           s->free_deferred;
 }
 
+static void take_buffered_input(struct smtp_session *s);
+
+/* A hook may answer at once, inside the handler that called it (a commit run inline, the
+ * fuzz target's synchronous hooks): its resume_after_hook() lands here again. The call
+ * already running goes on by itself (its loop sees the session no longer held); running a
+ * second one on the stack let the inner one free the session under the outer one. */
 void process_input(struct smtp_session *s)
+{
+    if (s->processing)
+        return;
+    s->processing = true;
+    take_buffered_input(s);
+    s->processing = false;
+    if (s->free_deferred) {
+        session_free(s);
+        return;
+    }
+    if (s->state == STATE_DETACHED) {
+        session_free(s);   /* a handler handed the connection on; the rest of the input too */
+        return;
+    }
+    if (s->state == STATE_DATA && s->data != NULL)
+        flush_stage(s);
+    if (s->input_ended && !held(s) && !s->output_blocked)
+        close_at_end_of_input(s);
+}
+
+static void take_buffered_input(struct smtp_session *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
     update_deadline(s, false);
@@ -362,18 +396,10 @@ void process_input(struct smtp_session *s)
                 break;
             continue;
         }
-        if (!take_line(s, in) || s->state == STATE_DETACHED)
+        if (!take_line(s, in) || s->state == STATE_DETACHED || s->free_deferred)
             break;
         update_deadline(s, true);
     }
-    if (s->state == STATE_DETACHED) {
-        session_free(s);   /* a handler handed the connection on; the rest of the input too */
-        return;
-    }
-    if (s->state == STATE_DATA && s->data != NULL)
-        flush_stage(s);
-    if (s->input_ended && !held(s) && !s->output_blocked)
-        close_at_end_of_input(s);
 }
 
 /* libevent 2.1 reads at most 4096 octets per read callback (EVBUFFER_MAX_READ; 2.2 makes it

@@ -82,6 +82,8 @@ struct smtp_session {
     bool authenticated;      /* smtp_session_set_authenticated() */
     bool unauthenticated_counted;   /* counted in settings.unauthenticated */
     bool peer_gone;          /* the connection failed while a hook worked */
+    bool processing;         /* process_input() is on the stack (a hook may answer inside it) */
+    bool free_deferred;      /* freed while processing: process_input() frees it on return */
     bool input_ended;        /* the client ended its sending side (FIN, close_notify) */
     bool ended_in_txn;       /* ... while a mail transaction was open */
     bool quit_received;
