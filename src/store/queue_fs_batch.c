@@ -43,23 +43,26 @@ static void batch_run(struct worker_job *job)
         w->status = queue_fs_journal_finish(w, w->status);
 }
 
+/* fn (a commit's report or drop) for each commit of the list, which fn may free. */
+static void each_commit(struct fs_writer *first, void (*fn)(struct worker_job *job))
+{
+    for (struct fs_writer *w = first, *next; w != NULL; w = next) {
+        next = w->batch_next;
+        fn(&w->job);
+    }
+}
+
 static void batch_report(struct worker_job *job)
 {
     struct commit_batch *b = batch_of_job(job);
-    for (struct fs_writer *w = b->first, *next; w != NULL; w = next) {
-        next = w->batch_next;
-        queue_fs_commit_report(&w->job);
-    }
+    each_commit(b->first, queue_fs_commit_report);
     free(b);
 }
 
 static void batch_drop(struct worker_job *job)
 {
     struct commit_batch *b = batch_of_job(job);
-    for (struct fs_writer *w = b->first, *next; w != NULL; w = next) {
-        next = w->batch_next;
-        queue_fs_commit_drop(&w->job);
-    }
+    each_commit(b->first, queue_fs_commit_drop);
     free(b);
 }
 
@@ -101,10 +104,7 @@ static bool batching(struct fs_queue *fq)
 /* Commits still waiting for their batch when the queue closes: never reported. */
 void queue_fs_batch_drop_unsubmitted(struct fs_queue *fq)
 {
-    for (struct fs_writer *w = fq->batch_head, *next; w != NULL; w = next) {
-        next = w->batch_next;
-        queue_fs_commit_drop(&w->job);
-    }
+    each_commit(fq->batch_head, queue_fs_commit_drop);
     fq->batch_head = NULL;
     if (fq->batch_event != NULL)
         event_free(fq->batch_event);
