@@ -119,6 +119,92 @@ static void leave_unauthenticated(struct smtp_session *s)
     s->unauthenticated_counted = false;
 }
 
+/* ---- replies on a plain socket ---- */
+
+/* A socket bufferevent writes when its write event fires: each reply cost an epoll_ctl to add
+ * that event, an epoll_wait to see the socket writable, the write, and an epoll_ctl to remove
+ * the event again (docs/architecture.md, "Replies on a plain socket"). On a plain socket the
+ * session writes its replies itself instead: a reply added to the output schedules
+ * send_replies() for the end of the callback that made it (so pipelined replies still leave
+ * in one write, RFC 2920 3.2), and the bufferevent's write event is enabled only when the
+ * socket did not take everything: the bufferevent then writes the rest, reports a write error
+ * (on_event) and times out as it always did. TLS sessions leave all writing to their layer. */
+static void send_replies(struct smtp_session *s)
+{
+    struct evbuffer *out = output(s);
+    if (evbuffer_get_length(out) == 0 || (bufferevent_get_enabled(s->bev) & EV_WRITE))
+        return;   /* nothing to send, or the bufferevent sends it (socket full, closing) */
+    /* The socket bufferevent keeps its output's start frozen except while it writes itself. */
+    evbuffer_unfreeze(out, 1);
+    evbuffer_write(out, bufferevent_getfd(s->bev));
+    evbuffer_freeze(out, 1);
+    if (evbuffer_get_length(out) > 0) {
+        bufferevent_enable(s->bev, EV_WRITE);   /* full, or failed: the bufferevent goes on */
+        return;
+    }
+    if (s->output_blocked) {   /* as on_write() after the bufferevent drained the output */
+        s->output_blocked = false;
+        process_input(s);
+    }
+}
+
+static void on_send_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_replies(arg);
+}
+
+static void on_output_added(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                            void *arg)
+{
+    (void)buf;
+    struct smtp_session *s = arg;
+    if (info->n_added > 0)
+        event_active(s->send_event, 0, 0);
+}
+
+/* A new plain session writes its own replies (a bufferevent starts with writing enabled).
+ * Without memory for it, the bufferevent writes them, as on TLS. */
+static void direct_replies_start(struct smtp_session *s)
+{
+    if (s->tls_active || bufferevent_getfd(s->bev) < 0 ||
+        evbuffer_get_length(output(s)) > 0)
+        return;
+    s->send_event = event_new(s->server->base, -1, 0, on_send_event, s);
+    if (s->send_event != NULL)
+        s->output_watch = evbuffer_add_cb(output(s), on_output_added, s);
+    if (s->output_watch == NULL) {
+        if (s->send_event != NULL)
+            event_free(s->send_event);
+        s->send_event = NULL;
+        return;
+    }
+    bufferevent_disable(s->bev, EV_WRITE);
+}
+
+/* Back to the bufferevent writing everything: before STARTTLS puts TLS on the socket and
+ * before the connection is handed on (hand_back: what is waiting is sent first, then the
+ * bufferevent writes for the next owner), and when the session ends. */
+static void direct_replies_stop(struct smtp_session *s, bool hand_back)
+{
+    if (s->send_event == NULL)
+        return;
+    if (hand_back)
+        send_replies(s);
+    evbuffer_remove_cb_entry(output(s), s->output_watch);
+    event_free(s->send_event);
+    s->send_event = NULL;
+    s->output_watch = NULL;
+    if (hand_back)
+        bufferevent_enable(s->bev, EV_WRITE);
+}
+
+void smtp_session_end_direct_replies(struct smtp_session *s)
+{
+    direct_replies_stop(s, true);
+}
+
 /* A detached session keeps its slot and its peer's count (smtp_server_detached_end) and its
  * connection (the new owner's), and its service heard of the end from the detach itself. */
 static void session_free(struct smtp_session *s)
@@ -141,8 +227,10 @@ static void session_free(struct smtp_session *s)
     leave_unauthenticated(s);
     if (!detached)
         peer_count_release(server->settings.peers, s->peer_key);
-    if (s->bev)
+    if (s->bev) {
+        direct_replies_stop(s, false);
         tls_bufferevent_close(s->bev);
+    }
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -303,7 +391,7 @@ void start_reading(struct smtp_session *s)
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
     set_io_timeouts(s, false);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    bufferevent_enable(s->bev, s->send_event != NULL ? EV_READ : EV_READ | EV_WRITE);
     update_deadline(s, true);
 }
 
@@ -413,7 +501,9 @@ static void read_more(struct smtp_session *s)
     struct evbuffer *in = bufferevent_get_input(s->bev);
     evutil_socket_t fd = bufferevent_getfd(s->bev);
     size_t have = evbuffer_get_length(in);
-    if (s->tls_active || fd < 0 || have >= INPUT_HIGH_WATER)
+    /* Under 4096 octets in the buffer, the bufferevent's read took all there was: another
+     * read would only return EAGAIN (one wasted syscall per command line). */
+    if (s->tls_active || fd < 0 || have < EVBUFFER_READ_CAP || have >= INPUT_HIGH_WATER)
         return;
     size_t want = INPUT_HIGH_WATER - have < READ_MORE ? INPUT_HIGH_WATER - have : READ_MORE;
     struct evbuffer_iovec v[2];
@@ -450,6 +540,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct smtp_session *s = arg;
+    if (s->send_event != NULL)
+        bufferevent_disable(bev, EV_WRITE);   /* drained: send_replies() writes again */
     if (!s->output_blocked)
         return;
     s->output_blocked = false;
@@ -627,6 +719,7 @@ static void accept_connection(struct smtp_server *server, evutil_socket_t fd,
     snprintf(s->peer_key, sizeof s->peer_key, "%s", key);
     s->unauthenticated_counted = server->settings.unauthenticated != NULL;
     s->tls_active = tls;
+    direct_replies_start(s);
     log_info(server->events[SEV_START], " session=%s role=%s peer=%s tls=%s", s->id,
              server->settings.role, s->peer, tls ? "implicit" : "none");
     start_reading(s);
@@ -654,6 +747,7 @@ struct smtp_session *smtp_server_adopt(struct smtp_server *server, struct buffer
     if (s == NULL)
         return NULL;
     s->tls_active = tls_active;
+    direct_replies_start(s);
     log_info(server->events[SEV_START], " session=%s role=%s peer=%s adopted=1", s->id,
              server->settings.role, s->peer);
     start_reading(s);
@@ -809,6 +903,7 @@ int smtp_session_detach(struct smtp_session *s, struct smtp_detached *out)
 {
     if (s->state == STATE_CLOSING || s->state == STATE_DETACHED || s->data != NULL)
         return -1;
+    direct_replies_stop(s, true);
     out->bev = s->bev;
     out->tls_active = s->tls_active;
     snprintf(out->id, sizeof out->id, "%s", s->id);

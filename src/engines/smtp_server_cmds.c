@@ -518,6 +518,7 @@ static void cmd_starttls(struct smtp_session *s, const char *arg)
         return;
     }
     reply_send(output(s), 220, "2.0.0", "Ready to start TLS");
+    smtp_session_end_direct_replies(s);   /* the 220 leaves now; TLS writes from here on */
     struct bufferevent *tls = tls_start_server(s->server->base, s->bev, s->server->settings.tls);
     if (tls == NULL) {
         close_after_flush(s);

@@ -119,8 +119,11 @@ static void end_of_data(struct smtp_session *s)
     }
     free(s->data);
     s->data = NULL;
+    /* Reading goes on while the store commits: what the client sends meanwhile waits in the
+     * input buffer (held: process_input takes no command; INPUT_HIGH_WATER bounds it), and
+     * its end of input is seen and kept for after the reply (input_ended). Disabling and
+     * enabling reading around each commit cost two epoll_ctl per message. */
     enter_state(s, STATE_COMMITTING);
-    bufferevent_disable(s->bev, EV_READ);
     hooks(s)->data_end(hooks_ctx(s), s);
 }
 

@@ -7,6 +7,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 
 #include "engines/smtp_server.h"
 #include "lib/linereader.h"
@@ -19,7 +20,8 @@
  * left (no command, not even EHLO, can make the replies pile up). */
 enum { COMMAND_LINE_MAX = 512, STAGE_SIZE = 32768, INPUT_HIGH_WATER = 256 * 1024,
        OUTPUT_HIGH_WATER = 64 * 1024, CLOSE_FLUSH_MAX = 30 /* seconds for the last reply */,
-       READ_MORE = 64 * 1024, REGISTERED_MAX = 8 };
+       READ_MORE = 64 * 1024, REGISTERED_MAX = 8,
+       EVBUFFER_READ_CAP = 4096 /* libevent 2.1's EVBUFFER_MAX_READ: most one read takes */ };
 
 enum session_state {
     STATE_GREETING,     /* before EHLO/HELO/LHLO */
@@ -90,6 +92,8 @@ struct smtp_session {
     bool closed_by_server;   /* we ended it: limits, timeout, protocol error, a hook's 421 */
     bool close_after_reply;  /* a hook answered 421 (RFC 5321 3.8): close once it is sent */
     bool output_blocked;     /* input waits until the replies have drained */
+    struct event *send_event;   /* plain socket: replies are written by send_replies() */
+    struct evbuffer_cb_entry *output_watch;   /* ... which this schedules as replies come */
     struct deadline deadline;   /* per command, message, TLS handshake; the closing flush */
     char peer_key[PEER_KEY_MAX];   /* counted in settings.peers; "" = not counted */
     unsigned errors;
@@ -136,6 +140,7 @@ void abort_message(struct smtp_session *s);
 bool awaiting_hook(const struct smtp_session *s);
 void reset_transaction(struct smtp_session *s);
 void close_after_flush(struct smtp_session *s);
+void smtp_session_end_direct_replies(struct smtp_session *s);
 void count_error(struct smtp_session *s);
 void write_hook_reply(struct smtp_session *s, const struct smtp_reply *reply);
 void reply_error(struct smtp_session *s, int code, const char *enhanced, const char *text);

@@ -4,6 +4,7 @@
  * is the journal, or to syslog(3). */
 #include "lib/log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -82,6 +83,33 @@ static void format_timestamp(char *out, size_t outlen)
     snprintf(out + n, outlen - n, ".%03ldZ", (long)(now.tv_usec / 1000));
 }
 
+/* getpid() is a system call on every line otherwise (glibc no longer caches it). Logging
+ * runs on several threads (the queue's workers), hence atomic; a forked child (odmr-client's
+ * MDA) starts again from 0. */
+static _Atomic pid_t cached_pid;
+
+static void forget_pid(void)
+{
+    cached_pid = 0;
+}
+
+static void register_forget_pid(void)
+{
+    pthread_atfork(NULL, NULL, forget_pid);
+}
+
+static pid_t log_pid(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pid_t pid = cached_pid;
+    if (pid == 0) {
+        pthread_once(&once, register_forget_pid);
+        pid = getpid();
+        cached_pid = pid;
+    }
+    return pid;
+}
+
 /* What comes before "level=": a timestamp and PROG[PID] on a plain stderr, the priority for
  * the journal (which stamps and names the line itself), nothing for syslog. */
 static int format_prefix(char *out, size_t outlen, enum log_level level)
@@ -97,7 +125,7 @@ static int format_prefix(char *out, size_t outlen, enum log_level level)
         break;
     }
     format_timestamp(stamp, sizeof stamp);
-    return snprintf(out, outlen, "%s %s[%d]: ", stamp, log_program, (int)getpid());
+    return snprintf(out, outlen, "%s %s[%d]: ", stamp, log_program, (int)log_pid());
 }
 
 void log_event(enum log_level level, const char *event, const char *fmt, ...)
