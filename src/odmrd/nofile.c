@@ -21,7 +21,7 @@ static void count_parts(const struct config *cfg, struct nofile_parts *p)
     p->intake = (unsigned long)p->kinds_intake * cfg->max_sessions * NOFILE_PER_INTAKE;
     p->odmr = cfg->odmr_listen_count + cfg->odmr_tls_listen_count > 0
                   ? (unsigned long)cfg->max_sessions * NOFILE_PER_ODMR : 0;
-    p->workers = cfg->commit_workers;
+    p->workers = cfg->commit_workers + NOFILE_SPARE_FILES;
     p->listeners = cfg->smtp_listen_count + cfg->lmtp_listen_count + cfg->odmr_listen_count +
                    cfg->odmr_tls_listen_count;
     p->metrics = cfg->metrics_listen != NULL && cfg->metrics_listen[0] != '\0' ? NOFILE_METRICS : 0;
@@ -42,11 +42,11 @@ static void explain(const struct config *cfg, unsigned long need, unsigned long 
     snprintf(err, errlen,
              "the configuration needs %lu open files but the hard RLIMIT_NOFILE is %lu: "
              "[intake] max_sessions = %u for %u intake listener kind(s) x %d (%lu) and for ODMR "
-             "x %d (%lu), [intake] commit_workers = %u, %lu listeners, %lu for [metrics], %d "
+             "x %d (%lu), [intake] commit_workers = %u (+ %d spare message files), %lu listeners, %lu for [metrics], %d "
              "spare; lower [intake] max_sessions or raise the hard limit (systemd: "
              "LimitNOFILE=%lu)",
              need, hard, cfg->max_sessions, p.kinds_intake, NOFILE_PER_INTAKE, p.intake,
-             NOFILE_PER_ODMR, p.odmr, cfg->commit_workers, p.listeners, p.metrics,
+             NOFILE_PER_ODMR, p.odmr, cfg->commit_workers, NOFILE_SPARE_FILES, p.listeners, p.metrics,
              NOFILE_MARGIN, need);
 }
 

@@ -10,7 +10,8 @@
 
 /* Per session: intake = the socket and the message file being received; ODMR = the socket,
  * a domain lease and the message file being pushed (compat profile: one at a time). */
-enum { NOFILE_PER_INTAKE = 2, NOFILE_PER_ODMR = 3, NOFILE_MARGIN = 64 };
+/* NOFILE_SPARE_FILES: the queue's spare message files (store/queue_fs_spare.c, SPARES_MAX). */
+enum { NOFILE_PER_INTAKE = 2, NOFILE_PER_ODMR = 3, NOFILE_MARGIN = 64, NOFILE_SPARE_FILES = 32 };
 
 /* The descriptors the configuration needs in all. */
 unsigned long nofile_needed(const struct config *cfg);

@@ -38,6 +38,7 @@
 #include "store/queue_format.h"
 #include "store/queue_journal.h"
 #include "store/queue_fs_internal.h"
+#include "store/queue_fs_spare.h"
 #include "store/queue_fs_spool.h"
 
 static const struct queue_ops fs_ops;
@@ -434,7 +435,8 @@ static struct fs_writer *writer_new(struct fs_queue *fq, size_t rcpt_count)
     return w;
 }
 
-/* Creates tmp/<id> exclusively, retrying with a fresh id in the (unlikely) case of a clash. */
+/* Takes a spare file (unnamed) or creates tmp/<id> exclusively, retrying with a fresh id in
+ * the (unlikely) case of a clash. */
 static int create_tmp_file(struct fs_writer *w, struct queue_envelope *copy)
 {
     for (int tries = 0; tries < 5; tries++) {
@@ -443,7 +445,10 @@ static int create_tmp_file(struct fs_writer *w, struct queue_envelope *copy)
         int rc = queue_id_generate(w->id, &now);
         if (rc != 0)
             return rc;
-        w->fd = openat(w->fq->tmp_fd, w->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        w->fd = queue_fs_spare_take(w->fq->spares);
+        w->unnamed = w->fd >= 0;
+        if (w->fd < 0)
+            w->fd = openat(w->fq->tmp_fd, w->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (w->fd >= 0) {
             memcpy(copy->id, w->id, sizeof copy->id);
             copy->arrival = now.tv_sec;   /* the same clock reading as the id */
@@ -490,7 +495,7 @@ static int fs_put(struct queue *q, struct queue_envelope *env, struct queue_writ
     free(copy.rcpts);
     free(normalized);
     if (rc != 0) {
-        if (w != NULL && w->fd >= 0)
+        if (w != NULL && w->fd >= 0 && !w->unnamed)
             unlinkat(fq->tmp_fd, w->id, 0);
         if (w != NULL)
             writer_free(w);
@@ -519,7 +524,8 @@ static void fs_abort(struct queue_writer *qw)
     if (w->fd >= 0) {
         close(w->fd);
         w->fd = -1;
-        unlinkat(w->fq->tmp_fd, w->id, 0);
+        if (!w->unnamed)
+            unlinkat(w->fq->tmp_fd, w->id, 0);
     }
     writer_free(w);
 }
@@ -601,15 +607,19 @@ int queue_fs_journal_append(struct fs_writer *w)
 int queue_fs_journal_finish(struct fs_writer *w, int rc)
 {
     struct fs_queue *fq = w->fq;
+    /* A spare file gets its name while open (the link names the open file). */
+    if (rc == 0 && w->unnamed)
+        rc = queue_fs_spare_link(w->fd, fq->msg_fd, w->id);
     int close_rc = close_checked(w->fd);
     w->fd = -1;
     rc = rc != 0 ? rc : close_rc;
-    if (rc == 0 && renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) != 0)
+    if (rc == 0 && !w->unnamed && renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) != 0)
         rc = errno;
     if (rc == 0)
         rc = create_entries(w);
     if (rc != 0) {
-        unlinkat(fq->tmp_fd, w->id, 0);
+        if (!w->unnamed)
+            unlinkat(fq->tmp_fd, w->id, 0);
         undo_commit(w);
     }
     if (w->seg != NULL)
@@ -1271,6 +1281,7 @@ static void fs_close(struct queue *q)
     struct fs_queue *fq = fs_queue_of(q);
     queue_fs_batch_drop_unsubmitted(fq);
     worker_pool_free(fq->workers);
+    queue_fs_spares_free(fq->spares);   /* after the workers: a queued refill was dropped */
     worker_pool_free(fq->readers);
     queue_journal_close(fq->journal);   /* after the workers: no commit is running */
     queue_fs_empty_close(fq->empty);
@@ -1325,6 +1336,8 @@ static int start_daemon_queue(struct fs_queue *fq, unsigned worker_count, const 
         *step = "cannot start commit workers";
     if (rc == 0 && (fq->workers = worker_pool_new(fq->evbase, worker_count)) == NULL)
         rc = errno;
+    if (rc == 0 && !fq->read_only)
+        fq->spares = queue_fs_spares_new(fq->tmp_fd, fq->workers);
     return rc;
 }
 

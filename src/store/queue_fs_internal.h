@@ -36,6 +36,7 @@ struct fs_queue {
     struct worker_pool *readers;         /* openings for a push, started at the first one */
     struct group_sync *msg_sync;         /* fsync(msg/) shared by concurrent commits, removals */
     struct queue_journal *journal;       /* the daemon's commit journal; NULL for tools */
+    struct queue_fs_spares *spares;      /* unnamed files made ahead (daemon); NULL: none */
     struct event *batch_event;           /* submits the commits of one loop turn together */
     struct fs_writer *batch_head, **batch_tail;
     /* leases held by this process */
@@ -48,6 +49,7 @@ struct fs_writer {
     struct fs_queue *fq;
     char id[QUEUE_ID_MAX];
     int fd;
+    bool unnamed;               /* fd is a spare file: no tmp/<id>, linked at commit */
     EVP_MD_CTX *digest;         /* SHA-256 over everything before the trailer */
     unsigned char *buffer;
     size_t buffered;

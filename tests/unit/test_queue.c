@@ -285,6 +285,84 @@ static void test_async_commit_reports_on_the_loop(void **state)
     event_base_free(base);
 }
 
+/* on_committed without the ids (its array holds 32) */
+static void count_committed(int status, const char *id, void *arg)
+{
+    struct async_state *s = arg;
+    s->failed += status != 0;
+    if (++s->done == s->expected)
+        event_base_loopbreak(s->base);
+}
+
+static size_t open_descriptors(void)
+{
+    size_t n = 0;
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "ls /proc/%ld/fd | wc -l", (long)getpid());
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%zu", &n), 1);
+    pclose(p);
+    return n;
+}
+
+/* docs/queue.md "Spare files": a daemon queue's new message files are unnamed files made
+ * ahead on a worker (nothing appears in tmp/), linked into msg/ at the commit; more messages
+ * than spares fall back to tmp/<id>; an abort leaves nothing; every message reads back
+ * byte-exact; closing the queue closes every spare (no descriptor left open). */
+static void test_spare_files(void **state)
+{
+    size_t fds_before = open_descriptors();
+    struct event_base *base = event_base_new();
+    struct queue *q = open_daemon_queue(base, 2);
+    struct timeval turn = {0, 200000};
+    event_base_loopexit(base, &turn);   /* the first refill reports on the loop */
+    event_base_dispatch(base);
+    enum { COUNT = 40 };   /* more than the 32 spares: some files are made by name */
+    struct queue_writer *w[COUNT];
+    char ids[COUNT][QUEUE_ID_MAX], body[COUNT][32];
+    size_t named = 0;
+    for (int i = 0; i < COUNT; i++) {
+        struct queue_envelope env;
+        struct queue_rcpt rcpts[1];
+        make_envelope(&env, rcpts, one_rcpt, 1);
+        assert_int_equal(queue_put(q, &env, &w[i]), 0);
+        strcpy(ids[i], env.id);
+        snprintf(body[i], sizeof body[i], "message %d\r\n", i);
+        assert_int_equal(queue_write(w[i], body[i], strlen(body[i])), 0);
+        named += exists("tmp/%s%s", env.id, "");
+        if (i == 0)
+            assert_int_equal(count_files("tmp"), 0);   /* the first came from the spares */
+    }
+    assert_true(named > 0 && named <= COUNT - 16);
+    assert_int_equal(count_files("tmp"), named);
+    queue_abort(w[0]);
+    struct async_state s = {.base = base, .expected = COUNT - 1};
+    for (int i = 1; i < COUNT; i++)
+        queue_commit(w[i], count_committed, &s);
+    struct timeval five = {5, 0};
+    event_base_loopexit(base, &five);
+    event_base_dispatch(base);
+    assert_int_equal(s.done, s.expected);
+    assert_int_equal(s.failed, 0);
+    assert_int_equal(count_files("tmp"), 0);
+    assert_int_equal(count_files("msg"), COUNT - 1);
+    assert_false(exists("msg/%s%s", ids[0], ""));
+    for (int i = 1; i < COUNT; i++) {
+        struct queue_message *m = NULL;
+        char got[32] = {0};
+        assert_int_equal(queue_message_open(q, ids[i], &m), 0);
+        assert_int_equal(m->env.body_size, strlen(body[i]));
+        /* the body, then the trailer (docs/queue.md "Message file") */
+        assert_int_equal(read(m->fd, got, m->env.body_size), (ssize_t)strlen(body[i]));
+        assert_string_equal(got, body[i]);
+        queue_message_close(m);
+    }
+    queue_close(q);
+    event_base_free(base);
+    assert_int_equal(open_descriptors(), fds_before);
+}
+
 static void test_multi_domain_message_is_indexed_under_each(void **state)
 {
     struct queue *q = open_tool_queue();
@@ -991,6 +1069,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_one_daemon_per_spool, setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_expire_scan_uses_arrival, setup_spool,
                                         teardown_spool),
+        cmocka_unit_test_setup_teardown(test_spare_files, setup_spool, teardown_spool),
         cmocka_unit_test(test_ids_sort_by_time),
         cmocka_unit_test(test_token_codec),
     };
