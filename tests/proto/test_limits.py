@@ -410,13 +410,13 @@ def log_lines(d):
 
 
 def test_descriptor_exhaustion_pauses_accept_instead_of_spinning(make_odmrd):
-    """odmrd starts under a low hard limit with sessions that fit (25 per kind); then its
+    """odmrd starts under a low hard limit with sessions that fit (20 per kind); then its
     limit is lowered below what it holds plus a few (prlimit: as if something else had taken
     the descriptors), and 40 connections arrive. accept() fails with EMFILE: odmrd must stay
     nearly idle (it used to retry at once, 94 % CPU and megabytes of log a second), log one
     error, refuse the pending connection with 421 4.3.2, and serve normally once descriptors
     are free again."""
-    d = start_limited(make_odmrd, "256:256", {"intake.max_sessions": "25",
+    d = start_limited(make_odmrd, "256:256", {"intake.max_sessions": "20",
                                               "intake.commit_workers": "2"})
     pid = d.proc.pid
     greeted(d.smtp_port).close()
