@@ -6,6 +6,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import threading
 import time
 
 import pytest
@@ -261,6 +262,60 @@ def test_pipelined_transactions(odmrd):
     codes = [w.reply().code for _ in range(5 * 4 + 1)]
     assert codes == [250, 250, 354, 250] * 5 + [221]
     assert len(queued(odmrd)) == 5
+
+
+def test_pipelined_replies_that_fill_the_socket(odmrd):
+    """docs/architecture.md "Replies on a plain socket": 2000 transactions sent in one go (as
+    test_pipelined_transactions) by a client with a 2 KiB receive buffer that reads nothing
+    until it has sent everything. About 200 KiB of replies cannot all be written at once: the
+    session writes what the socket takes, the bufferevent the rest, the input waits while
+    64 KiB of replies are unsent, and each commit holds its transaction's last reply while
+    the input goes on arriving. Every reply must come, in order, and every message be queued."""
+    n = 2000
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", odmrd.smtp_port))
+    w = Wire.__new__(Wire)
+    w.sock, w.buf = s, b""
+    assert w.reply().code == 220
+    w.expect("EHLO client.example", 250)
+    w.send(b"".join(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u%d@example.org>\r\nDATA\r\n"
+                    b"Subject: %d\r\n\r\nbody\r\n.\r\n" % (i % 7, i) for i in range(n)))
+    replies = [w.reply() for _ in range(4 * n)]   # no QUIT: no closing flush sends the rest
+    assert [r.code for r in replies] == [250, 250, 354, 250] * n
+    w.expect("QUIT", 221)
+    assert sum(len(" ".join(r.lines)) for r in replies) > 64 * 1024   # OUTPUT_HIGH_WATER
+    ids = queued(odmrd)
+    assert len(ids) == n
+    assert odmrd.queue_body(ids[-1]).endswith(b"Subject: %d\r\n\r\nbody\r\n" % (n - 1))
+
+
+def test_replies_beyond_the_socket_buffers_all_arrive(odmrd):
+    """docs/architecture.md "Replies on a plain socket": 50000 EHLO (each answered with its
+    whole keyword list) from a client with a 2 KiB receive buffer that starts reading only
+    after a pause: about 6 MB of replies, more than the socket buffers take (4 MB at most
+    here), so the session's own write stops short, the bufferevent writes the rest, and the
+    input waits while 64 KiB of replies are unsent. Every reply must still come, in order
+    (no closing flush may be what sends the last ones)."""
+    n = 50000
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", odmrd.smtp_port))
+    w = Wire.__new__(Wire)
+    w.sock, w.buf = s, b""
+    assert w.reply().code == 220
+    sender = threading.Thread(target=w.send, args=(b"EHLO client.example\r\n" * n,))
+    sender.start()
+    time.sleep(0.5)
+    first = w.reply()
+    assert first.code == 250 and len(first.lines) > 3
+    for i in range(n - 1):
+        r = w.reply()
+        assert (r.code, r.lines) == (first.code, first.lines), (i, r)
+    sender.join()
+    w.expect("NOOP", 250)
 
 
 def test_disconnect_mid_data_queues_nothing(odmrd):
