@@ -264,6 +264,18 @@ def test_pipelined_transactions(odmrd):
     assert len(queued(odmrd)) == 5
 
 
+def small_window_client(port):
+    """A greeted connection whose receive buffer is 2 KiB: the server's replies back up."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+    s.settimeout(10)
+    s.connect(("127.0.0.1", port))
+    w = Wire.__new__(Wire)
+    w.sock, w.buf = s, b""
+    assert w.reply().code == 220
+    return w
+
+
 def test_pipelined_replies_that_fill_the_socket(odmrd):
     """docs/architecture.md "Replies on a plain socket": 2000 transactions sent in one go (as
     test_pipelined_transactions) by a client with a 2 KiB receive buffer that reads nothing
@@ -272,13 +284,7 @@ def test_pipelined_replies_that_fill_the_socket(odmrd):
     64 KiB of replies are unsent, and each commit holds its transaction's last reply while
     the input goes on arriving. Every reply must come, in order, and every message be queued."""
     n = 2000
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", odmrd.smtp_port))
-    w = Wire.__new__(Wire)
-    w.sock, w.buf = s, b""
-    assert w.reply().code == 220
+    w = small_window_client(odmrd.smtp_port)
     w.expect("EHLO client.example", 250)
     w.send(b"".join(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<u%d@example.org>\r\nDATA\r\n"
                     b"Subject: %d\r\n\r\nbody\r\n.\r\n" % (i % 7, i) for i in range(n)))
@@ -299,13 +305,7 @@ def test_replies_beyond_the_socket_buffers_all_arrive(odmrd):
     input waits while 64 KiB of replies are unsent. Every reply must still come, in order
     (no closing flush may be what sends the last ones)."""
     n = 50000
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
-    s.settimeout(10)
-    s.connect(("127.0.0.1", odmrd.smtp_port))
-    w = Wire.__new__(Wire)
-    w.sock, w.buf = s, b""
-    assert w.reply().code == 220
+    w = small_window_client(odmrd.smtp_port)
     sender = threading.Thread(target=w.send, args=(b"EHLO client.example\r\n" * n,))
     sender.start()
     time.sleep(0.5)
