@@ -361,6 +361,8 @@ static int writer_flush(struct fs_writer *w)
             w->error = EIO;
         else
             w->error = write_all(w->fd, w->buffer, w->buffered);
+        w->file_size += w->buffered;
+        w->spilled = true;
     }
     w->buffered = 0;
     return w->error;
@@ -532,20 +534,30 @@ static void fs_abort(struct queue_writer *qw)
 
 /* ---- commit ---- */
 
+/* Ends the file with its trailer (docs/queue.md "Message file") and writes out what is
+ * buffered. The buffer keeps its octets: a file that never spilled (most messages are
+ * small) is then all there, and the journal's record is written from it. */
 static int write_trailer(struct fs_writer *w)
 {
     unsigned char sha256[32];
     char trailer[QUEUE_FS_TRAILER_LEN + 1];
-    if (writer_flush(w) != 0)
+    if (QUEUE_FS_WRITE_BUFFER - w->buffered < QUEUE_FS_TRAILER_LEN && writer_flush(w) != 0)
         return w->error;
-    if (EVP_DigestFinal_ex(w->digest, sha256, NULL) != 1)
+    if (w->error != 0)
+        return w->error;
+    if (EVP_DigestUpdate(w->digest, w->buffer, w->buffered) != 1 ||
+        EVP_DigestFinal_ex(w->digest, sha256, NULL) != 1)
         return w->error = EIO;
     int n = snprintf(trailer, sizeof trailer, "%s%020" PRIu64 " ", QUEUE_FS_TRAILER_PREFIX,
                      w->body_len);
     for (size_t i = 0; i < 32; i++)
         n += snprintf(trailer + n, sizeof trailer - (size_t)n, "%02x", sha256[i]);
     trailer[n++] = '\n';
-    return w->error = write_all(w->fd, trailer, (size_t)n);
+    memcpy(w->buffer + w->buffered, trailer, (size_t)n);
+    w->buffered += (size_t)n;
+    w->error = write_all(w->fd, w->buffer, w->buffered);
+    w->file_size += w->buffered;
+    return w->error;
 }
 
 /* Writes the file to stable storage: trailer, fsync(file), close. */
@@ -593,12 +605,10 @@ static int create_entries(struct fs_writer *w)
  * checkpointer has made the file durable (docs/queue.md "Group commit"). */
 int queue_fs_journal_append(struct fs_writer *w)
 {
-    struct stat st;
     int rc = w->error != 0 ? w->error : write_trailer(w);
-    if (rc == 0 && fstat(w->fd, &st) != 0)
-        rc = errno;
     if (rc == 0)
-        rc = queue_journal_append(w->fq->journal, w->id, w->fd, (uint64_t)st.st_size, &w->seg);
+        rc = queue_journal_append(w->fq->journal, w->id, w->fd, w->file_size,
+                                  w->spilled ? NULL : w->buffer, &w->seg);
     return rc;
 }
 

@@ -53,6 +53,8 @@ struct fs_writer {
     EVP_MD_CTX *digest;         /* SHA-256 over everything before the trailer */
     unsigned char *buffer;
     size_t buffered;
+    uint64_t file_size;         /* octets written to fd so far */
+    bool spilled;               /* some of the file left the buffer before the trailer */
     uint64_t body_len;          /* message octets (after the header) */
     int error;                  /* first write error; sticky: commit then fails */
     char (*domains)[QUEUE_DOMAIN_MAX];

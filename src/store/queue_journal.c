@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -242,7 +243,7 @@ static int cut_record(struct queue_journal_segment *seg, uint64_t start, uint64_
 
 /* Appends one record at the end of seg (mutex held); a failed append leaves no trace. */
 static int append_record_locked(struct queue_journal_segment *seg, const char *id, int fd,
-                                uint64_t len)
+                                uint64_t len, const void *content)
 {
     char header[RECORD_HEADER_MAX];
     int n = snprintf(header, sizeof header, "%s%s %" PRIu64 "\n", QUEUE_JOURNAL_RECORD_MAGIC, id,
@@ -250,9 +251,16 @@ static int append_record_locked(struct queue_journal_segment *seg, const char *i
     if (n < 0 || (size_t)n >= sizeof header)
         return EINVAL;
     off_t start = (off_t)seg->size;
-    int rc = pwrite(seg->fd, header, (size_t)n, start) == n ? 0 : errno != 0 ? errno : EIO;
-    if (rc == 0)
-        rc = copy_range(fd, 0, seg->fd, start + n, len);
+    int rc;
+    if (content != NULL) {
+        struct iovec iov[2] = {{header, (size_t)n}, {(void *)content, (size_t)len}};
+        rc = pwritev(seg->fd, iov, 2, start) == (ssize_t)((size_t)n + len) ? 0
+             : errno != 0 ? errno : EIO;
+    } else {
+        rc = pwrite(seg->fd, header, (size_t)n, start) == n ? 0 : errno != 0 ? errno : EIO;
+        if (rc == 0)
+            rc = copy_range(fd, 0, seg->fd, start + n, len);
+    }
     if (rc == 0)
         rc = segment_add_id(seg, id);
     if (rc != 0) {
@@ -266,14 +274,14 @@ static int append_record_locked(struct queue_journal_segment *seg, const char *i
 }
 
 int queue_journal_append(struct queue_journal *j, const char *id, int fd, uint64_t len,
-                         struct queue_journal_segment **out)
+                         const void *content, struct queue_journal_segment **out)
 {
     struct queue_journal_segment *seg = NULL;
     *out = NULL;
     pthread_mutex_lock(&j->mutex);
     int rc = current_segment_locked(j, &seg);
     if (rc == 0)
-        rc = append_record_locked(seg, id, fd, len);
+        rc = append_record_locked(seg, id, fd, len, content);
     if (rc == 0) {
         seg->pending++;
         *out = seg;

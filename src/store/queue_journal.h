@@ -31,9 +31,11 @@ void queue_journal_close(struct queue_journal *j);
  * segment covers every record appended to it before the call). *seg is the segment it went
  * to: pass it to queue_journal_commit_done() once the file is in msg/ (or the commit was
  * undone), so the checkpointer knows when the segment's messages are all in place. 0 or
- * errno (*seg is NULL then: nothing was appended). */
+ * errno (*seg is NULL then: nothing was appended). content: the file's len octets when the
+ * caller still has them in memory (written with the header in one pwritev), else NULL (copied
+ * from fd in the kernel). */
 int queue_journal_append(struct queue_journal *j, const char *id, int fd, uint64_t len,
-                         struct queue_journal_segment **seg);
+                         const void *content, struct queue_journal_segment **seg);
 int queue_journal_sync(struct queue_journal_segment *seg);
 void queue_journal_commit_done(struct queue_journal *j, struct queue_journal_segment *seg);
 
