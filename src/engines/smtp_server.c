@@ -129,6 +129,15 @@ static void leave_unauthenticated(struct smtp_session *s)
  * in one write, RFC 2920 3.2), and the bufferevent's write event is enabled only when the
  * socket did not take everything: the bufferevent then writes the rest, reports a write error
  * (on_event) and times out as it always did. TLS sessions leave all writing to their layer. */
+/* The output has drained: input held back for it (OUTPUT_HIGH_WATER) goes on. */
+static void resume_after_drain(struct smtp_session *s)
+{
+    if (!s->output_blocked)
+        return;
+    s->output_blocked = false;
+    process_input(s);
+}
+
 static void send_replies(struct smtp_session *s)
 {
     struct evbuffer *out = output(s);
@@ -142,10 +151,7 @@ static void send_replies(struct smtp_session *s)
         bufferevent_enable(s->bev, EV_WRITE);   /* full, or failed: the bufferevent goes on */
         return;
     }
-    if (s->output_blocked) {   /* as on_write() after the bufferevent drained the output */
-        s->output_blocked = false;
-        process_input(s);
-    }
+    resume_after_drain(s);
 }
 
 static void on_send_event(evutil_socket_t fd, short what, void *arg)
@@ -542,10 +548,7 @@ static void on_write(struct bufferevent *bev, void *arg)
     struct smtp_session *s = arg;
     if (s->send_event != NULL)
         bufferevent_disable(bev, EV_WRITE);   /* drained: send_replies() writes again */
-    if (!s->output_blocked)
-        return;
-    s->output_blocked = false;
-    process_input(s);
+    resume_after_drain(s);
 }
 
 /* Replies the client has earned and not yet been sent: a hook's answer to come, commands

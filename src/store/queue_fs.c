@@ -560,17 +560,6 @@ static int write_trailer(struct fs_writer *w)
     return w->error;
 }
 
-/* Writes the file to stable storage: trailer, fsync(file), close. */
-static int make_file_durable(struct fs_writer *w)
-{
-    int rc = w->error != 0 ? w->error : write_trailer(w);
-    if (rc == 0)
-        rc = fsync_fd(w->fd);
-    int close_rc = close_checked(w->fd);
-    w->fd = -1;
-    return rc != 0 ? rc : close_rc;
-}
-
 static void remove_index_entries(struct fs_queue *fq, const char *id, char (*domains)[QUEUE_DOMAIN_MAX],
                                  size_t count)
 {
@@ -645,39 +634,51 @@ static int commit_journaled(struct fs_writer *w)
     return queue_fs_journal_finish(w, rc);
 }
 
+/* A commit by the message's own file (docs/queue.md "Large messages under load", and every
+ * commit of a tool): trailer, F1 (the file's octets durable), THE commit point (the rename
+ * into msg/, or the link of a spare file, which has no name before), F2 (fsync(msg/), shared
+ * by the commits and removals waiting for it: group_sync), then the entries. The octets are
+ * written to disk once, where the journal writes them twice (record, then checkpoint). */
+static int commit_own_file(struct fs_writer *w)
+{
+    struct fs_queue *fq = w->fq;
+    int rc = w->error != 0 ? w->error : write_trailer(w);
+    if (rc == 0)
+        rc = fsync_fd(w->fd);
+    bool in_msg = false;
+    if (rc == 0 && w->unnamed)
+        in_msg = (rc = queue_fs_spare_link(w->fd, fq->msg_fd, w->id)) == 0;
+    int close_rc = close_checked(w->fd);
+    w->fd = -1;
+    rc = rc != 0 ? rc : close_rc;
+    if (rc == 0 && !w->unnamed)
+        in_msg = (rc = renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) == 0 ? 0 : errno) == 0;
+    if (rc == 0)
+        rc = group_sync(fq->msg_sync);
+    if (rc == 0)
+        rc = create_entries(w);
+    if (rc != 0 && !w->unnamed && !in_msg)
+        unlinkat(fq->tmp_fd, w->id, 0);
+    if (rc != 0 && in_msg)
+        undo_commit(w);
+    return rc;
+}
+
 /* The durable part of a commit; runs on a worker thread (or inline for commit_sync). Returns 0
  * when the message is committed and indexed, else errno with nothing of the message left. */
 static int commit_durable(struct fs_writer *w)
 {
-    struct fs_queue *fq = w->fq;
-    if (fq->journal != NULL)
+    if (w->fq->journal != NULL && !w->own_file)
         return commit_journaled(w);
-    int rc = make_file_durable(w);
-    if (rc != 0) {
-        unlinkat(fq->tmp_fd, w->id, 0);
-        return rc;
-    }
-    /* THE commit point: after this rename the message exists in msg/ (once msg/ is synced). */
-    if (renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) != 0) {
-        rc = errno;
-        unlinkat(fq->tmp_fd, w->id, 0);
-        return rc;
-    }
-    /* The rename is a change of the directory: only fsync(msg/) makes it survive a crash. One
-     * fsync covers the renames of every commit waiting for it (group commit). */
-    rc = group_sync(fq->msg_sync);
-    if (rc == 0)
-        rc = create_entries(w);
-    if (rc != 0)
-        undo_commit(w);
-    return rc;
+    return commit_own_file(w);
 }
 
 static void log_commit(const struct fs_writer *w, int status)
 {
     if (status == 0)
-        log_debug("queue.commit", " id=%s size=%" PRIu64 " domains=%zu", w->id, w->body_len,
-                  w->domain_count);
+        log_debug("queue.commit", " id=%s size=%" PRIu64 " domains=%zu path=%s", w->id,
+                  w->body_len, w->domain_count,
+                  w->fq->journal != NULL && !w->own_file ? "journal" : "file");
     else   /* the caller reports it: intake logs storage errors once per burst */
         log_debug("queue.commit_failed", " id=%s error=\"%s\"", w->id, strerror(status));
 }
@@ -712,6 +713,7 @@ static void commit_job_run(struct worker_job *job)
 void queue_fs_commit_report(struct worker_job *job)
 {
     struct fs_writer *w = writer_of_job(job);
+    w->fq->commits_in_flight--;
     log_commit(w, w->status);
     w->cb(w->status, w->id, w->cb_arg);
     writer_free(w);
@@ -720,6 +722,7 @@ void queue_fs_commit_report(struct worker_job *job)
 void queue_fs_commit_drop(struct worker_job *job)
 {
     struct fs_writer *w = writer_of_job(job);
+    w->fq->commits_in_flight--;
     log_warn("queue.commit_unreported", " id=%s status=%d", w->id, w->status);
     writer_free(w);
 }
@@ -732,7 +735,13 @@ static void fs_commit(struct queue_writer *qw, queue_commit_cb cb, void *arg)
     w->job.run = commit_job_run;
     w->job.report = queue_fs_commit_report;
     w->job.drop = queue_fs_commit_drop;
-    if (!queue_fs_batch_add(w->fq, w))   /* the daemon: with the loop turn's other commits */
+    struct fs_queue *fq = w->fq;
+    /* docs/queue.md "Large messages under load": a message that outgrew the writer's buffer
+     * commits by its own file while other commits are under way (the disk's bandwidth is what
+     * they share); alone, through the journal (one sync instead of two in a row). */
+    w->own_file = fq->journal != NULL && w->spilled && fq->commits_in_flight > 0;
+    fq->commits_in_flight++;
+    if (w->own_file || !queue_fs_batch_add(fq, w))   /* else with the loop turn's others */
         queue_fs_commit_submit_one(w);
 }
 
@@ -744,6 +753,7 @@ void queue_fs_commit_submit_one(struct fs_writer *w)
         queue_commit_cb cb = w->cb;
         void *arg = w->cb_arg;
         memcpy(id, w->id, sizeof id);
+        w->fq->commits_in_flight--;
         int status = queue_fs_commit_sync(&w->base);
         cb(status, id, arg);
     }

@@ -39,6 +39,7 @@ struct fs_queue {
     struct queue_fs_spares *spares;      /* unnamed files made ahead (daemon); NULL: none */
     struct event *batch_event;           /* submits the commits of one loop turn together */
     struct fs_writer *batch_head, **batch_tail;
+    size_t commits_in_flight;            /* queue_commit() called, callback not yet run */
     /* leases held by this process */
     struct fs_lease *leases;
     size_t lease_count;
@@ -55,6 +56,7 @@ struct fs_writer {
     size_t buffered;
     uint64_t file_size;         /* octets written to fd so far */
     bool spilled;               /* some of the file left the buffer before the trailer */
+    bool own_file;              /* commits by its own file's fsync, not the journal */
     uint64_t body_len;          /* message octets (after the header) */
     int error;                  /* first write error; sticky: commit then fails */
     char (*domains)[QUEUE_DOMAIN_MAX];

@@ -92,13 +92,12 @@ static void refill_report(struct worker_job *job)
 {
     struct spare_refill *r = (struct spare_refill *)job;
     struct queue_fs_spares *s = r->spares;
-    int i = 0;
-    for (; i < r->count && s->count < SPARES_MAX; i++)
+    /* All fit: the refill asked for the room left then, and only takes happened since. */
+    for (int i = 0; i < r->count; i++)
         s->fds[s->count++] = r->fds[i];
-    s->failed = i == 0;
-    r->count -= i;
-    memmove(r->fds, r->fds + i, (size_t)r->count * sizeof r->fds[0]);
-    refill_drop(job);
+    s->failed = r->count == 0;
+    s->refilling = false;
+    free(r);
 }
 
 static void ask_for_more(struct queue_fs_spares *s)

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /* The commit journal of the filesystem queue (docs/queue.md "Group commit"): segment files
- * wal/<number> to which every commit appends its whole message file as one record; one
+ * wal/<number> to which a commit appends its whole message file as one record (all but large
+ * messages committed under load, docs/queue.md "Large messages under load"); one
  * fdatasync() of the segment covers every record appended before it started (group commit), so
  * a commit costs one sync, shared with every concurrent commit. The message file itself is
  * renamed into msg/ without any sync; a checkpointer thread later fsyncs the message files and

@@ -32,7 +32,7 @@ def sender(port, prefix, acknowledged, attempted, stop):
             while not stop.is_set():
                 n += 1
                 tag = "%s-%d" % (prefix, n)
-                body = make_body(tag, random.choice([200, 5000, 60000]))
+                body = make_body(tag, random.choice([200, 5000, 60000, 100000]))
                 attempted[tag] = body
                 if w.cmd("MAIL FROM:<s@sender.example>").code != 250:
                     break
