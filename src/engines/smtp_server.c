@@ -419,6 +419,9 @@ static void close_at_end_of_input(struct smtp_session *s)
 static bool take_line(struct smtp_session *s, struct evbuffer *in)
 {
     struct line line;
+    if (s->state == STATE_DATA && !s->reader.skipping &&
+        data_take_plain_lines(s, in, s->reader.limit))
+        return true;
     enum line_status status = line_reader_next(&s->reader, in, &line);
     if (status == LINE_AGAIN)
         return false;

@@ -161,6 +161,43 @@ void data_line(struct smtp_session *s, const struct line *line)
     stage_octets(s, "\r\n", 2);
 }
 
+/* The end of the run of plain lines at the start of [p, end): lines that end in CRLF, hold no
+ * other CR, do not start with a dot and fit within limit octets (their line ending included).
+ * Such a line needs no unstuffing (RFC 5321 4.5.2), cannot end the message (4.1.1.4) and is
+ * no bare line ending (2.3.8): what data_line() would stage is the line as it stands. */
+static const char *plain_run_end(const char *p, const char *end, size_t limit)
+{
+    while (p < end && *p != '.') {
+        size_t room = (size_t)(end - p) < limit ? (size_t)(end - p) : limit;
+        const char *lf = memchr(p, '\n', room);
+        if (lf == NULL || lf == p || lf[-1] != '\r' ||
+            memchr(p, '\r', (size_t)(lf - 1 - p)) != NULL)
+            break;
+        p = lf + 1;
+    }
+    return p;
+}
+
+/* Stages the run of plain lines at the start of the input's first contiguous part straight
+ * from the input buffer, in one copy, where the line reader takes a line at a time (copy,
+ * drain, two stagings: most of the event loop's work on a large message). The line after the
+ * run, and a line the part cuts off, go through take_line() and data_line(). true when it
+ * took any. */
+bool data_take_plain_lines(struct smtp_session *s, struct evbuffer *in, size_t limit)
+{
+    struct evbuffer_iovec part;
+    if (evbuffer_peek(in, -1, NULL, &part, 1) < 1 || part.iov_len == 0)
+        return false;
+    const char *start = part.iov_base;
+    size_t taken = (size_t)(plain_run_end(start, start + part.iov_len, limit) - start);
+    if (taken == 0)
+        return false;
+    s->data->previous_line_crlf = true;
+    stage_octets(s, start, taken);
+    evbuffer_drain(in, taken);
+    return true;
+}
+
 /* ---- BDAT (RFC 3030) ---- */
 
 /* RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CRLF, chunk-size = 1*DIGIT. */

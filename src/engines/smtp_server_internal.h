@@ -160,6 +160,7 @@ void cmd_data(struct smtp_session *s, const char *arg);
 void cmd_bdat(struct smtp_session *s, const char *arg);
 void flush_stage(struct smtp_session *s);
 void data_line(struct smtp_session *s, const struct line *line);
+bool data_take_plain_lines(struct smtp_session *s, struct evbuffer *in, size_t limit);
 void read_chunk(struct smtp_session *s, struct evbuffer *in);
 
 #endif

@@ -32,6 +32,8 @@ struct fixture {
     unsigned closed;                  /* session_closed calls */
     char lines[512];                  /* what XAUTH's line taker got, '|'-separated */
     char replies[8192];               /* what the client read */
+    char data[4096];                  /* the last message's octets, as data_write got them */
+    size_t data_len;
 };
 
 /* ---- a small service: XAUTH (continuation lines), XTRN (needs AUTH), XWAIT (holds its
@@ -94,11 +96,17 @@ static void hook_rcpt(void *ctx, struct smtp_session *s, const struct smtp_path_
 
 static int hook_data_begin(void *ctx, struct smtp_session *s, struct smtp_reply *reply)
 {
+    struct fixture *f = ctx;
+    f->data_len = 0;
     return 0;
 }
 
 static int hook_data_write(void *ctx, struct smtp_session *s, const char *data, size_t len)
 {
+    struct fixture *f = ctx;
+    assert_true(len <= sizeof f->data - f->data_len);
+    memcpy(f->data + f->data_len, data, len);
+    f->data_len += len;
     return 0;
 }
 
@@ -423,6 +431,68 @@ static void test_detach(void **state)
     event_base_free(base);
 }
 
+/* ---- message lines (RFC 5321 4.1.1.4, 4.5.2, 2.3.8): plain runs are staged straight from the
+ * input buffer, every other line through the line reader; cut anywhere, the same octets ---- */
+
+#define TRANSACTION "EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+#define DATA_REPLIES GREETING "250-mx.example\r\n"
+
+/* Sends the transaction and body cut at offset cut (two writes: the first part, then the
+ * rest with QUIT), and checks the message's last reply and, for a 250, its octets. */
+static void data_cut_at(const char *body, size_t cut, const char *reply, const char *octets)
+{
+    struct fixture f = {0};
+    struct smtp_server_settings set = settings(&f, SMTP_SERVER_SMTP);
+    char first[4096], rest[4096];
+    assert_true(cut <= strlen(body) && strlen(body) < 4000);
+    snprintf(first, sizeof first, "%s%.*s", TRANSACTION, (int)cut, body);
+    snprintf(rest, sizeof rest, "%sQUIT\r\n", body + cut);
+    struct conn c;
+    conn_open(&c, &set);
+    conn_send(&c, &f, first);
+    conn_send(&c, &f, rest);
+    conn_close(&c);
+    char expect[256];
+    snprintf(expect, sizeof expect, "354 End data with <CR><LF>.<CR><LF>\r\n%s\r\n221 ", reply);
+    if (strstr(f.replies, expect) == NULL)
+        fail_msg("cut %zu: replies %s", cut, f.replies);
+    if (octets != NULL) {
+        assert_int_equal(f.data_len, strlen(octets));
+        assert_memory_equal(f.data, octets, f.data_len);
+    }
+}
+
+static void data_every_cut(const char *body, const char *reply, const char *octets)
+{
+    for (size_t cut = 0; cut <= strlen(body); cut++)
+        data_cut_at(body, cut, reply, octets);
+}
+
+static void test_data_lines(void **state)
+{
+    /* Stuffed dots removed, empty lines kept, a dot inside a line kept. */
+    data_every_cut("a\r\n..b\r\n\r\n.c\r\nplain. line\r\nx\r\n.\r\n", "250 2.0.0 Queued",
+                   "a\r\n.b\r\n\r\nc\r\nplain. line\r\nx\r\n");
+    /* A bare CR inside a line, and a bare LF: refused; "." after a bare LF ends nothing. */
+    data_every_cut("ok\r\nx\ry\r\n.\r\n",
+                   "550 5.6.0 Bare CR or LF in message data is not allowed (RFC 5321 2.3.8)", NULL);
+    data_every_cut("ok\r\nx\n.\r\ny\r\n.\r\n",
+                   "550 5.6.0 Bare CR or LF in message data is not allowed (RFC 5321 2.3.8)", NULL);
+    /* The line limit (1000 octets with CRLF): 1000 passes, 1001 does not. */
+    char body[2200], octets[2200];
+    memset(body, 'a', 998);
+    snprintf(body + 998, sizeof body - 998, "\r\nb\r\n");
+    snprintf(octets, sizeof octets, "%s", body);
+    strcat(body, ".\r\n");
+    for (size_t cut = 0; cut < strlen(body); cut += 97)
+        data_cut_at(body, cut, "250 2.0.0 Queued", octets);
+    memset(body, 'a', 999);
+    snprintf(body + 999, sizeof body - 999, "\r\nb\r\n.\r\n");
+    for (size_t cut = 0; cut < strlen(body); cut += 97)
+        data_cut_at(body, cut, "550 5.5.2 Message line longer than 1000 octets (RFC 5321 4.5.3.1.6)",
+                    NULL);
+}
+
 int main(void)
 {
     log_init("test", LOG_LEVEL_ERROR);
@@ -436,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_pause_holds_pipelined_commands),
         cmocka_unit_test(test_shutdown_while_paused),
         cmocka_unit_test(test_detach),
+        cmocka_unit_test(test_data_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
