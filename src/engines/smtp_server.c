@@ -121,14 +121,6 @@ static void leave_unauthenticated(struct smtp_session *s)
 
 /* ---- replies on a plain socket ---- */
 
-/* A socket bufferevent writes when its write event fires: each reply cost an epoll_ctl to add
- * that event, an epoll_wait to see the socket writable, the write, and an epoll_ctl to remove
- * the event again (docs/architecture.md, "Replies on a plain socket"). On a plain socket the
- * session writes its replies itself instead: a reply added to the output schedules
- * send_replies() for the end of the callback that made it (so pipelined replies still leave
- * in one write, RFC 2920 3.2), and the bufferevent's write event is enabled only when the
- * socket did not take everything: the bufferevent then writes the rest, reports a write error
- * (on_event) and times out as it always did. TLS sessions leave all writing to their layer. */
 /* The output has drained: input held back for it (OUTPUT_HIGH_WATER) goes on. */
 static void resume_after_drain(struct smtp_session *s)
 {
@@ -138,6 +130,14 @@ static void resume_after_drain(struct smtp_session *s)
     process_input(s);
 }
 
+/* A socket bufferevent writes when its write event fires: each reply cost an epoll_ctl to add
+ * that event, an epoll_wait to see the socket writable, the write, and an epoll_ctl to remove
+ * the event again (docs/architecture.md, "Replies on a plain socket"). On a plain socket the
+ * session writes its replies itself instead: a reply added to the output schedules
+ * send_replies() for the end of the callback that made it (so pipelined replies still leave
+ * in one write, RFC 2920 3.2), and the bufferevent's write event is enabled only when the
+ * socket did not take everything: the bufferevent then writes the rest, reports a write error
+ * (on_event) and times out as it always did. TLS sessions leave all writing to their layer. */
 static void send_replies(struct smtp_session *s)
 {
     struct evbuffer *out = output(s);

@@ -645,14 +645,18 @@ static int commit_own_file(struct fs_writer *w)
     int rc = w->error != 0 ? w->error : write_trailer(w);
     if (rc == 0)
         rc = fsync_fd(w->fd);
-    bool in_msg = false;
-    if (rc == 0 && w->unnamed)
-        in_msg = (rc = queue_fs_spare_link(w->fd, fq->msg_fd, w->id)) == 0;
+    bool in_msg = false;   /* msg/<id> exists: a failure from here on undoes the commit */
+    if (rc == 0 && w->unnamed) {
+        rc = queue_fs_spare_link(w->fd, fq->msg_fd, w->id);
+        in_msg = rc == 0;
+    }
     int close_rc = close_checked(w->fd);
     w->fd = -1;
     rc = rc != 0 ? rc : close_rc;
-    if (rc == 0 && !w->unnamed)
-        in_msg = (rc = renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) == 0 ? 0 : errno) == 0;
+    if (rc == 0 && !w->unnamed) {
+        rc = renameat(fq->tmp_fd, w->id, fq->msg_fd, w->id) == 0 ? 0 : errno;
+        in_msg = rc == 0;
+    }
     if (rc == 0)
         rc = group_sync(fq->msg_sync);
     if (rc == 0)
