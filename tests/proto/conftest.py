@@ -13,23 +13,12 @@ import time
 
 import pytest
 
+from ports import free_port  # noqa: F401  (re-exported to the test modules)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("ODMR_BIN", os.path.join(ROOT, "bin"))
 
 
-_HANDED_OUT = set()
-
-
-def free_port():
-    """A port free now and not handed out before in this run (the kernel may offer one twice)."""
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
-    raise RuntimeError("no fresh port")
 
 
 def wait_port(port, timeout=10.0, proc=None):

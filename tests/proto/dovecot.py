@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 
+from ports import free_port
+
 DOVECOT = shutil.which("dovecot", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/dovecot"
 LMTP_BIN = "/usr/lib/dovecot/lmtp"
 
@@ -33,12 +35,6 @@ LMTP_BIN = "/usr/lib/dovecot/lmtp"
 DELIVERY = re.compile(r"\b(lmtp|lda)\(([^)]*)\)<\d+><[^>]*>: Info: msgid=(?:<([^>]*)>|\S*) "
                       r"from_envelope=<([^>]*)> to_envelope=<([^>]*)>: saved mail to INBOX$",
                       re.M)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unusable_reason():

@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from ports import free_port
+
 POSTFIX = shutil.which("postfix", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/postfix"
 SBIN = os.path.dirname(POSTFIX)
 POSTQUEUE = os.path.join(SBIN, "postqueue")
@@ -66,12 +68,6 @@ anvil            unix  -       -       n       -       1       anvil
 scache           unix  -       -       n       -       1       scache
 postlog          unix-dgram n  -       n       -       1       postlogd
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def is_root():
