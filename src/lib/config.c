@@ -62,6 +62,7 @@ static const struct config_key config_keys[] = {
     {"odmr", "max_sessions_per_address", VALUE_COUNT, FIELD(odmr_max_sessions_per_address), 0},
     {"odmr", "max_unauthenticated_per_address", VALUE_COUNT,
      FIELD(odmr_max_unauthenticated_per_address), 0},
+    {"odmr", "push_open_files", VALUE_COUNT, FIELD(push_open_files), 0},
     {"odmr", "push_greeting_timeout", VALUE_DURATION, FIELD(push_greeting_timeout), 0},
     {"odmr", "push_command_timeout", VALUE_DURATION, FIELD(push_command_timeout), 0},
     {"odmr", "push_data_init_timeout", VALUE_DURATION, FIELD(push_data_init_timeout), 0},
@@ -304,6 +305,7 @@ static void init_numbers(struct config *cfg)
     cfg->max_sessions_per_address = 50;
     cfg->odmr_max_sessions_per_address = 20;
     cfg->odmr_max_unauthenticated_per_address = 10;
+    cfg->push_open_files = 256;
     cfg->min_data_rate = 500;          /* Postfix's smtpd_min_data_rate */
     cfg->tls_handshake_timeout = 30;
     cfg->command_timeout = 300;

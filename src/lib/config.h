@@ -49,6 +49,9 @@ struct config {
     time_t failure_window;           /* default 15m */
     unsigned odmr_max_sessions_per_address;  /* default 20 */
     unsigned odmr_max_unauthenticated_per_address;   /* not yet AUTHed; default 10 */
+    /* message files all pushes together hold open beyond one per session (opened ahead, in
+     * flight); default 256; counted in the descriptor budget (odmrd/nofile.c) */
+    unsigned push_open_files;
     /* the reversed session, odmrd as SMTP client: RFC 5321 4.5.3.2 defaults */
     time_t push_greeting_timeout;    /* customer's 220 after ATRN's 250: 5m */
     time_t push_command_timeout;     /* EHLO, MAIL, RCPT, QUIT: 5m */

@@ -268,6 +268,7 @@ static struct odmr_service *make_odmr_service(struct daemon *d)
         .auth_secret = d->secret,
         .max_sessions = d->cfg.max_sessions,
         .max_sessions_per_address = d->cfg.odmr_max_sessions_per_address,
+        .push_open_files = d->cfg.push_open_files,
         .max_unauthenticated_per_address = d->cfg.odmr_max_unauthenticated_per_address,
         .tls_handshake_timeout = shorter(d->cfg.tls_handshake_timeout,
                                          d->cfg.odmr_command_timeout),

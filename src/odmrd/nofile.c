@@ -11,7 +11,7 @@
 #include <sys/resource.h>
 
 struct nofile_parts {
-    unsigned long intake, odmr, workers, listeners, metrics;
+    unsigned long intake, odmr, push, workers, listeners, metrics;
     unsigned kinds_intake;
 };
 
@@ -21,6 +21,7 @@ static void count_parts(const struct config *cfg, struct nofile_parts *p)
     p->intake = (unsigned long)p->kinds_intake * cfg->max_sessions * NOFILE_PER_INTAKE;
     p->odmr = cfg->odmr_listen_count + cfg->odmr_tls_listen_count > 0
                   ? (unsigned long)cfg->max_sessions * NOFILE_PER_ODMR : 0;
+    p->push = p->odmr > 0 ? cfg->push_open_files : 0;
     p->workers = cfg->commit_workers + NOFILE_SPARE_FILES;
     p->listeners = cfg->smtp_listen_count + cfg->lmtp_listen_count + cfg->odmr_listen_count +
                    cfg->odmr_tls_listen_count;
@@ -31,7 +32,7 @@ unsigned long nofile_needed(const struct config *cfg)
 {
     struct nofile_parts p;
     count_parts(cfg, &p);
-    return p.intake + p.odmr + p.workers + p.listeners + p.metrics + NOFILE_MARGIN;
+    return p.intake + p.odmr + p.push + p.workers + p.listeners + p.metrics + NOFILE_MARGIN;
 }
 
 static void explain(const struct config *cfg, unsigned long need, unsigned long hard, char *err,
@@ -42,12 +43,12 @@ static void explain(const struct config *cfg, unsigned long need, unsigned long 
     snprintf(err, errlen,
              "the configuration needs %lu open files but the hard RLIMIT_NOFILE is %lu: "
              "[intake] max_sessions = %u for %u intake listener kind(s) x %d (%lu) and for ODMR "
-             "x %d (%lu), [intake] commit_workers = %u (+ %d spare message files), %lu listeners, %lu for [metrics], %d "
-             "spare; lower [intake] max_sessions or raise the hard limit (systemd: "
-             "LimitNOFILE=%lu)",
+             "x %d (%lu), [odmr] push_open_files = %lu, [intake] commit_workers = %u (+ %d spare "
+             "message files), %lu listeners, %lu for [metrics], %d spare; lower [intake] "
+             "max_sessions or raise the hard limit (systemd: LimitNOFILE=%lu)",
              need, hard, cfg->max_sessions, p.kinds_intake, NOFILE_PER_INTAKE, p.intake,
-             NOFILE_PER_ODMR, p.odmr, cfg->commit_workers, NOFILE_SPARE_FILES, p.listeners, p.metrics,
-             NOFILE_MARGIN, need);
+             NOFILE_PER_ODMR, p.odmr, p.push, cfg->commit_workers, NOFILE_SPARE_FILES,
+             p.listeners, p.metrics, NOFILE_MARGIN, need);
 }
 
 /* The same in odmrd -t and at start (-t raises its own soft limit too, harmlessly, so both

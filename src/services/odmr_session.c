@@ -175,7 +175,7 @@ struct odmr_service *odmr_service_new(struct event_base *base, struct queue *que
         .unauthenticated = peer_count_new(settings->max_sessions),
         .exchanges = peer_count_new(settings->max_sessions),
         .failures = auth_failures_new(settings->failure_window),
-        .pushes = push_service_new(),
+        .pushes = push_service_new(settings->push_open_files),
     };
     service->server = service->peers && service->unauthenticated ? make_server(service) : NULL;
     if (service->sasl == NULL || service->server == NULL || service->exchanges == NULL ||

@@ -30,6 +30,7 @@ struct odmr_settings {
     unsigned max_unauthenticated_per_address;   /* sessions not yet through AUTH: 421 4.7.0 */
     time_t tls_handshake_timeout;        /* STARTTLS and the implicit-TLS port */
     struct push_timeouts push_timeouts;
+    unsigned push_open_files;            /* shared by every push beyond one each */
 };
 
 struct odmr_service;

@@ -49,6 +49,7 @@ struct push_msg {
     struct queue_message *m;
     struct txn_build b;
     bool opened;                  /* the opening reported back (m set when open_status is 0) */
+    bool pooled;                  /* its file counts against the service's shared pool */
     int open_status;
     struct push_msg *next;        /* in the waiting list */
     char id[QUEUE_ID_MAX];
@@ -81,13 +82,19 @@ struct push_session {
     unsigned waiting, opening;    /* in that list; of them, openings not yet reported */
     bool ready, closed, quitting, stopping, finished;
     bool filling, refill;         /* fill() is running; an inline opening asked for another */
+    bool own_file_taken;          /* a message holds the session's own file (not pooled) */
     struct push_service *service;
     struct push_session *next;
 };
 
-/* The running pushes of one owner (the ODMR service), for push_service_shutdown(). */
+/* The running pushes of one owner (the ODMR service), for push_service_shutdown(), and
+ * their shared pool of message files (docs/push.md "Open files"): each session may hold one
+ * open message file of its own (odmrd's descriptor budget counts one per ODMR session); every
+ * further one, opened ahead or in flight, is taken from files_free and given back when that
+ * message is done. */
 struct push_service {
     struct push_session *sessions;
+    unsigned files_free;
 };
 
 static void fill(struct push_session *s);
@@ -384,8 +391,34 @@ static void fail_message(struct push_session *s, struct push_msg *pm, const char
     free(o);
 }
 
+/* ---- open message files: one the session's own, the others from the shared pool ---- */
+
+static bool file_available(const struct push_session *s)
+{
+    return !s->own_file_taken || (s->service != NULL && s->service->files_free > 0);
+}
+
+static void take_file(struct push_session *s, struct push_msg *pm)
+{
+    if (!s->own_file_taken) {
+        s->own_file_taken = true;
+        return;
+    }
+    s->service->files_free--;
+    pm->pooled = true;
+}
+
+static void give_back_file(struct push_session *s, const struct push_msg *pm)
+{
+    if (!pm->pooled)
+        s->own_file_taken = false;
+    else if (s->service != NULL)
+        s->service->files_free++;
+}
+
 static void msg_free(struct push_msg *pm)
 {
+    give_back_file(pm->s, pm);
     txn_build_free(&pm->b);
     queue_message_close(pm->m);
     free(pm);
@@ -521,8 +554,9 @@ static void on_opened(int status, struct queue_message *m, void *arg)
         fill(s);
 }
 
-/* The next id of the pass not yet taken in this session, appended to the waiting list; NULL
- * when there is none to open for this id. */
+/* The next id of the pass not yet taken in this session, appended to the waiting list with
+ * an open file taken for it (file_available() first); NULL when there is none to open for
+ * this id. */
 static struct push_msg *take_next(struct push_session *s)
 {
     const char *id = s->ids[s->id_next++];
@@ -532,6 +566,7 @@ static struct push_msg *take_next(struct push_session *s)
     if (pm == NULL)
         return NULL;
     pm->s = s;
+    take_file(s, pm);
     snprintf(pm->id, sizeof pm->id, "%s", id);
     if (s->waiting_tail != NULL)
         s->waiting_tail->next = pm;
@@ -543,19 +578,24 @@ static struct push_msg *take_next(struct push_session *s)
     return pm;
 }
 
-/* Opens the next batch of the pass. The SHA-256 check reads each whole file: on a worker,
- * never on the loop. */
-static void open_batch(struct push_session *s, unsigned batch)
+/* Opens the next batch of the pass, as far as open files are available. The SHA-256 check
+ * reads each whole file: on a worker, never on the loop. False when no file was available:
+ * the session's own one is then taken, and its message's end calls fill() again. */
+static bool open_batch(struct push_session *s, unsigned batch)
 {
     struct queue_open_request req[PUSH_FAST_OPEN_BATCH];
     size_t n = 0;
-    while (n < batch && n < sizeof req / sizeof req[0] && s->id_next < s->id_count) {
+    bool progress = false;
+    while (n < batch && n < sizeof req / sizeof req[0] && s->id_next < s->id_count &&
+           file_available(s)) {
+        progress = true;
         struct push_msg *pm = take_next(s);
         if (pm != NULL)
             req[n++] = (struct queue_open_request){pm->id, pm};
     }
     if (n > 0)
         queue_messages_open_async(s->queue, req, n, on_opened);
+    return progress;
 }
 
 /* Sends the oldest waiting message once it is opened. */
@@ -601,10 +641,8 @@ static void fill_once(struct push_session *s)
             continue;
         }
         unsigned batch = open_batch_size(s);
-        if (batch > 0 && s->id_next < s->id_count) {
-            open_batch(s, batch);
+        if (batch > 0 && s->id_next < s->id_count && open_batch(s, batch))
             continue;
-        }
         if (s->waiting > 0 || s->in_flight > 0 || s->id_next < s->id_count)
             return;
         /* Mail that arrived during the session goes out before QUIT. */
@@ -746,9 +784,12 @@ static unsigned client_flags(const struct push_request *req)
     return compat | (req->tls_active ? SMTP_CLIENT_LINE_PER_WRITE : 0);
 }
 
-struct push_service *push_service_new(void)
+struct push_service *push_service_new(unsigned open_files)
 {
-    return calloc(1, sizeof(struct push_service));
+    struct push_service *service = calloc(1, sizeof *service);
+    if (service != NULL)
+        service->files_free = open_files;
+    return service;
 }
 
 void push_service_free(struct push_service *service)

@@ -57,7 +57,9 @@ typedef void (*push_done_fn)(void *arg, const struct push_result *result);
 
 /* The running pushes of one owner (the ODMR service holds one). */
 struct push_service;
-struct push_service *push_service_new(void);
+/* open_files: the message files all its pushes together may hold open beyond one each
+ * (docs/push.md "Open files"). */
+struct push_service *push_service_new(unsigned open_files);
 /* After the last push is done (odmr_service_free). */
 void push_service_free(struct push_service *service);
 

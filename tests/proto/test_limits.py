@@ -368,6 +368,7 @@ def test_hard_limit_too_low_refuses_to_start(make_odmrd):
         assert r.returncode == 78, (args, r.returncode, r.stderr, r.stdout)
         assert "hard RLIMIT_NOFILE is 256" in r.stderr, r.stderr
         assert "[intake] max_sessions = 1000" in r.stderr and "LimitNOFILE=" in r.stderr
+        assert "[odmr] push_open_files = 256" in r.stderr, r.stderr
 
 
 def test_soft_limit_is_raised_to_what_the_sessions_need(make_odmrd):
@@ -376,10 +377,10 @@ def test_soft_limit_is_raised_to_what_the_sessions_need(make_odmrd):
         pytest.skip("hard RLIMIT_NOFILE %d is below what the default configuration needs" % hard)
     d = start_limited(make_odmrd, "256:%d" % hard)
     soft = open_files_limit(d.proc.pid)[0]
-    # 2 intake kinds x 1000 x 2 + ODMR 1000 x 3 + 16 workers + 32 spare message files
-    # + 5 listeners + 64 spare
-    assert soft == 7117, soft
-    assert "event=limits open_files=7117 needed=7117" in d.log()
+    # 2 intake kinds x 1000 x 2 + ODMR 1000 x 3 + 256 push_open_files + 16 workers
+    # + 32 spare message files + 5 listeners + 64 spare
+    assert soft == 7373, soft
+    assert "event=limits open_files=7373 needed=7373" in d.log()
 
 
 def set_open_files(d, soft, hard):
@@ -417,7 +418,8 @@ def test_descriptor_exhaustion_pauses_accept_instead_of_spinning(make_odmrd):
     error, refuse the pending connection with 421 4.3.2, and serve normally once descriptors
     are free again."""
     d = start_limited(make_odmrd, "256:256", {"intake.max_sessions": "20",
-                                              "intake.commit_workers": "2"})
+                                              "intake.commit_workers": "2",
+                                              "odmr.push_open_files": "8"})
     pid = d.proc.pid
     greeted(d.smtp_port).close()
     time.sleep(0.3)

@@ -882,6 +882,57 @@ def test_fast_profile_without_pipelining_advertised_is_lockstep(prov):
     assert prov.queue_ids() == []
 
 
+def open_message_files(d):
+    """How many of odmrd's descriptors are message files (spool/msg/<id>)."""
+    msg_dir = os.path.join(d.spool, "msg") + "/"
+    fd_dir = "/proc/%d/fd" % d.proc.pid
+    count = 0
+    for fd in os.listdir(fd_dir):
+        try:
+            count += os.readlink(os.path.join(fd_dir, fd)).startswith(msg_dir)
+        except OSError:
+            pass   # closed meanwhile
+    return count
+
+
+def wait_journal_empty(d, timeout=10):
+    """The checkpoint opens recent message files to sync them: wait until it has retired
+    every segment, so that only the push holds message files open."""
+    wal = os.path.join(d.spool, "wal")
+    deadline = time.time() + timeout
+    while os.path.isdir(wal) and os.listdir(wal) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not (os.path.isdir(wal) and os.listdir(wal)), os.listdir(wal)
+
+
+@pytest.mark.parametrize("pool", [1, 3])
+def test_open_files_beyond_one_per_push_come_from_the_shared_pool(make_odmrd, pool):
+    """docs/push.md "Open files": a fast push opens messages ahead and keeps up to 128 in
+    flight, each an open file; odmrd's descriptor budget counts one per ODMR session, the rest
+    come from [odmr] push_open_files. With a pool of N, at most N + 1 message files are open
+    while a slow customer is served; every message still goes out, in order, byte-exact."""
+    d = make_odmrd(users=USERS, extra={"odmr.push_open_files": str(pool)})
+    bodies = [b"Subject: p%d\r\n\r\nmessage %d\r\n" % (i, i) for i in range(40)]
+    stored = {}
+    for b in bodies:
+        qid = inject(d, ["x@fast.example"], b)
+        stored[qid] = d.queue_body(qid)
+    wait_journal_empty(d)
+    seen = []
+
+    def final(txn):
+        time.sleep(0.02)   # time for odmrd to open ahead, as far as the pool lets it
+        seen.append(open_message_files(d))
+        return "250 2.0.0 queued"
+
+    cust = push(d, "fast", ext=FAST_EXT, final=final)
+    assert [t.data for t in cust.delivered()] == [stored[q] for q in sorted(stored)]
+    assert len(seen) == 40
+    assert max(seen) <= pool + 1, seen
+    assert max(seen) >= 1, seen
+    assert d.queue_ids() == []
+
+
 # ---------------------------------------------------------------- implicit TLS
 
 def test_implicit_tls_one_line_per_record(prov):

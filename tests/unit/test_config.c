@@ -64,6 +64,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.min_data_rate, 500);
     assert_int_equal(cfg.odmr_max_sessions_per_address, 20);
     assert_int_equal(cfg.odmr_max_unauthenticated_per_address, 10);
+    assert_int_equal(cfg.push_open_files, 256);
     assert_int_equal(cfg.tls_handshake_timeout, 30);
     config_free(&cfg);
 }
@@ -74,18 +75,22 @@ static void test_limit_keys(void **state)
     char err[256];
     assert_int_equal(load("[intake]\nmax_sessions_per_address = 3\nmin_data_rate = 1k\n"
                           "[odmr]\nmax_sessions_per_address = 4\n"
-                          "max_unauthenticated_per_address = 2\n[tls]\nhandshake_timeout = 10s\n",
+                          "max_unauthenticated_per_address = 2\npush_open_files = 1k\n"
+                          "[tls]\nhandshake_timeout = 10s\n",
                           &cfg, err, sizeof err),
                      0);
     assert_int_equal(cfg.max_sessions_per_address, 3);
     assert_int_equal(cfg.min_data_rate, 1024);
     assert_int_equal(cfg.odmr_max_sessions_per_address, 4);
     assert_int_equal(cfg.odmr_max_unauthenticated_per_address, 2);
+    assert_int_equal(cfg.push_open_files, 1024);
     assert_int_equal(cfg.tls_handshake_timeout, 10);
     config_free(&cfg);
     assert_int_equal(load("[odmr]\nmax_unauthenticated_per_address = 0\n", &cfg, err, sizeof err),
                      -1);
     assert_non_null(strstr(err, "max_unauthenticated_per_address: bad number"));
+    assert_int_equal(load("[odmr]\npush_open_files = 0\n", &cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "push_open_files: bad number"));
 }
 
 static void test_values(void **state)
