@@ -24,6 +24,7 @@ USERS = {
     "alice": ("alice-secret", ["example.org", "example.net"], []),
     "bob": ("bob-secret", ["bob.example"], []),
     "fast": ("fast-secret", ["fast.example"], ["--profile", "fast"]),
+    "fast2": ("fast2-secret", ["fast2.example"], ["--profile", "fast"]),
 }
 PASSWORDS = {name: pw for name, (pw, _d, _o) in USERS.items()}
 
@@ -930,6 +931,64 @@ def test_open_files_beyond_one_per_push_come_from_the_shared_pool(make_odmrd, po
     assert len(seen) == 40
     assert max(seen) <= pool + 1, seen
     assert max(seen) >= 1, seen
+    assert d.queue_ids() == []
+
+
+def test_a_push_holding_the_pool_does_not_hold_up_another(make_odmrd):
+    """docs/push.md "Open files": one fast push stalls with its own file and the whole pool
+    (2) open; a second push still runs to its end meanwhile, on its own file alone (one
+    message at a time), and the first one ends normally once its customer answers."""
+    d = make_odmrd(users=USERS, extra={"odmr.push_open_files": "2"})
+    stored = {"fast": {}, "fast2": {}}
+    for user, domain in (("fast", "fast.example"), ("fast2", "fast2.example")):
+        for i in range(10):
+            qid = inject(d, ["x@" + domain], b"Subject: %s %d\r\n\r\nbody %d\r\n"
+                         % (user.encode(), i, i))
+            stored[user][qid] = d.queue_body(qid)
+    wait_journal_empty(d)
+    release, first_final, outcome = threading.Event(), threading.Event(), {}
+
+    def stall_once(txn):
+        if not first_final.is_set():
+            first_final.set()
+            release.wait(60)
+        return "250 2.0.0 queued"
+
+    def first_push():
+        c = login(d, "fast")
+        try:
+            outcome["atrn"] = atrn(c)[0]
+            outcome["cust"] = Customer(c, ext=FAST_EXT, final=stall_once).run()
+        finally:
+            c.close()
+
+    before = pushes_done(d)
+    t = threading.Thread(target=first_push)
+    t.start()
+    try:
+        assert first_final.wait(30)
+        deadline = time.time() + 10
+        while open_message_files(d) < 3 and time.time() < deadline:
+            time.sleep(0.02)
+        assert open_message_files(d) == 3   # its own file and the pool's two
+        seen = []
+
+        def final(txn):
+            seen.append(open_message_files(d))
+            return "250 2.0.0 queued"
+
+        second = push(d, "fast2", ext=FAST_EXT, final=final)
+        assert not release.is_set()
+        assert [t.data for t in second.delivered()] == [stored["fast2"][q]
+                                                        for q in sorted(stored["fast2"])]
+        assert max(seen) == 4, seen         # the stalled push's three and its own one
+    finally:
+        release.set()
+        t.join(60)
+    wait_push_done(d, before + 2)
+    assert outcome["atrn"] == 250
+    assert [t.data for t in outcome["cust"].delivered()] == [stored["fast"][q]
+                                                             for q in sorted(stored["fast"])]
     assert d.queue_ids() == []
 
 
