@@ -334,7 +334,7 @@ static void run_push(struct run *run, struct fake *f, const char *const *domains
     push_default_timeouts(&req.timeouts);
     if (timeout > 0)
         req.timeouts.greeting = req.timeouts.command = timeout;
-    struct push_service *pushes = push_service_new();
+    struct push_service *pushes = push_service_new(256);   /* [odmr] push_open_files default */
     assert_non_null(pushes);
     assert_int_equal(push_start(pushes, &req, on_done, run), 0);
     struct event *guard = evtimer_new(run->base, on_guard, NULL);
