@@ -24,9 +24,10 @@ USERS = {
     "alice": ("alice-secret", ["example.org", "example.net"], []),
     "bob": ("bob-secret", ["bob.example"], []),
     "fast": ("fast-secret", ["fast.example"], ["--profile", "fast"]),
-    "fast2": ("fast2-secret", ["fast2.example"], ["--profile", "fast"]),
 }
-PASSWORDS = {name: pw for name, (pw, _d, _o) in USERS.items()}
+# A second fast-profile customer for the shared-pool test only (other modules import USERS).
+FAST2 = {"fast2": ("fast2-secret", ["fast2.example"], ["--profile", "fast"])}
+PASSWORDS = {name: pw for name, (pw, _d, _o) in {**USERS, **FAST2}.items()}
 
 # What a plain Postfix-like customer MTA advertises (no DSN, no PIPELINING).
 BASIC_EXT = ("SIZE 100000000", "8BITMIME", "ENHANCEDSTATUSCODES")
@@ -938,7 +939,7 @@ def test_a_push_holding_the_pool_does_not_hold_up_another(make_odmrd):
     """docs/push.md "Open files": one fast push stalls with its own file and the whole pool
     (2) open; a second push still runs to its end meanwhile, on its own file alone (one
     message at a time), and the first one ends normally once its customer answers."""
-    d = make_odmrd(users=USERS, extra={"odmr.push_open_files": "2"})
+    d = make_odmrd(users={**USERS, **FAST2}, extra={"odmr.push_open_files": "2"})
     stored = {"fast": {}, "fast2": {}}
     for user, domain in (("fast", "fast.example"), ("fast2", "fast2.example")):
         for i in range(10):
