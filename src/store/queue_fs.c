@@ -1355,7 +1355,7 @@ static int start_daemon_queue(struct fs_queue *fq, unsigned worker_count, const 
     if (rc == 0)
         *step = "cannot open the commit journal";
     if (rc == 0)
-        rc = queue_journal_open(fq->spool_fd, fq->msg_fd, &fq->journal);
+        rc = queue_journal_open(fq->spool_fd, fq->tmp_fd, fq->msg_fd, &fq->journal);
     if (rc == 0)
         *step = "cannot start commit workers";
     if (rc == 0 && (fq->workers = worker_pool_new(fq->evbase, worker_count)) == NULL)

@@ -44,12 +44,14 @@ struct queue_journal_segment {
     size_t id_count, id_cap;
     unsigned pending;               /* appended, commit_done not yet called */
     bool sealed;                    /* takes no new record */
+    bool rewrite;                   /* a checkpoint failed: the next rewrites from the records */
+    bool unlinked;                  /* checkpointed and deleted; wal/ not yet synced */
     struct group_sync *sync;
     struct queue_journal_segment *next;
 };
 
 struct queue_journal {
-    int wal_fd, msg_fd;
+    int wal_fd, tmp_fd, msg_fd;
     pthread_mutex_t mutex;
     pthread_cond_t changed;
     struct queue_journal_segment *segments;   /* oldest first; the last may be current */
@@ -400,21 +402,32 @@ static int sync_message_files(int msg_fd, char (*ids)[QUEUE_ID_MAX], size_t n)
     return rc != 0 ? rc : sync_rc;
 }
 
+static int rewrite_segment_messages(struct queue_journal *j,
+                                    const struct queue_journal_segment *seg);
+
 /* Makes every message of seg durable without the journal (its file, then its name in msg/),
- * then deletes seg. */
+ * then deletes seg. After a failed attempt the files are written again from the records
+ * instead of synced again: Linux reports a writeback error to one fsync only, and may keep the
+ * failed pages in the cache as clean, so a second fsync of the same files can return 0 while
+ * the disk holds no good copy (docs/queue.md "A failed checkpoint"). The records are durable:
+ * they are the copy to trust. */
 static int checkpoint_segment(struct queue_journal *j, struct queue_journal_segment *seg)
 {
     char name[SEGMENT_NAME_DIGITS + 1];
     segment_name(name, seg->number);
     int rc = 0;
-    for (size_t i = 0; rc == 0 && i < seg->id_count; i += CHECKPOINT_BATCH) {
+    if (!seg->unlinked && seg->rewrite)
+        rc = rewrite_segment_messages(j, seg);
+    for (size_t i = 0; !seg->unlinked && !seg->rewrite && rc == 0 && i < seg->id_count;
+         i += CHECKPOINT_BATCH) {
         size_t n = seg->id_count - i < CHECKPOINT_BATCH ? seg->id_count - i : CHECKPOINT_BATCH;
         rc = sync_message_files(j->msg_fd, seg->ids + i, n);
     }
-    if (rc == 0 && seg->id_count > 0 && fsync(j->msg_fd) != 0)
+    if (!seg->unlinked && rc == 0 && seg->id_count > 0 && fsync(j->msg_fd) != 0)
         rc = errno;
-    if (rc == 0 && unlinkat(j->wal_fd, name, 0) != 0)
+    if (!seg->unlinked && rc == 0 && unlinkat(j->wal_fd, name, 0) != 0)
         rc = errno;
+    seg->unlinked |= rc == 0;
     if (rc == 0 && fsync(j->wal_fd) != 0)
         rc = errno;
     return rc;
@@ -542,8 +555,9 @@ static void *checkpointer_main(void *arg)
         if (rc != 0) {
             /* The segment stays (replayed at the next start); waiting removals stay blocked
              * rather than risk a resurrection. Try again later. */
-            log_error("queue.checkpoint_failed", " segment=%" PRIu64 " error=\"%s\"",
-                      seg->number, strerror(rc));
+            log_error("queue.checkpoint_failed", " segment=%" PRIu64 " error=\"%s\" retry=%s",
+                      seg->number, strerror(rc), seg->unlinked ? "sync" : "rewrite");
+            seg->rewrite = true;
             j->seal_requested = false;
             pthread_cond_timedwait(&j->changed, &j->mutex, &(struct timespec){
                 .tv_sec = time(NULL) + 1});
@@ -569,12 +583,13 @@ static int open_wal_dir(int spool_fd, bool create, int *out)
     return *out < 0 ? errno : 0;
 }
 
-int queue_journal_open(int spool_fd, int msg_fd, struct queue_journal **out)
+int queue_journal_open(int spool_fd, int tmp_fd, int msg_fd, struct queue_journal **out)
 {
     struct queue_journal *j = calloc(1, sizeof *j);
     *out = NULL;
     if (j == NULL)
         return ENOMEM;
+    j->tmp_fd = tmp_fd;
     j->msg_fd = msg_fd;
     j->wal_fd = -1;
     j->next_number = 1;
@@ -710,6 +725,39 @@ static int write_back(int seg_fd, off_t off, uint64_t len, int tmp_fd, int msg_f
         rc = errno;
     if (rc != 0)
         unlinkat(tmp_fd, id, 0);
+    return rc;
+}
+
+/* The checkpoint after a failed one: every record of seg whose msg/<id> still exists is written
+ * back over it (a file that is gone was never renamed: its commit failed). */
+static int rewrite_segment_messages(struct queue_journal *j,
+                                    const struct queue_journal_segment *seg)
+{
+    char name[SEGMENT_NAME_DIGITS + 1];
+    segment_name(name, seg->number);
+    int fd = queue_fs_open_file(j->wal_fd, name, O_RDONLY, 0);
+    int rc = fd < 0 ? errno : 0;
+    unsigned rewritten = 0;
+    for (off_t off = 0; rc == 0 && (uint64_t)off < seg->size;) {
+        char id[QUEUE_ID_MAX];
+        uint64_t len;
+        size_t header_len;
+        if (read_record_header(fd, off, id, &len, &header_len) != 1) {
+            rc = EBADMSG;   /* only complete records lie below seg->size */
+            break;
+        }
+        if (faccessat(j->msg_fd, id, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+            rc = write_back(fd, off + (off_t)header_len, len, j->tmp_fd, j->msg_fd, id);
+            rewritten += rc == 0;
+        } else if (errno != ENOENT) {
+            rc = errno;
+        }
+        off += (off_t)header_len + (off_t)len;
+    }
+    if (fd >= 0)
+        close(fd);
+    log_info("queue.checkpoint_rewrite", " segment=%" PRIu64 " rewritten=%u result=%s",
+             seg->number, rewritten, rc == 0 ? "ok" : strerror(rc));
     return rc;
 }
 

@@ -21,9 +21,11 @@
 struct queue_journal;
 struct queue_journal_segment;
 
-/* Opens the journal in spool_fd/wal (created if missing) for a spool whose msg/ is msg_fd, and
- * starts the checkpointer. Call after queue_journal_replay(). 0 or errno. */
-int queue_journal_open(int spool_fd, int msg_fd, struct queue_journal **out);
+/* Opens the journal in spool_fd/wal (created if missing) for a spool whose tmp/ and msg/ are
+ * tmp_fd and msg_fd, and starts the checkpointer. Call after queue_journal_replay(). A failed
+ * checkpoint is tried again after a second, writing the segment's messages back from its
+ * records. 0 or errno. */
+int queue_journal_open(int spool_fd, int tmp_fd, int msg_fd, struct queue_journal **out);
 /* Checkpoints and retires every segment, stops the checkpointer, frees. NULL is a no-op. */
 void queue_journal_close(struct queue_journal *j);
 
