@@ -32,10 +32,18 @@
 
 enum { MESSAGES = 12 };
 
-static atomic_int msg_sync_failures_left;   /* armed by a test */
-static atomic_int msg_sync_failures_made;
+/* A failure this program's fdatasync() or fsync() makes, armed by a test: the next `left`
+ * calls on a file whose path contains `path_part` (or ends with it: `at_end`) fail with EIO. */
+struct injected_failure {
+    const char *path_part;
+    bool at_end;
+    atomic_int left, made;
+};
 
-static bool is_message_file(int fd)
+static struct injected_failure message_sync = {.path_part = "/msg/"};
+static struct injected_failure wal_dir_sync = {.path_part = "/wal", .at_end = true};
+
+static bool path_matches(int fd, const struct injected_failure *f)
 {
     char link[64], target[512];
     snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
@@ -43,7 +51,19 @@ static bool is_message_file(int fd)
     if (n <= 0)
         return false;
     target[n] = '\0';
-    return strstr(target, "/msg/") != NULL;
+    size_t part = strlen(f->path_part);
+    if (f->at_end)
+        return (size_t)n >= part && strcmp(target + n - part, f->path_part) == 0;
+    return strstr(target, f->path_part) != NULL;
+}
+
+static bool take_failure(struct injected_failure *f, int fd)
+{
+    if (atomic_load(&f->left) <= 0 || !path_matches(fd, f) || atomic_fetch_sub(&f->left, 1) <= 0)
+        return false;
+    atomic_fetch_add(&f->made, 1);
+    errno = EIO;
+    return true;
 }
 
 int fdatasync(int fd);
@@ -52,13 +72,16 @@ int fdatasync(int fd)
     static int (*real_fdatasync)(int);
     if (real_fdatasync == NULL)
         *(void **)&real_fdatasync = dlsym(RTLD_NEXT, "fdatasync");
-    if (is_message_file(fd) && atomic_load(&msg_sync_failures_left) > 0 &&
-        atomic_fetch_sub(&msg_sync_failures_left, 1) > 0) {
-        atomic_fetch_add(&msg_sync_failures_made, 1);
-        errno = EIO;
-        return -1;
-    }
-    return real_fdatasync(fd);
+    return take_failure(&message_sync, fd) ? -1 : real_fdatasync(fd);
+}
+
+int fsync(int fd);
+int fsync(int fd)
+{
+    static int (*real_fsync)(int);
+    if (real_fsync == NULL)
+        *(void **)&real_fsync = dlsym(RTLD_NEXT, "fsync");
+    return take_failure(&wal_dir_sync, fd) ? -1 : real_fsync(fd);
 }
 
 static struct queue *open_daemon_queue(struct event_base *base)
@@ -110,8 +133,9 @@ static nlink_t links_of(int fd)
     return st.st_nlink;
 }
 
-/* Waits (at most 10 s) until wal/ holds a standby: a segment of zeros written ahead. */
-static void wait_for_standby(void)
+/* Waits (at most 10 s) until wal/ holds `count` segments of at least 1 MiB (zeros written
+ * ahead: standbys, or a standby in use). */
+static void wait_for_zero_filled(int count)
 {
     char path[512];
     snprintf(path, sizeof path, "%s/wal", spool);
@@ -120,40 +144,68 @@ static void wait_for_standby(void)
         assert_non_null(dir);
         struct dirent *e;
         struct stat st;
-        bool found = false;
-        while (!found && (e = readdir(dir)) != NULL)
-            found = e->d_name[0] != '.' && fstatat(dirfd(dir), e->d_name, &st, 0) == 0 &&
-                    st.st_size >= 1 << 20;
+        int found = 0;
+        while ((e = readdir(dir)) != NULL)
+            found += e->d_name[0] != '.' && fstatat(dirfd(dir), e->d_name, &st, 0) == 0 &&
+                     st.st_size >= 1 << 20;
         closedir(dir);
-        if (found)
+        if (found >= count)
             return;
         usleep(10 * 1000);
     }
-    fail_msg("no standby segment in %s", path);
+    fail_msg("fewer than %d zero-filled segments in %s", count, path);
 }
 
-static void test_failed_checkpoint_rewrites_from_the_records(void **state)
+/* The first commit opens a segment and has a standby prepared, which the next commit takes
+ * (sealing the first; its removal waits until it is retired). The other messages then all go
+ * to the standby; returns once the next standby is ready too. */
+static void store_into_one_segment(struct queue *q, struct stored *before)
 {
-    evthread_use_pthreads();
-    struct event_base *base = event_base_new();
-    struct queue *q = open_daemon_queue(base);
-    struct stored before[MESSAGES], after;
-    memset(&after, 0, sizeof after);
-    /* The first commit opens a segment and has a standby prepared, which the next commit
-     * takes (sealing the first; its removal waits until it is retired). The other messages
-     * then all go to the standby. */
     store_message(q, 0, before[0].id);
-    wait_for_standby();
+    wait_for_zero_filled(1);
     for (unsigned i = 1; i < MESSAGES; i++) {
         store_message(q, i, before[i].id);
         read_stored(&before[i]);
     }
     assert_int_equal(queue_remove(q, before[0].id), 0);
-    atomic_store(&msg_sync_failures_left, 1);
+    wait_for_zero_filled(2);
+}
+
+/* True when no file in wal/ starts with a record: every segment with records is gone. */
+static bool no_records_left(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/wal", spool);
+    DIR *dir = opendir(path);
+    assert_non_null(dir);
+    struct dirent *e;
+    bool none = true;
+    while ((e = readdir(dir)) != NULL) {
+        char head[8] = {0};
+        int fd = e->d_name[0] != '.' ? openat(dirfd(dir), e->d_name, O_RDONLY) : -1;
+        none &= fd < 0 || read(fd, head, sizeof head) < 1 || head[0] == '\0';
+        if (fd >= 0)
+            close(fd);
+    }
+    closedir(dir);
+    return none;
+}
+
+static void test_failed_checkpoint_rewrites_from_the_records(void **state)
+{
+    alarm(60);   /* a retry that can never succeed would leave the removal waiting */
+    evthread_use_pthreads();
+    struct event_base *base = event_base_new();
+    struct queue *q = open_daemon_queue(base);
+    struct stored before[MESSAGES], after;
+    memset(&after, 0, sizeof after);
+    store_into_one_segment(q, before);
+    atomic_store(&message_sync.left, 1);
     /* A removal waits until the segment holding the message is retired: the first checkpoint
      * fails, the one a second later rewrites and retires it. */
     assert_int_equal(queue_remove(q, before[MESSAGES - 1].id), 0);
-    assert_int_equal(atomic_load(&msg_sync_failures_made), 1);
+    assert_int_equal(atomic_load(&message_sync.made), 1);
+    assert_true(no_records_left());
     for (unsigned i = 1; i < MESSAGES - 1; i++) {
         memcpy(after.id, before[i].id, sizeof after.id);
         read_stored(&after);
@@ -178,6 +230,31 @@ static void test_failed_checkpoint_rewrites_from_the_records(void **state)
     close(before[MESSAGES - 1].fd);
     queue_close(q);
     event_base_free(base);
+    alarm(0);
+}
+
+/* The segment was unlinked, then fsync(wal/) failed: the messages are durable, the retry syncs
+ * wal/ again and rewrites nothing (the records are gone with the segment). */
+static void test_failed_wal_sync_after_the_unlink_is_retried_alone(void **state)
+{
+    alarm(60);
+    evthread_use_pthreads();
+    struct event_base *base = event_base_new();
+    struct queue *q = open_daemon_queue(base);
+    struct stored before[MESSAGES];
+    store_into_one_segment(q, before);
+    atomic_store(&wal_dir_sync.left, 1);
+    assert_int_equal(queue_remove(q, before[MESSAGES - 1].id), 0);
+    assert_int_equal(atomic_load(&wal_dir_sync.made), 1);
+    assert_true(no_records_left());
+    for (unsigned i = 1; i < MESSAGES - 1; i++) {
+        assert_int_equal(links_of(before[i].fd), 1);   /* the file first written, kept */
+        close(before[i].fd);
+    }
+    close(before[MESSAGES - 1].fd);
+    queue_close(q);
+    event_base_free(base);
+    alarm(0);
 }
 
 int main(void)
@@ -185,6 +262,8 @@ int main(void)
     log_init("test_journal_checkpoint", (enum log_level)(LOG_LEVEL_ERROR + 1));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_rewrites_from_the_records,
+                                        setup_spool, teardown_spool),
+        cmocka_unit_test_setup_teardown(test_failed_wal_sync_after_the_unlink_is_retried_alone,
                                         setup_spool, teardown_spool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
