@@ -191,21 +191,42 @@ static bool no_records_left(void)
     return none;
 }
 
-static void test_failed_checkpoint_rewrites_from_the_records(void **state)
+/* Opens a daemon queue with a time limit on the test (a retry that can never succeed would
+ * leave a removal waiting for ever) and stores the messages of before into one segment. */
+static struct queue *start_test(struct event_base **base, struct stored *before)
 {
-    alarm(60);   /* a retry that can never succeed would leave the removal waiting */
+    alarm(60);
     evthread_use_pthreads();
-    struct event_base *base = event_base_new();
-    struct queue *q = open_daemon_queue(base);
-    struct stored before[MESSAGES], after;
-    memset(&after, 0, sizeof after);
+    *base = event_base_new();
+    struct queue *q = open_daemon_queue(*base);
     store_into_one_segment(q, before);
-    atomic_store(&message_sync.left, 1);
-    /* A removal waits until the segment holding the message is retired: the first checkpoint
-     * fails, the one a second later rewrites and retires it. */
+    return q;
+}
+
+static void finish_test(struct queue *q, struct event_base *base, struct stored *before)
+{
+    for (unsigned i = 1; i < MESSAGES; i++)
+        close(before[i].fd);
+    queue_close(q);
+    event_base_free(base);
+    alarm(0);
+}
+
+/* Arms failure f once, then removes the last message, which waits until the segment holding
+ * it is retired: the first checkpoint fails, the one a second later retires it. */
+static void fail_once_and_remove_the_last(struct injected_failure *f, struct queue *q,
+                                          const struct stored *before)
+{
+    atomic_store(&f->left, 1);
     assert_int_equal(queue_remove(q, before[MESSAGES - 1].id), 0);
-    assert_int_equal(atomic_load(&message_sync.made), 1);
+    assert_int_equal(atomic_load(&f->made), 1);
     assert_true(no_records_left());
+}
+
+/* Every message of the segment but the removed last one has the octets first written. */
+static void assert_same_octets(const struct stored *before)
+{
+    struct stored after = {0};
     for (unsigned i = 1; i < MESSAGES - 1; i++) {
         memcpy(after.id, before[i].id, sizeof after.id);
         read_stored(&after);
@@ -216,45 +237,33 @@ static void test_failed_checkpoint_rewrites_from_the_records(void **state)
         assert_int_equal(links_of(after.fd), 1);
         close(after.fd);
     }
+}
+
+static void test_failed_checkpoint_rewrites_from_the_records(void **state)
+{
+    struct event_base *base;
+    struct stored before[MESSAGES];
+    struct queue *q = start_test(&base, before);
+    fail_once_and_remove_the_last(&message_sync, q, before);
+    assert_same_octets(before);
     queue_close(q);
     /* Nothing left to replay: the rewritten segment is gone, the messages stay. */
     q = open_daemon_queue(base);
-    for (unsigned i = 1; i < MESSAGES - 1; i++) {
-        memcpy(after.id, before[i].id, sizeof after.id);
-        read_stored(&after);
-        assert_int_equal(after.len, before[i].len);
-        assert_memory_equal(after.octets, before[i].octets, (size_t)before[i].len);
-        close(after.fd);
-        close(before[i].fd);
-    }
-    close(before[MESSAGES - 1].fd);
-    queue_close(q);
-    event_base_free(base);
-    alarm(0);
+    assert_same_octets(before);
+    finish_test(q, base, before);
 }
 
 /* The segment was unlinked, then fsync(wal/) failed: the messages are durable, the retry syncs
  * wal/ again and rewrites nothing (the records are gone with the segment). */
 static void test_failed_wal_sync_after_the_unlink_is_retried_alone(void **state)
 {
-    alarm(60);
-    evthread_use_pthreads();
-    struct event_base *base = event_base_new();
-    struct queue *q = open_daemon_queue(base);
+    struct event_base *base;
     struct stored before[MESSAGES];
-    store_into_one_segment(q, before);
-    atomic_store(&wal_dir_sync.left, 1);
-    assert_int_equal(queue_remove(q, before[MESSAGES - 1].id), 0);
-    assert_int_equal(atomic_load(&wal_dir_sync.made), 1);
-    assert_true(no_records_left());
-    for (unsigned i = 1; i < MESSAGES - 1; i++) {
+    struct queue *q = start_test(&base, before);
+    fail_once_and_remove_the_last(&wal_dir_sync, q, before);
+    for (unsigned i = 1; i < MESSAGES - 1; i++)
         assert_int_equal(links_of(before[i].fd), 1);   /* the file first written, kept */
-        close(before[i].fd);
-    }
-    close(before[MESSAGES - 1].fd);
-    queue_close(q);
-    event_base_free(base);
-    alarm(0);
+    finish_test(q, base, before);
 }
 
 int main(void)
