@@ -16,6 +16,7 @@
 #include "lib/config.h"
 #include "services/notice.h"
 #include "store/queue_backend.h"
+#include "store/queue_fs.h"
 
 /* What a command may select by. */
 enum {
@@ -38,6 +39,7 @@ struct op {
     unsigned selectors;
     bool leases;       /* change the message under its domain leases */
     bool corrupt_ok;   /* also a message that fails validation (delete) */
+    bool removes;      /* may remove the message: waits until odmrd's journal let go of it */
     int (*apply)(struct queue *q, const char *id);
 };
 
@@ -213,12 +215,23 @@ static int lease_message(struct queue *q, const char *id, struct leases *l, char
     return rc;
 }
 
-/* Applies op to one id under its leases (when op wants them). An exit code. */
+/* Applies op to one id under its leases (when op wants them). An exit code. A message
+ * committed moments ago may still have its record in odmrd's commit journal: removed now, a
+ * crash of odmrd before its checkpoint would bring it back (docs/queue.md "Group commit"), so a
+ * removing op waits for the checkpoint first, before any change. */
 static int apply_one(struct queue *q, const struct op *op, const char *id)
 {
     struct leases l = {0};
     char busy[QUEUE_DOMAIN_MAX] = "";
-    int rc = op->leases ? lease_message(q, id, &l, busy) : 0;
+    int rc = op->removes ? queue_fs_wait_out_of_journal(q, id) : 0;
+    if (rc == EAGAIN) {
+        fprintf(stderr, "odmrctl: %s: not changed: its record is still in odmrd's commit "
+                        "journal (wal/) and no checkpoint took it within 5 s; is odmrd "
+                        "running? (its start replays the journal); try again\n", id);
+        return EX_TEMPFAIL;
+    }
+    if (rc == 0 && op->leases)
+        rc = lease_message(q, id, &l, busy);
     if (rc == EBUSY) {
         fprintf(stderr, "odmrctl: %s: not changed: domain %s is being delivered or expired "
                         "right now (lock/%s is held); try again\n", id, busy, busy);
@@ -357,12 +370,13 @@ static int apply_delete(struct queue *q, const char *id)
 }
 
 static const struct op ops[] = {
-    {"hold", SELECT_IDS | SELECT_DOMAIN | SELECT_STDIN, true, false, apply_hold},
+    {"hold", SELECT_IDS | SELECT_DOMAIN | SELECT_STDIN, true, false, false, apply_hold},
     /* a release needs no lease: a push under way already listed its messages */
-    {"release", SELECT_IDS | SELECT_DOMAIN | SELECT_STDIN, false, false, apply_release},
-    {"requeue", SELECT_IDS | SELECT_STDIN, true, false, apply_requeue},
-    {"bounce", SELECT_IDS | SELECT_STDIN, true, false, apply_bounce},
-    {"delete", SELECT_IDS | SELECT_DOMAIN | SELECT_OLDER | SELECT_STDIN, true, true, apply_delete},
+    {"release", SELECT_IDS | SELECT_DOMAIN | SELECT_STDIN, false, false, false, apply_release},
+    {"requeue", SELECT_IDS | SELECT_STDIN, true, false, false, apply_requeue},
+    {"bounce", SELECT_IDS | SELECT_STDIN, true, false, true, apply_bounce},
+    {"delete", SELECT_IDS | SELECT_DOMAIN | SELECT_OLDER | SELECT_STDIN, true, true, true,
+     apply_delete},
 };
 
 static const struct op *find_op(const char *name)

@@ -1109,6 +1109,38 @@ static int unlink_entry_of(const char *domain, void *arg)
     return 0;
 }
 
+enum { JOURNAL_WAIT_MS = 5000, JOURNAL_POLL_MS = 100 };
+
+/* Reads the ids of wal/'s records again (a tool's view of odmrd's journal). */
+static int read_journal_held(struct fs_queue *fq)
+{
+    if (fq->journal_held == NULL && (fq->journal_held = calloc(1, sizeof *fq->journal_held)) == NULL)
+        return ENOMEM;
+    queue_fs_names_free(fq->journal_held);
+    return queue_journal_held_ids(fq->spool_fd, fq->journal_held);
+}
+
+/* The ids are read once per process and again only while one of them is asked for: a message
+ * selected for removal was in msg/ before that, so its record, if any, was appended before the
+ * first read (msg/<id> appears only after its record's sync). */
+int queue_fs_wait_out_of_journal(struct queue *q, const char *id)
+{
+    struct fs_queue *fq = fs_queue_of(q);
+    if (fq->journal != NULL) {
+        queue_journal_wait_retired(fq->journal, id);
+        return 0;
+    }
+    int rc = fq->journal_held != NULL ? 0 : read_journal_held(fq);
+    for (int waited = 0; rc == 0 && queue_fs_names_contains(fq->journal_held, id);
+         waited += JOURNAL_POLL_MS) {
+        if (waited >= JOURNAL_WAIT_MS)
+            return EAGAIN;
+        usleep(JOURNAL_POLL_MS * 1000);
+        rc = read_journal_held(fq);
+    }
+    return rc;
+}
+
 /* Removal order: msg/<id> first, made durable with fsync(msg/), then the index entries. A crash
  * in between leaves orphan entries, which recovery deletes; never an entry-less message. */
 static int remove_message(struct fs_queue *fq, const char *id, const struct queue_envelope *env)
@@ -1116,8 +1148,9 @@ static int remove_message(struct fs_queue *fq, const char *id, const struct queu
     if (fq->read_only)
         return EROFS;
     /* A message still in an unretired journal segment would come back at a replay. */
-    if (fq->journal != NULL)
-        queue_journal_wait_retired(fq->journal, id);
+    int held = queue_fs_wait_out_of_journal(&fq->base, id);
+    if (held != 0)
+        return held;
     if (unlinkat(fq->msg_fd, id, 0) != 0)
         return errno;
     int rc = group_sync(fq->msg_sync);
@@ -1318,6 +1351,9 @@ static void fs_close(struct queue *q)
         if (fds[i] >= 0)
             close(fds[i]);
     }
+    if (fq->journal_held != NULL)
+        queue_fs_names_free(fq->journal_held);
+    free(fq->journal_held);
     free(fq->leases);
     free(fq->spool);
     free(fq);

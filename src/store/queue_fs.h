@@ -35,6 +35,13 @@ enum {
  * records outcomes with queue_commit() and queue_record_outcomes_async()). */
 /* Synchronous commit. 0 or errno. */
 int queue_fs_commit_sync(struct queue_writer *w);
+/* Returns once removing id cannot be undone by a replay of the commit journal: no segment of
+ * wal/ holds a record of it. In odmrd, waits for its checkpoint. In a tool (odmrctl), which
+ * does not see odmrd's checkpoints, polls wal/ for up to 5 s (odmrd checkpoints a segment
+ * about a second after it opened) and then returns EAGAIN: odmrd is not running and left the
+ * segment (its next start replays it). 0 or errno. Every removal calls it; odmrctl calls it
+ * first where a removal follows other changes (bounce). */
+int queue_fs_wait_out_of_journal(struct queue *q, const char *id);
 /* Records the outcome for one recipient (index into env.rcpts) durably (fsync before return).
  * reply may be NULL. DONE/FAILED/BOUNCED are final (the one move out of a final state is
  * FAILED -> BOUNCED, once its notice exists); PENDING counts an attempt. 0 or errno. */

@@ -36,6 +36,7 @@ struct fs_queue {
     struct worker_pool *readers;         /* openings for a push, started at the first one */
     struct group_sync *msg_sync;         /* fsync(msg/) shared by concurrent commits, removals */
     struct queue_journal *journal;       /* the daemon's commit journal; NULL for tools */
+    struct queue_fs_names *journal_held; /* tools: ids with a record in wal/, read at need */
     struct queue_fs_spares *spares;      /* unnamed files made ahead (daemon); NULL: none */
     struct event *batch_event;           /* submits the commits of one loop turn together */
     struct fs_writer *batch_head, **batch_tail;

@@ -122,6 +122,12 @@ static int compare_names(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+void queue_fs_names_sort(struct queue_fs_names *l)
+{
+    if (l->count > 1)
+        qsort(l->names, l->count, sizeof *l->names, compare_names);
+}
+
 bool queue_fs_names_contains(const struct queue_fs_names *l, const char *name)
 {
     return bsearch(&name, l->names, l->count, sizeof *l->names, compare_names) != NULL;
@@ -155,7 +161,7 @@ int queue_fs_list_dir(int dirfd, const char *path, bool (*accept)(const char *),
     closedir(dir);
     if (rc != 0)
         queue_fs_names_free(out);
-    else if (out->count > 1)
-        qsort(out->names, out->count, sizeof *out->names, compare_names);
+    else
+        queue_fs_names_sort(out);
     return rc;
 }

@@ -40,7 +40,8 @@ struct queue_fs_names {
 };
 void queue_fs_names_free(struct queue_fs_names *l);
 int queue_fs_names_add(struct queue_fs_names *l, const char *name);   /* 0 or ENOMEM */
-bool queue_fs_names_contains(const struct queue_fs_names *l, const char *name);
+bool queue_fs_names_contains(const struct queue_fs_names *l, const char *name);   /* sorted l */
+void queue_fs_names_sort(struct queue_fs_names *l);
 /* Reads every name of directory dirfd/path except "." and "..", sorted. accept may be NULL.
  * ENOENT when the directory does not exist. out is always safe to queue_fs_names_free(). */
 int queue_fs_list_dir(int dirfd, const char *path, bool (*accept)(const char *),

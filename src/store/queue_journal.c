@@ -794,6 +794,47 @@ static int replay_segment(int seg_fd, const char *name, int tmp_fd, int msg_fd,
     }
 }
 
+/* Adds the id of every complete record of the segment fd to out. */
+static int add_record_ids(int fd, struct queue_fs_names *out)
+{
+    char id[QUEUE_ID_MAX];
+    uint64_t len;
+    size_t header_len;
+    int rc = 0;
+    for (off_t off = 0; rc == 0 && read_record_header(fd, off, id, &len, &header_len) == 1;
+         off += (off_t)header_len + (off_t)len)
+        rc = queue_fs_names_add(out, id);
+    return rc;
+}
+
+int queue_journal_held_ids(int spool_fd, struct queue_fs_names *out)
+{
+    struct queue_fs_names segments = {0};
+    int wal_fd = -1;
+    memset(out, 0, sizeof *out);
+    int rc = open_wal_dir(spool_fd, false, &wal_fd);
+    if (rc == ENOENT)
+        return 0;
+    if (rc == 0)
+        rc = queue_fs_list_dir(wal_fd, ".", accept_segment_name, &segments);
+    for (size_t i = 0; rc == 0 && i < segments.count; i++) {
+        int fd = queue_fs_open_file(wal_fd, segments.names[i], O_RDONLY, 0);
+        if (fd < 0 && errno != ENOENT)   /* ENOENT: checkpointed meanwhile */
+            rc = errno;
+        if (fd >= 0) {
+            rc = add_record_ids(fd, out);
+            close(fd);
+        }
+    }
+    queue_fs_names_free(&segments);
+    if (wal_fd >= 0)
+        close(wal_fd);
+    if (rc != 0)
+        queue_fs_names_free(out);
+    queue_fs_names_sort(out);
+    return rc;
+}
+
 int queue_journal_replay(int spool_fd, int tmp_fd, int msg_fd, unsigned *replayed,
                          unsigned *torn)
 {

@@ -47,6 +47,13 @@ void queue_journal_commit_done(struct queue_journal *j, struct queue_journal_seg
  * the segment now if needed. */
 void queue_journal_wait_retired(struct queue_journal *j, const char *id);
 
+/* For a process beside odmrd (odmrctl): the ids that have a record in a segment of
+ * spool_fd/wal now, sorted, in *out (always safe to queue_fs_names_free()). A record being
+ * appended while this reads ends its segment's list: it is a commit newer than the call. 0 or
+ * errno; no wal/ is no id. */
+struct queue_fs_names;
+int queue_journal_held_ids(int spool_fd, struct queue_fs_names *out);
+
 /* Start-up: re-materialises into msg/ every message of the segments left in spool_fd/wal whose
  * msg/<id> is missing or fails validation, makes every message of those segments durable
  * (fsync of the files and msg/), then deletes the segments. A record that is incomplete or

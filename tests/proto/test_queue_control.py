@@ -6,6 +6,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import time
 
@@ -208,6 +209,69 @@ def test_delete_of_a_message_being_pushed_is_refused(prov):
     c.close()
     wait_push_done(prov, n + 1)
     assert pushed_ids(cust) == [qid]
+
+
+# ---------------------------------------------------------------- the commit journal
+
+def in_journal(d, qid):
+    """True when a segment of wal/ holds a record of qid (odmrd checkpoints it within ~1 s)."""
+    wal = os.path.join(d.spool, "wal")
+    for name in os.listdir(wal):
+        with open(os.path.join(wal, name), "rb") as f:
+            if b"ODMRJ 1 %s " % qid.encode() in f.read():
+                return True
+    return False
+
+
+def inject_into_journal(d, tries=10):
+    """A message whose record is still in wal/ when this returns (else a new try)."""
+    for _ in range(tries):
+        qid = inject(d, ["u@example.org"], b"Subject: fresh\r\n\r\nfresh\r\n")
+        if in_journal(d, qid):
+            return qid
+    pytest.fail("no commit found in wal/ after %d tries" % tries)
+
+
+@pytest.mark.parametrize("cmd", ["delete", "bounce"])
+def test_removal_right_after_the_commit_waits_for_the_checkpoint(make_odmrd, cmd):
+    """Removed while its record is in the journal, a message would come back when odmrd
+    replays the journal after a crash: odmrctl waits for the checkpoint first."""
+    d = make_odmrd(users=USERS)
+    for _ in range(3):
+        qid = inject_into_journal(d)
+        out = ok(d, "queue", cmd, qid)
+        assert out == ("deleted %s\n" % qid if cmd == "delete"
+                       else "bounced %s (1 recipient)\n" % qid)
+        assert not in_journal(d, qid)
+        d.stop(sig=signal.SIGKILL)
+        d.start_fully()
+        ids = d.queue_ids()
+        assert qid not in ids
+        for notice in ids:   # a bounce's notice to the sender stays: one, not more
+            ok(d, "queue", "delete", notice)
+
+
+def test_removal_of_a_message_left_in_a_stopped_odmrds_journal_is_refused(make_odmrd):
+    d = make_odmrd(users=USERS)
+    for _ in range(10):
+        qid = inject(d, ["u@example.org"], b"Subject: fresh\r\n\r\nfresh\r\n")
+        d.stop(sig=signal.SIGKILL)
+        if in_journal(d, qid):
+            break
+        d.start_fully()
+    else:
+        pytest.fail("no commit left in wal/ by a SIGKILL in 10 tries")
+    before = snapshot(d.spool)
+    for cmd in ("delete", "bounce"):
+        r = ctl(d, "queue", cmd, qid)
+        assert (r.returncode, r.stdout) == (EX_TEMPFAIL, ""), (cmd, r.stderr)
+        assert r.stderr == ("odmrctl: %s: not changed: its record is still in odmrd's commit "
+                            "journal (wal/) and no checkpoint took it within 5 s; is odmrd "
+                            "running? (its start replays the journal); try again\n" % qid)
+    assert snapshot(d.spool) == before
+    d.start_fully()                 # the replay and its checkpoint let go of the record
+    assert ok(d, "queue", "delete", qid) == "deleted %s\n" % qid
+    assert d.queue_ids() == []
 
 
 # ---------------------------------------------------------------- usage errors
