@@ -292,6 +292,14 @@ static void format_queue(struct evbuffer *out, const struct metrics_queue_snapsh
            "Age of the oldest message in the queue (0 when it is empty).");
     double age = s->oldest_usec > 0 ? now_s - (double)s->oldest_usec / 1e6 : 0;
     evbuffer_add_printf(out, "odmrd_queue_oldest_message_age_seconds %.3f\n", age > 0 ? age : 0);
+    family(out, "odmrd_journal_segments", "gauge",
+           "Commit journal segments holding records (one or two while mail arrives).");
+    evbuffer_add_printf(out, "odmrd_journal_segments %zu\n", s->journal_segments);
+    family(out, "odmrd_journal_oldest_segment_age_seconds", "gauge",
+           "Since the oldest of them last changed (0: none); growing: checkpoints fail.");
+    double journal_age = s->journal_segments > 0 ? now_s - s->journal_oldest_change : 0;
+    evbuffer_add_printf(out, "odmrd_journal_oldest_segment_age_seconds %.3f\n",
+                        journal_age > 0 ? journal_age : 0);
     family(out, "odmrd_queue_scan_timestamp_seconds", "gauge",
            "When the queue gauges were read from the spool.");
     evbuffer_add_printf(out, "odmrd_queue_scan_timestamp_seconds %.3f\n", s->taken);

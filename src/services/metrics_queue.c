@@ -20,6 +20,7 @@
 #include "lib/log.h"
 #include "services/metrics.h"
 #include "store/queue_fs.h"
+#include "store/queue_journal.h"
 
 struct metrics_queue {
     pthread_t thread;
@@ -117,6 +118,13 @@ int metrics_queue_scan(struct queue *q, int msg_dir_fd, unsigned top_domains,
     int rc = queue_list_all(q, on_message, &sc);   /* 0 or an errno value (queue.h) */
     if (rc == 0)
         rc = queue_list_domains(q, on_domain, &sc);
+    struct queue_journal_state journal;
+    if (rc == 0)
+        rc = queue_fs_journal_state(q, &journal);
+    if (rc == 0) {
+        out->journal_segments = journal.segments;
+        out->journal_oldest_change = journal.oldest_change;
+    }
     keep_top(&sc, top_domains);
     clock_gettime(CLOCK_MONOTONIC, &end);
     out->scan_seconds = (double)(end.tv_sec - start.tv_sec) +

@@ -36,6 +36,8 @@ struct metrics_queue_snapshot {
     size_t domain_count;
     struct metrics_domain other;      /* the rest together, under OTHER_DOMAINS */
     size_t other_count;               /* how many domains are in it */
+    size_t journal_segments;          /* commit journal segments holding records */
+    double journal_oldest_change;     /* the oldest one's mtime (epoch seconds); 0: none */
 };
 
 /* The label value of the domains beyond the top ones: no queue domain can be named so (queue

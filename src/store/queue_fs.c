@@ -1141,6 +1141,11 @@ int queue_fs_wait_out_of_journal(struct queue *q, const char *id)
     return rc;
 }
 
+int queue_fs_journal_state(struct queue *q, struct queue_journal_state *out)
+{
+    return queue_journal_read_state(fs_queue_of(q)->spool_fd, out);
+}
+
 /* Removal order: msg/<id> first, made durable with fsync(msg/), then the index entries. A crash
  * in between leaves orphan entries, which recovery deletes; never an entry-less message. */
 static int remove_message(struct fs_queue *fq, const char *id, const struct queue_envelope *env)

@@ -42,6 +42,9 @@ int queue_fs_commit_sync(struct queue_writer *w);
  * segment (its next start replays it). 0 or errno. Every removal calls it; odmrctl calls it
  * first where a removal follows other changes (bounce). */
 int queue_fs_wait_out_of_journal(struct queue *q, const char *id);
+/* queue_journal_read_state() of the spool's journal (store/queue_journal.h). */
+struct queue_journal_state;
+int queue_fs_journal_state(struct queue *q, struct queue_journal_state *out);
 /* Records the outcome for one recipient (index into env.rcpts) durably (fsync before return).
  * reply may be NULL. DONE/FAILED/BOUNCED are final (the one move out of a final state is
  * FAILED -> BOUNCED, once its notice exists); PENDING counts an attempt. 0 or errno. */

@@ -794,24 +794,12 @@ static int replay_segment(int seg_fd, const char *name, int tmp_fd, int msg_fd,
     }
 }
 
-/* Adds the id of every complete record of the segment fd to out. */
-static int add_record_ids(int fd, struct queue_fs_names *out)
-{
-    char id[QUEUE_ID_MAX];
-    uint64_t len;
-    size_t header_len;
-    int rc = 0;
-    for (off_t off = 0; rc == 0 && read_record_header(fd, off, id, &len, &header_len) == 1;
-         off += (off_t)header_len + (off_t)len)
-        rc = queue_fs_names_add(out, id);
-    return rc;
-}
-
-int queue_journal_held_ids(int spool_fd, struct queue_fs_names *out)
+/* fn(fd of each segment in spool_fd/wal, oldest first, arg) until one returns an error. A
+ * segment checkpointed meanwhile is skipped; no wal/ is no segment. 0 or errno. */
+static int for_each_segment(int spool_fd, int (*fn)(int fd, void *arg), void *arg)
 {
     struct queue_fs_names segments = {0};
     int wal_fd = -1;
-    memset(out, 0, sizeof *out);
     int rc = open_wal_dir(spool_fd, false, &wal_fd);
     if (rc == ENOENT)
         return 0;
@@ -819,20 +807,63 @@ int queue_journal_held_ids(int spool_fd, struct queue_fs_names *out)
         rc = queue_fs_list_dir(wal_fd, ".", accept_segment_name, &segments);
     for (size_t i = 0; rc == 0 && i < segments.count; i++) {
         int fd = queue_fs_open_file(wal_fd, segments.names[i], O_RDONLY, 0);
-        if (fd < 0 && errno != ENOENT)   /* ENOENT: checkpointed meanwhile */
+        if (fd < 0 && errno != ENOENT)
             rc = errno;
         if (fd >= 0) {
-            rc = add_record_ids(fd, out);
+            rc = fn(fd, arg);
             close(fd);
         }
     }
     queue_fs_names_free(&segments);
     if (wal_fd >= 0)
         close(wal_fd);
+    return rc;
+}
+
+/* Adds the id of every complete record of the segment fd to the names arg. */
+static int add_record_ids(int fd, void *arg)
+{
+    char id[QUEUE_ID_MAX];
+    uint64_t len;
+    size_t header_len;
+    int rc = 0;
+    for (off_t off = 0; rc == 0 && read_record_header(fd, off, id, &len, &header_len) == 1;
+         off += (off_t)header_len + (off_t)len)
+        rc = queue_fs_names_add(arg, id);
+    return rc;
+}
+
+int queue_journal_held_ids(int spool_fd, struct queue_fs_names *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = for_each_segment(spool_fd, add_record_ids, out);
     if (rc != 0)
         queue_fs_names_free(out);
     queue_fs_names_sort(out);
     return rc;
+}
+
+/* Adds the segment fd to the state arg when it holds a record (any octet but a zero where the
+ * first record starts); segments come oldest first. */
+static int count_segment(int fd, void *arg)
+{
+    struct queue_journal_state *st = arg;
+    char first;
+    struct stat sb;
+    ssize_t n = pread(fd, &first, 1, 0);
+    if (n < 0 || fstat(fd, &sb) != 0)
+        return errno;
+    if (n == 0 || first == '\0')
+        return 0;
+    if (st->segments++ == 0)
+        st->oldest_change = (double)sb.st_mtim.tv_sec + (double)sb.st_mtim.tv_nsec / 1e9;
+    return 0;
+}
+
+int queue_journal_read_state(int spool_fd, struct queue_journal_state *out)
+{
+    memset(out, 0, sizeof *out);
+    return for_each_segment(spool_fd, count_segment, out);
 }
 
 int queue_journal_replay(int spool_fd, int tmp_fd, int msg_fd, unsigned *replayed,

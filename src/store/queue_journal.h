@@ -13,6 +13,7 @@
 #define ODMR_STORE_QUEUE_JOURNAL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define QUEUE_JOURNAL_DIR "wal"
@@ -53,6 +54,17 @@ void queue_journal_wait_retired(struct queue_journal *j, const char *id);
  * errno; no wal/ is no id. */
 struct queue_fs_names;
 int queue_journal_held_ids(int spool_fd, struct queue_fs_names *out);
+
+/* What a reader beside odmrd (the metrics' snapshot) can see of the journal: the segments in
+ * spool_fd/wal that hold at least one record (a standby, zeros only, is not counted), and the
+ * last change of the oldest of them (its mtime, seconds since the epoch; 0 when none). A
+ * healthy journal has one or two, none older than a few seconds: an old one is a checkpoint
+ * that keeps failing. 0 or errno; no wal/ is none. */
+struct queue_journal_state {
+    size_t segments;
+    double oldest_change;
+};
+int queue_journal_read_state(int spool_fd, struct queue_journal_state *out);
 
 /* Start-up: re-materialises into msg/ every message of the segments left in spool_fd/wal whose
  * msg/<id> is missing or fails validation, makes every message of those segments durable

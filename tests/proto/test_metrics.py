@@ -151,6 +151,18 @@ def test_numbers_match_a_scripted_workload(make_odmrd):
     assert samples(fams, "odmrd_queue_scan_failed") == {("odmrd_queue_scan_failed", ()): 0.0}
     assert fams["odmrd_build_info"].samples[0].labels["version"] == \
         open(os.path.join(ROOT, "VERSION")).read().strip()
+    # The commit journal: what the scrape saw is what wal/ held; a second after the last
+    # commit the checkpointer has retired every segment.
+    segments = samples(fams, "odmrd_journal_segments")[("odmrd_journal_segments", ())]
+    assert 0 <= segments <= 2, segments
+    deadline = time.time() + 15
+    while segments > 0 and time.time() < deadline:
+        time.sleep(0.5)
+        fams = scrape_after(d, time.time())
+        segments = samples(fams, "odmrd_journal_segments")[("odmrd_journal_segments", ())]
+    assert samples(fams, "odmrd_journal_segments") == {("odmrd_journal_segments", ()): 0.0}
+    assert samples(fams, "odmrd_journal_oldest_segment_age_seconds") == {
+        ("odmrd_journal_oldest_segment_age_seconds", ()): 0.0}
 
 
 def check_commit_histogram(got, count):

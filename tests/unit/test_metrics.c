@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "services/metrics.h"
@@ -138,9 +139,22 @@ static uint64_t size_of(const char *id)
     return (uint64_t)st.st_size;
 }
 
+/* A snapshot of the spool, read as odmrd's metrics thread reads it (top_domains 1). */
+static void scan_spool(struct metrics_queue_snapshot *snap)
+{
+    char err[256], path[128];
+    struct queue *ro = queue_open_fs_existing(spool, true, err, sizeof err);
+    assert_non_null(ro);
+    snprintf(path, sizeof path, "%s/msg", spool);
+    int msg_fd = open(path, O_RDONLY | O_DIRECTORY);
+    assert_int_equal(metrics_queue_scan(ro, msg_fd, 1, snap), 0);
+    close(msg_fd);
+    queue_close(ro);
+}
+
 static void test_queue_snapshot(void **state)
 {
-    char err[256], ids[4][QUEUE_ID_MAX], path[128];
+    char err[256], ids[4][QUEUE_ID_MAX];
     strcpy(spool, "/tmp/odmr-metrics-XXXXXX");
     assert_non_null(mkdtemp(spool));
     struct queue *q = queue_open_fs(spool, NULL, 0, err, sizeof err);
@@ -151,11 +165,8 @@ static void test_queue_snapshot(void **state)
     put(q, c, 1, ids[2]);
     put(q, a, 1, ids[3]);
     assert_int_equal(queue_hold(q, ids[1], true), 0);
-    struct queue *ro = queue_open_fs_existing(spool, true, err, sizeof err);
-    snprintf(path, sizeof path, "%s/msg", spool);
-    int msg_fd = open(path, O_RDONLY | O_DIRECTORY);
     struct metrics_queue_snapshot snap;
-    assert_int_equal(metrics_queue_scan(ro, msg_fd, 1, &snap), 0);
+    scan_spool(&snap);
     uint64_t s[4] = {size_of(ids[0]), size_of(ids[1]), size_of(ids[2]), size_of(ids[3])};
     assert_int_equal(snap.messages[METRICS_QUEUE_ACTIVE], 3);
     assert_int_equal(snap.messages[METRICS_QUEUE_HELD], 1);
@@ -169,7 +180,11 @@ static void test_queue_snapshot(void **state)
     assert_int_equal(snap.other_count, 2);               /* b.example and c.example */
     assert_int_equal(snap.other.messages, 2);
     assert_int_equal(snap.other.bytes, s[0] + s[2]);
+    assert_int_equal(snap.journal_segments, 0);          /* a tool's commits: no journal */
     char *text = formatted(&snap);
+    assert_family(text, "odmrd_journal_segments", "odmrd_journal_segments 0\n");
+    assert_family(text, "odmrd_journal_oldest_segment_age_seconds",
+                  "odmrd_journal_oldest_segment_age_seconds 0.000\n");
     assert_family(text, "odmrd_queue_domain_messages",
                   "odmrd_queue_domain_messages{domain=\"a.example\"} 3\n"
                   "odmrd_queue_domain_messages{domain=\"_other\"} 2\n");
@@ -177,8 +192,50 @@ static void test_queue_snapshot(void **state)
                   "odmrd_queue_messages{state=\"active\"} 3\nodmrd_queue_messages{state=\"held\"} 1\n");
     free(text);
     metrics_queue_snapshot_clear(&snap);
-    close(msg_fd);
-    queue_close(ro);
+    queue_close(q);
+    nftw(spool, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Writes wal/<name> with content (len octets), last changed `age` seconds ago. */
+static void write_segment(const char *name, const char *content, size_t len, time_t age)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/wal/%s", spool, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, content, len), (ssize_t)len);
+    struct timespec times[2] = {{.tv_sec = time(NULL) - age}, {.tv_sec = time(NULL) - age}};
+    assert_int_equal(futimens(fd, times), 0);
+    close(fd);
+}
+
+/* Segments with records count (the oldest's age is shown), a standby of zeros does not. */
+static void test_journal_gauges(void **state)
+{
+    char err[256], path[128], zeros[4096] = {0};
+    strcpy(spool, "/tmp/odmr-metrics-XXXXXX");
+    assert_non_null(mkdtemp(spool));
+    struct queue *q = queue_open_fs(spool, NULL, 0, err, sizeof err);
+    assert_non_null(q);
+    snprintf(path, sizeof path, "%s/wal", spool);
+    assert_int_equal(mkdir(path, 0700), 0);
+    static const char record[] = "ODMRJ 1 8E6Y9qu9F000IJn5 3\nabc";
+    write_segment("00000000000000000007", record, sizeof record - 1, 100);
+    write_segment("00000000000000000008", record, sizeof record - 1, 0);
+    write_segment("00000000000000000009", zeros, sizeof zeros, 500);   /* a standby */
+    write_segment("00000000000000000006.tmp", record, sizeof record - 1, 900);   /* not one */
+    struct metrics_queue_snapshot snap;
+    scan_spool(&snap);
+    assert_int_equal(snap.journal_segments, 2);
+    char *text = formatted(&snap);
+    assert_family(text, "odmrd_journal_segments", "odmrd_journal_segments 2\n");
+    char *age_line = samples_of(text, "odmrd_journal_oldest_segment_age_seconds");
+    double age = 0;
+    assert_int_equal(sscanf(age_line, "odmrd_journal_oldest_segment_age_seconds %lf", &age), 1);
+    assert_true(age >= 100 && age < 160);
+    free(age_line);
+    free(text);
+    metrics_queue_snapshot_clear(&snap);
     queue_close(q);
     nftw(spool, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
@@ -206,6 +263,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counters),
         cmocka_unit_test(test_queue_snapshot),
+        cmocka_unit_test(test_journal_gauges),
         cmocka_unit_test(test_loopback_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
