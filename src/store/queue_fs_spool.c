@@ -130,7 +130,8 @@ void queue_fs_names_sort(struct queue_fs_names *l)
 
 bool queue_fs_names_contains(const struct queue_fs_names *l, const char *name)
 {
-    return bsearch(&name, l->names, l->count, sizeof *l->names, compare_names) != NULL;
+    return l->count > 0 &&
+           bsearch(&name, l->names, l->count, sizeof *l->names, compare_names) != NULL;
 }
 
 int queue_fs_list_dir(int dirfd, const char *path, bool (*accept)(const char *),
