@@ -60,9 +60,14 @@ struct queue_journal {
     uint64_t standby_octets;        /* how much the next standby gets: the last segment's size */
     time_t standby_retry;           /* no new standby before this (after a failure) */
     bool seal_requested, stopping;
+    bool rewrite_marked;            /* wal/.rewrite made */
     pthread_t checkpointer;
     bool checkpointer_started;
 };
+
+/* wal/.rewrite: a checkpoint failed in this spool (docs/queue.md "A failed checkpoint"); the
+ * next start writes every record back instead of trusting the files in msg/. */
+#define REWRITE_MARK ".rewrite"
 
 static time_t monotonic_seconds(void)
 {
@@ -433,6 +438,21 @@ static int checkpoint_segment(struct queue_journal *j, struct queue_journal_segm
     return rc;
 }
 
+/* Makes wal/.rewrite (once): a stop before the failed segment's rewrite must not let the next
+ * start trust the files either. Best effort: on a disk that fails this may fail too. */
+static void mark_rewrite(struct queue_journal *j)
+{
+    if (j->rewrite_marked)
+        return;
+    int fd = openat(j->wal_fd, REWRITE_MARK, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    j->rewrite_marked = fd >= 0 && fsync(j->wal_fd) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (!j->rewrite_marked)
+        log_error("queue.journal_mark_failed", " file=wal/%s error=\"%s\"", REWRITE_MARK,
+                  strerror(errno));
+}
+
 static struct queue_journal_segment *retirable_locked(struct queue_journal *j)
 {
     for (struct queue_journal_segment *seg = j->segments; seg != NULL; seg = seg->next) {
@@ -558,6 +578,7 @@ static void *checkpointer_main(void *arg)
             log_error("queue.checkpoint_failed", " segment=%" PRIu64 " error=\"%s\" retry=%s",
                       seg->number, strerror(rc), seg->unlinked ? "sync" : "rewrite");
             seg->rewrite = true;
+            mark_rewrite(j);
             j->seal_requested = false;
             pthread_cond_timedwait(&j->changed, &j->mutex, &(struct timespec){
                 .tv_sec = time(NULL) + 1});
@@ -635,6 +656,7 @@ void queue_journal_close(struct queue_journal *j)
 
 struct replay_stats {
     unsigned replayed, torn;
+    bool rewrite_all;               /* wal/.rewrite: a checkpoint failed, trust no file */
     /* valid files kept in msg/, not yet synced: synced a batch at a time, as a checkpoint */
     char kept[CHECKPOINT_BATCH][QUEUE_ID_MAX];
     size_t kept_count;
@@ -774,7 +796,7 @@ static int replay_segment(int seg_fd, const char *name, int tmp_fd, int msg_fd,
         int h = read_record_header(seg_fd, off, id, &len, &header_len);
         if (h == 0)
             return 0;
-        int rc = h < 0 ? EBADMSG : keep_existing(msg_fd, id, st);
+        int rc = h < 0 ? EBADMSG : st->rewrite_all ? ENOENT : keep_existing(msg_fd, id, st);
         if (rc == ENOENT || rc == EBADMSG) {
             rc = h < 0 ? EBADMSG
                        : write_back(seg_fd, off + (off_t)header_len, len, tmp_fd, msg_fd, id);
@@ -877,6 +899,7 @@ int queue_journal_replay(int spool_fd, int tmp_fd, int msg_fd, unsigned *replaye
         rc = 0;   /* a spool from before the journal */
     else if (rc == 0)
         rc = queue_fs_list_dir(wal_fd, ".", accept_segment_name, &names);
+    st.rewrite_all = wal_fd >= 0 && faccessat(wal_fd, REWRITE_MARK, F_OK, AT_SYMLINK_NOFOLLOW) == 0;
     for (size_t i = 0; rc == 0 && i < names.count; i++) {
         int fd = queue_fs_open_file(wal_fd, names.names[i], O_RDONLY, 0);
         rc = fd < 0 ? errno : replay_segment(fd, names.names[i], tmp_fd, msg_fd, &st);
@@ -895,6 +918,10 @@ int queue_journal_replay(int spool_fd, int tmp_fd, int msg_fd, unsigned *replaye
     }
     if (rc == 0 && names.count > 0 && fsync(wal_fd) != 0)
         rc = errno;
+    if (rc == 0 && st.rewrite_all && unlinkat(wal_fd, REWRITE_MARK, 0) == 0 && fsync(wal_fd) != 0)
+        rc = errno;
+    if (st.rewrite_all)
+        log_info("queue.journal_rewrite_all", " result=%s", rc == 0 ? "ok" : strerror(rc));
     queue_fs_names_free(&names);
     if (wal_fd >= 0)
         close(wal_fd);

@@ -173,23 +173,33 @@ static bool no_records_left(void)
 }
 
 /* Opens a daemon queue with a time limit on the test (a retry that can never succeed would
- * leave a removal waiting for ever), arms failure f once, stores the messages of before and
- * removes the last one, which waits until every segment is retired: the first checkpoint that
- * meets the failure fails, the one a second later retires its segment. */
-static struct queue *fail_once_and_remove_the_last(struct injected_failure *f,
-                                                   struct event_base **base,
-                                                   struct stored *before)
+ * leave a removal waiting for ever), arms failure f for `failures` calls and stores the
+ * messages of before. */
+static struct queue *store_with_failures(struct injected_failure *f, int failures,
+                                         struct event_base **base, struct stored *before)
 {
     alarm(60);
     evthread_use_pthreads();
     *base = event_base_new();
     struct queue *q = open_daemon_queue(*base);
     atomic_store(&segment_unlinked, false);   /* not an unlink of an earlier test */
-    atomic_store(&f->left, 1);
+    atomic_store(&f->made, 0);
+    atomic_store(&f->left, failures);
     for (unsigned i = 0; i < MESSAGES; i++) {
         store_message(q, i, before[i].id);
         read_stored(&before[i]);
     }
+    return q;
+}
+
+/* Stores the messages with failure f armed once, then removes the last one, which waits until
+ * every segment is retired: the first checkpoint that meets the failure fails, the one a
+ * second later retires its segment. */
+static struct queue *fail_once_and_remove_the_last(struct injected_failure *f,
+                                                   struct event_base **base,
+                                                   struct stored *before)
+{
+    struct queue *q = store_with_failures(f, 1, base, before);
     assert_int_equal(queue_remove(q, before[MESSAGES - 1].id), 0);
     assert_int_equal(atomic_load(&f->made), 1);
     assert_true(no_records_left());
@@ -205,13 +215,13 @@ static void finish_test(struct queue *q, struct event_base *base, struct stored 
     alarm(0);
 }
 
-/* Every message but the removed last one has the octets first written; returns how many are
+/* Every message but the first `count` has the octets first written; returns how many are
  * new files (written back) rather than the ones first written. */
-static unsigned assert_same_octets(const struct stored *before)
+static unsigned assert_same_octets(const struct stored *before, unsigned count)
 {
     struct stored after = {0};
     unsigned rewritten = 0;
-    for (unsigned i = 0; i < MESSAGES - 1; i++) {
+    for (unsigned i = 0; i < count; i++) {
         memcpy(after.id, before[i].id, sizeof after.id);
         read_stored(&after);
         assert_int_equal(after.len, before[i].len);
@@ -232,12 +242,12 @@ static void test_failed_checkpoint_rewrites_from_the_records(void **state)
     struct event_base *base;
     struct stored before[MESSAGES];
     struct queue *q = fail_once_and_remove_the_last(&message_sync, &base, before);
-    unsigned rewritten = assert_same_octets(before);
+    unsigned rewritten = assert_same_octets(before, MESSAGES - 1);
     assert_true(rewritten >= 1);
     queue_close(q);
     /* Nothing left to replay: the rewritten segment is gone, the messages stay. */
     q = open_daemon_queue(base);
-    assert_int_equal(assert_same_octets(before), rewritten);
+    assert_int_equal(assert_same_octets(before, MESSAGES - 1), rewritten);
     finish_test(q, base, before);
 }
 
@@ -248,7 +258,34 @@ static void test_failed_wal_sync_after_the_unlink_is_retried_alone(void **state)
     struct event_base *base;
     struct stored before[MESSAGES];
     struct queue *q = fail_once_and_remove_the_last(&wal_dir_sync, &base, before);
-    assert_int_equal(assert_same_octets(before), 0);
+    assert_int_equal(assert_same_octets(before, MESSAGES - 1), 0);
+    finish_test(q, base, before);
+}
+
+static bool rewrite_marked(void)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/wal/.rewrite", spool);
+    return access(path, F_OK) == 0;
+}
+
+/* Every checkpoint fails and odmrd stops before a retry: the segments stay, and wal/.rewrite
+ * tells the next start not to trust the files in msg/ (their pages may never have reached the
+ * disk), so its replay writes every record back instead of keeping the files. */
+static void test_a_stop_before_the_retry_rewrites_at_the_next_start(void **state)
+{
+    struct event_base *base;
+    struct stored before[MESSAGES];
+    struct queue *q = store_with_failures(&message_sync, 1 << 20, &base, before);
+    queue_close(q);
+    assert_true(atomic_load(&message_sync.made) >= 1);
+    assert_true(rewrite_marked());
+    assert_false(no_records_left());
+    atomic_store(&message_sync.left, 0);
+    q = open_daemon_queue(base);
+    assert_int_equal(assert_same_octets(before, MESSAGES), MESSAGES);
+    assert_true(no_records_left());
+    assert_false(rewrite_marked());
     finish_test(q, base, before);
 }
 
@@ -259,6 +296,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_rewrites_from_the_records,
                                         setup_spool, teardown_spool),
         cmocka_unit_test_setup_teardown(test_failed_wal_sync_after_the_unlink_is_retried_alone,
+                                        setup_spool, teardown_spool),
+        cmocka_unit_test_setup_teardown(test_a_stop_before_the_retry_rewrites_at_the_next_start,
                                         setup_spool, teardown_spool),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
