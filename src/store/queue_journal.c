@@ -60,7 +60,7 @@ struct queue_journal {
     uint64_t standby_octets;        /* how much the next standby gets: the last segment's size */
     time_t standby_retry;           /* no new standby before this (after a failure) */
     bool seal_requested, stopping;
-    bool rewrite_marked;            /* wal/.rewrite made */
+    bool rewrite_marked;            /* wal/.rewrite made (the checkpointer thread alone) */
     pthread_t checkpointer;
     bool checkpointer_started;
 };
@@ -571,6 +571,8 @@ static void *checkpointer_main(void *arg)
         }
         pthread_mutex_unlock(&j->mutex);
         int rc = checkpoint_segment(j, seg);
+        if (rc != 0)
+            mark_rewrite(j);   /* the checkpointer's alone: outside the mutex */
         pthread_mutex_lock(&j->mutex);
         if (rc != 0) {
             /* The segment stays (replayed at the next start); waiting removals stay blocked
@@ -578,7 +580,6 @@ static void *checkpointer_main(void *arg)
             log_error("queue.checkpoint_failed", " segment=%" PRIu64 " error=\"%s\" retry=%s",
                       seg->number, strerror(rc), seg->unlinked ? "sync" : "rewrite");
             seg->rewrite = true;
-            mark_rewrite(j);
             j->seal_requested = false;
             pthread_cond_timedwait(&j->changed, &j->mutex, &(struct timespec){
                 .tv_sec = time(NULL) + 1});
