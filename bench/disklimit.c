@@ -88,7 +88,8 @@ static void *wal_writer(void *arg)
         ssize_t n = g.ring ? pwrite(g.logfd, rec, g.size, g.offset) : write(g.logfd, rec, g.size);
         if (n != (ssize_t)g.size)
             die("write");
-        g.offset += (off_t)g.size;
+        if (g.ring)
+            g.offset += (off_t)g.size;
         unsigned long mine = ++g.appended;
         pthread_cond_broadcast(&g.cv);
         while (g.synced < mine && !atomic_load(&g.stop))
